@@ -1,0 +1,114 @@
+"""The ``recsvc`` console script: serve, recommend, models, and (with ``recsvc[train]``)
+train and datagen."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from recsvc import __version__
+from recsvc.config import Settings
+from recsvc.errors import RecsvcError
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsvc", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"recsvc {__version__}")
+    parser.add_argument("--redis-url", help="overrides RECSVC_REDIS_URL")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC service")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="server processes sharing the port")
+
+    rec = sub.add_parser("recommend", help="ask a running server for one customer's offers")
+    rec.add_argument("customer_id")
+    rec.add_argument("--limit", type=int, default=10)
+    rec.add_argument("--channel", default="")
+    rec.add_argument("--segment", default="", help="used when the model does not know the customer")
+    rec.add_argument("--target", help="HOST:PORT (default: RECSVC_HOST:RECSVC_PORT)")
+    rec.add_argument("--timeout", type=float, default=5.0, help="seconds")
+
+    models = sub.add_parser("models", help="list, activate or roll back model versions")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("list", help="the versions in Redis, active and previous marked")
+    act = msub.add_parser("activate", help="make a kept version active")
+    act.add_argument("version")
+    msub.add_parser("rollback", help="swap the active and the previous version")
+
+    train = sub.add_parser("train", help="train per-segment models and publish a version")
+    train.add_argument("--customers", required=True)
+    train.add_argument("--offers", required=True)
+    train.add_argument("--interactions", required=True)
+    train.add_argument("--config", help="TOML file (see docs/DESIGN.md for every key)")
+    train.add_argument("--report", help="write the run report as JSON here")
+    train.add_argument("--no-activate", action="store_true",
+                       help="publish the version but leave the active one in place")
+    train.add_argument("--strict", action="store_true", help="any bad row fails the run")
+    train.add_argument("--force", action="store_true",
+                       help="activate even if the quality gate says the new version is worse")
+    train.add_argument("--seed", type=int, help="overrides the config's seed")
+
+    gen = sub.add_parser("datagen", help="write a synthetic data set with planted preferences")
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--customers", type=int, default=10_000)
+    gen.add_argument("--offers", type=int, default=200)
+    gen.add_argument("--segments", type=int, default=4)
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(
+            redis_url=args.redis_url,
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+            workers=getattr(args, "workers", None),
+        )
+    except RecsvcError as exc:
+        print(f"recsvc: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            from recsvc.server import pin_worker_cpu, serve
+
+            pin_worker_cpu()
+            return serve(settings)
+        if args.command == "recommend":
+            from recsvc.client import print_recommendation
+
+            return print_recommendation(args, settings)
+        if args.command == "models":
+            from recsvc.client import models_command
+
+            return models_command(args, settings)
+        return _training_command(args, settings)
+    except RecsvcError as exc:
+        print(f"recsvc: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _training_command(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        # Serving never imports the training stack; these commands need the `train` extra.
+        from training import datagen, job
+    except ImportError as exc:
+        print(f"recsvc {args.command}: the training stack is not installed ({exc.name}); "
+              "install it with: pip install 'recsvc[train]'", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.command == "datagen":
+        return datagen.main(args)
+    return job.main(args, settings)

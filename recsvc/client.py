@@ -1,0 +1,71 @@
+"""Command-line clients: ``recsvc recommend`` (through the real gRPC API) and ``recsvc models``."""
+
+from __future__ import annotations
+
+import argparse
+
+import grpc
+
+from recsvc import schema
+from recsvc.config import Settings
+from recsvc.errors import RecsvcError
+from recsvc.registry import Registry
+from recsvc.store import connect
+from recsvc.v1 import offers_pb2 as pb
+from recsvc.v1 import offers_pb2_grpc as pb_grpc
+
+
+def format_ranking(response: pb.RecommendResponse) -> str:
+    """A readable table of one response."""
+    strategy = pb.Strategy.Name(response.strategy).removeprefix("STRATEGY_").lower()
+    lines = [
+        f"customer {response.customer_id}  segment {response.segment or '-'}  "
+        f"strategy {strategy}  model {response.model_version}",
+    ]
+    if response.reason:
+        lines.append(f"  ({response.reason})")
+    if not response.offers:
+        lines.append("  no eligible offers")
+        return "\n".join(lines)
+    id_width = max(8, *(len(o.offer_id) for o in response.offers))
+    lines.append(f"  {'rank':>4}  {'offer':<{id_width}}  {'score':>9}  title")
+    for offer in response.offers:
+        lines.append(f"  {offer.rank:>4}  {offer.offer_id:<{id_width}}  {offer.score:>9.4f}  "
+                     f"{offer.title}")
+    return "\n".join(lines)
+
+
+def print_recommendation(args: argparse.Namespace, settings: Settings) -> int:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "[::]") else settings.host
+    target = args.target or f"{host}:{settings.port}"
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.RetentionOfferServiceStub(channel)
+        try:
+            response = stub.Recommend(
+                pb.RecommendRequest(customer_id=args.customer_id, limit=args.limit,
+                                    channel=args.channel, segment=args.segment),
+                timeout=args.timeout)
+        except grpc.RpcError as exc:
+            raise RecsvcError(f"{target}: {exc.code().name}: {exc.details()}") from None
+    print(format_ranking(response))
+    return 0
+
+
+def models_command(args: argparse.Namespace, settings: Settings) -> int:
+    registry = Registry(connect(settings, timeout_ms=5000), schema.Keys(settings.key_prefix))
+    if args.models_command == "list":
+        infos = registry.list()
+        if not infos:
+            print("no model versions published yet")
+        for info in infos:
+            print(f"{info.version}  {info.state:<8}  segments {info.segment_count:<3}  "
+                  f"created {info.created_at}  {info.role}")
+        return 0
+    if args.models_command == "activate":
+        active, _ = registry.pointers()
+        registry.activate(args.version, active)
+        print(f"active version: {args.version} (previous: {active or '-'})")
+        return 0
+    version = registry.rollback()
+    print(f"rolled back: active version is now {version}")
+    return 0

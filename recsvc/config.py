@@ -1,0 +1,67 @@
+"""Settings from ``RECSVC_*`` environment variables, built once in main and passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from recsvc.errors import RecsvcError
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, its environment variable (``RECSVC_`` + upper-case name) and default."""
+
+    redis_url: str = "redis://localhost:6379/0"
+    key_prefix: str = "recsvc"  # all keys live under this prefix
+    host: str = "0.0.0.0"
+    port: int = 50051
+    workers: int = 1  # server processes sharing the port (SO_REUSEPORT)
+    threads: int = 4  # gRPC worker threads per process (more only adds GIL queueing)
+    max_concurrent_rpcs: int = 64  # per process; health checks are never counted
+    max_message_bytes: int = 4 * 1024 * 1024
+    default_deadline_ms: int = 250  # applies when the caller sets no deadline
+    redis_timeout_ms: int = 25  # connect and socket timeout of every Redis call
+    redis_pool_size: int = 16  # connections per process
+    redis_retry_after_failure_ms: int = 1000  # after a failure, skip Redis this long
+    model_poll_ms: int = 500  # how often the active version pointer is checked
+    grace_seconds: float = 5.0  # in-flight calls get this long on SIGTERM
+    reflection: bool = True
+    max_batch_ids: int = 10_000
+    batch_chunk: int = 500  # ids fetched per Redis round trip in RecommendBatch
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``RECSVC_*`` variables; keyword overrides (from flags) win when not None."""
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = source.get(f"RECSVC_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, str(f.type), raw)
+        settings = cls(**values)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(settings, **given) if given else settings
+
+
+def _parse(name: str, type_name: str, raw: str) -> Any:
+    try:
+        if type_name == "bool":
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+    except ValueError:
+        raise RecsvcError(
+            f"RECSVC_{name.upper()}={raw!r} is not a valid {type_name}"
+        ) from None
+    return raw

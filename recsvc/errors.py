@@ -1,0 +1,60 @@
+"""The recsvc error tree. No grpc import here: the interceptor maps these to status codes.
+
+    RecsvcError
+    ├── InvalidRequestError       bad client input            -> INVALID_ARGUMENT
+    ├── ModelNotPublishedError    no active model version     -> FAILED_PRECONDITION
+    ├── DeadlineExceededError     no time left for the work   -> DEADLINE_EXCEEDED
+    ├── OverloadedError           concurrency cap reached     -> RESOURCE_EXHAUSTED
+    ├── StoreError                Redis failed or timed out   -> UNAVAILABLE
+    │   └── CorruptRecordError    a stored value cannot be decoded
+    ├── PublishError              a training run could not publish (never half-published)
+    │   ├── LockHeldError         another training run holds the lock
+    │   └── QualityGateError      the new version is worse than the active one
+    └── DataError                 training input that cannot be used at all
+"""
+
+from __future__ import annotations
+
+
+class RecsvcError(Exception):
+    """Base of every error recsvc raises on purpose."""
+
+
+class InvalidRequestError(RecsvcError):
+    """A request field is malformed; the message names the field."""
+
+
+class ModelNotPublishedError(RecsvcError):
+    """No model version is active yet: run `recsvc train` first."""
+
+
+class DeadlineExceededError(RecsvcError):
+    """The caller's deadline (or the server default) left no time for the work."""
+
+
+class OverloadedError(RecsvcError):
+    """The server is at its cap of concurrent requests."""
+
+
+class StoreError(RecsvcError):
+    """Redis did not answer, answered an error, or timed out."""
+
+
+class CorruptRecordError(StoreError):
+    """A value read from Redis does not decode as the schema says."""
+
+
+class PublishError(RecsvcError):
+    """Publishing a model version failed; the active version is untouched."""
+
+
+class LockHeldError(PublishError):
+    """Another training run holds the publish lock."""
+
+
+class QualityGateError(PublishError):
+    """The new version scores worse than the active one beyond the tolerance."""
+
+
+class DataError(RecsvcError):
+    """Training input that cannot be used (missing file or column, strict-mode bad rows, ...)."""

@@ -1,0 +1,149 @@
+"""Reading a published model from Redis: the serving side of the layout in ``schema``.
+
+The only serving module that imports redis. Every call is bounded: explicit connect and socket
+timeouts of a few milliseconds, at most one retry and only when the caller's deadline leaves room
+for it, a bounded connection pool, and a short breaker that answers StoreError at once after a
+failure so a dead Redis costs requests nothing (the model watcher's ping closes it again).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from recsvc import schema
+from recsvc.config import Settings
+from recsvc.errors import DeadlineExceededError, StoreError
+from recsvc.model import ModelVersion
+
+T = TypeVar("T")
+
+
+class Store(Protocol):
+    """What the service needs from the model store."""
+
+    def active_version(self) -> str | None: ...
+
+    def load_version(self, version: str) -> ModelVersion: ...
+
+    def customer_record(self, version: str, customer_id: str, deadline: float) -> bytes | None: ...
+
+    def customer_records(
+        self, version: str, customer_ids: Sequence[str], deadline: float
+    ) -> list[bytes | None]: ...
+
+    def ping(self) -> bool: ...
+
+
+def connect(settings: Settings, timeout_ms: int | None = None) -> redis.Redis:
+    """A client whose every call fails fast instead of waiting seconds (redis-py's defaults)."""
+    timeout = (timeout_ms if timeout_ms is not None else settings.redis_timeout_ms) / 1000.0
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_pool_size,
+        timeout=timeout,  # waiting for a free pooled connection is bounded too
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),  # retries are ours, bounded by the caller's deadline
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+class RedisStore:
+    """The Redis implementation of ``Store``."""
+
+    def __init__(self, client: redis.Redis, keys: schema.Keys, settings: Settings) -> None:
+        self._client = client
+        self._keys = keys
+        self._timeout = settings.redis_timeout_ms / 1000.0
+        self._pause = settings.redis_retry_after_failure_ms / 1000.0
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def keys(self) -> schema.Keys:
+        return self._keys
+
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self) -> None:
+        with self._lock:
+            self._down_until = time.monotonic() + self._pause
+
+    def _call(self, action: Callable[[], T], deadline: float) -> T:
+        """Run ``action``; retry once if the deadline leaves room for another timeout."""
+        if not self.available():
+            raise StoreError("Redis marked unavailable after a recent failure")
+        for attempt in (1, 2):
+            if deadline - time.monotonic() <= 0:
+                raise DeadlineExceededError("no time left before reading Redis")
+            try:
+                return action()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if attempt == 2 or deadline - time.monotonic() < self._timeout:
+                    self._failed()
+                    raise StoreError(f"Redis did not answer: {exc}") from exc
+            except redis.RedisError as exc:
+                raise StoreError(f"Redis error: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def ping(self) -> bool:
+        """True when Redis answers; also closes the breaker so requests use Redis again."""
+        try:
+            ok = bool(self._client.ping())
+        except redis.RedisError:
+            self._failed()
+            return False
+        if ok:
+            with self._lock:
+                self._down_until = 0.0
+        return ok
+
+    def active_version(self) -> str | None:
+        try:
+            raw = self._client.get(self._keys.active)
+        except redis.RedisError as exc:
+            self._failed()
+            raise StoreError(f"cannot read the active version pointer: {exc}") from exc
+        return None if raw is None else bytes(raw).decode()
+
+    def load_version(self, version: str) -> ModelVersion:
+        """Read a whole version's item side (two round trips; once per version, not per call)."""
+        try:
+            meta_json, offers_json = self._client.mget(
+                self._keys.meta(version), self._keys.offers(version)
+            )
+            if meta_json is None or offers_json is None:
+                raise StoreError(f"model version {version} is incomplete or deleted")
+            segment_count = len(json.loads(meta_json)["segments"])
+            pipe = self._client.pipeline(transaction=False)
+            for i in range(segment_count):
+                pipe.hgetall(self._keys.segment(version, i))
+            pipe.hgetall(self._keys.global_popularity(version))
+            *segments, global_blob = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreError(f"cannot read model version {version}: {exc}") from exc
+        try:
+            return ModelVersion.from_blobs(version, meta_json, offers_json, segments, global_blob)
+        except (ValueError, KeyError) as exc:
+            raise StoreError(f"model version {version} does not decode: {exc}") from exc
+
+    def customer_record(self, version: str, customer_id: str, deadline: float) -> bytes | None:
+        key = self._keys.customers(version)
+        raw = self._call(lambda: self._client.hget(key, customer_id), deadline)
+        return None if raw is None else bytes(raw)
+
+    def customer_records(
+        self, version: str, customer_ids: Sequence[str], deadline: float
+    ) -> list[bytes | None]:
+        key = self._keys.customers(version)
+        values = self._call(lambda: self._client.hmget(key, list(customer_ids)), deadline)
+        return [None if v is None else bytes(v) for v in values]
