@@ -113,10 +113,12 @@ def encode_customer_record(
     accepted_arr = np.asarray(accepted, dtype=UINT32_LE)
     if len(vector) > MAX_RECORD_ITEMS or len(accepted_arr) > MAX_RECORD_ITEMS:
         raise ValueError("customer record too large")
-    header = _RECORD_HEADER.pack(
-        RECORD_FORMAT, 0, segment_index, len(vector), len(accepted_arr)
-    )
-    return header + np.asarray(vector, dtype=FLOAT32_LE).tobytes() + accepted_arr.tobytes()
+    return pack_record_header(segment_index, len(vector), len(accepted_arr)) + np.asarray(vector, dtype=FLOAT32_LE).tobytes() + accepted_arr.tobytes()
+
+
+def pack_record_header(segment_index: int, factors: int, accepted: int) -> bytes:
+    """The 8-byte header of a customer record (the job builds records from it in bulk)."""
+    return _RECORD_HEADER.pack(RECORD_FORMAT, 0, segment_index, factors, accepted)
 
 
 def decode_customer_record(raw: bytes) -> CustomerRecord:

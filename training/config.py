@@ -1,0 +1,164 @@
+"""Training configuration: defaults here, overridden by a TOML ``--config`` file.
+
+Every key, with its default (see also docs/DESIGN.md)::
+
+    seed = 42
+    algorithm = "als"              # "als" or "bpr"
+    half_life_days = 0.0           # recency decay of event confidence; 0 = off
+    duplicates = "max"             # repeated (customer, offer, event) rows: "max" or "sum"
+    weight_cap = 100.0             # |weight| above this (or non-finite) is a bad row
+    negative_impressions = "auto"  # impression-only pairs as "not liked": "auto" (validation
+    negative_impression_weight = -1.0  # decides), true or false
+    [events]                       # default confidence per event; the `weight` column overrides
+    impression = 0.0
+    click = 1.0
+    accept = 4.0
+    redeem = 6.0
+    decline = -2.0
+    [tuning]
+    factors = [16, 48]
+    regularization = [0.05]
+    alpha = [2.0, 10.0]            # confidence scaling
+    iterations = [15]              # ALS sweeps
+    bpr_epochs = [100]             # BPR epochs
+    learning_rate = 0.05           # BPR only
+    blend_weights = [0.0, 0.25, 0.5, 0.75, 1.0]  # 0 = popularity, 1 = the model alone
+    [evaluation]
+    holdout = 1                    # latest accepts held out per customer
+    min_history = 3                # distinct accepted/redeemed offers needed to be held out
+    min_evaluated = 20             # fewer evaluable customers: the segment serves popularity
+    max_customers = 20000          # evaluation sample per segment
+    [publish]
+    quality_tolerance = 0.02       # refuse if overall ndcg@10 drops by more (unless --force)
+    batch_size = 1000              # customers per HSET command
+    lock_ttl_seconds = 60.0
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from recsvc.errors import DataError
+
+EVENTS = ("impression", "click", "accept", "redeem", "decline")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    factors: tuple[int, ...] = (16, 48)
+    regularization: tuple[float, ...] = (0.05,)
+    alpha: tuple[float, ...] = (2.0, 10.0)
+    iterations: tuple[int, ...] = (15,)  # ALS sweeps
+    bpr_epochs: tuple[int, ...] = (100,)  # BPR epochs (used instead of iterations)
+    learning_rate: float = 0.05
+    blend_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    holdout: int = 1
+    min_history: int = 3
+    min_evaluated: int = 20
+    max_customers: int = 20_000
+
+
+@dataclass(frozen=True)
+class Publish:
+    quality_tolerance: float = 0.02
+    batch_size: int = 1000
+    lock_ttl_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 42
+    algorithm: str = "als"
+    half_life_days: float = 0.0
+    duplicates: str = "max"
+    weight_cap: float = 100.0
+    negative_impressions: str = "auto"
+    negative_impression_weight: float = -1.0
+    events: dict[str, float] = field(default_factory=lambda: {
+        "impression": 0.0, "click": 1.0, "accept": 4.0, "redeem": 6.0, "decline": -2.0})
+    tuning: Tuning = field(default_factory=Tuning)
+    evaluation: Evaluation = field(default_factory=Evaluation)
+    publish: Publish = field(default_factory=Publish)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.algorithm not in ("als", "bpr"):
+            problems.append(f"algorithm must be 'als' or 'bpr', not {self.algorithm!r}")
+        if self.duplicates not in ("max", "sum"):
+            problems.append(f"duplicates must be 'max' or 'sum', not {self.duplicates!r}")
+        if self.negative_impressions not in ("auto", "true", "false"):
+            problems.append("negative_impressions must be \"auto\", true or false")
+        if self.half_life_days < 0:
+            problems.append("half_life_days must be >= 0")
+        if not self.weight_cap > 0:
+            problems.append("weight_cap must be > 0")
+        unknown = set(self.events) - set(EVENTS)
+        if unknown:
+            problems.append(f"[events]: unknown event(s) {sorted(unknown)}; known: {EVENTS}")
+        for name, weight in self.events.items():
+            if abs(weight) > self.weight_cap:
+                problems.append(f"[events] {name} = {weight} is beyond weight_cap")
+        if not self.tuning.factors or min(self.tuning.factors) < 1:
+            problems.append("[tuning] factors must list positive integers")
+        if any(not 0 <= w <= 1 for w in self.tuning.blend_weights):
+            problems.append("[tuning] blend_weights must lie in [0, 1]")
+        if self.evaluation.holdout < 1 or self.evaluation.min_history <= self.evaluation.holdout:
+            problems.append("[evaluation] needs holdout >= 1 and min_history > holdout")
+        if problems:
+            raise DataError("bad training config: " + "; ".join(problems))
+
+    def event_weight(self, event: str) -> float:
+        return float(self.events.get(event, 0.0))
+
+    def as_dict(self) -> dict[str, Any]:
+        def plain(obj: Any) -> Any:
+            if hasattr(obj, "__dataclass_fields__"):
+                return {f.name: plain(getattr(obj, f.name)) for f in fields(obj)}
+            if isinstance(obj, tuple):
+                return list(obj)
+            return obj
+        return dict(plain(self))
+
+
+def load_config(path: str | None, seed: int | None = None) -> TrainConfig:
+    config = TrainConfig()
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise DataError(f"cannot read config {path}: {exc}") from exc
+        config = _apply(config, raw, path)
+    return replace(config, seed=seed) if seed is not None else config
+
+
+def _apply(config: TrainConfig, raw: dict[str, Any], path: str) -> TrainConfig:
+    sections = {"tuning": Tuning, "evaluation": Evaluation, "publish": Publish}
+    top: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in sections:
+            current = getattr(config, key)
+            known = {f.name for f in fields(current)}
+            bad = set(value) - known
+            if bad:
+                raise DataError(f"{path}: [{key}] has unknown key(s) {sorted(bad)}")
+            converted = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+            top[key] = replace(current, **converted)
+        elif key == "events":
+            top[key] = {**config.events, **{k: float(v) for k, v in value.items()}}
+        elif key == "negative_impressions":
+            top[key] = str(value).lower()
+        elif key in {f.name for f in fields(config)}:
+            top[key] = value
+        else:
+            raise DataError(f"{path}: unknown key {key!r}")
+    try:
+        return replace(config, **top)
+    except TypeError as exc:
+        raise DataError(f"{path}: {exc}") from exc

@@ -1,0 +1,363 @@
+"""Reading and validating the three input tables (CSV, CSV.gz or Parquet).
+
+Every check is vectorized (pyarrow/numpy): the job reads tens of millions of interactions. A bad
+row is counted under the first rule it breaks, in the order of ``*_KINDS``, and reported with its
+file and row number: the 1-based data row (for a CSV without embedded newlines, the line number
+is the row number + 1, the header being line 1).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from recsvc.errors import DataError
+from training.config import EVENTS
+
+CUSTOMER_KINDS = ("missing_customer_id", "duplicate_customer_id", "missing_segment",
+                  "bad_clv", "bad_churn_risk")
+OFFER_KINDS = ("missing_offer_id", "duplicate_offer_id", "missing_segments", "bad_cost",
+               "bad_value", "bad_valid_from", "bad_valid_to", "empty_validity_window")
+INTERACTION_KINDS = ("unknown_customer", "unknown_offer", "unknown_event", "bad_ts",
+                     "bad_weight")
+MAX_LISTED_ROWS = 1000  # row numbers listed per kind in the report (counts are always exact)
+
+_NUMBER = r"^\s*[-+]?((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)\s*$"
+_ZONED = r"(Z|z|[+-]\d\d:?\d\d)$"
+
+
+@dataclass
+class BadRows:
+    """Bad rows per (file, kind): exact counts and the first MAX_LISTED_ROWS row numbers."""
+
+    entries: dict[tuple[str, str], tuple[int, list[int]]] = field(default_factory=dict)
+
+    def add(self, path: str, kind: str, mask: npt.NDArray[np.bool_]) -> None:
+        rows = np.flatnonzero(mask)
+        if len(rows):
+            count, listed = self.entries.get((path, kind), (0, []))
+            listed = listed + (rows[: MAX_LISTED_ROWS - len(listed)] + 1).tolist()
+            self.entries[(path, kind)] = (count + len(rows), listed)
+
+    @property
+    def total(self) -> int:
+        return sum(count for count, _ in self.entries.values())
+
+    def count(self, kind: str) -> int:
+        return sum(c for (_, k), (c, _) in self.entries.items() if k == kind)
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return [{"file": path, "kind": kind, "count": count, "rows": rows}
+                for (path, kind), (count, rows) in self.entries.items()]
+
+
+@dataclass
+class Dataset:
+    """Validated input, as arrays. Customers and offers are indexed by position."""
+
+    customer_ids: pa.Array
+    customer_segment: npt.NDArray[np.int32]
+    segment_names: list[str]
+    offers: list[dict[str, Any]]  # catalogue entries as the service reads them
+    eligible: npt.NDArray[np.bool_]  # segments x offers
+    customer: npt.NDArray[np.int32]  # one entry per kept interaction
+    offer: npt.NDArray[np.int32]
+    event: npt.NDArray[np.int8]  # index into config.EVENTS
+    ts: npt.NDArray[np.float64]  # epoch seconds
+    weight: npt.NDArray[np.float64]  # NaN when the row has none
+    bad: BadRows
+    ineligible: int  # interactions with an offer not open to the customer's segment
+    fingerprint: str
+    rows_read: dict[str, int]
+
+    @property
+    def offer_ids(self) -> list[str]:
+        return [o["offer_id"] for o in self.offers]
+
+
+def read_table(path: str, required: tuple[str, ...]) -> pa.Table:
+    """CSV (every column as text), CSV.gz or Parquet, by extension."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file")
+    lowered = path.lower()
+    try:
+        if lowered.endswith(".parquet"):
+            table = pq.read_table(path)
+        elif lowered.endswith((".csv", ".csv.gz")):
+            opener = gzip.open if lowered.endswith(".gz") else open
+            with opener(path, "rt", encoding="utf-8", newline="") as handle:
+                header = next(iter(pacsv_header(handle.readline())), None)
+            if header is None:
+                raise DataError(f"{path}: empty file, expected a header line")
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in header},
+                strings_can_be_null=False, quoted_strings_can_be_null=False))
+        else:
+            raise DataError(f"{path}: unknown format; use .csv, .csv.gz or .parquet")
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from exc
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        raise DataError(f"{path}: missing required column(s) {missing}; found "
+                        f"{table.column_names}")
+    return table
+
+
+def pacsv_header(line: str) -> list[list[str]]:
+    import csv
+
+    return list(csv.reader([line])) if line.strip() else []
+
+
+def text(table: pa.Table, name: str) -> pa.Array:
+    """A column as trimmed text ('' for null); absent columns read as all ''."""
+    if name not in table.column_names:
+        return pa.array([""] * table.num_rows, type=pa.string())
+    column = table.column(name).combine_chunks()
+    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+        column = pc.cast(column, pa.string())
+    return pc.utf8_trim_whitespace(pc.fill_null(column, ""))
+
+
+def _mask(array: pa.Array) -> npt.NDArray[np.bool_]:
+    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def parse_float(table: pa.Table, name: str) -> tuple[npt.NDArray[np.float64],
+                                                       npt.NDArray[np.bool_]]:
+    """Values (NaN when empty) and a mask of unparseable ones."""
+    n = table.num_rows
+    if name not in table.column_names:
+        return np.full(n, np.nan), np.zeros(n, dtype=bool)
+    column = table.column(name).combine_chunks()
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        values = np.array(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False),
+                            dtype=np.float64)
+        return np.where(np.isnan(values), np.nan, values), np.zeros(n, dtype=bool)
+    strings = text(table, name)
+    empty = _mask(pc.equal(strings, ""))
+    numeric = _mask(pc.match_substring_regex(strings, _NUMBER, ignore_case=True))
+    safe = pc.if_else(pa.array(numeric), strings, "nan")
+    values = np.array(pc.cast(safe, pa.float64()).to_numpy(zero_copy_only=False),
+                        dtype=np.float64)
+    return values, ~numeric & ~empty
+
+
+def parse_time(table: pa.Table, name: str) -> tuple[npt.NDArray[np.float64],
+                                                      npt.NDArray[np.bool_]]:
+    """Epoch seconds (NaN when empty) from ISO-8601 text or Unix seconds; and a bad mask."""
+    n = table.num_rows
+    if name not in table.column_names:
+        return np.full(n, np.nan), np.zeros(n, dtype=bool)
+    column = table.column(name).combine_chunks()
+    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+        micros = pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64())
+        values = np.asarray(micros.to_numpy(zero_copy_only=False), dtype=np.float64) / 1e6
+        return values, np.zeros(n, dtype=bool)
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        return parse_float(table, name)
+    strings = text(table, name)
+    values, not_number = parse_float(table, name)
+    empty = _mask(pc.equal(strings, ""))
+    iso_rows = np.flatnonzero(not_number)
+    bad = np.zeros(n, dtype=bool)
+    if len(iso_rows):
+        subset = strings.take(pa.array(iso_rows))
+        zoned = _mask(pc.match_substring_regex(subset, _ZONED))
+        for rows, tz in ((iso_rows[zoned], "UTC"), (iso_rows[~zoned], None)):
+            if len(rows):
+                parsed, failed = _parse_iso(strings.take(pa.array(rows)), tz)
+                values[rows] = parsed
+                bad[rows] = failed
+    values[empty] = np.nan
+    return values, bad
+
+
+def _parse_iso(strings: pa.Array, tz: str | None) -> tuple[npt.NDArray[np.float64],
+                                                           npt.NDArray[np.bool_]]:
+    try:
+        stamps = pc.cast(strings, pa.timestamp("us", tz=tz))
+        micros = np.asarray(pc.cast(stamps, pa.int64()).to_numpy(zero_copy_only=False))
+        return micros.astype(np.float64) / 1e6, np.zeros(len(strings), dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass  # at least one value is not ISO-8601 for Arrow: decide row by row
+    values = np.full(len(strings), np.nan)
+    bad = np.zeros(len(strings), dtype=bool)
+    for i, raw in enumerate(strings.to_pylist()):
+        try:
+            moment = datetime.fromisoformat(raw.replace("z", "Z"))
+        except ValueError:
+            bad[i] = True
+            continue
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        values[i] = moment.timestamp()
+    return values, bad
+
+
+def first_occurrence(ids: pa.Array) -> npt.NDArray[np.bool_]:
+    """True at the first row of each distinct id."""
+    codes = np.asarray(pc.dictionary_encode(ids).indices.to_numpy(zero_copy_only=False))
+    first = np.zeros(len(ids), dtype=bool)
+    first[np.unique(codes, return_index=True)[1]] = True
+    return first
+
+
+def fingerprint(paths: list[str]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).name.encode())
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load(customers_path: str, offers_path: str, interactions_path: str,
+         weight_cap: float) -> Dataset:
+    bad = BadRows()
+    customers = read_table(customers_path, ("customer_id", "segment"))
+    offers_table = read_table(offers_path, ("offer_id",))
+    interactions = read_table(interactions_path, ("customer_id", "offer_id", "event", "ts"))
+
+    # Customers
+    ids = text(customers, "customer_id")
+    segment = text(customers, "segment")
+    clv, clv_bad = parse_float(customers, "clv")
+    churn, churn_bad = parse_float(customers, "churn_risk")
+    checks = [
+        ("missing_customer_id", _mask(pc.equal(ids, ""))),
+        ("duplicate_customer_id", ~first_occurrence(ids)),
+        ("missing_segment", _mask(pc.equal(segment, ""))),
+        ("bad_clv", clv_bad | ~(np.isnan(clv) | ((clv >= 0) & np.isfinite(clv)))),
+        ("bad_churn_risk", churn_bad | ~(np.isnan(churn) | ((churn >= 0) & (churn <= 1)))),
+    ]
+    keep_customers = _first_failure(customers_path, checks, bad)
+    customer_ids = ids.filter(pa.array(keep_customers))
+    encoded = pc.dictionary_encode(segment.filter(pa.array(keep_customers)))
+    segment_names = [str(s) for s in encoded.dictionary.to_pylist()]
+    customer_segment = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int32)
+
+    # Offers
+    offer_list, eligible = _load_offers(offers_path, offers_table, segment_names, bad)
+    offer_ids = pa.array([o["offer_id"] for o in offer_list], type=pa.string())
+
+    # Interactions
+    cust = pc.index_in(text(interactions, "customer_id"), value_set=customer_ids)
+    offer = pc.index_in(text(interactions, "offer_id"), value_set=offer_ids)
+    event = pc.index_in(pc.utf8_lower(text(interactions, "event")), value_set=pa.array(EVENTS))
+    ts, ts_bad = parse_time(interactions, "ts")
+    weight, weight_bad = parse_float(interactions, "weight")
+    weight_out = ~np.isnan(weight) & ~(np.isfinite(weight) & (np.abs(weight) <= weight_cap))
+    checks = [
+        ("unknown_customer", _mask(pc.is_null(cust))),
+        ("unknown_offer", _mask(pc.is_null(offer))),
+        ("unknown_event", _mask(pc.is_null(event))),
+        ("bad_ts", ts_bad | ~np.isfinite(ts)),
+        ("bad_weight", weight_bad | weight_out),
+    ]
+    keep = _first_failure(interactions_path, checks, bad)
+    cust_idx = np.asarray(pc.fill_null(cust, 0).to_numpy(zero_copy_only=False),
+                          dtype=np.int32)[keep]
+    offer_idx = np.asarray(pc.fill_null(offer, 0).to_numpy(zero_copy_only=False),
+                           dtype=np.int32)[keep]
+    event_idx = np.asarray(pc.fill_null(event, 0).to_numpy(zero_copy_only=False),
+                           dtype=np.int8)[keep]
+    open_to_customer = eligible[customer_segment[cust_idx], offer_idx]
+    return Dataset(
+        customer_ids=customer_ids,
+        customer_segment=customer_segment,
+        segment_names=segment_names,
+        offers=offer_list,
+        eligible=eligible,
+        customer=cust_idx[open_to_customer],
+        offer=offer_idx[open_to_customer],
+        event=event_idx[open_to_customer],
+        ts=ts[keep][open_to_customer],
+        weight=weight[keep][open_to_customer],
+        bad=bad,
+        ineligible=int((~open_to_customer).sum()),
+        fingerprint=fingerprint([customers_path, offers_path, interactions_path]),
+        rows_read={"customers": customers.num_rows, "offers": offers_table.num_rows,
+                   "interactions": interactions.num_rows},
+    )
+
+
+def _first_failure(path: str, checks: list[tuple[str, npt.NDArray[np.bool_]]],
+                   bad: BadRows) -> npt.NDArray[np.bool_]:
+    """Counts each row under the first check it fails; returns the mask of good rows."""
+    failed = np.zeros(len(checks[0][1]), dtype=bool)
+    for kind, mask in checks:
+        bad.add(path, kind, mask & ~failed)
+        failed |= mask
+    return ~failed
+
+
+def _load_offers(path: str, table: pa.Table, segment_names: list[str],
+                 bad: BadRows) -> tuple[list[dict[str, Any]], npt.NDArray[np.bool_]]:
+    ids = text(table, "offer_id")
+    segments = text(table, "segments") if "segments" in table.column_names else None
+    cost, cost_bad = parse_float(table, "cost")
+    value, value_bad = parse_float(table, "value")
+    valid_from, from_bad = parse_time(table, "valid_from")
+    valid_to, to_bad = parse_time(table, "valid_to")
+    no_segments = (np.zeros(table.num_rows, dtype=bool) if segments is None
+                   else _mask(pc.equal(segments, "")))
+    checks = [
+        ("missing_offer_id", _mask(pc.equal(ids, ""))),
+        ("duplicate_offer_id", ~first_occurrence(ids)),
+        ("missing_segments", no_segments),
+        ("bad_cost", cost_bad | ~(np.isnan(cost) | ((cost >= 0) & np.isfinite(cost)))),
+        ("bad_value", value_bad | ~(np.isnan(value) | ((value >= 0) & np.isfinite(value)))),
+        ("bad_valid_from", from_bad),
+        ("bad_valid_to", to_bad),
+        ("empty_validity_window", ~np.isnan(valid_from) & ~np.isnan(valid_to)
+         & (valid_to <= valid_from)),
+    ]
+    keep = _first_failure(path, checks, bad)
+    titles = text(table, "title").to_pylist()
+    channels = text(table, "channels").to_pylist()
+    seg_specs = segments.to_pylist() if segments is not None else ["*"] * table.num_rows
+    position = {name: i for i, name in enumerate(segment_names)}
+    offers: list[dict[str, Any]] = []
+    rows_eligible = []
+    for row in np.flatnonzero(keep):
+        spec = seg_specs[row]
+        names = ["*"] if spec == "*" else [s.strip() for s in spec.split("|") if s.strip()]
+        open_to = np.zeros(len(segment_names), dtype=bool)
+        if names == ["*"]:
+            open_to[:] = True
+        else:
+            for name in names:
+                if name in position:
+                    open_to[position[name]] = True
+        rows_eligible.append(open_to)
+        offers.append({
+            "offer_id": ids[row].as_py(),
+            "title": titles[row],
+            "segments": names,
+            "channels": [c.strip() for c in channels[row].split("|") if c.strip()],
+            "valid_from": _finite_or_none(valid_from[row]),
+            "valid_to": _finite_or_none(valid_to[row]),
+            "cost": _finite_or_none(cost[row]),
+            "value": _finite_or_none(value[row]),
+        })
+    eligible = (np.stack(rows_eligible, axis=1) if rows_eligible
+                else np.zeros((len(segment_names), 0), dtype=bool))
+    return offers, eligible
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)

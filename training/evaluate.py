@@ -1,0 +1,123 @@
+"""Held-out splits and ranking metrics, written here on purpose: implicit 0.7.3's
+``leave_k_out_split`` is buggy (upstream issue 639) and its ``precision_at_k`` is a capped recall.
+
+Definitions (also in docs/DESIGN.md and every report):
+- split: for each customer with at least ``min_history`` distinct accepted/redeemed offers, the
+  ``k`` offers accepted most recently (ties: lower column first) are held out; their whole cells
+  leave the training matrix, so no click or impression of a held-out pair leaks.
+- precision@10: held-out offers in the top 10, divided by 10 (not by min(10, held out)).
+- ndcg@10: DCG of the top 10 with binary gains over the ideal DCG of min(10, held out) hits.
+- coverage: share of the segment's offers in at least one evaluated top 10.
+The top 10 never contains offers the customer accepted in the training part (the service
+filters those too), and every strategy is scored by recsvc.ranking, the serving code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from recsvc.model import STRATEGY_BLENDED, STRATEGY_PERSONALIZED, STRATEGY_POPULAR, SegmentModel
+from recsvc.ranking import segment_scores
+
+K = 10
+_DISCOUNT = 1.0 / np.log2(np.arange(2, K + 2))
+
+
+@dataclass(frozen=True)
+class Split:
+    train: npt.NDArray[np.bool_]  # over cells: True = stays in training
+    heldout: npt.NDArray[np.bool_]  # over cells: True = held out
+    rows: npt.NDArray[np.int64]  # evaluated customers (local rows), sorted
+
+
+def holdout_split(rows: npt.NDArray[np.int32], cols: npt.NDArray[np.int32],
+                  accepted_at: npt.NDArray[np.float64], keep: npt.NDArray[np.bool_],
+                  k: int, min_history: int) -> Split:
+    """Hold out each eligible customer's ``k`` latest accepted cells among ``keep``."""
+    positive = np.flatnonzero(keep & np.isfinite(accepted_at))
+    order = np.lexsort((cols[positive], -accepted_at[positive], rows[positive]))
+    ranked = positive[order]
+    ranked_rows = rows[ranked]
+    starts = np.flatnonzero(np.r_[True, ranked_rows[1:] != ranked_rows[:-1]]) if len(ranked) \
+        else np.empty(0, dtype=np.int64)
+    counts = np.diff(np.r_[starts, len(ranked)])
+    position = np.arange(len(ranked)) - np.repeat(starts, counts)
+    enough = np.repeat(counts >= min_history, counts)
+    chosen = ranked[enough & (position < k)]
+    heldout = np.zeros(len(rows), dtype=bool)
+    heldout[chosen] = True
+    return Split(train=keep & ~heldout, heldout=heldout,
+                 rows=np.unique(rows[chosen]).astype(np.int64))
+
+
+@dataclass(frozen=True)
+class Metrics:
+    precision_at_10: float
+    ndcg_at_10: float
+    coverage: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"precision_at_10": round(self.precision_at_10, 6),
+                "ndcg_at_10": round(self.ndcg_at_10, 6), "coverage": round(self.coverage, 6)}
+
+
+def score_metrics(top: npt.NDArray[np.int64], relevant: list[set[int]], n_offers: int) -> Metrics:
+    """Metrics of top-10 lists (-1 pads short lists) against held-out offer sets."""
+    if not relevant:
+        return Metrics(0.0, 0.0, 0.0)
+    hits = np.array([[c in rel for c in row] for row, rel in zip(top.tolist(), relevant,
+                                                                  strict=True)], dtype=float)
+    hits = hits.reshape(len(relevant), -1)
+    width = hits.shape[1]
+    dcg = (hits * _DISCOUNT[:width]).sum(axis=1)
+    ideal = np.array([_DISCOUNT[: min(K, len(rel))].sum() for rel in relevant])
+    shown = np.unique(top[top >= 0])
+    return Metrics(float(hits.sum(axis=1).mean() / K), float((dcg / ideal).mean()),
+                   float(len(shown) / n_offers) if n_offers else 0.0)
+
+
+def top10(segment: SegmentModel, vectors: npt.NDArray[np.float32] | None, n: int,
+          exclude_rows: npt.NDArray[np.int64], exclude_cols: npt.NDArray[np.int64],
+          chunk: int = 4096) -> npt.NDArray[np.int64]:
+    """Top 10 local columns for ``n`` customers (-1 pads), excluding the given cells.
+
+    ``vectors`` holds one row per customer, or None for popularity; ``exclude_rows`` index
+    customers 0..n-1.
+    """
+    n_offers = len(segment.offers)
+    width = min(K, n_offers)
+    result = np.full((n, K), -1, dtype=np.int64)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        block = vectors[start:stop] if vectors is not None else None
+        scores = np.array(np.broadcast_to(segment_scores(segment, block),
+                                          (stop - start, n_offers)), dtype=np.float32)
+        inside = (exclude_rows >= start) & (exclude_rows < stop)
+        scores[exclude_rows[inside] - start, exclude_cols[inside]] = -np.inf
+        if width == 0:
+            continue
+        part = np.argpartition(-scores, width - 1, axis=1)[:, :width]
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        order = np.lexsort((part, -part_scores), axis=1)
+        best = np.take_along_axis(part, order, axis=1)
+        best_scores = np.take_along_axis(part_scores, order, axis=1)
+        best[~np.isfinite(best_scores)] = -1
+        result[start:stop, :width] = best
+    return result
+
+
+def segment_model(strategy: str, items: npt.NDArray[np.float32] | None,
+                  popularity: npt.NDArray[np.float32], blend_weight: float) -> SegmentModel:
+    """A SegmentModel over local columns, so evaluation scores exactly as serving does."""
+    n = len(popularity)
+    return SegmentModel.build("eval", strategy, blend_weight, np.arange(n, dtype=np.uint32),
+                              popularity, items, n)
+
+
+def strategy_for(weight: float) -> str:
+    if weight >= 1.0:
+        return STRATEGY_PERSONALIZED
+    return STRATEGY_POPULAR if weight <= 0.0 else STRATEGY_BLENDED

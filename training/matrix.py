@@ -1,0 +1,151 @@
+"""Interactions -> per-segment customer x offer confidence matrices.
+
+How a cell's confidence is made (documented in docs/DESIGN.md):
+1. each row's value is its ``weight`` when given, else the event's default weight, times
+   ``0.5 ** (age / half_life)`` when a half-life is set (age from the newest interaction);
+2. repeated (customer, offer, event) rows are aggregated on purpose: ``max`` (default: the value
+   of largest magnitude, so ten impressions weigh what one does) or ``sum``;
+3. the cell is the sum over its events; a cell with impressions and no click, accept or redeem
+   may add ``negative_impression_weight`` ("seen, not liked"), an option the tuning can test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.sparse import csr_matrix
+
+from training.config import EVENTS, TrainConfig
+from training.data import Dataset
+
+_IMPRESSION, _CLICK, _ACCEPT, _REDEEM = (EVENTS.index(e) for e in
+                                         ("impression", "click", "accept", "redeem"))
+_N_EVENTS = len(EVENTS)
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Aggregated customer x offer cells of one segment, in local (row, column) indices."""
+
+    rows: npt.NDArray[np.int32]
+    cols: npt.NDArray[np.int32]
+    confidence: npt.NDArray[np.float32]  # without the negative-impression option
+    impression_only: npt.NDArray[np.bool_]
+    accepted_at: npt.NDArray[np.float64]  # newest accept/redeem time, -inf when none
+    interactions: int  # input rows behind these cells
+    customers: npt.NDArray[np.int64]  # local row -> dataset customer index
+    offers: npt.NDArray[np.int64]  # local column -> catalogue index
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.customers), len(self.offers)
+
+    @property
+    def accepted(self) -> npt.NDArray[np.bool_]:
+        return np.isfinite(self.accepted_at)
+
+    def values(self, negative_weight: float | None) -> npt.NDArray[np.float32]:
+        if negative_weight is None:
+            return self.confidence
+        return np.where(self.impression_only, np.float32(negative_weight) + self.confidence,
+                        self.confidence).astype(np.float32)
+
+    def matrix(self, negative_weight: float | None, keep: npt.NDArray[np.bool_] | None = None,
+               positive_only: bool = False) -> csr_matrix:
+        """customers x offers CSR (float32) of the cells in ``keep``; zero cells dropped."""
+        values = self.values(negative_weight)
+        use = values > 0 if positive_only else values != 0
+        if keep is not None:
+            use &= keep
+        matrix = csr_matrix((values[use], (self.rows[use], self.cols[use])), shape=self.shape,
+                            dtype=np.float32)
+        matrix.sum_duplicates()
+        return matrix
+
+    def popularity(self, keep: npt.NDArray[np.bool_] | None = None) -> npt.NDArray[np.float32]:
+        """Per offer: the sum of positive confidence over customers (the baseline's score)."""
+        use = self.confidence > 0 if keep is None else (self.confidence > 0) & keep
+        return np.bincount(self.cols[use], weights=self.confidence[use],
+                           minlength=self.shape[1]).astype(np.float32)
+
+
+def build_cells(data: Dataset, config: TrainConfig) -> list[Cells]:
+    """One Cells per segment, in ``data.segment_names`` order."""
+    n_offers = len(data.offers)
+    defaults = np.array([config.event_weight(e) for e in EVENTS], dtype=np.float64)
+    value = np.where(np.isnan(data.weight), defaults[data.event], data.weight)
+    if config.half_life_days > 0 and len(data.ts):
+        age_days = (data.ts.max() - data.ts) / 86400.0
+        value = value * np.power(0.5, age_days / config.half_life_days)
+
+    key = (data.customer.astype(np.int64) * n_offers + data.offer) * _N_EVENTS + data.event
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    value = value[order]
+    ts = data.ts[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.empty(0, int)
+    if config.duplicates == "sum":
+        event_value = np.add.reduceat(value, starts) if len(starts) else value
+    else:
+        high = np.maximum.reduceat(value, starts) if len(starts) else value
+        low = np.minimum.reduceat(value, starts) if len(starts) else value
+        event_value = np.where(np.abs(low) > np.abs(high), low, high)
+    event_ts = np.maximum.reduceat(ts, starts) if len(starts) else ts
+    event_key = key[starts]
+    event = event_key % _N_EVENTS
+    pair = event_key // _N_EVENTS
+    rows_per_event = np.diff(np.r_[starts, len(key)])
+
+    pair_starts = (np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]]) if len(pair)
+                   else np.empty(0, int))
+    confidence = np.add.reduceat(event_value, pair_starts) if len(pair) else event_value
+    engaged = np.isin(event, (_CLICK, _ACCEPT, _REDEEM))
+    seen = event == _IMPRESSION
+    positive_ts = np.where(np.isin(event, (_ACCEPT, _REDEEM)), event_ts, -np.inf)
+    if len(pair):
+        any_engaged = np.maximum.reduceat(engaged, pair_starts)
+        any_seen = np.maximum.reduceat(seen, pair_starts)
+        accepted_at = np.maximum.reduceat(positive_ts, pair_starts)
+        rows_per_pair = np.add.reduceat(rows_per_event, pair_starts)
+    else:
+        any_engaged = any_seen = np.empty(0, bool)
+        accepted_at = np.empty(0)
+        rows_per_pair = np.empty(0, int)
+    pair_id = pair[pair_starts]
+    customer = pair_id // n_offers
+    offer = pair_id % n_offers
+    segment_of_pair = data.customer_segment[customer]
+
+    cells = []
+    for s in range(len(data.segment_names)):
+        customers = np.flatnonzero(data.customer_segment == s)
+        offers = np.flatnonzero(data.eligible[s])
+        local_row = np.full(len(data.customer_segment), -1, dtype=np.int64)
+        local_row[customers] = np.arange(len(customers))
+        local_col = np.full(n_offers, -1, dtype=np.int64)
+        local_col[offers] = np.arange(len(offers))
+        mine = segment_of_pair == s
+        cells.append(Cells(
+            rows=local_row[customer[mine]].astype(np.int32),
+            cols=local_col[offer[mine]].astype(np.int32),
+            confidence=confidence[mine].astype(np.float32),
+            impression_only=(any_seen & ~any_engaged)[mine],
+            accepted_at=accepted_at[mine],
+            interactions=int(rows_per_pair[mine].sum()),
+            customers=customers,
+            offers=offers,
+        ))
+    return cells
+
+
+def global_popularity(data: Dataset, cells: list[Cells]) -> tuple[npt.NDArray[np.int64],
+                                                                   npt.NDArray[np.float32]]:
+    """Offers open to every segment and their popularity summed over all segments."""
+    open_to_all = np.flatnonzero(data.eligible.all(axis=0)) if len(data.segment_names) else \
+        np.arange(len(data.offers))
+    totals = np.zeros(len(data.offers), dtype=np.float64)
+    for segment_cells in cells:
+        totals[segment_cells.offers] += segment_cells.popularity()
+    return open_to_all, totals[open_to_all].astype(np.float32)

@@ -1,0 +1,169 @@
+"""Writing a model version to Redis, checking it, and only then making it active.
+
+Order of a publish (a kill at any step leaves the active version whole and serving):
+1. the manifest says ``writing`` (so a crashed run's keys can be found and deleted later);
+2. catalogue, segment hashes and customer records are written under the new version id in
+   pipelined batches (HSET of ``batch_size`` customers per command, ``transaction=False``);
+3. meta is written last, then everything is read back and checked (counts, byte lengths,
+   finite values, a sample of customer records byte for byte);
+4. the manifest says ``complete`` and one Lua compare-and-set moves the active pointer (it also
+   checks that this run still holds the training lock);
+5. versions other than active, previous and this one are deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import redis
+
+from recsvc import schema
+from recsvc.errors import PublishError
+from recsvc.registry import Registry, TrainLock
+
+log = logging.getLogger(__name__)
+
+SAMPLE_CHECKED = 1000  # customer records read back byte for byte
+
+
+@dataclass(frozen=True)
+class SegmentArtifact:
+    offers: npt.NDArray[np.int64]  # catalogue indices
+    popularity: npt.NDArray[np.float32]
+    items: npt.NDArray[np.float32] | None  # None: served by popularity
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    version: str
+    activated: bool
+    previous: str | None
+    customers: int
+    seconds: float
+    deleted: list[str]
+
+    @property
+    def customers_per_second(self) -> float:
+        return self.customers / self.seconds if self.seconds > 0 else 0.0
+
+
+def _segment_fields(artifact: SegmentArtifact) -> dict[str, bytes]:
+    fields = {schema.FIELD_OFFERS: schema.encode_u32(artifact.offers),
+              schema.FIELD_POPULARITY: schema.encode_f32(artifact.popularity)}
+    if artifact.items is not None:
+        fields[schema.FIELD_FACTORS] = schema.encode_f32(artifact.items)
+    return fields
+
+
+def _check_finite(name: str, values: npt.NDArray[np.float32] | None) -> None:
+    if values is not None and not np.isfinite(values).all():
+        raise PublishError(f"{name} holds non-finite values; not publishing")
+
+
+def publish(
+    client: redis.Redis,
+    keys: schema.Keys,
+    version: str,
+    meta: dict[str, Any],
+    catalogue: list[dict[str, Any]],
+    segments: list[SegmentArtifact],
+    global_popular: SegmentArtifact,
+    customer_batches: Iterable[list[tuple[str, bytes]]],
+    customer_count: int,
+    lock: TrainLock,
+    activate: bool,
+    expected_active: str | None,
+    progress: Callable[[int], None] = lambda n: None,
+) -> PublishResult:
+    started = time.perf_counter()
+    registry = Registry(client, keys)
+    for i, artifact in enumerate(segments):
+        _check_finite(f"segment {i} popularity", artifact.popularity)
+        _check_finite(f"segment {i} factors", artifact.items)
+    registry.begin(version, len(segments))
+
+    pipe = client.pipeline(transaction=False)
+    pipe.set(keys.offers(version), json.dumps(catalogue))
+    for i, artifact in enumerate(segments):
+        pipe.hset(keys.segment(version, i), mapping=_segment_fields(artifact))
+    pipe.hset(keys.global_popularity(version), mapping=_segment_fields(global_popular))
+    pipe.execute()
+
+    written = 0
+    samples: list[tuple[str, bytes]] = []
+    customers_key = keys.customers(version)
+    for commands, chunk in enumerate(_chunks_of(customer_batches, 8)):
+        if lock.lost:
+            raise PublishError("lost the training lock while publishing; the new version is "
+                               "left inactive and will be deleted by the next run")
+        pipe = client.pipeline(transaction=False)
+        for batch in chunk:
+            pipe.hset(customers_key, mapping=dict(batch))
+            written += len(batch)
+            if commands % 50 == 0 and len(samples) < SAMPLE_CHECKED:
+                samples.extend(batch[:20])
+        pipe.execute()
+        progress(sum(len(b) for b in chunk))
+    if written != customer_count:
+        raise PublishError(f"wrote {written} customer records, expected {customer_count}")
+    client.set(keys.meta(version), json.dumps(meta))
+
+    verify(client, keys, version, segments, global_popular, customer_count, samples)
+    registry.complete(version, len(segments))
+    previous = None
+    if activate:
+        previous = registry.activate(version, expected_active, lock.token)
+    deleted = registry.collect_garbage(keep={version})
+    return PublishResult(version, activate, previous, written,
+                         time.perf_counter() - started, deleted)
+
+
+def _chunks_of(batches: Iterable[list[tuple[str, bytes]]],
+               size: int) -> Iterator[list[list[tuple[str, bytes]]]]:
+    chunk: list[list[tuple[str, bytes]]] = []
+    for batch in batches:
+        chunk.append(batch)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def verify(client: redis.Redis, keys: schema.Keys, version: str,
+           segments: list[SegmentArtifact], global_popular: SegmentArtifact,
+           customer_count: int, samples: list[tuple[str, bytes]]) -> None:
+    """Read the version back; raise PublishError on the first difference."""
+    stored = client.hlen(keys.customers(version))
+    if stored != customer_count:
+        raise PublishError(f"version {version}: {stored} customer records stored, "
+                           f"{customer_count} written")
+    if client.get(keys.meta(version)) is None or client.get(keys.offers(version)) is None:
+        raise PublishError(f"version {version}: meta or catalogue missing after write")
+    pipe = client.pipeline(transaction=False)
+    for i in range(len(segments)):
+        pipe.hgetall(keys.segment(version, i))
+    pipe.hgetall(keys.global_popularity(version))
+    blobs = pipe.execute()
+    for i, (artifact, blob) in enumerate(zip([*segments, global_popular], blobs, strict=True)):
+        expected = {k.encode(): v for k, v in _segment_fields(artifact).items()}
+        if blob != expected:
+            raise PublishError(f"version {version}: segment hash {i} differs from what was "
+                               "written")
+        _check_finite(f"stored segment {i}", schema.decode_f32(blob[b"popularity"]))
+    if samples:
+        values = client.hmget(keys.customers(version), [cid for cid, _ in samples])
+        for (customer_id, record), value in zip(samples, values, strict=True):
+            if value != record:
+                raise PublishError(f"version {version}: record of customer {customer_id!r} "
+                                   "differs from what was written")
+            if not np.isfinite(schema.decode_customer_record(value).vector).all():
+                raise PublishError(f"version {version}: customer {customer_id!r} has a "
+                                   "non-finite vector")

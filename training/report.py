@@ -1,0 +1,69 @@
+"""The readable summary of a training run (the JSON report holds the same and more)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(metrics: dict[str, float] | None) -> str:
+    if not metrics:
+        return "-"
+    return (f"p@10 {metrics['precision_at_10']:.3f} ndcg@10 {metrics['ndcg_at_10']:.3f} "
+            f"cov {metrics['coverage']:.2f}")
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    lines = [f"training run: {report.get('status', '?')}"]
+    rows = report.get("rows_read")
+    if rows:
+        lines.append("rows read: " + ", ".join(f"{k} {v:,}" for k, v in rows.items()))
+    bad = report.get("bad_rows", {})
+    if bad.get("total"):
+        lines.append(f"bad rows skipped: {bad['total']:,}")
+        for entry in bad["by_file_and_kind"]:
+            shown = ", ".join(map(str, entry["rows"][:5]))
+            more = " ..." if entry["count"] > 5 else ""
+            lines.append(f"  {entry['file']}: {entry['kind']} x{entry['count']} "
+                         f"(rows {shown}{more})")
+    ignored = report.get("ignored", {}).get("offer_not_open_to_customer_segment")
+    if ignored:
+        lines.append(f"interactions ignored (offer not open to the customer's segment): "
+                     f"{ignored:,}")
+    for seg in report.get("segments", []):
+        params = seg.get("params") or {}
+        chosen = (f"factors {params['factors']} reg {params['regularization']} alpha "
+                  f"{params['alpha']} it {params['iterations']} neg "
+                  f"{'on' if params['negative_impressions'] else 'off'}") if params else "-"
+        lines.append(f"segment {seg['name']}: {seg['customers']:,} customers, {seg['offers']} "
+                     f"offers, {seg['interactions']:,} interactions")
+        lines.append(f"  strategy {seg['strategy']} (blend weight {seg['blend_weight']}); "
+                     f"params: {chosen}; evaluated {seg['evaluated_customers']:,} customers")
+        lines.append(f"  model    {_fmt(seg.get('model_metrics'))}")
+        lines.append(f"  baseline {_fmt(seg.get('baseline_metrics'))}")
+        lines.append(f"  served   {_fmt(seg.get('metrics'))}")
+        for note in seg.get("notes", []):
+            lines.append(f"  note: {note}")
+    if report.get("overall_ndcg_at_10") is not None:
+        lines.append(f"overall served ndcg@10: {report['overall_ndcg_at_10']:.4f}")
+    gate = report.get("quality_gate")
+    if gate:
+        lines.append(f"quality gate: {'passed' if gate['passed'] else 'REFUSED'}: "
+                     f"{gate['message']}")
+    phases = report.get("phases", {})
+    if phases:
+        lines.append("phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
+    if "publish_customers_per_second" in report:
+        lines.append(f"publish rate: {report['publish_customers_per_second']:,} customers/s")
+    if "peak_rss_mib" in report:
+        lines.append(f"peak memory: {report['peak_rss_mib']:,} MiB")
+    if report.get("version"):
+        state = "active" if report.get("activated") else "published, not activated"
+        lines.append(f"version {report['version']} ({state}; previous "
+                     f"{report.get('previous_version') or '-'})")
+    return lines
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    import sys
+
+    print("\n".join(summary_lines(report)), file=sys.stdout, flush=True)

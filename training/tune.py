@@ -1,0 +1,198 @@
+"""Per segment: choose hyperparameters and a serving strategy on a validation split, measure the
+choice against the popularity baseline on a held-out test split, then refit on all data.
+
+    all cells --holdout--> test split:  train_T | test_T        (reported metrics)
+    train_T   --holdout--> validation:  train_V | val_V         (choices)
+
+Strategies compared on val_V: the model alone, popularity alone, and blends of the two
+(``tuning.blend_weights``); a small segment where the model loses serves popularity.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from recsvc.model import STRATEGY_POPULAR
+from training.config import TrainConfig
+from training.evaluate import (
+    Metrics,
+    Split,
+    holdout_split,
+    score_metrics,
+    segment_model,
+    strategy_for,
+    top10,
+)
+from training.fit import Factors, Params, fit
+from training.matrix import Cells
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SegmentResult:
+    name: str
+    customers: int
+    offers: int
+    interactions: int
+    strategy: str
+    blend_weight: float
+    params: Params | None
+    factors: Factors | None  # fit on all data; None when served by popularity
+    popularity: npt.NDArray[np.float32]
+    evaluated: int = 0
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # model/baseline/served
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    fit_seconds: float = 0.0
+    evaluate_seconds: float = 0.0
+
+    @property
+    def served_ndcg(self) -> float:
+        return self.metrics.get("served", {}).get("ndcg_at_10", 0.0)
+
+
+def candidate_params(config: TrainConfig) -> list[Params]:
+    tuning = config.tuning
+    sweeps = tuning.bpr_epochs if config.algorithm == "bpr" else tuning.iterations
+    negative = config.negative_impressions == "true"
+    return [Params(f, r, a, i, negative) for f, r, a, i in
+            itertools.product(tuning.factors, tuning.regularization, tuning.alpha, sweeps)]
+
+
+class _Evaluator:
+    """Scores strategies for one split's evaluated customers."""
+
+    def __init__(self, cells: Cells, split: Split, sample: npt.NDArray[np.int64]) -> None:
+        self.rows = sample
+        position = np.full(cells.shape[0], -1, dtype=np.int64)
+        position[sample] = np.arange(len(sample))
+        at = position[cells.rows]
+        seen = (at >= 0) & split.train & cells.accepted
+        self.exclude_rows, self.exclude_cols = at[seen], cells.cols[seen].astype(np.int64)
+        held = (at >= 0) & split.heldout
+        relevant: list[set[int]] = [set() for _ in sample]
+        for r, c in zip(at[held].tolist(), cells.cols[held].tolist(), strict=True):
+            relevant[r].add(c)
+        self.relevant = relevant
+        self.popularity = cells.popularity(keep=split.train)
+        self.n_offers = cells.shape[1]
+
+    def metrics(self, items: npt.NDArray[np.float32] | None,
+                users: npt.NDArray[np.float32] | None, weight: float) -> Metrics:
+        """Held-out metrics of the model blended with popularity at ``weight`` (0: popularity)."""
+        strategy = strategy_for(weight) if items is not None else STRATEGY_POPULAR
+        model = segment_model(strategy, items, self.popularity, weight)
+        vectors = None if users is None or strategy == STRATEGY_POPULAR else users[self.rows]
+        top = top10(model, vectors, len(self.rows), self.exclude_rows, self.exclude_cols)
+        return score_metrics(top, self.relevant, self.n_offers)
+
+
+def _sample(rows: npt.NDArray[np.int64], limit: int, rng: np.random.Generator
+            ) -> npt.NDArray[np.int64]:
+    if len(rows) <= limit:
+        return rows
+    return np.sort(rng.choice(rows, size=limit, replace=False))
+
+
+def train_segment(name: str, cells: Cells, config: TrainConfig,
+                  on_step: Callable[[str], None] = lambda s: None) -> SegmentResult:
+    """Choose, measure and fit one segment's model (see the module docstring)."""
+    customers, offers = cells.shape
+    popularity = cells.popularity()
+    result = SegmentResult(name, customers, offers, cells.interactions, STRATEGY_POPULAR, 0.0,
+                           None, None, popularity)
+    if cells.interactions == 0 or offers == 0:
+        result.notes.append("no interactions: served by segment popularity")
+        return result
+    evaluation, tuning = config.evaluation, config.tuning
+    rng = np.random.default_rng(config.seed)
+    everything = np.ones(len(cells.rows), dtype=bool)
+    test = holdout_split(cells.rows, cells.cols, cells.accepted_at, everything,
+                         evaluation.holdout, evaluation.min_history)
+    validation = holdout_split(cells.rows, cells.cols, cells.accepted_at, test.train,
+                               evaluation.holdout, evaluation.min_history)
+    if len(validation.rows) < evaluation.min_evaluated:
+        result.notes.append(
+            f"only {len(validation.rows)} customers with {evaluation.min_history}+ accepted "
+            f"offers (need {evaluation.min_evaluated}) to validate a model: served by popularity")
+        return result
+    negative_weight = config.negative_impression_weight
+    positive_only = config.algorithm == "bpr"  # BPR reads every stored cell as a positive
+
+    def fit_on(params: Params, keep: npt.NDArray[np.bool_] | None) -> Factors:
+        started = time.perf_counter()
+        matrix = cells.matrix(negative_weight if params.negative_impressions else None, keep,
+                              positive_only)
+        factors, _ = fit(matrix, config.algorithm, params, config.seed, tuning.learning_rate,
+                         name)
+        result.fit_seconds += time.perf_counter() - started
+        return factors
+
+    def timed(work: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        value = work()
+        result.evaluate_seconds += time.perf_counter() - started
+        return value
+
+    val_eval = timed(lambda: _Evaluator(cells, validation,
+                                        _sample(validation.rows, evaluation.max_customers, rng)))
+    candidates = candidate_params(config)
+    best: tuple[float, Params, float] | None = None
+
+    def try_params(params: Params) -> None:
+        nonlocal best
+        on_step(f"{name}: validating {params}")
+        factors = fit_on(params, validation.train)
+        for weight in tuning.blend_weights:
+            if weight <= 0:
+                continue
+            metrics = timed(lambda w=weight: val_eval.metrics(factors.items, factors.users, w))
+            result.trials.append({"params": params.as_dict(), "blend_weight": weight,
+                                  "validation": metrics.as_dict()})
+            if best is None or metrics.ndcg_at_10 > best[0]:
+                best = (metrics.ndcg_at_10, params, weight)
+
+    for params in candidates:
+        try_params(params)
+    assert best is not None
+    if config.negative_impressions == "auto" and not best[1].negative_impressions:
+        # Let validation decide whether "seen, not clicked" helps this segment.
+        try_params(Params(**{**best[1].as_dict(), "negative_impressions": True}))
+    popular_val = timed(lambda: val_eval.metrics(None, None, 0.0))
+    result.trials.append({"params": None, "blend_weight": 0.0,
+                          "validation": popular_val.as_dict()})
+    _, params, weight = best
+    if 0.0 in tuning.blend_weights and popular_val.ndcg_at_10 >= best[0]:
+        weight = 0.0
+        result.notes.append(
+            f"popularity validated better than every model (ndcg@10 {popular_val.ndcg_at_10:.4f}"
+            f" vs {best[0]:.4f}): served by segment popularity")
+    result.params = params
+    result.blend_weight = weight
+    result.strategy = strategy_for(weight)
+
+    on_step(f"{name}: measuring {params} on the test split")
+    test_eval = timed(lambda: _Evaluator(cells, test,
+                                         _sample(test.rows, evaluation.max_customers, rng)))
+    factors = fit_on(params, test.train)
+    result.evaluated = len(test_eval.rows)
+    result.metrics = {
+        "model": timed(lambda: test_eval.metrics(factors.items, factors.users, 1.0)).as_dict(),
+        "baseline": timed(lambda: test_eval.metrics(None, None, 0.0)).as_dict(),
+    }
+    result.metrics["served"] = (
+        result.metrics["baseline"] if weight <= 0 else result.metrics["model"] if weight >= 1
+        else timed(lambda: test_eval.metrics(factors.items, factors.users, weight)).as_dict())
+    if result.strategy != STRATEGY_POPULAR:
+        on_step(f"{name}: fitting on all data")
+        result.factors = fit_on(params, None)
+    return result
