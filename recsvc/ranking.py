@@ -106,8 +106,8 @@ def rank(
     mask = eligible(segment, catalogue, rules)
     if accepted is not None and len(accepted):
         drop_local(mask, segment, accepted)
-    row = segment_scores(segment, None if vector is None or not len(vector) else vector)
-    return top_k(segment, row[0], mask, rules.limit)
+    vectors = None if vector is None or not len(vector) else vector[np.newaxis, :]
+    return top_k(segment, segment_scores(segment, vectors)[0], mask, rules.limit)
 
 
 def rank_many(

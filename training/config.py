@@ -28,6 +28,7 @@ Every key, with its default (see also docs/DESIGN.md)::
     min_history = 3                # distinct accepted/redeemed offers needed to be held out
     min_evaluated = 20             # fewer evaluable customers: the segment serves popularity
     max_customers = 20000          # evaluation sample per segment
+    max_tuning_customers = 100000  # validation fits use a customer sample of this size
     [publish]
     quality_tolerance = 0.02       # refuse if overall ndcg@10 drops by more (unless --force)
     batch_size = 1000              # customers per HSET command
@@ -63,6 +64,7 @@ class Evaluation:
     min_history: int = 3
     min_evaluated: int = 20
     max_customers: int = 20_000
+    max_tuning_customers: int = 100_000  # validation fits use a sample of this many customers
 
 
 @dataclass(frozen=True)

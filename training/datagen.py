@@ -25,7 +25,13 @@ SEGMENT_NAMES = ["at_risk", "loyal_high_value", "new_customer", "price_sensitive
 CHANNELS = ["email", "app", "call_center", "sms"]
 THEMES = ["discount", "upgrade", "loyalty points", "free month", "bundle", "device", "data boost",
           "streaming", "cashback", "priority support", "family add-on", "travel pass"]
-LATENT = 8
+LATENT = 4
+TARGETED_SHARE = 0.3  # share of impressions chosen by persona rather than by exposure
+PERSONAS = 6  # taste clusters per segment: what a personal model can learn and popularity can't
+PERSONAL_NOISE = 0.1
+EXPOSURE_SKEW = 0.9  # Zipf exponent of offer exposure
+SHOWN_MEAN = 12  # impressions per customer
+CLICK_SLOPE, ACCEPT_SLOPE = 6.0, 12.0
 DAY = 86_400.0
 NOW = 1_790_000_000.0  # fixed "now" (2026-09-21) so a seed gives the same files on any day
 
@@ -44,7 +50,7 @@ def generate(customers: int, offers: int, segments: int, seed: int) -> dict[str,
 
     # Offers: theme vectors, long-tailed exposure, eligibility, channels, validity windows.
     offer_vec = _unit(rng.normal(size=(offers, LATENT)))
-    exposure = 1.0 / np.arange(1, offers + 1) ** 0.9
+    exposure = 1.0 / np.arange(1, offers + 1) ** EXPOSURE_SKEW
     rng.shuffle(exposure)
     open_to_all = rng.random(offers) < 0.3
     eligible = np.zeros((segments, offers), dtype=bool)
@@ -77,17 +83,20 @@ def generate(customers: int, offers: int, segments: int, seed: int) -> dict[str,
     cost = np.round(rng.gamma(2.0, 5.0, size=offers), 2)
     value = np.round(cost * rng.uniform(1.5, 6.0, size=offers), 2)
 
-    # Customers: skewed segment sizes, personal taste around the segment's taste.
+    # Customers: skewed segment sizes; each customer has one of the segment's personas (a taste
+    # cluster) plus a little personal noise.
     sizes = rng.dirichlet(np.full(segments, 3.0))
     seg_of = rng.choice(segments, size=customers, p=sizes)
-    seg_taste = _unit(rng.normal(size=(segments, LATENT)))
-    taste = _unit(0.5 * seg_taste[seg_of] + rng.normal(size=(customers, LATENT)) / np.sqrt(LATENT))
+    persona_taste = _unit(rng.normal(size=(segments, PERSONAS, LATENT)))
+    persona = rng.integers(0, PERSONAS, size=customers)
+    taste = _unit(persona_taste[seg_of, persona]
+                  + PERSONAL_NOISE * rng.normal(size=(customers, LATENT)) / np.sqrt(LATENT))
     customer_ids = np.char.add("C", np.char.zfill(np.arange(customers).astype(str), 7))
     clv = np.round(rng.lognormal(6.0, 1.0, size=customers), 2)
     churn = np.round(rng.beta(2.0, 5.0, size=customers), 4)
 
     # Impressions: exposure-driven among the offers open to the customer's segment.
-    shown = rng.poisson(14, size=customers) + 2
+    shown = rng.poisson(SHOWN_MEAN, size=customers) + 2
     cust_rows, offer_rows = [], []
     for s in range(segments):
         members = np.flatnonzero(seg_of == s)
@@ -97,13 +106,20 @@ def generate(customers: int, offers: int, segments: int, seed: int) -> dict[str,
         p = exposure[pool] / exposure[pool].sum()
         counts = shown[members]
         cust_rows.append(np.repeat(members, counts))
-        offer_rows.append(pool[rng.choice(len(pool), size=int(counts.sum()), p=p)])
+        picked = pool[rng.choice(len(pool), size=int(counts.sum()), p=p)]
+        # Part of the exposure was already targeted by the persona (an earlier campaign tool).
+        targeted = rng.random(len(picked)) < TARGETED_SHARE
+        if targeted.any():
+            persona_best = np.argsort(-(persona_taste[s] @ offer_vec[pool].T), axis=1)[:, :8]
+            who = persona[np.repeat(members, counts)][targeted]
+            picked[targeted] = pool[persona_best[who, rng.integers(0, 8, size=len(who))]]
+        offer_rows.append(picked)
     cust = np.concatenate(cust_rows) if cust_rows else np.empty(0, dtype=np.int64)
     offer = np.concatenate(offer_rows) if offer_rows else np.empty(0, dtype=np.int64)
     affinity = np.einsum("ij,ij->i", taste[cust], offer_vec[offer])
     t_seen = NOW - rng.uniform(0, 180, size=len(cust)) * DAY
-    clicked = rng.random(len(cust)) < 1 / (1 + np.exp(-(4.0 * affinity - 1.2)))
-    accepted = clicked & (rng.random(len(cust)) < 1 / (1 + np.exp(-(6.0 * affinity - 1.5))))
+    clicked = rng.random(len(cust)) < 1 / (1 + np.exp(-(CLICK_SLOPE * affinity - 1.2)))
+    accepted = clicked & (rng.random(len(cust)) < 1 / (1 + np.exp(-(ACCEPT_SLOPE * affinity - 1.5))))
     redeemed = accepted & (rng.random(len(cust)) < 0.6)
     declined = ~accepted & (rng.random(len(cust)) < np.where(clicked, 0.3, 0.05))
     events = [("impression", np.ones(len(cust), dtype=bool), 0.0),

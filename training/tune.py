@@ -143,15 +143,21 @@ def train_segment(name: str, cells: Cells, config: TrainConfig,
         result.evaluate_seconds += time.perf_counter() - started
         return value
 
+    # Validation fits see a sample of customers: the search costs a bounded time at any size.
+    tuning_rows = _sample(np.arange(customers), evaluation.max_tuning_customers, rng)
+    in_sample = np.zeros(customers, dtype=bool)
+    in_sample[tuning_rows] = True
+    tuning_train = validation.train & in_sample[cells.rows]
+    val_rows = validation.rows[in_sample[validation.rows]]
     val_eval = timed(lambda: _Evaluator(cells, validation,
-                                        _sample(validation.rows, evaluation.max_customers, rng)))
+                                        _sample(val_rows, evaluation.max_customers, rng)))
     candidates = candidate_params(config)
     best: tuple[float, Params, float] | None = None
 
     def try_params(params: Params) -> None:
         nonlocal best
         on_step(f"{name}: validating {params}")
-        factors = fit_on(params, validation.train)
+        factors = fit_on(params, tuning_train)
         for weight in tuning.blend_weights:
             if weight <= 0:
                 continue

@@ -1,0 +1,59 @@
+# The two commands of the README: `make demo` and `make test`. Both start from a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test unit integration serve lint fmt proto bench bench-quick redis-bin clean
+
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing recsvc[dev]"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# A redis-server binary for the throwaway servers of tests, demo and bench.
+redis-bin:
+	@command -v redis-server >/dev/null || { \
+	  echo "==> redis-server missing: installing Debian's redis-server"; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "install it with: sudo apt-get install redis-server" >&2; exit 1; fi; }
+
+demo: $(STAMP) redis-bin
+	$(PY) -m training.demo
+
+test: $(STAMP) redis-bin
+	$(PY) -m pytest -q tests
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+integration: $(STAMP) redis-bin
+	$(PY) -m pytest -q tests/integration
+
+serve: $(STAMP)
+	$(VENV)/bin/recsvc serve
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check recsvc training tests bench
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff check --fix recsvc training tests bench
+	$(VENV)/bin/ruff format recsvc training tests bench
+
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. --pyi_out=. \
+	  proto/recsvc/v1/offers.proto
+
+bench: $(STAMP) redis-bin
+	$(PY) -m bench all
+
+bench-quick: $(STAMP) redis-bin
+	$(PY) -m bench all --quick
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
