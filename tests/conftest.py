@@ -1,0 +1,43 @@
+"""Shared fixtures: a throwaway redis-server for the session, a unique key prefix per test."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from recsvc.config import Settings
+from training import localredis
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[localredis.LocalRedis]:
+    """A redis-server of our own on a free port; integration tests fail (never skip) without it."""
+    try:
+        server = localredis.start()
+    except RuntimeError as exc:
+        pytest.fail(f"integration tests need redis-server: {exc}", pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{next(_prefixes)}"
+
+
+@pytest.fixture
+def settings(redis_server: localredis.LocalRedis, prefix: str) -> Settings:
+    return Settings(redis_url=redis_server.url, key_prefix=prefix, host="127.0.0.1", port=0,
+                    redis_timeout_ms=50, model_poll_ms=100, default_deadline_ms=1000)
+
+
+@pytest.fixture
+def client(redis_server: localredis.LocalRedis) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_server.url, socket_timeout=10)
+    yield connection
+    connection.close()

@@ -1,0 +1,69 @@
+"""Helpers for integration tests: run the real CLI, write small data sets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+FAST_CONFIG = """
+seed = 7
+[tuning]
+factors = [8]
+alpha = [5.0]
+blend_weights = [0.0, 0.5, 1.0]
+[evaluation]
+min_evaluated = 5
+[publish]
+lock_ttl_seconds = 2.0
+"""
+
+
+def cli(args: list[str], redis_url: str, prefix: str,
+        extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, RECSVC_REDIS_URL=redis_url, RECSVC_KEY_PREFIX=prefix,
+               **(extra_env or {}))
+    return subprocess.run([sys.executable, "-m", "recsvc", *args], env=env, text=True,
+                          capture_output=True, timeout=300)
+
+
+def popen_cli(args: list[str], redis_url: str, prefix: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, RECSVC_REDIS_URL=redis_url, RECSVC_KEY_PREFIX=prefix)
+    return subprocess.Popen([sys.executable, "-m", "recsvc", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def train_args(data_dir: Path, config: Path, *more: str) -> list[str]:
+    return ["train", "--customers", str(data_dir / "customers.csv"), "--offers",
+            str(data_dir / "offers.csv"), "--interactions", str(data_dir / "interactions.csv"),
+            "--config", str(config), *more]
+
+
+def planted(tmp: Path) -> Path:
+    """Two tastes in one segment: 'a' customers accept a1..a5, more 'b' customers accept b1..b5.
+
+    Popularity prefers the b offers; a personal model must put a5 first for customer a-test, who
+    accepted a1..a4 only.
+    """
+    customers = ["customer_id,segment"]
+    interactions = ["customer_id,offer_id,event,ts"]
+    t = 1_700_000_000
+    for group, count in (("a", 40), ("b", 80)):
+        for i in range(count):
+            cid = f"{group}{i}"
+            customers.append(f"{cid},main")
+            for j in range(1, 6):
+                t += 1
+                interactions.append(f"{cid},{group}{j},accept,{t}")
+    customers.append("a-test,main")
+    for j in range(1, 5):
+        t += 1
+        interactions.append(f"a-test,a{j},accept,{t}")
+    offers = ["offer_id,segments,title"] + [f"{g}{j},*,Offer {g}{j}" for g in "ab"
+                                            for j in range(1, 6)]
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "customers.csv").write_text("\n".join(customers) + "\n")
+    (tmp / "offers.csv").write_text("\n".join(offers) + "\n")
+    (tmp / "interactions.csv").write_text("\n".join(interactions) + "\n")
+    return tmp

@@ -1,0 +1,78 @@
+"""Pure ranking: business rules, top-k and strategies, with no services."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recsvc.model import Catalogue, SegmentModel, standardize
+from recsvc.ranking import Rules, rank, rank_many
+
+NOW = 1_800_000_000.0
+
+
+def catalogue(n: int = 6) -> Catalogue:
+    offers = [{"offer_id": f"o{i}", "title": f"Offer {i}"} for i in range(n)]
+    offers[1]["channels"] = ["email"]
+    offers[2]["valid_to"] = NOW - 1  # expired
+    offers[3]["valid_from"] = NOW + 100  # not yet valid
+    return Catalogue.from_json(offers)
+
+
+def segment(strategy: str = "personalized", weight: float = 1.0) -> SegmentModel:
+    factors = np.eye(6, 2, dtype=np.float32) + np.float32(0.1) * np.arange(6, dtype=np.float32
+                                                                            )[:, None]
+    return SegmentModel.build("s", strategy, weight, np.arange(6, dtype=np.uint32),
+                              np.array([6, 5, 4, 3, 2, 1], dtype=np.float32), factors, 6)
+
+
+def test_personal_scores_are_the_plain_dot_product_ranked_best_first() -> None:
+    seg = segment()
+    vector = np.array([0.0, 1.0], dtype=np.float32)
+    result = rank(seg, catalogue(), Rules(limit=3, now=NOW), vector)
+    expected = seg.factors @ vector  # type: ignore[operator]
+    expected[[2, 3]] = -np.inf  # not valid now
+    assert result.offers.tolist() == list(np.argsort(-expected, kind="stable")[:3])
+    np.testing.assert_allclose(result.scores, np.sort(expected)[::-1][:3], rtol=1e-6)
+
+
+def test_rules_remove_invalid_now_wrong_channel_excluded_and_accepted_offers() -> None:
+    rules = Rules(limit=10, now=NOW, channel="app", excluded=np.array([4]))
+    result = rank(segment("popular"), catalogue(), rules, accepted=np.array([0], np.uint32))
+    assert result.offers.tolist() == [5]  # 0 accepted, 1 email only, 2 expired, 3 future, 4 excl.
+
+
+def test_an_unknown_channel_gets_only_offers_open_to_all_channels() -> None:
+    result = rank(segment("popular"), catalogue(), Rules(limit=10, now=NOW, channel="fax"))
+    assert 1 not in result.offers.tolist() and 0 in result.offers.tolist()
+
+
+def test_ties_break_by_catalogue_order_and_limit_caps_the_list() -> None:
+    seg = SegmentModel.build("s", "popular", 0.0, np.arange(4, dtype=np.uint32),
+                             np.ones(4, dtype=np.float32), None, 4)
+    cat = Catalogue.from_json([{"offer_id": f"o{i}"} for i in range(4)])
+    assert rank(seg, cat, Rules(limit=2, now=NOW)).offers.tolist() == [0, 1]
+
+
+def test_blend_mixes_standardized_personal_and_popularity_scores() -> None:
+    seg = segment("blended", 0.5)
+    vector = np.array([1.0, 0.0], dtype=np.float32)
+    result = rank(seg, catalogue(), Rules(limit=6, now=NOW), vector)
+    personal = standardize((seg.factors @ vector)[None, :])[0]  # type: ignore[operator]
+    expected = 0.5 * personal + 0.5 * seg.popularity_z
+    assert result.offers[0] == int(np.argmax(np.where([1, 1, 0, 0, 1, 1], expected, -9)))
+
+
+def test_batch_ranking_equals_one_by_one_ranking() -> None:
+    seg, cat = segment(), catalogue()
+    vectors = np.random.default_rng(1).normal(size=(5, 2)).astype(np.float32)
+    accepted = [np.array([i], dtype=np.uint32) for i in range(5)]
+    rules = Rules(limit=4, now=NOW)
+    many = rank_many(seg, cat, rules, vectors, accepted)
+    for vector, taken, result in zip(vectors, accepted, many, strict=True):
+        assert result.offers.tolist() == rank(seg, cat, rules, vector, taken).offers.tolist()
+
+
+def test_nothing_eligible_gives_an_empty_ranking() -> None:
+    result = rank(segment("popular"), catalogue(), Rules(limit=5, now=NOW, channel="fax",
+                                                         excluded=np.arange(6)))
+    assert len(result.offers) == 0
