@@ -29,6 +29,7 @@ class LocalRedis:
     process: subprocess.Popen[bytes]
     port: int
     workdir: str
+    persist: bool = False
 
     @property
     def url(self) -> str:
@@ -46,9 +47,10 @@ class LocalRedis:
         self.process.wait(timeout=10)
 
     def restart(self) -> None:
-        """Start again on the same port after ``kill`` (data is gone: no persistence)."""
-        fresh = start(self.port)
-        self.process, self.workdir = fresh.process, fresh.workdir
+        """Start again on the same port and folder after ``kill`` (with ``persist``, the
+        append-only file brings the data back)."""
+        self.process = _launch(self.port, self.workdir, self.persist, "0")
+        _wait_ready(self.process, self.port)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -61,24 +63,35 @@ class LocalRedis:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start(port: int | None = None, maxmemory: str = "0") -> LocalRedis:
+def start(port: int | None = None, maxmemory: str = "0", persist: bool = False) -> LocalRedis:
+    """A fresh redis-server; ``persist`` turns on an fsync-always append-only file."""
+    port = port or free_port()
+    workdir = tempfile.mkdtemp(prefix="recsvc-redis-")
+    process = _launch(port, workdir, persist, maxmemory)
+    _wait_ready(process, port)
+    return LocalRedis(process, port, workdir, persist)
+
+
+def _launch(port: int, workdir: str, persist: bool, maxmemory: str) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(INSTALL_HINT)
-    port = port or free_port()
-    workdir = tempfile.mkdtemp(prefix="recsvc-redis-")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+    return subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "yes" if persist else "no", "--appendfsync", "always",
          "--dir", workdir, "--maxmemory", maxmemory, "--maxmemory-policy", "noeviction",
          "--lazyfree-lazy-user-del", "yes"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_ready(process: subprocess.Popen[bytes], port: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
                 sock.sendall(b"PING\r\n")
                 if sock.recv(16).startswith(b"+PONG"):
-                    return LocalRedis(process, port, workdir)
+                    return
         except OSError:
             if process.poll() is not None:
                 break
