@@ -39,7 +39,7 @@ def print_recommendation(args: argparse.Namespace, settings: Settings) -> int:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "[::]") else settings.host
     target = args.target or f"{host}:{settings.port}"
     with grpc.insecure_channel(target) as channel:
-        stub = pb_grpc.RetentionOfferServiceStub(channel)
+        stub = pb_grpc.RetentionOfferServiceStub(channel)  # type: ignore[no-untyped-call]
         try:
             response = stub.Recommend(
                 pb.RecommendRequest(customer_id=args.customer_id, limit=args.limit,
@@ -54,7 +54,7 @@ def print_recommendation(args: argparse.Namespace, settings: Settings) -> int:
 def models_command(args: argparse.Namespace, settings: Settings) -> int:
     registry = Registry(connect(settings, timeout_ms=5000), schema.Keys(settings.key_prefix))
     if args.models_command == "list":
-        infos = registry.list()
+        infos = registry.all()
         if not infos:
             print("no model versions published yet")
         for info in infos:

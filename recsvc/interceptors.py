@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -50,8 +50,16 @@ def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
     context.abort(code, message)
 
 
-def _wrap(handler: grpc.RpcMethodHandler, around: Callable[[Callable[..., Any]],
-          Callable[..., Any]]) -> grpc.RpcMethodHandler:
+if TYPE_CHECKING:  # generic in grpc-stubs only
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    Interceptor = grpc.ServerInterceptor[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler
+    Interceptor = grpc.ServerInterceptor
+
+
+def _wrap(handler: Handler,
+          around: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Handler:
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
             around(handler.unary_unary), handler.request_deserializer, handler.response_serializer)
@@ -62,7 +70,7 @@ def _wrap(handler: grpc.RpcMethodHandler, around: Callable[[Callable[..., Any]],
     return handler  # this service has no client-streaming methods
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class ErrorInterceptor(Interceptor):
     """Maps RecsvcError subclasses to statuses; anything else is INTERNAL and logged."""
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
@@ -76,7 +84,7 @@ def _guard_errors(behavior: Callable[..., Any]) -> Callable[..., Any]:
     def unary(request: Any, context: grpc.ServicerContext) -> Any:
         try:
             result = behavior(request, context)
-        except Exception as exc:  # noqa: BLE001 - this is the boundary
+        except Exception as exc:
             _abort(context, exc)
             raise  # unreachable: abort raises
         if isinstance(result, Iterator):
@@ -89,11 +97,11 @@ def _guard_errors(behavior: Callable[..., Any]) -> Callable[..., Any]:
 def _guard_stream(stream: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
     try:
         yield from stream
-    except Exception as exc:  # noqa: BLE001 - this is the boundary
+    except Exception as exc:
         _abort(context, exc)
 
 
-class ConcurrencyLimitInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class ConcurrencyLimitInterceptor(Interceptor):
     """At most ``limit`` recsvc calls in flight (queued or running); beyond: RESOURCE_EXHAUSTED.
 
     Health checks and reflection are never counted. A slot whose call never ran (grpcio can drop a

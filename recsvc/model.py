@@ -27,7 +27,8 @@ def standardize(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     mean = values.mean(axis=-1, keepdims=True)
     spread = values.std(axis=-1, keepdims=True)
     spread = np.where(spread > 0, spread, np.float32(1.0))
-    return ((values - mean) / spread).astype(np.float32, copy=False)
+    result: npt.NDArray[np.float32] = ((values - mean) / spread).astype(np.float32, copy=False)
+    return result
 
 
 @dataclass(frozen=True)

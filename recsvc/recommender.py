@@ -15,7 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsvc import schema
-from recsvc.errors import CorruptRecordError, InvalidRequestError, ModelNotPublishedError, StoreError
+from recsvc.errors import (
+    CorruptRecordError,
+    InvalidRequestError,
+    ModelNotPublishedError,
+    StoreError,
+)
 from recsvc.model import STRATEGY_BLENDED, STRATEGY_POPULAR, ModelVersion, SegmentModel
 from recsvc.ranking import Ranked, Rules, rank, rank_many
 from recsvc.store import Store

@@ -6,6 +6,7 @@ mix, and a training run whose lock has expired can never activate over a newer r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import threading
@@ -74,11 +75,11 @@ class Registry:
         raw = self.client.hget(self.keys.versions, version)
         return None if raw is None else dict(json.loads(raw))
 
-    def list(self) -> list[VersionInfo]:
+    def all(self) -> list[VersionInfo]:
         active, previous = self.pointers()
         infos = []
         for raw_version, raw in sorted(self.client.hgetall(self.keys.versions).items()):
-            version = raw_version.decode()
+            version = _text(raw_version) or ""
             manifest = json.loads(raw)
             role = "active" if version == active else "previous" if version == previous else ""
             infos.append(VersionInfo(version, manifest.get("state", "?"),
@@ -98,7 +99,8 @@ class Registry:
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         self.client.hset(self.keys.versions, version, json.dumps(manifest))
 
-    def activate(self, version: str, expected_active: str | None, lock_token: str = "") -> str | None:
+    def activate(self, version: str, expected_active: str | None,
+                 lock_token: str = "") -> str | None:
         """Make ``version`` active if the pointer still says ``expected_active``.
 
         Returns the version that was active before. Raises PublishError otherwise.
@@ -130,8 +132,8 @@ class Registry:
         """Remove a version's keys (UNLINK frees big hashes in the background) and manifest."""
         active, previous = self.pointers()
         if version in (active, previous):
-            raise RecsvcError(f"version {version} is {'active' if version == active else 'previous'}"
-                              "; not deleting it")
+            role = "active" if version == active else "previous"
+            raise RecsvcError(f"version {version} is {role}; not deleting it")
         manifest = self.manifest(version) or {}
         count = int(manifest.get("segment_count", 0))
         keys = self.keys.version_keys(version, count)
@@ -147,7 +149,8 @@ class Registry:
         """Delete every recorded version that is not active, previous or in ``keep``."""
         active, previous = self.pointers()
         live = {v for v in (active, previous) if v} | keep
-        doomed = [v.decode() for v in self.client.hkeys(self.keys.versions) if v.decode() not in live]
+        recorded = [_text(v) or "" for v in self.client.hkeys(self.keys.versions)]
+        doomed = [v for v in recorded if v not in live]
         for version in doomed:
             self.delete(version)
         return doomed
@@ -174,8 +177,8 @@ class TrainLock:
         if not self.client.set(self.key, self.token, nx=True, px=self.ttl_ms):
             ttl = self.client.pttl(self.key)
             raise LockHeldError(
-                f"another training run holds the lock {self.key} (expires in {max(ttl, 0) / 1000:.1f} s"
-                " unless renewed); refusing to run concurrently"
+                f"another training run holds the lock {self.key} (expires in "
+                f"{max(ttl, 0) / 1000:.1f} s unless renewed); refusing to run concurrently"
             )
         self._thread = threading.Thread(target=self._heartbeat, name="train-lock", daemon=True)
         self._thread.start()
@@ -194,10 +197,8 @@ class TrainLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
-        try:
+        with contextlib.suppress(redis.RedisError):  # if not released, it expires by itself
             self._release(keys=[self.key], args=[self.token])
-        except redis.RedisError:
-            pass  # it expires by itself
 
 
 def _text(raw: Any) -> str | None:

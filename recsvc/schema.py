@@ -113,7 +113,8 @@ def encode_customer_record(
     accepted_arr = np.asarray(accepted, dtype=UINT32_LE)
     if len(vector) > MAX_RECORD_ITEMS or len(accepted_arr) > MAX_RECORD_ITEMS:
         raise ValueError("customer record too large")
-    return pack_record_header(segment_index, len(vector), len(accepted_arr)) + np.asarray(vector, dtype=FLOAT32_LE).tobytes() + accepted_arr.tobytes()
+    return (pack_record_header(segment_index, len(vector), len(accepted_arr))
+            + np.asarray(vector, dtype=FLOAT32_LE).tobytes() + accepted_arr.tobytes())
 
 
 def pack_record_header(segment_index: int, factors: int, accepted: int) -> bytes:

@@ -60,7 +60,7 @@ def build_server(settings: Settings, store: Store, reuse_port: bool = False) -> 
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
-    pb_grpc.add_RetentionOfferServiceServicer_to_server(
+    pb_grpc.add_RetentionOfferServiceServicer_to_server(  # type: ignore[no-untyped-call]
         RetentionOfferServicer(recommender, holder, settings.default_deadline_ms / 1000.0), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -70,7 +70,7 @@ def _metrics(values: dict[str, float] | None) -> pb.Metrics:
                       coverage=values.get("coverage", 0.0))
 
 
-class RetentionOfferServicer(pb_grpc.RetentionOfferServiceServicer):  # type: ignore[misc]
+class RetentionOfferServicer(pb_grpc.RetentionOfferServiceServicer):
     def __init__(self, recommender: Recommender, holder: ModelHolder,
                  default_deadline_seconds: float) -> None:
         self.recommender = recommender

@@ -113,7 +113,7 @@ class RedisStore:
         except redis.RedisError as exc:
             self._failed()
             raise StoreError(f"cannot read the active version pointer: {exc}") from exc
-        return None if raw is None else bytes(raw).decode()
+        return None if raw is None else _bytes(raw).decode()
 
     def load_version(self, version: str) -> ModelVersion:
         """Read a whole version's item side (two round trips; once per version, not per call)."""
@@ -132,18 +132,24 @@ class RedisStore:
         except redis.RedisError as exc:
             raise StoreError(f"cannot read model version {version}: {exc}") from exc
         try:
-            return ModelVersion.from_blobs(version, meta_json, offers_json, segments, global_blob)
+            return ModelVersion.from_blobs(version, _bytes(meta_json), _bytes(offers_json),
+                                           segments, global_blob)
         except (ValueError, KeyError) as exc:
             raise StoreError(f"model version {version} does not decode: {exc}") from exc
 
     def customer_record(self, version: str, customer_id: str, deadline: float) -> bytes | None:
         key = self._keys.customers(version)
         raw = self._call(lambda: self._client.hget(key, customer_id), deadline)
-        return None if raw is None else bytes(raw)
+        return None if raw is None else _bytes(raw)
 
     def customer_records(
         self, version: str, customer_ids: Sequence[str], deadline: float
     ) -> list[bytes | None]:
         key = self._keys.customers(version)
         values = self._call(lambda: self._client.hmget(key, list(customer_ids)), deadline)
-        return [None if v is None else bytes(v) for v in values]
+        return [None if v is None else _bytes(v) for v in values]
+
+
+def _bytes(value: bytes | str) -> bytes:
+    """redis-py types replies as bytes or str; this client never decodes, so they are bytes."""
+    return value if isinstance(value, bytes) else value.encode()

@@ -61,7 +61,7 @@ class ModelWatcher:
         while not self._stop.wait(self.poll_seconds):
             try:
                 self.check_once()
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one failure
+            except Exception:
                 log.exception("model watcher poll failed")
 
     def stop(self) -> None:

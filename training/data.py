@@ -12,7 +12,7 @@ import gzip
 import hashlib
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +202,7 @@ def _parse_iso(strings: pa.Array, tz: str | None) -> tuple[npt.NDArray[np.float6
             bad[i] = True
             continue
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         values[i] = moment.timestamp()
     return values, bad
 

@@ -41,7 +41,8 @@ def segment_names(count: int) -> list[str]:
 
 
 def _unit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+    result: npt.NDArray[np.float64] = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    return result
 
 
 def generate(customers: int, offers: int, segments: int, seed: int) -> dict[str, pa.Table]:
@@ -119,7 +120,8 @@ def generate(customers: int, offers: int, segments: int, seed: int) -> dict[str,
     affinity = np.einsum("ij,ij->i", taste[cust], offer_vec[offer])
     t_seen = NOW - rng.uniform(0, 180, size=len(cust)) * DAY
     clicked = rng.random(len(cust)) < 1 / (1 + np.exp(-(CLICK_SLOPE * affinity - 1.2)))
-    accepted = clicked & (rng.random(len(cust)) < 1 / (1 + np.exp(-(ACCEPT_SLOPE * affinity - 1.5))))
+    accept_p = 1 / (1 + np.exp(-(ACCEPT_SLOPE * affinity - 1.5)))
+    accepted = clicked & (rng.random(len(cust)) < accept_p)
     redeemed = accepted & (rng.random(len(cust)) < 0.6)
     declined = ~accepted & (rng.random(len(cust)) < np.where(clicked, 0.3, 0.05))
     events = [("impression", np.ones(len(cust), dtype=bool), 0.0),

@@ -224,7 +224,8 @@ def _quality_gate(client: Any, keys: schema.Keys, active: str | None, overall: f
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     started = time.perf_counter()
-    code, error = EXIT_FAILED, None
+    code = EXIT_FAILED
+    error: RecsvcError | None = None
     report: dict[str, Any] = {}
     try:
         run_training(args, settings, report, say=lambda m: print(m, file=sys.stderr))

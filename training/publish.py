@@ -54,8 +54,8 @@ class PublishResult:
         return self.customers / self.seconds if self.seconds > 0 else 0.0
 
 
-def _segment_fields(artifact: SegmentArtifact) -> dict[str, bytes]:
-    fields = {schema.FIELD_OFFERS: schema.encode_u32(artifact.offers),
+def _segment_fields(artifact: SegmentArtifact) -> dict[Any, bytes]:
+    fields: dict[Any, bytes] = {schema.FIELD_OFFERS: schema.encode_u32(artifact.offers),
               schema.FIELD_POPULARITY: schema.encode_f32(artifact.popularity)}
     if artifact.items is not None:
         fields[schema.FIELD_FACTORS] = schema.encode_f32(artifact.items)
@@ -153,7 +153,8 @@ def verify(client: redis.Redis, keys: schema.Keys, version: str,
     pipe.hgetall(keys.global_popularity(version))
     blobs = pipe.execute()
     for i, (artifact, blob) in enumerate(zip([*segments, global_popular], blobs, strict=True)):
-        expected = {k.encode(): v for k, v in _segment_fields(artifact).items()}
+        expected = {k.encode() if isinstance(k, str) else k: v
+                    for k, v in _segment_fields(artifact).items()}
         if blob != expected:
             raise PublishError(f"version {version}: segment hash {i} differs from what was "
                                "written")

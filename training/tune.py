@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -161,7 +162,8 @@ def train_segment(name: str, cells: Cells, config: TrainConfig,
         for weight in tuning.blend_weights:
             if weight <= 0:
                 continue
-            metrics = timed(lambda w=weight: val_eval.metrics(factors.items, factors.users, w))
+            metrics: Metrics = timed(partial(val_eval.metrics, factors.items, factors.users,
+                                             weight))
             result.trials.append({"params": params.as_dict(), "blend_weight": weight,
                                   "validation": metrics.as_dict()})
             if best is None or metrics.ndcg_at_10 > best[0]:

@@ -237,7 +237,7 @@ def test_concurrency_cap_answers_resource_exhausted_but_never_rejects_health(
 def test_graceful_stop_lets_in_flight_calls_finish(published: str, settings: Settings,
                                                     client: redis.Redis) -> None:
     slow = fast_settings(settings, redis_timeout_ms=3000, default_deadline_ms=10_000)
-    with running(slow) as (server, stub, channel):
+    with running(slow) as (server, stub, _channel):
         stub.Recommend(pb.RecommendRequest(customer_id="warm"), timeout=5)
         client.execute_command("CLIENT", "PAUSE", "800", "ALL")
         future = stub.Recommend.future(pb.RecommendRequest(customer_id="x"), timeout=10)
