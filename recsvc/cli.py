@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--target", help="HOST:PORT (default: RECSVC_HOST:RECSVC_PORT)")
     rec.add_argument("--timeout", type=float, default=5.0, help="seconds")
 
+    health = sub.add_parser("health", help="exit 0 when a server's gRPC health is SERVING")
+    health.add_argument("--target", help="HOST:PORT (default: RECSVC_HOST:RECSVC_PORT)")
+    health.add_argument("--service", default="", help="health service name ('' = overall)")
+    health.add_argument("--timeout", type=float, default=2.0)
+
     models = sub.add_parser("models", help="list, activate or roll back model versions")
     msub = models.add_subparsers(dest="models_command", required=True)
     msub.add_parser("list", help="the versions in Redis, active and previous marked")
@@ -89,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from recsvc.client import print_recommendation
 
             return print_recommendation(args, settings)
+        if args.command == "health":
+            from recsvc.client import health_command
+
+            return health_command(args, settings)
         if args.command == "models":
             from recsvc.client import models_command
 

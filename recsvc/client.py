@@ -35,9 +35,28 @@ def format_ranking(response: pb.RecommendResponse) -> str:
     return "\n".join(lines)
 
 
-def print_recommendation(args: argparse.Namespace, settings: Settings) -> int:
+def _target(args: argparse.Namespace, settings: Settings) -> str:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "[::]") else settings.host
-    target = args.target or f"{host}:{settings.port}"
+    return str(args.target or f"{host}:{settings.port}")
+
+
+def health_command(args: argparse.Namespace, settings: Settings) -> int:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    target = _target(args, settings)
+    with grpc.insecure_channel(target) as channel:
+        try:
+            status = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout).status
+        except grpc.RpcError as exc:
+            raise RecsvcError(f"{target}: {exc.code().name}: {exc.details()}") from None
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    print(name)
+    return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def print_recommendation(args: argparse.Namespace, settings: Settings) -> int:
+    target = _target(args, settings)
     with grpc.insecure_channel(target) as channel:
         stub = pb_grpc.RetentionOfferServiceStub(channel)  # type: ignore[no-untyped-call]
         try:
