@@ -46,10 +46,9 @@ class RunningServer:
         self.server.stop(grace).wait()
 
 
-def build_server(settings: Settings, store: Store, reuse_port: bool = False) -> RunningServer:
-    """Create, bind and start a server; returns it with the bound port (0 picks a free one)."""
-    holder = ModelHolder()
-    recommender = Recommender(holder, store, settings.max_batch_ids, settings.batch_chunk)
+def make_grpc_server(settings: Settings, reuse_port: bool = False
+                     ) -> tuple[grpc.Server, ConcurrencyLimitInterceptor]:
+    """The server model and options every recsvc server uses (the benchmark's echo too)."""
     limiter = ConcurrencyLimitInterceptor(settings.max_concurrent_rpcs)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc"),
@@ -60,6 +59,14 @@ def build_server(settings: Settings, store: Store, reuse_port: bool = False) -> 
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
+    return server, limiter
+
+
+def build_server(settings: Settings, store: Store, reuse_port: bool = False) -> RunningServer:
+    """Create, bind and start a server; returns it with the bound port (0 picks a free one)."""
+    holder = ModelHolder()
+    recommender = Recommender(holder, store, settings.max_batch_ids, settings.batch_chunk)
+    server, limiter = make_grpc_server(settings, reuse_port)
     pb_grpc.add_RetentionOfferServiceServicer_to_server(  # type: ignore[no-untyped-call]
         RetentionOfferServicer(recommender, holder, settings.default_deadline_ms / 1000.0), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

@@ -64,18 +64,23 @@ class Metrics:
                 "ndcg_at_10": round(self.ndcg_at_10, 6), "coverage": round(self.coverage, 6)}
 
 
-def score_metrics(top: npt.NDArray[np.int64], relevant: list[set[int]], n_offers: int) -> Metrics:
-    """Metrics of top-10 lists (-1 pads short lists) against held-out offer sets."""
-    if not relevant:
+def score_metrics(top: npt.NDArray[np.int64], relevant_rows: npt.NDArray[np.int64],
+                  relevant_cols: npt.NDArray[np.int64], n_offers: int) -> Metrics:
+    """Metrics of top-10 lists (one row per customer, -1 pads) against held-out cells given as
+    (row, column) pairs; rows index ``top``."""
+    n = len(top)
+    if n == 0:
         return Metrics(0.0, 0.0, 0.0)
-    hits = np.array([[c in rel for c in row] for row, rel in zip(top.tolist(), relevant,
-                                                                  strict=True)], dtype=float)
-    hits = hits.reshape(len(relevant), -1)
-    width = hits.shape[1]
+    width = top.shape[1]
+    codes = np.arange(n, dtype=np.int64)[:, None] * (n_offers + 1) + top
+    wanted = relevant_rows.astype(np.int64) * (n_offers + 1) + relevant_cols
+    hits = np.isin(codes, wanted) & (top >= 0)
     dcg = (hits * _DISCOUNT[:width]).sum(axis=1)
-    ideal = np.array([_DISCOUNT[: min(K, len(rel))].sum() for rel in relevant])
+    held = np.minimum(np.bincount(relevant_rows, minlength=n), K)
+    ideal = np.r_[0.0, np.cumsum(_DISCOUNT)][held]
+    ndcg = np.divide(dcg, ideal, out=np.zeros(n), where=ideal > 0)
     shown = np.unique(top[top >= 0])
-    return Metrics(float(hits.sum(axis=1).mean() / K), float((dcg / ideal).mean()),
+    return Metrics(float(hits.sum(axis=1).mean() / K), float(ndcg.mean()),
                    float(len(shown) / n_offers) if n_offers else 0.0)
 
 

@@ -80,10 +80,7 @@ class _Evaluator:
         seen = (at >= 0) & split.train & cells.accepted
         self.exclude_rows, self.exclude_cols = at[seen], cells.cols[seen].astype(np.int64)
         held = (at >= 0) & split.heldout
-        relevant: list[set[int]] = [set() for _ in sample]
-        for r, c in zip(at[held].tolist(), cells.cols[held].tolist(), strict=True):
-            relevant[r].add(c)
-        self.relevant = relevant
+        self.relevant_rows, self.relevant_cols = at[held], cells.cols[held].astype(np.int64)
         self.popularity = cells.popularity(keep=split.train)
         self.n_offers = cells.shape[1]
 
@@ -94,7 +91,7 @@ class _Evaluator:
         model = segment_model(strategy, items, self.popularity, weight)
         vectors = None if users is None or strategy == STRATEGY_POPULAR else users[self.rows]
         top = top10(model, vectors, len(self.rows), self.exclude_rows, self.exclude_cols)
-        return score_metrics(top, self.relevant, self.n_offers)
+        return score_metrics(top, self.relevant_rows, self.relevant_cols, self.n_offers)
 
 
 def _sample(rows: npt.NDArray[np.int64], limit: int, rng: np.random.Generator

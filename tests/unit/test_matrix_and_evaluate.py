@@ -62,7 +62,7 @@ def test_split_holds_out_the_latest_accepts_of_customers_with_enough_history() -
 
 def test_precision_is_hits_over_ten_and_ndcg_uses_the_ideal_of_the_held_out_count() -> None:
     top = np.array([[3, 1, -1, -1, -1, -1, -1, -1, -1, -1]])
-    metrics = score_metrics(top, [{1, 7}], n_offers=10)
+    metrics = score_metrics(top, np.array([0, 0]), np.array([1, 7]), n_offers=10)
     assert metrics.precision_at_10 == 0.1
     ideal = 1 + 1 / np.log2(3)
     np.testing.assert_allclose(metrics.ndcg_at_10, (1 / np.log2(3)) / ideal)

@@ -1,0 +1,171 @@
+"""`make bench` / `python -m bench {all,train,serve} [--quick]`.
+
+Starts its own redis-server, generates data (cached in bench/data/), measures training and
+serving, writes bench/results/latest.json and regenerates the tables of docs/PERFORMANCE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import procs, report
+from training import localredis
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench" / "data"
+RESULTS = ROOT / "bench" / "results"
+PREFIX = "bench"
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "commit": commit + ("+dirty" if dirty else ""),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def dataset(customers: int) -> Path:
+    out = DATA / f"c{customers}-o500"
+    if not (out / "interactions.csv").exists():
+        print(f"-- generating {customers:,} customers x 500 offers", flush=True)
+        subprocess.run([sys.executable, "-m", "recsvc", "datagen", "--out", str(out),
+                        "--customers", str(customers), "--offers", "500", "--segments", "6",
+                        "--seed", "7"], check=True)
+    return out
+
+
+def bench_train(url: str, customers: int) -> dict[str, Any]:
+    data = dataset(customers)
+    report_path = data / "report.json"
+    env = dict(os.environ, RECSVC_REDIS_URL=url, RECSVC_KEY_PREFIX=PREFIX)
+    print(f"-- training on {customers:,} customers", flush=True)
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "recsvc", "train", "--customers", str(data / "customers.csv"),
+         "--offers", str(data / "offers.csv"), "--interactions", str(data / "interactions.csv"),
+         "--report", str(report_path), "--force"], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"training failed: {result.stderr[-3000:]}")
+    run = json.loads(report_path.read_text())
+    phases = run["phases"]
+    non_fit = sum(v for k, v in phases.items() if k != "fit")
+    return {"customers": customers, "interactions": run["rows_read"]["interactions"],
+            "wall_seconds": round(time.perf_counter() - started, 1), "phases": phases,
+            "non_fit_seconds": round(non_fit, 2), "fit_seconds": phases.get("fit", 0.0),
+            "publish_vectors_per_second": run["publish_customers_per_second"],
+            "peak_rss_mib": run["peak_rss_mib"], "version": run["version"],
+            "overall_ndcg_at_10": run["overall_ndcg_at_10"]}
+
+
+def _commands(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+
+def _load(port: int, customers: int, seconds: float, concurrency: int, batch: int = 0,
+          channels: int = 2) -> dict[str, Any]:
+    return procs.run_json(["bench.loadgen", "--target", f"127.0.0.1:{port}", "--concurrency",
+                           str(concurrency), "--seconds", str(seconds), "--customers",
+                           str(customers), "--batch", str(batch), "--channels", str(channels)],
+                          dict(os.environ))
+
+
+def _measured(server: subprocess.Popen[bytes], port: int, customers: int, seconds: float,
+              concurrency: int, **kw: Any) -> dict[str, Any]:
+    before = procs.cpu_seconds(server.pid)
+    result = _load(port, customers, seconds, concurrency, **kw)
+    result["server_cpu_seconds"] = round(procs.cpu_seconds(server.pid) - before, 2)
+    result["concurrency"] = concurrency
+    return result
+
+
+def bench_serve(url: str, customers: int, seconds: float) -> dict[str, Any]:
+    client = redis.Redis.from_url(url)
+    env = dict(os.environ, RECSVC_REDIS_URL=url, RECSVC_KEY_PREFIX=PREFIX, RECSVC_LOG_LEVEL="WARNING",
+               RECSVC_HOST="127.0.0.1")
+    out: dict[str, Any] = {"customers": customers, "seconds": seconds}
+    for workers in (1, 2):
+        port = localredis.free_port()
+        channels = 2 * workers
+        env_w = dict(env, RECSVC_PORT=str(port))
+        print(f"-- echo yardstick, {workers} worker(s)", flush=True)
+        with procs.server(["bench.echo", "--port", str(port), "--workers", str(workers)],
+                          env_w, port) as echo:
+            levels = (1, 32) if workers == 1 else (32,)
+            out[f"echo_w{workers}"] = [_measured(echo, port, customers, seconds, c,
+                                                 channels=channels) for c in levels]
+        port = localredis.free_port()
+        env_w = dict(env, RECSVC_PORT=str(port))
+        print(f"-- recsvc serve, {workers} worker(s)", flush=True)
+        with procs.server(["recsvc", "serve", "--workers", str(workers)], env_w, port) as srv:
+            time.sleep(1.0)  # the model version loads before the port answers; settle
+            runs = []
+            for c in ((1, 32) if workers == 1 else (32,)):
+                before = _commands(client)
+                result = _measured(srv, port, customers, seconds, c, channels=channels)
+                after = _commands(client)
+                calls = max(1, result["calls"])
+                result["redis_commands_per_call"] = round(
+                    (sum(after.values()) - sum(before.values()) - 1) / calls, 3)
+                result["redis_hget_per_call"] = round(
+                    (after.get("hget", 0) - before.get("hget", 0)) / calls, 3)
+                runs.append(result)
+            out[f"recommend_w{workers}"] = runs
+            out[f"rss_mib_w{workers}"] = procs.rss_mib(srv.pid)
+            if workers == 1:
+                print("-- RecommendBatch, 1,000 ids per call", flush=True)
+                out["batch_w1"] = [_measured(srv, port, customers, seconds, c, batch=1000,
+                                             channels=channels) for c in (1, 2)]
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("what", choices=("all", "train", "serve"), nargs="?", default="all")
+    parser.add_argument("--quick", action="store_true", help="100k customers, shorter runs")
+    parser.add_argument("--seconds", type=float, help="seconds per serving measurement")
+    args = parser.parse_args()
+    command = "make bench" if not args.quick and args.what == "all" else \
+        "python -m bench " + " ".join(sys.argv[1:])
+    sizes = [100_000] if args.quick else [100_000, 1_000_000]
+    seconds = args.seconds or (4.0 if args.quick else 8.0)
+    server = localredis.start()
+    results: dict[str, Any] = {"machine": machine(), "command": command}
+    try:
+        if args.what in ("all", "train"):
+            results["train"] = [bench_train(server.url, n) for n in sizes]
+        if args.what in ("all", "serve"):
+            if args.what == "serve":  # publish a model to serve
+                bench_train(server.url, sizes[-1])
+            results["serve"] = bench_serve(server.url, sizes[-1], seconds)
+            results["serve"]["redis_used_memory_mib"] = round(
+                redis.Redis.from_url(server.url).info("memory")["used_memory"] / 2**20, 1)
+    finally:
+        server.stop()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    report.write(results, ROOT / "docs" / "PERFORMANCE.md")
+    print(report.tables(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""The yardstick: RetentionOfferService built exactly like the real server (same server model,
+options and interceptors) whose Recommend builds a response of the same size (ten offers with
+ids, titles and scores) without reading Redis or scoring anything.
+
+    python -m bench.echo --port 50099 [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from recsvc.config import Settings
+from recsvc.server import make_grpc_server
+from recsvc.v1 import offers_pb2 as pb
+from recsvc.v1 import offers_pb2_grpc as pb_grpc
+
+IDS = [f"OFF{i:05d}" for i in range(10)]
+TITLES = [f"Loyalty points #{i}" for i in range(10)]
+SCORES = [2.0 - 0.1 * i for i in range(10)]
+
+
+class EchoServicer(pb_grpc.RetentionOfferServiceServicer):
+    def Recommend(self, request: pb.RecommendRequest, context: Any) -> pb.RecommendResponse:
+        return pb.RecommendResponse(
+            customer_id=request.customer_id, segment="at_risk", model_version="echo",
+            strategy=pb.STRATEGY_PERSONALIZED,
+            offers=[pb.RankedOffer(offer_id=i, title=t, score=s, rank=r)
+                    for r, (i, t, s) in enumerate(zip(IDS, TITLES, SCORES, strict=True),
+                                                  start=1)])
+
+    def RecommendBatch(self, request: pb.RecommendBatchRequest,
+                       context: Any) -> Iterator[pb.RecommendResponse]:
+        for customer_id in request.customer_ids:
+            yield self.Recommend(pb.RecommendRequest(customer_id=customer_id), context)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    if args.workers > 1:
+        cpus = sorted(os.sched_getaffinity(0))
+        children = [subprocess.Popen([sys.executable, "-m", "bench.echo", "--port",
+                                      str(args.port)],
+                                     env=dict(os.environ, _ECHO_REUSE="1",
+                                              _RECSVC_CPU=str(cpus[i % len(cpus)])))
+                    for i in range(args.workers)]
+        signal.signal(signal.SIGTERM, lambda *_: [c.terminate() for c in children])
+        return max(c.wait() for c in children)
+    if "_RECSVC_CPU" in os.environ:
+        os.sched_setaffinity(0, {int(os.environ["_RECSVC_CPU"])})
+    settings = Settings.from_env()
+    server, _ = make_grpc_server(settings, reuse_port=os.environ.get("_ECHO_REUSE") == "1")
+    pb_grpc.add_RetentionOfferServiceServicer_to_server(EchoServicer(), server)  # type: ignore[no-untyped-call]
+    server.add_insecure_port(f"127.0.0.1:{args.port}")
+    server.start()
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    stopped.wait()
+    server.stop(1).wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""Turns bench results into the tables of docs/PERFORMANCE.md (between the bench markers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def _ok(passed: bool) -> str:
+    return "met" if passed else "**missed**"
+
+
+def tables(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [f"Measured {m['date']} at commit `{m['commit']}` on {m['cores']} cores "
+             f"({m['cpu']}), Python {m['python']}, with `{results['command']}`; load generator "
+             "on the same machine. Full numbers: `bench/results/latest.json`.", ""]
+    targets: list[tuple[str, str, str]] = []
+    if "train" in results:
+        lines += ["### Training", "",
+                  "| customers | interactions | read | build | fit | evaluate | publish | "
+                  "non-fit total | publish rate (vectors/s) | peak RSS (MiB) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for t in results["train"]:
+            p = t["phases"]
+            lines.append(
+                f"| {t['customers']:,} | {t['interactions']:,} | {p.get('read', 0):.1f} s | "
+                f"{p.get('build', 0):.1f} s | {p.get('fit', 0):.1f} s | "
+                f"{p.get('evaluate', 0):.1f} s | {p.get('publish', 0):.1f} s | "
+                f"{t['non_fit_seconds']:.1f} s | {t['publish_vectors_per_second']:,} | "
+                f"{t['peak_rss_mib']:,} |")
+        big = results["train"][-1]
+        targets += [
+            (f"publish >= 200,000 vectors/s ({big['customers']:,} customers)",
+             f"{big['publish_vectors_per_second']:,}",
+             _ok(big["publish_vectors_per_second"] >= 200_000)),
+            ("read + build + evaluate + publish < fit",
+             f"{big['non_fit_seconds']:.1f} s vs {big['fit_seconds']:.1f} s",
+             _ok(big["non_fit_seconds"] < big["fit_seconds"])),
+            ("training peak memory < 4 GiB", f"{big['peak_rss_mib']:,} MiB",
+             _ok(big["peak_rss_mib"] < 4096)),
+        ]
+        lines.append("")
+    if "serve" in results:
+        s = results["serve"]
+        lines += [f"### Serving ({s['customers']:,} customers published, "
+                  f"{s['seconds']:.0f} s per measurement)", "",
+                  "| what | workers | in flight | calls/s | items/s | p50 ms | p95 ms | p99 ms | "
+                  "server CPU s | client CPU s | Redis cmds/call |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for key, label in (("echo_w1", "echo"), ("recommend_w1", "Recommend"),
+                           ("batch_w1", "RecommendBatch x1000"), ("echo_w2", "echo"),
+                           ("recommend_w2", "Recommend")):
+            for r in s.get(key, []):
+                lines.append(
+                    f"| {label} | {key[-1]} | {r['concurrency']} | {r['calls_per_second']:,} | "
+                    f"{r['items_per_second']:,} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | "
+                    f"{r['server_cpu_seconds']} | {r['client_cpu_seconds']} | "
+                    f"{r.get('redis_commands_per_call', '-')} |")
+        lines += ["", f"Serving RSS: {s.get('rss_mib_w1')} MiB (1 worker), "
+                  f"{s.get('rss_mib_w2')} MiB (2 workers, all processes); Redis used memory "
+                  f"{s.get('redis_used_memory_mib')} MiB.", ""]
+
+        def at(key: str, c: int) -> dict[str, Any]:
+            return next(r for r in s[key] if r["concurrency"] == c)
+
+        for w in (1, 2):
+            rec, echo = at(f"recommend_w{w}", 32), at(f"echo_w{w}", 32)
+            ratio = rec["calls_per_second"] / max(1.0, echo["calls_per_second"])
+            targets.append((f"Recommend >= 70% of echo at 32 in flight, {w} worker(s)",
+                            f"{ratio:.0%} ({rec['calls_per_second']:,} vs "
+                            f"{echo['calls_per_second']:,}/s)", _ok(ratio >= 0.70)))
+        one = at("recommend_w1", 1)
+        targets += [
+            ("Recommend p99 <= 2 ms at 1 in flight", f"{one['p99_ms']} ms",
+             _ok(one["p99_ms"] <= 2.0)),
+            ("one Redis round trip per Recommend", f"{one['redis_hget_per_call']} HGET/call, "
+             f"{one['redis_commands_per_call']} commands/call",
+             _ok(abs(one["redis_commands_per_call"] - 1) < 0.05)),
+            ("RecommendBatch >= 20,000 customers/s",
+             f"{max(r['items_per_second'] for r in s['batch_w1']):,.0f}",
+             _ok(max(r["items_per_second"] for r in s["batch_w1"]) >= 20_000)),
+        ]
+        if "errors" in one and any(r["errors"] for k in ("recommend_w1", "recommend_w2",
+                                                          "batch_w1") for r in s[k]):
+            targets.append(("no errors under load", "errors seen", "**missed**"))
+    lines += ["### Targets", "", "| target | measured | |", "|---|---|---|"]
+    lines += [f"| {t} | {v} | {ok} |" for t, v, ok in targets]
+    return "\n".join(lines)
+
+
+def write(results: dict[str, Any], path: Path) -> None:
+    body = tables(results)
+    text = path.read_text() if path.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    path.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
