@@ -8,6 +8,7 @@ is the row number + 1, the header being line 1).
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import math
@@ -76,19 +77,37 @@ class Dataset:
     offer: npt.NDArray[np.int32]
     event: npt.NDArray[np.int8]  # index into config.EVENTS
     ts: npt.NDArray[np.float64]  # epoch seconds
-    weight: npt.NDArray[np.float64]  # NaN when the row has none
+    weight: npt.NDArray[np.float64] | None  # NaN when the row has none; None: no such column
     bad: BadRows
     ineligible: int  # interactions with an offer not open to the customer's segment
     fingerprint: str
     rows_read: dict[str, int]
+
+    def drop_interactions(self) -> None:
+        """Free the per-row arrays once the cells are built (they are the bulk of memory)."""
+        empty = np.empty(0)
+        self.customer = empty.astype(np.int32)
+        self.offer = empty.astype(np.int32)
+        self.event = empty.astype(np.int8)
+        self.ts = empty
+        self.weight = None
 
     @property
     def offer_ids(self) -> list[str]:
         return [o["offer_id"] for o in self.offers]
 
 
-def read_table(path: str, required: tuple[str, ...]) -> pa.Table:
-    """CSV (every column as text), CSV.gz or Parquet, by extension."""
+DICT = pa.dictionary(pa.int32(), pa.string())
+
+
+def read_table(path: str, required: tuple[str, ...],
+               types: dict[str, pa.DataType] | None = None) -> pa.Table:
+    """CSV (every column as text unless ``types`` says otherwise), CSV.gz or Parquet.
+
+    ``types`` is a memory optimisation for big files: ids read as dictionaries, numbers as
+    float64. When a typed column holds a value that is not of its type, the file is read again
+    with that column as text, so the value is reported as a bad row instead of failing the run.
+    """
     if not Path(path).is_file():
         raise DataError(f"{path}: no such file")
     lowered = path.lower()
@@ -98,12 +117,17 @@ def read_table(path: str, required: tuple[str, ...]) -> pa.Table:
         elif lowered.endswith((".csv", ".csv.gz")):
             opener = gzip.open if lowered.endswith(".gz") else open
             with opener(path, "rt", encoding="utf-8", newline="") as handle:
-                header = next(iter(pacsv_header(handle.readline())), None)
-            if header is None:
+                header = next(csv.reader([handle.readline()]), [])
+            if not header:
                 raise DataError(f"{path}: empty file, expected a header line")
-            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.string() for name in header},
-                strings_can_be_null=False, quoted_strings_can_be_null=False))
+            column_types = {name: pa.string() for name in header}
+            typed = {k: v for k, v in (types or {}).items() if k in column_types}
+            try:
+                table = _read_csv(path, {**column_types, **typed})
+            except pa.ArrowInvalid:
+                numeric = [k for k, v in typed.items() if pa.types.is_floating(v)]
+                table = _read_csv(path, {**column_types, **{k: v for k, v in typed.items()
+                                                            if k not in numeric}})
         else:
             raise DataError(f"{path}: unknown format; use .csv, .csv.gz or .parquet")
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
@@ -115,10 +139,36 @@ def read_table(path: str, required: tuple[str, ...]) -> pa.Table:
     return table
 
 
-def pacsv_header(line: str) -> list[list[str]]:
-    import csv
+def _read_csv(path: str, column_types: dict[str, pa.DataType]) -> pa.Table:
+    return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+        column_types=column_types, strings_can_be_null=False,
+        quoted_strings_can_be_null=False, null_values=[""]))
 
-    return list(csv.reader([line])) if line.strip() else []
+
+def lookup(table: pa.Table, name: str, values: pa.Array) -> npt.NDArray[np.int32]:
+    """Position of each row's (trimmed) value in ``values``, -1 when absent.
+
+    Dictionary columns are looked up once per distinct value, not once per row.
+    """
+    column = table.column(name)
+    if pa.types.is_dictionary(column.type):
+        column = column.unify_dictionaries()  # one dictionary shared by every chunk
+        if not column.num_chunks:
+            return np.empty(0, dtype=np.int32)
+        mapping = pc.index_in(pc.utf8_trim_whitespace(column.chunk(0).dictionary),
+                              value_set=values)
+        codes = np.asarray(pc.fill_null(mapping, -1).to_numpy(zero_copy_only=False),
+                           dtype=np.int32)
+        parts = []
+        for chunk in column.chunks:
+            indices = chunk.indices
+            found = codes[np.asarray(pc.fill_null(indices, 0).to_numpy(zero_copy_only=False))]
+            if indices.null_count:
+                found[_mask(pc.is_null(indices))] = -1
+            parts.append(found)
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)
+    position = pc.index_in(text(table, name), value_set=values)
+    return np.asarray(pc.fill_null(position, -1).to_numpy(zero_copy_only=False), dtype=np.int32)
 
 
 def text(table: pa.Table, name: str) -> pa.Array:
@@ -126,6 +176,8 @@ def text(table: pa.Table, name: str) -> pa.Array:
     if name not in table.column_names:
         return pa.array([""] * table.num_rows, type=pa.string())
     column = table.column(name).combine_chunks()
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
     if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
         column = pc.cast(column, pa.string())
     return pc.utf8_trim_whitespace(pc.fill_null(column, ""))
@@ -230,7 +282,9 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
     bad = BadRows()
     customers = read_table(customers_path, ("customer_id", "segment"))
     offers_table = read_table(offers_path, ("offer_id",))
-    interactions = read_table(interactions_path, ("customer_id", "offer_id", "event", "ts"))
+    interactions = read_table(interactions_path, ("customer_id", "offer_id", "event", "ts"),
+                              types={"customer_id": DICT, "offer_id": DICT, "event": DICT,
+                                     "ts": pa.float64(), "weight": pa.float64()})
 
     # Customers
     ids = text(customers, "customer_id")
@@ -255,27 +309,29 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
     offer_ids = pa.array([o["offer_id"] for o in offer_list], type=pa.string())
 
     # Interactions
-    cust = pc.index_in(text(interactions, "customer_id"), value_set=customer_ids)
-    offer = pc.index_in(text(interactions, "offer_id"), value_set=offer_ids)
-    event = pc.index_in(pc.utf8_lower(text(interactions, "event")), value_set=pa.array(EVENTS))
+    cust = lookup(interactions, "customer_id", customer_ids)
+    offer = lookup(interactions, "offer_id", offer_ids)
+    event = lookup(interactions, "event", pa.array(EVENTS))
     ts, ts_bad = parse_time(interactions, "ts")
-    weight, weight_bad = parse_float(interactions, "weight")
-    weight_out = ~np.isnan(weight) & ~(np.isfinite(weight) & (np.abs(weight) <= weight_cap))
+    has_weight = "weight" in interactions.column_names
+    weight, weight_bad = parse_float(interactions, "weight") if has_weight else (None, None)
+    rows_read = interactions.num_rows
+    del interactions  # the arrays below are all that is needed from here on
+    no_rows = np.zeros(len(cust), dtype=bool)
+    weight_out = no_rows if weight is None else \
+        ~np.isnan(weight) & ~(np.isfinite(weight) & (np.abs(weight) <= weight_cap))
     checks = [
-        ("unknown_customer", _mask(pc.is_null(cust))),
-        ("unknown_offer", _mask(pc.is_null(offer))),
-        ("unknown_event", _mask(pc.is_null(event))),
+        ("unknown_customer", cust < 0),
+        ("unknown_offer", offer < 0),
+        ("unknown_event", event < 0),
         ("bad_ts", ts_bad | ~np.isfinite(ts)),
-        ("bad_weight", weight_bad | weight_out),
+        ("bad_weight", weight_out if weight_bad is None else weight_bad | weight_out),
     ]
     keep = _first_failure(interactions_path, checks, bad)
-    cust_idx = np.asarray(pc.fill_null(cust, 0).to_numpy(zero_copy_only=False),
-                          dtype=np.int32)[keep]
-    offer_idx = np.asarray(pc.fill_null(offer, 0).to_numpy(zero_copy_only=False),
-                           dtype=np.int32)[keep]
-    event_idx = np.asarray(pc.fill_null(event, 0).to_numpy(zero_copy_only=False),
-                           dtype=np.int8)[keep]
+    cust_idx, offer_idx, event_idx = cust[keep], offer[keep], event[keep].astype(np.int8)
+    del cust, offer, event
     open_to_customer = eligible[customer_segment[cust_idx], offer_idx]
+    ts = ts[keep]
     return Dataset(
         customer_ids=customer_ids,
         customer_segment=customer_segment,
@@ -285,13 +341,13 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
         customer=cust_idx[open_to_customer],
         offer=offer_idx[open_to_customer],
         event=event_idx[open_to_customer],
-        ts=ts[keep][open_to_customer],
-        weight=weight[keep][open_to_customer],
+        ts=ts[open_to_customer],
+        weight=None if weight is None else weight[keep][open_to_customer],
         bad=bad,
         ineligible=int((~open_to_customer).sum()),
         fingerprint=fingerprint([customers_path, offers_path, interactions_path]),
         rows_read={"customers": customers.num_rows, "offers": offers_table.num_rows,
-                   "interactions": interactions.num_rows},
+                   "interactions": rows_read},
     )
 
 

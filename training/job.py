@@ -163,6 +163,7 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
             raise DataError("no valid customers: nothing to train")
         with run.phase("build"):
             cells = build_cells(data, config)
+            data.drop_interactions()
         results: list[SegmentResult] = []
         progress = Progress(len(cells), "segments")
         for name, segment_cells in zip(data.segment_names, cells, strict=True):

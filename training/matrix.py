@@ -71,69 +71,110 @@ class Cells:
                            minlength=self.shape[1]).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class _Pairs:
+    """Aggregated (customer, offer) cells over all segments."""
+
+    customer: npt.NDArray[np.int64]
+    offer: npt.NDArray[np.int64]
+    confidence: npt.NDArray[np.float32]
+    impression_only: npt.NDArray[np.bool_]
+    accepted_at: npt.NDArray[np.float64]
+    rows: npt.NDArray[np.int64]
+
+
+CHUNK_ROWS = 4_000_000  # interactions aggregated at a time: bounds the temporary memory
+
+
+def _aggregate(data: Dataset, rows: npt.NDArray[np.int64] | slice, config: TrainConfig,
+               newest: float) -> _Pairs:
+    n_offers = len(data.offers)
+    event = data.event[rows]
+    defaults = np.array([config.event_weight(e) for e in EVENTS], dtype=np.float32)
+    value = defaults[event]
+    if data.weight is not None:
+        weight = data.weight[rows]
+        given = ~np.isnan(weight)
+        value[given] = weight[given]
+    ts = data.ts[rows]
+    if config.half_life_days > 0:
+        value = (value * np.power(0.5, (newest - ts) / 86400.0 / config.half_life_days)
+                 ).astype(np.float32)
+    key = (data.customer[rows].astype(np.int64) * n_offers + data.offer[rows]) * _N_EVENTS + event
+    order = np.argsort(key, kind="stable")
+    key, value, ts = key[order], value[order], ts[order]
+    del order, event
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    if config.duplicates == "sum":
+        event_value = np.add.reduceat(value, starts)
+    else:
+        high = np.maximum.reduceat(value, starts)
+        low = np.minimum.reduceat(value, starts)
+        event_value = np.where(np.abs(low) > np.abs(high), low, high)
+        del high, low
+    event_ts = np.maximum.reduceat(ts, starts)
+    rows_per_event = np.diff(np.r_[starts, len(key)])
+    event_key = key[starts]
+    del key, value, ts, starts
+    event = (event_key % _N_EVENTS).astype(np.int8)
+    pair = event_key // _N_EVENTS
+    del event_key
+    pair_starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+    positive_ts = np.where((event == _ACCEPT) | (event == _REDEEM), event_ts, -np.inf)
+    engaged = (event == _CLICK) | (event == _ACCEPT) | (event == _REDEEM)
+    pair_id = pair[pair_starts]
+    return _Pairs(
+        customer=pair_id // n_offers,
+        offer=pair_id % n_offers,
+        confidence=np.add.reduceat(event_value, pair_starts).astype(np.float32),
+        impression_only=(np.maximum.reduceat(event == _IMPRESSION, pair_starts)
+                         & ~np.maximum.reduceat(engaged, pair_starts)),
+        accepted_at=np.maximum.reduceat(positive_ts, pair_starts),
+        rows=np.add.reduceat(rows_per_event, pair_starts),
+    )
+
+
+def _all_pairs(data: Dataset, config: TrainConfig) -> _Pairs:
+    """Aggregates customer range by customer range: a cell never spans two customers."""
+    total = len(data.customer)
+    if total == 0:
+        empty_i = np.empty(0, dtype=np.int64)
+        return _Pairs(empty_i, empty_i, np.empty(0, np.float32), np.empty(0, bool),
+                      np.empty(0), empty_i)
+    newest = float(data.ts.max())
+    chunks = max(1, -(-total // CHUNK_ROWS))
+    if chunks == 1:
+        return _aggregate(data, slice(None), config, newest)
+    bounds = np.linspace(0, len(data.customer_segment), chunks + 1).astype(np.int64)
+    parts = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        rows = np.flatnonzero((data.customer >= lo) & (data.customer < hi))
+        parts.append(_aggregate(data, rows, config, newest))
+    return _Pairs(*(np.concatenate([getattr(p, f) for p in parts])
+                    for f in ("customer", "offer", "confidence", "impression_only",
+                              "accepted_at", "rows")))
+
+
 def build_cells(data: Dataset, config: TrainConfig) -> list[Cells]:
     """One Cells per segment, in ``data.segment_names`` order."""
-    n_offers = len(data.offers)
-    defaults = np.array([config.event_weight(e) for e in EVENTS], dtype=np.float64)
-    value = np.where(np.isnan(data.weight), defaults[data.event], data.weight)
-    if config.half_life_days > 0 and len(data.ts):
-        age_days = (data.ts.max() - data.ts) / 86400.0
-        value = value * np.power(0.5, age_days / config.half_life_days)
-
-    key = (data.customer.astype(np.int64) * n_offers + data.offer) * _N_EVENTS + data.event
-    order = np.argsort(key, kind="stable")
-    key = key[order]
-    value = value[order]
-    ts = data.ts[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.empty(0, int)
-    if config.duplicates == "sum":
-        event_value = np.add.reduceat(value, starts) if len(starts) else value
-    else:
-        high = np.maximum.reduceat(value, starts) if len(starts) else value
-        low = np.minimum.reduceat(value, starts) if len(starts) else value
-        event_value = np.where(np.abs(low) > np.abs(high), low, high)
-    event_ts = np.maximum.reduceat(ts, starts) if len(starts) else ts
-    event_key = key[starts]
-    event = event_key % _N_EVENTS
-    pair = event_key // _N_EVENTS
-    rows_per_event = np.diff(np.r_[starts, len(key)])
-
-    pair_starts = (np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]]) if len(pair)
-                   else np.empty(0, int))
-    confidence = np.add.reduceat(event_value, pair_starts) if len(pair) else event_value
-    engaged = np.isin(event, (_CLICK, _ACCEPT, _REDEEM))
-    seen = event == _IMPRESSION
-    positive_ts = np.where(np.isin(event, (_ACCEPT, _REDEEM)), event_ts, -np.inf)
-    if len(pair):
-        any_engaged = np.maximum.reduceat(engaged, pair_starts)
-        any_seen = np.maximum.reduceat(seen, pair_starts)
-        accepted_at = np.maximum.reduceat(positive_ts, pair_starts)
-        rows_per_pair = np.add.reduceat(rows_per_event, pair_starts)
-    else:
-        any_engaged = any_seen = np.empty(0, bool)
-        accepted_at = np.empty(0)
-        rows_per_pair = np.empty(0, int)
-    pair_id = pair[pair_starts]
-    customer = pair_id // n_offers
-    offer = pair_id % n_offers
-    segment_of_pair = data.customer_segment[customer]
-
+    pairs = _all_pairs(data, config)
+    segment_of_pair = data.customer_segment[pairs.customer]
     cells = []
     for s in range(len(data.segment_names)):
         customers = np.flatnonzero(data.customer_segment == s)
         offers = np.flatnonzero(data.eligible[s])
         local_row = np.full(len(data.customer_segment), -1, dtype=np.int64)
         local_row[customers] = np.arange(len(customers))
-        local_col = np.full(n_offers, -1, dtype=np.int64)
+        local_col = np.full(len(data.offers), -1, dtype=np.int64)
         local_col[offers] = np.arange(len(offers))
-        mine = segment_of_pair == s
+        mine = np.flatnonzero(segment_of_pair == s)
         cells.append(Cells(
-            rows=local_row[customer[mine]].astype(np.int32),
-            cols=local_col[offer[mine]].astype(np.int32),
-            confidence=confidence[mine].astype(np.float32),
-            impression_only=(any_seen & ~any_engaged)[mine],
-            accepted_at=accepted_at[mine],
-            interactions=int(rows_per_pair[mine].sum()),
+            rows=local_row[pairs.customer[mine]].astype(np.int32),
+            cols=local_col[pairs.offer[mine]].astype(np.int32),
+            confidence=pairs.confidence[mine],
+            impression_only=pairs.impression_only[mine],
+            accepted_at=pairs.accepted_at[mine],
+            interactions=int(pairs.rows[mine].sum()),
             customers=customers,
             offers=offers,
         ))
