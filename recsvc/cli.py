@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--target", help="HOST:PORT (default: RECSVC_HOST:RECSVC_PORT)")
     health.add_argument("--service", default="", help="health service name ('' = overall)")
     health.add_argument("--timeout", type=float, default=2.0)
+    health.add_argument("--wait", type=float, default=0.0,
+                        help="keep asking for up to this many seconds until SERVING")
 
     models = sub.add_parser("models", help="list, activate or roll back model versions")
     msub = models.add_subparsers(dest="models_command", required=True)

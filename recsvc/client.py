@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 import grpc
 
@@ -44,15 +45,24 @@ def health_command(args: argparse.Namespace, settings: Settings) -> int:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     target = _target(args, settings)
+    serving = health_pb2.HealthCheckResponse.SERVING
+    give_up = time.monotonic() + args.wait
     with grpc.insecure_channel(target) as channel:
-        try:
-            status = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout).status
-        except grpc.RpcError as exc:
-            raise RecsvcError(f"{target}: {exc.code().name}: {exc.details()}") from None
-    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
-    print(name)
-    return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(service=args.service),
+                                    timeout=args.timeout).status
+                problem = None
+            except grpc.RpcError as exc:
+                status, problem = None, f"{target}: {exc.code().name}: {exc.details()}"
+            if status == serving or time.monotonic() >= give_up:
+                break
+            time.sleep(0.2)
+    if problem is not None:
+        raise RecsvcError(problem)
+    print(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+    return 0 if status == serving else 1
 
 
 def print_recommendation(args: argparse.Namespace, settings: Settings) -> int:
