@@ -29,7 +29,7 @@ PREFIX = "bench"
 
 def machine() -> dict[str, Any]:
     model = ""
-    for line in open("/proc/cpuinfo"):
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
             break
@@ -99,8 +99,8 @@ def _measured(server: subprocess.Popen[bytes], port: int, customers: int, second
 
 def bench_serve(url: str, customers: int, seconds: float) -> dict[str, Any]:
     client = redis.Redis.from_url(url)
-    env = dict(os.environ, RECSVC_REDIS_URL=url, RECSVC_KEY_PREFIX=PREFIX, RECSVC_LOG_LEVEL="WARNING",
-               RECSVC_HOST="127.0.0.1")
+    env = dict(os.environ, RECSVC_REDIS_URL=url, RECSVC_KEY_PREFIX=PREFIX,
+               RECSVC_LOG_LEVEL="WARNING", RECSVC_HOST="127.0.0.1")
     out: dict[str, Any] = {"customers": customers, "seconds": seconds}
     for workers in (1, 2):
         port = localredis.free_port()

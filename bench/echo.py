@@ -16,8 +16,6 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import grpc
-
 from recsvc.config import Settings
 from recsvc.server import make_grpc_server
 from recsvc.v1 import offers_pb2 as pb

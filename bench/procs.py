@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 
@@ -18,7 +19,7 @@ def tree(pid: int) -> list[int]:
     """``pid`` and its descendants (the workers of `recsvc serve --workers N`)."""
     found = [pid]
     try:
-        children = open(f"/proc/{pid}/task/{pid}/children").read().split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return found
     for child in children:
@@ -30,7 +31,7 @@ def cpu_seconds(pid: int) -> float:
     total = 0.0
     for p in tree(pid):
         try:
-            fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += (int(fields[11]) + int(fields[12])) / TICKS
@@ -41,7 +42,7 @@ def rss_mib(pid: int) -> float:
     total = 0
     for p in tree(pid):
         try:
-            for line in open(f"/proc/{p}/status"):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
         except OSError:

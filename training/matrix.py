@@ -11,6 +11,7 @@ How a cell's confidence is made (documented in docs/DESIGN.md):
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,7 +148,7 @@ def _all_pairs(data: Dataset, config: TrainConfig) -> _Pairs:
         return _aggregate(data, slice(None), config, newest)
     bounds = np.linspace(0, len(data.customer_segment), chunks + 1).astype(np.int64)
     parts = []
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+    for lo, hi in itertools.pairwise(bounds):
         rows = np.flatnonzero((data.customer >= lo) & (data.customer < hi))
         parts.append(_aggregate(data, rows, config, newest))
     return _Pairs(*(np.concatenate([getattr(p, f) for p in parts])
