@@ -52,7 +52,7 @@ def tables(results: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for key, label in (("echo_w1", "echo"), ("recommend_w1", "Recommend"),
                            ("batch_w1", "RecommendBatch x1000"), ("echo_w2", "echo"),
-                           ("recommend_w2", "Recommend")):
+                           ("recommend_w2", "Recommend"), ("batch_w2", "RecommendBatch x1000")):
             for r in s.get(key, []):
                 lines.append(
                     f"| {label} | {key[-1]} | {r['concurrency']} | {r['calls_per_second']:,} | "
@@ -73,18 +73,19 @@ def tables(results: dict[str, Any]) -> str:
                             f"{ratio:.0%} ({rec['calls_per_second']:,} vs "
                             f"{echo['calls_per_second']:,}/s)", _ok(ratio >= 0.70)))
         one = at("recommend_w1", 1)
+        best_batch = max(r["items_per_second"] for k in ("batch_w1", "batch_w2")
+                         for r in s.get(k, []))
         targets += [
             ("Recommend p99 <= 2 ms at 1 in flight", f"{one['p99_ms']} ms",
              _ok(one["p99_ms"] <= 2.0)),
             ("one Redis round trip per Recommend", f"{one['redis_hget_per_call']} HGET/call, "
              f"{one['redis_commands_per_call']} commands/call",
              _ok(abs(one["redis_commands_per_call"] - 1) < 0.05)),
-            ("RecommendBatch >= 20,000 customers/s",
-             f"{max(r['items_per_second'] for r in s['batch_w1']):,.0f}",
-             _ok(max(r["items_per_second"] for r in s["batch_w1"]) >= 20_000)),
+            ("RecommendBatch >= 20,000 customers/s", f"{best_batch:,.0f}",
+             _ok(best_batch >= 20_000)),
         ]
-        if "errors" in one and any(r["errors"] for k in ("recommend_w1", "recommend_w2",
-                                                          "batch_w1") for r in s[k]):
+        if any(r["errors"] for k in ("recommend_w1", "recommend_w2", "batch_w1", "batch_w2")
+               for r in s.get(k, [])):
             targets.append(("no errors under load", "errors seen", "**missed**"))
     lines += ["### Targets", "", "| target | measured | |", "|---|---|---|"]
     lines += [f"| {t} | {v} | {ok} |" for t, v, ok in targets]
