@@ -196,14 +196,14 @@ def parse_float(table: pa.Table, name: str) -> tuple[npt.NDArray[np.float64],
     column = table.column(name).combine_chunks()
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
         values = np.array(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False),
-                            dtype=np.float64)
-        return np.where(np.isnan(values), np.nan, values), np.zeros(n, dtype=bool)
+                          dtype=np.float64)  # nulls become NaN
+        return values, np.zeros(n, dtype=bool)
     strings = text(table, name)
     empty = _mask(pc.equal(strings, ""))
     numeric = _mask(pc.match_substring_regex(strings, _NUMBER, ignore_case=True))
     safe = pc.if_else(pa.array(numeric), strings, "nan")
     values = np.array(pc.cast(safe, pa.float64()).to_numpy(zero_copy_only=False),
-                        dtype=np.float64)
+                      dtype=np.float64)
     return values, ~numeric & ~empty
 
 
