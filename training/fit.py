@@ -55,9 +55,15 @@ def make_model(algorithm: str, params: Params, seed: int, learning_rate: float) 
 def fit(matrix: csr_matrix, algorithm: str, params: Params, seed: int, learning_rate: float,
         segment: str) -> tuple[Factors, Any]:
     """Fit one model; raise FitError naming the segment when any factor is not finite."""
+    from implicit.recommender_base import ModelFitError
+
     model = make_model(algorithm, params, seed, learning_rate)
-    with threadpool_limits(limits=1, user_api="blas"):
-        model.fit(matrix, show_progress=False)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            model.fit(matrix, show_progress=False)
+    except ModelFitError as exc:  # implicit's own NaN check
+        raise FitError(f"segment {segment!r}: the {algorithm} fit failed ({exc}; {params}); "
+                       "lower alpha or raise regularization") from exc
     users = np.ascontiguousarray(model.user_factors, dtype=np.float32)
     items = np.ascontiguousarray(model.item_factors, dtype=np.float32)
     if not (np.isfinite(users).all() and np.isfinite(items).all()):

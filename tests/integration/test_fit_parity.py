@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.sparse import csr_matrix
 
-from training.fit import Params, fit
+from training.fit import FitError, Params, fit
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +37,12 @@ def test_numpy_scores_of_published_factors_equal_model_recommend(algorithm: str)
         # Where the order differs, it is a float-level tie: our score of implicit's pick
         # equals the score implicit gave it.
         np.testing.assert_allclose(mine[ids], scores, rtol=1e-4, atol=1e-5)
+
+
+def test_non_finite_factors_fail_the_segment_loudly() -> None:
+    huge = matrix() * np.float32(3e38)
+    with pytest.raises(FitError, match="segment 'loud'"):
+        fit(huge, "als", Params(4, 0.01, 1e30, 3, False), 1, 0.05, "loud")
 
 
 def test_fits_are_deterministic_for_a_seed() -> None:
