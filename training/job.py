@@ -37,11 +37,10 @@ EXIT_OK, EXIT_FAILED, EXIT_GATE = 0, 1, 3  # 3: the quality gate refused the ver
 
 @dataclass
 class Run:
-    """What a run learned, phase by phase; becomes the report."""
+    """The configuration of a run and the time it spent per phase."""
 
     config: TrainConfig
     phases: dict[str, float] = field(default_factory=dict)
-    report: dict[str, Any] = field(default_factory=dict)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -137,7 +136,7 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
                  say: Callable[[str], None] = print) -> None:
     """The whole run; fills ``report`` as it goes (so a failed run still reports its phases)."""
     config = load_config(args.config, args.seed)
-    run = Run(config, report=report)
+    run = Run(config)
     report["phases"] = run.phases
     client = connect(settings, timeout_ms=30_000)
     keys = schema.Keys(settings.key_prefix)
