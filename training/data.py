@@ -187,17 +187,26 @@ def _mask(array: pa.Array) -> npt.NDArray[np.bool_]:
     return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def _column(table: pa.Table, name: str) -> tuple[
+        pa.Array | None, tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]]:
+    """The column, or None and what an absent optional column parses to (all NaN, none bad)."""
+    n = table.num_rows
+    absent = (np.full(n, np.nan), np.zeros(n, dtype=bool))
+    if name not in table.column_names:
+        return None, absent
+    return table.column(name).combine_chunks(), absent
+
+
 def parse_float(table: pa.Table, name: str) -> tuple[npt.NDArray[np.float64],
                                                        npt.NDArray[np.bool_]]:
     """Values (NaN when empty) and a mask of unparseable ones."""
-    n = table.num_rows
-    if name not in table.column_names:
-        return np.full(n, np.nan), np.zeros(n, dtype=bool)
-    column = table.column(name).combine_chunks()
+    column, nothing = _column(table, name)
+    if column is None:
+        return nothing
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
         values = np.array(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False),
                           dtype=np.float64)  # nulls become NaN
-        return values, np.zeros(n, dtype=bool)
+        return values, nothing[1]  # nothing is bad in a numeric column
     strings = text(table, name)
     empty = _mask(pc.equal(strings, ""))
     numeric = _mask(pc.match_substring_regex(strings, _NUMBER, ignore_case=True))
@@ -210,10 +219,10 @@ def parse_float(table: pa.Table, name: str) -> tuple[npt.NDArray[np.float64],
 def parse_time(table: pa.Table, name: str) -> tuple[npt.NDArray[np.float64],
                                                       npt.NDArray[np.bool_]]:
     """Epoch seconds (NaN when empty) from ISO-8601 text or Unix seconds; and a bad mask."""
+    column, nothing = _column(table, name)
+    if column is None:
+        return nothing
     n = table.num_rows
-    if name not in table.column_names:
-        return np.full(n, np.nan), np.zeros(n, dtype=bool)
-    column = table.column(name).combine_chunks()
     if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
         micros = pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64())
         values = np.asarray(micros.to_numpy(zero_copy_only=False), dtype=np.float64) / 1e6
