@@ -90,6 +90,11 @@ class SegmentModel:
     popularity_z: npt.NDArray[np.float32]  # standardized popularity, for blending
     factors: npt.NDArray[np.float32] | None  # (offers x factors), None for popularity only
     local_of: npt.NDArray[np.int32]  # catalogue index -> position in ``offers`` or -1
+    # For blending without per-request mean/std over offers: a customer's personal scores
+    # F v have mean v·mu and variance vᵀ C v, with mu and C of the item factors.
+    factor_mean: npt.NDArray[np.float32] | None = None
+    factor_cov: npt.NDArray[np.float32] | None = None
+    blend_offset: npt.NDArray[np.float32] | None = None  # (1 - w) * standardized popularity
 
     @classmethod
     def build(
@@ -116,15 +121,26 @@ class SegmentModel:
             raise ValueError(f"segment {name!r}: offer index beyond the catalogue")
         local_of = np.full(catalogue_size, -1, dtype=np.int32)
         local_of[offers] = np.arange(len(offers), dtype=np.int32)
+        popularity_z = standardize(popularity) if len(popularity) else popularity
+        mean = cov = offset = None
+        if factors is not None and len(offers):
+            wide = factors.astype(np.float64)
+            mu = wide.mean(axis=0)
+            mean = mu.astype(np.float32)
+            cov = (wide.T @ wide / len(wide) - np.outer(mu, mu)).astype(np.float32)
+            offset = ((1.0 - blend_weight) * popularity_z).astype(np.float32)
         return cls(
             name=name,
             strategy=strategy,
             blend_weight=blend_weight,
             offers=offers,
             popularity=popularity,
-            popularity_z=standardize(popularity) if len(popularity) else popularity,
+            popularity_z=popularity_z,
             factors=factors,
             local_of=local_of,
+            factor_mean=mean,
+            factor_cov=cov,
+            blend_offset=offset,
         )
 
     @property

@@ -10,13 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from recsvc.model import (
-    STRATEGY_BLENDED,
-    STRATEGY_POPULAR,
-    Catalogue,
-    SegmentModel,
-    standardize,
-)
+from recsvc.model import STRATEGY_BLENDED, STRATEGY_POPULAR, Catalogue, SegmentModel
 
 NO_SCORE = np.float32(-np.inf)
 
@@ -49,11 +43,28 @@ def segment_scores(
     """
     if segment.strategy == STRATEGY_POPULAR or vectors is None or segment.factors is None:
         return segment.popularity[np.newaxis, :]
-    personal = (vectors @ segment.factors.T).astype(np.float32, copy=False)
-    if segment.strategy == STRATEGY_BLENDED:
-        weight = np.float32(segment.blend_weight)
-        return weight * standardize(personal) + (np.float32(1.0) - weight) * segment.popularity_z
-    return personal
+    if segment.strategy == STRATEGY_BLENDED and segment.factor_cov is not None:
+        return _blend(segment, vectors)
+    return (vectors @ segment.factors.T).astype(np.float32, copy=False)
+
+
+def _blend(segment: SegmentModel, vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """``w * standardize(F v) + (1 - w) * standardize(popularity)``, as one matrix product.
+
+    The mean and spread of a customer's personal scores over the segment's offers come from the
+    factor statistics precomputed per version, so no per-request reduction over offers is needed.
+    """
+    assert segment.factors is not None and segment.factor_mean is not None
+    assert segment.factor_cov is not None and segment.blend_offset is not None
+    mean = vectors @ segment.factor_mean
+    spread = np.sqrt(np.maximum(((vectors @ segment.factor_cov) * vectors).sum(axis=1), 0.0))
+    scale = np.divide(np.float32(segment.blend_weight), spread,
+                      out=np.zeros_like(spread), where=spread > 1e-12)
+    scores = (vectors * scale[:, np.newaxis]) @ segment.factors.T
+    scores += segment.blend_offset
+    scores -= (scale * mean)[:, np.newaxis]
+    result: npt.NDArray[np.float32] = scores.astype(np.float32, copy=False)
+    return result
 
 
 def eligible(segment: SegmentModel, catalogue: Catalogue, rules: Rules) -> npt.NDArray[np.bool_]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from recsvc.model import Catalogue, SegmentModel, standardize
-from recsvc.ranking import Rules, rank, rank_many
+from recsvc.ranking import Rules, rank, rank_many, segment_scores
 
 NOW = 1_800_000_000.0
 
@@ -60,6 +60,19 @@ def test_blend_mixes_standardized_personal_and_popularity_scores() -> None:
     personal = standardize((seg.factors @ vector)[None, :])[0]  # type: ignore[operator]
     expected = 0.5 * personal + 0.5 * seg.popularity_z
     assert result.offers[0] == int(np.argmax(np.where([1, 1, 0, 0, 1, 1], expected, -9)))
+
+
+def test_folded_blend_equals_the_blend_formula() -> None:
+    rng = np.random.default_rng(3)
+    factors = rng.normal(size=(40, 8)).astype(np.float32)
+    popularity = rng.random(40).astype(np.float32)
+    seg = SegmentModel.build("s", "blended", 0.3, np.arange(40, dtype=np.uint32), popularity,
+                             factors, 40)
+    vectors = rng.normal(size=(5, 8)).astype(np.float32)
+    expected = 0.3 * standardize(vectors @ factors.T) + 0.7 * standardize(popularity)
+    np.testing.assert_allclose(segment_scores(seg, vectors), expected, rtol=1e-4, atol=1e-4)
+    zero = segment_scores(seg, np.zeros((1, 8), dtype=np.float32))  # no spread: popularity
+    np.testing.assert_allclose(zero[0], 0.7 * standardize(popularity), rtol=1e-5, atol=1e-6)
 
 
 def test_batch_ranking_equals_one_by_one_ranking() -> None:
