@@ -10,7 +10,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -202,12 +202,16 @@ class Recommender:
         try:
             raws: list[bytes | None] = self.store.customer_records(model.version, chunk, deadline)
         except StoreError as exc:
+            # One popularity ranking answers the whole chunk.
+            degraded = self._popular("", "", model, rules, degraded=True,
+                                     reason=f"model store unavailable: {exc}")
             for customer_id in chunk:
-                yield self._popular(customer_id, "", model, rules, degraded=True,
-                                    reason=f"model store unavailable: {exc}")
+                yield replace(degraded, customer_id=customer_id)
             return
         answers: list[Answer | None] = [None] * len(chunk)
-        groups: dict[int, list[tuple[int, schema.CustomerRecord]]] = {}
+        # Grouped by segment and strategy: a modelled segment also holds customers without a
+        # vector (no history), who are served by its popularity.
+        groups: dict[tuple[int, str, str], list[tuple[int, schema.CustomerRecord]]] = {}
         for pos, raw in enumerate(raws):
             if raw is None:
                 continue
@@ -218,10 +222,10 @@ class Recommender:
                 answers[pos] = self._popular(chunk[pos], "", model, rules, degraded=True,
                                              reason="customer record unreadable")
                 continue
-            groups.setdefault(record.segment_index, []).append((pos, record))
-        for segment_index, members in groups.items():
+            strategy, reason = segment_strategy(model.segments[record.segment_index], record)
+            groups.setdefault((record.segment_index, strategy, reason), []).append((pos, record))
+        for (segment_index, strategy, reason), members in groups.items():
             segment = model.segments[segment_index]
-            strategy, reason = segment_strategy(segment, members[0][1])
             vectors = (np.stack([r.vector for _, r in members])
                        if strategy != SEGMENT_POPULAR else None)
             ranked = rank_many(segment, model.catalogue, rules, vectors,
@@ -234,8 +238,7 @@ class Recommender:
                 if unknown is None:  # the same global ranking serves every unknown customer
                     unknown = self._popular("", "", model, rules, degraded=False,
                                             reason="customer unknown to the model")
-                answer = Answer(chunk[pos], unknown.segment, model, unknown.strategy,
-                                unknown.ranked, unknown.reason)
+                answer = replace(unknown, customer_id=chunk[pos])
             yield answer
 
 

@@ -3,7 +3,8 @@
 The only serving module that imports redis. Every call is bounded: explicit connect and socket
 timeouts of a few milliseconds, at most one retry and only when the caller's deadline leaves room
 for it, a bounded connection pool, and a short breaker that answers StoreError at once after a
-failure so a dead Redis costs requests nothing (the model watcher's ping closes it again).
+failure so a dead Redis costs requests nothing (the model watcher's next successful read of the
+active pointer closes it again).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from redis.retry import Retry
 
 from recsvc import schema
 from recsvc.config import Settings
-from recsvc.errors import DeadlineExceededError, StoreError
+from recsvc.errors import CorruptRecordError, DeadlineExceededError, StoreError
 from recsvc.model import ModelVersion
 
 T = TypeVar("T")
@@ -29,7 +30,9 @@ T = TypeVar("T")
 class Store(Protocol):
     """What the service needs from the model store."""
 
-    def active_version(self) -> str | None: ...
+    def active_version(self) -> str | None:
+        """The active pointer; raises StoreError when Redis does not answer."""
+        ...
 
     def load_version(self, version: str) -> ModelVersion: ...
 
@@ -39,7 +42,6 @@ class Store(Protocol):
         self, version: str, customer_ids: Sequence[str], deadline: float
     ) -> list[bytes | None]: ...
 
-    def ping(self) -> bool: ...
 
 
 def connect(settings: Settings, timeout_ms: int | None = None) -> redis.Redis:
@@ -95,24 +97,15 @@ class RedisStore:
                 raise StoreError(f"Redis error: {exc}") from exc
         raise AssertionError("unreachable")
 
-    def ping(self) -> bool:
-        """True when Redis answers; also closes the breaker so requests use Redis again."""
-        try:
-            ok = bool(self._client.ping())
-        except redis.RedisError:
-            self._failed()
-            return False
-        if ok:
-            with self._lock:
-                self._down_until = 0.0
-        return ok
-
     def active_version(self) -> str | None:
+        """Read the pointer. An answer proves Redis is back, so it also closes the breaker."""
         try:
             raw = self._client.get(self._keys.active)
         except redis.RedisError as exc:
             self._failed()
             raise StoreError(f"cannot read the active version pointer: {exc}") from exc
+        with self._lock:
+            self._down_until = 0.0
         return None if raw is None else _bytes(raw).decode()
 
     def load_version(self, version: str) -> ModelVersion:
@@ -135,7 +128,7 @@ class RedisStore:
             return ModelVersion.from_blobs(version, _bytes(meta_json), _bytes(offers_json),
                                            segments, global_blob)
         except (ValueError, KeyError) as exc:
-            raise StoreError(f"model version {version} does not decode: {exc}") from exc
+            raise CorruptRecordError(f"model version {version} does not decode: {exc}") from exc
 
     def customer_record(self, version: str, customer_id: str, deadline: float) -> bytes | None:
         key = self._keys.customers(version)

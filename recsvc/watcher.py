@@ -1,8 +1,8 @@
 """Keeps the in-memory model on the active version and health in step with reality.
 
-A background thread checks the active pointer every ``poll`` seconds (not per request), loads a
-new version fully before swapping it in, and pings Redis so a breaker opened by a failure closes
-again as soon as Redis answers.
+A background thread reads the active pointer every ``poll`` seconds (not per request) and loads a
+new version fully before swapping it in. That one read is also the Redis health signal, and its
+success closes the store's breaker, so requests use Redis again as soon as it answers.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from recsvc.errors import StoreError
+from recsvc.errors import CorruptRecordError, StoreError
 from recsvc.recommender import ModelHolder
 from recsvc.store import Store
 
@@ -30,28 +30,26 @@ class ModelWatcher:
         self._failed_version: str | None = None
 
     def check_once(self) -> None:
-        """One poll: ping, read the pointer, load and swap when it moved."""
-        redis_ok = self.store.ping()
-        if redis_ok:
-            try:
-                active = self.store.active_version()
-                current = self.holder.current
-                if active is not None and (current is None or current.version != active) \
-                        and active != self._failed_version:
-                    self.holder.swap(self.store.load_version(active))
-                    log.info("serving model version %s", active)
-            except StoreError as exc:
-                # A version that does not load is skipped until the pointer moves again; the
-                # version already in memory keeps serving.
-                log.error("cannot switch model version: %s", exc)
-                self._failed_version = self._active_or_none()
-        self.on_health(self.holder.current is not None, redis_ok)
-
-    def _active_or_none(self) -> str | None:
+        """One poll: read the pointer; load and swap when it moved."""
         try:
-            return self.store.active_version()
+            active = self.store.active_version()
         except StoreError:
-            return None
+            self.on_health(self.holder.current is not None, False)
+            return
+        current = self.holder.current
+        if active is not None and active != self._failed_version and (
+                current is None or current.version != active):
+            try:
+                self.holder.swap(self.store.load_version(active))
+                log.info("serving model version %s", active)
+            except CorruptRecordError as exc:
+                # Retrying cannot help a version that does not decode: skip it until the
+                # pointer moves; the version in memory keeps serving.
+                log.error("cannot switch model version: %s", exc)
+                self._failed_version = active
+            except StoreError as exc:  # Redis trouble mid-load: the next poll tries again
+                log.warning("model version %s not loaded yet: %s", active, exc)
+        self.on_health(self.holder.current is not None, True)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)

@@ -116,6 +116,11 @@ class TrainConfig:
         if problems:
             raise DataError("bad training config: " + "; ".join(problems))
 
+    @property
+    def positive_cells_only(self) -> bool:
+        """BPR reads every stored cell as a positive, so it is given positive cells only."""
+        return self.algorithm == "bpr"
+
     def event_weight(self, event: str) -> float:
         return float(self.events.get(event, 0.0))
 

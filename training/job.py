@@ -61,8 +61,13 @@ def overall_ndcg(results: list[SegmentResult]) -> float | None:
 
 
 def customer_batches(data: data_module.Dataset, cells: list[Cells], results: list[SegmentResult],
-                     batch_size: int) -> Iterator[list[tuple[str, bytes]]]:
-    """(customer id, record) pairs, ``batch_size`` at a time, segment by segment."""
+                     batch_size: int, negative_weight: float = -1.0,
+                     positive_only: bool = False) -> Iterator[list[tuple[str, bytes]]]:
+    """(customer id, record) pairs, ``batch_size`` at a time, segment by segment.
+
+    A customer gets a vector only if the final fit saw at least one of their cells; the others
+    (no history, or only cells the matrix drops) are served by their segment's popularity.
+    """
     all_ids = data.customer_ids.to_pylist()
     for s, (segment_cells, result) in enumerate(zip(cells, results, strict=True)):
         n = segment_cells.shape[0]
@@ -73,13 +78,14 @@ def customer_batches(data: data_module.Dataset, cells: list[Cells], results: lis
         acc_offers = acc_offers[order]
         bounds = np.searchsorted(acc_rows[order], np.arange(n + 1))
         acc_bytes = acc_offers.tobytes()
-        has_history = np.bincount(segment_cells.rows, minlength=n) > 0
-        if result.factors is not None:
+        if result.factors is not None and result.params is not None:
+            has_history = segment_cells.trained_rows(
+                negative_weight if result.params.negative_impressions else None, positive_only)
             users = np.ascontiguousarray(result.factors.users, dtype=schema.FLOAT32_LE)
             dim = users.shape[1]
             vec_bytes = users.tobytes()
         else:
-            dim, vec_bytes = 0, b""
+            dim, vec_bytes, has_history = 0, b"", np.zeros(n, dtype=bool)
         batch: list[tuple[str, bytes]] = []
         ids = [all_ids[i] for i in segment_cells.customers.tolist()]
         lo_list, hi_list = bounds[:-1].tolist(), bounds[1:].tolist()
@@ -191,7 +197,9 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
             outcome: PublishResult = publish(
                 client, keys, version, _meta(run, data, results, version, overall, active),
                 data.offers, artifacts, SegmentArtifact(offer_index, offer_pop, None),
-                customer_batches(data, cells, results, config.publish.batch_size), total,
+                customer_batches(data, cells, results, config.publish.batch_size,
+                                 config.negative_impression_weight,
+                                 positive_only=config.positive_cells_only), total,
                 lock, activate=not args.no_activate, expected_active=active,
                 progress=bar.advance)
             bar.close()

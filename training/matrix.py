@@ -53,13 +53,22 @@ class Cells:
         return np.where(self.impression_only, np.float32(negative_weight) + self.confidence,
                         self.confidence).astype(np.float32)
 
+    def _used(self, values: npt.NDArray[np.float32], keep: npt.NDArray[np.bool_] | None,
+              positive_only: bool) -> npt.NDArray[np.bool_]:
+        use = values > 0 if positive_only else values != 0
+        return use if keep is None else use & keep
+
+    def trained_rows(self, negative_weight: float | None,
+                     positive_only: bool = False) -> npt.NDArray[np.bool_]:
+        """Customers with at least one cell in ``matrix(negative_weight, None, positive_only)``."""
+        use = self._used(self.values(negative_weight), None, positive_only)
+        return np.bincount(self.rows[use], minlength=self.shape[0]) > 0
+
     def matrix(self, negative_weight: float | None, keep: npt.NDArray[np.bool_] | None = None,
                positive_only: bool = False) -> csr_matrix:
         """customers x offers CSR (float32) of the cells in ``keep``; zero cells dropped."""
         values = self.values(negative_weight)
-        use = values > 0 if positive_only else values != 0
-        if keep is not None:
-            use &= keep
+        use = self._used(values, keep, positive_only)
         matrix = csr_matrix((values[use], (self.rows[use], self.cols[use])), shape=self.shape,
                             dtype=np.float32)
         matrix.sum_duplicates()

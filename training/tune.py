@@ -124,12 +124,11 @@ def train_segment(name: str, cells: Cells, config: TrainConfig,
             f"offers (need {evaluation.min_evaluated}) to validate a model: served by popularity")
         return result
     negative_weight = config.negative_impression_weight
-    positive_only = config.algorithm == "bpr"  # BPR reads every stored cell as a positive
 
     def fit_on(params: Params, keep: npt.NDArray[np.bool_] | None) -> Factors:
         started = time.perf_counter()
         matrix = cells.matrix(negative_weight if params.negative_impressions else None, keep,
-                              positive_only)
+                              config.positive_cells_only)
         factors, _ = fit(matrix, config.algorithm, params, config.seed, tuning.learning_rate,
                          name)
         result.fit_seconds += time.perf_counter() - started

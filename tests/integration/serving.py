@@ -28,9 +28,10 @@ def make_data(out: Path, customers: int = 2000, seed: int = 5) -> Path:
     result = cli(["datagen", "--out", str(out), "--customers", str(customers), "--offers", "60",
                   "--segments", "3", "--seed", str(seed)], "redis://127.0.0.1:1/0", "unused")
     assert result.returncode == 0, result.stderr
-    # Two known customers of a segment with no interactions at all: served by popularity.
+    # Two known customers of a segment with no interactions at all: served by popularity; and
+    # one customer of a modelled segment without any interaction: no vector, segment popularity.
     with open(out / "customers.csv", "a") as handle:
-        handle.write('"Q1","quiet",1,0.1\n"Q2","quiet",1,0.1\n')
+        handle.write('"Q1","quiet",1,0.1\n"Q2","quiet",1,0.1\n"N1","at_risk",1,0.1\n')
     return out
 
 

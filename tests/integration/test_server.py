@@ -67,6 +67,9 @@ def test_every_fallback_is_named_in_strategy(published: str, settings: Settings)
         unknown_segment = ask(customer_id="nobody", segment="no-such-segment")
         assert unknown_segment.strategy == pb.STRATEGY_GLOBAL_POPULAR
         assert "no-such-segment" in unknown_segment.reason
+        no_history = ask(customer_id="N1")
+        assert no_history.strategy == pb.STRATEGY_SEGMENT_POPULAR
+        assert no_history.segment == "at_risk"
         quiet = ask(customer_id="Q1")
         assert quiet.strategy == pb.STRATEGY_SEGMENT_POPULAR and quiet.segment == "quiet"
         assert "popularity" in quiet.reason
@@ -122,7 +125,7 @@ def test_health_and_reflection(published: str, settings: Settings) -> None:
 def test_batch_answers_in_request_order_and_equals_single_calls(
         published: str, settings: Settings, data: Path) -> None:
     ids = known_ids(data, 30)
-    ids = [ids[0], "unknown-1", *ids[1:], "Q2", ids[0]]
+    ids = [ids[0], "unknown-1", *ids[1:], "Q2", "N1", ids[0]]
     with running(fast_settings(settings, batch_chunk=7)) as (_, stub, _channel):
         batch = list(stub.RecommendBatch(pb.RecommendBatchRequest(customer_ids=ids, limit=5),
                                          timeout=10))

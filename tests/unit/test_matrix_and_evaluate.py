@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recsvc import schema
 from training import data
 from training.config import TrainConfig
 from training.evaluate import holdout_split, score_metrics
@@ -67,3 +68,24 @@ def test_precision_is_hits_over_ten_and_ndcg_uses_the_ideal_of_the_held_out_coun
     ideal = 1 + 1 / np.log2(3)
     np.testing.assert_allclose(metrics.ndcg_at_10, (1 / np.log2(3)) / ideal)
     assert metrics.coverage == 0.2
+
+
+def test_only_customers_with_trained_cells_get_a_vector(tmp_path: Path) -> None:
+    """An impression-only customer has no cell in the matrix (negatives off): no vector."""
+    from training.fit import Factors, Params
+    from training.job import customer_batches
+    from training.tune import SegmentResult
+
+    ds = small(tmp_path, "a,x,click,1,\nb,y,impression,2,\n")
+    (cells,) = build_cells(ds, TrainConfig())
+    factors = Factors(np.ones((2, 3), np.float32), np.ones((2, 3), np.float32))
+    result = SegmentResult("s", 2, 2, 2, "personalized", 1.0, Params(3, 0.1, 1.0, 1, False),
+                           factors, cells.popularity())
+    (batch,) = customer_batches(ds, [cells], [result], batch_size=10)
+    records = {cid: schema.decode_customer_record(raw) for cid, raw in batch}
+    assert len(records["a"].vector) == 3
+    assert len(records["b"].vector) == 0
+    with_negatives = SegmentResult("s", 2, 2, 2, "personalized", 1.0,
+                                   Params(3, 0.1, 1.0, 1, True), factors, cells.popularity())
+    (batch,) = customer_batches(ds, [cells], [with_negatives], batch_size=10)
+    assert all(len(schema.decode_customer_record(raw).vector) == 3 for _, raw in batch)

@@ -1,0 +1,66 @@
+"""The model watcher: one pointer read per poll, retry after Redis trouble, skip what won't decode.
+
+The store here is a small double of our own Store Protocol (the watcher never sees Redis); the
+real-Redis path is covered by tests/integration/test_server.py::TestRedisTrouble.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from recsvc.errors import CorruptRecordError, StoreError
+from recsvc.recommender import ModelHolder
+from recsvc.watcher import ModelWatcher
+
+
+class ScriptedStore:
+    def __init__(self, active: str | None, loads: list[Exception | None]) -> None:
+        self.active, self.loads, self.reads, self.down = active, loads, 0, False
+
+    def active_version(self) -> str | None:
+        self.reads += 1
+        if self.down:
+            raise StoreError("down")
+        return self.active
+
+    def load_version(self, version: str) -> Any:
+        outcome = self.loads.pop(0)
+        if outcome is not None:
+            raise outcome
+        return SimpleNamespace(version=version)
+
+
+def watcher(store: ScriptedStore) -> tuple[ModelWatcher, ModelHolder, list[tuple[bool, bool]]]:
+    holder, health = ModelHolder(), []
+    return ModelWatcher(store, holder, 1.0, lambda *h: health.append(h)), holder, health  # type: ignore[arg-type]
+
+
+def test_a_load_interrupted_by_redis_trouble_is_retried_at_the_next_poll() -> None:
+    store = ScriptedStore("v2", [StoreError("connection reset"), None])
+    w, holder, health = watcher(store)
+    w.check_once()
+    assert holder.current is None and health[-1] == (False, True)
+    w.check_once()
+    assert holder.current is not None and holder.current.version == "v2"
+    assert health[-1] == (True, True) and store.reads == 2  # one pointer read per poll
+
+
+def test_a_version_that_does_not_decode_is_skipped_until_the_pointer_moves() -> None:
+    store = ScriptedStore("bad", [CorruptRecordError("garbage"), None])
+    w, holder, _ = watcher(store)
+    w.check_once()
+    w.check_once()  # not loaded again
+    assert holder.current is None and store.loads == [None]
+    store.active = "good"
+    w.check_once()
+    assert holder.current is not None and holder.current.version == "good"
+
+
+def test_an_unanswered_pointer_read_reports_redis_down_and_keeps_the_model() -> None:
+    store = ScriptedStore("v1", [None])
+    w, holder, health = watcher(store)
+    w.check_once()
+    store.down = True
+    w.check_once()
+    assert health[-1] == (True, False) and holder.current.version == "v1"  # type: ignore[union-attr]
