@@ -91,10 +91,15 @@ class SegmentModel:
     factors: npt.NDArray[np.float32] | None  # (offers x factors), None for popularity only
     local_of: npt.NDArray[np.int32]  # catalogue index -> position in ``offers`` or -1
     # For blending without per-request mean/std over offers: a customer's personal scores
-    # F v have mean v·mu and variance vᵀ C v, with mu and C of the item factors.
-    factor_mean: npt.NDArray[np.float32] | None = None
-    factor_cov: npt.NDArray[np.float32] | None = None
+    # F v have mean v·mu and variance vᵀ C v, with mu and C of the item factors. The three are
+    # stacked as one (factors x offers + 1 + factors) matrix, [F; mu; C] transposed, so a
+    # request computes F v, v·mu and C v in a single matrix product.
+    blend_projection: npt.NDArray[np.float32] | None = None
     blend_offset: npt.NDArray[np.float32] | None = None  # (1 - w) * standardized popularity
+    # Eligibility masks by channel with the time interval each holds for (see ranking); filled
+    # lazily, at most one entry per channel the catalogue names, plus "" and unknown channels.
+    base_masks: dict[str, tuple[npt.NDArray[np.bool_], float, float]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(
@@ -122,12 +127,13 @@ class SegmentModel:
         local_of = np.full(catalogue_size, -1, dtype=np.int32)
         local_of[offers] = np.arange(len(offers), dtype=np.int32)
         popularity_z = standardize(popularity) if len(popularity) else popularity
-        mean = cov = offset = None
+        projection = offset = None
         if factors is not None and len(offers):
             wide = factors.astype(np.float64)
             mu = wide.mean(axis=0)
-            mean = mu.astype(np.float32)
-            cov = (wide.T @ wide / len(wide) - np.outer(mu, mu)).astype(np.float32)
+            cov = wide.T @ wide / len(wide) - np.outer(mu, mu)
+            projection = np.ascontiguousarray(
+                np.vstack((wide, mu[np.newaxis, :], cov)).T, dtype=np.float32)
             offset = ((1.0 - blend_weight) * popularity_z).astype(np.float32)
         return cls(
             name=name,
@@ -138,8 +144,7 @@ class SegmentModel:
             popularity_z=popularity_z,
             factors=factors,
             local_of=local_of,
-            factor_mean=mean,
-            factor_cov=cov,
+            blend_projection=projection,
             blend_offset=offset,
         )
 

@@ -6,6 +6,7 @@ Training evaluates with these same functions, so what was validated is what is s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,7 +44,7 @@ def segment_scores(
     """
     if segment.strategy == STRATEGY_POPULAR or vectors is None or segment.factors is None:
         return segment.popularity[np.newaxis, :]
-    if segment.strategy == STRATEGY_BLENDED and segment.factor_cov is not None:
+    if segment.strategy == STRATEGY_BLENDED and segment.blend_projection is not None:
         return _blend(segment, vectors)
     return (vectors @ segment.factors.T).astype(np.float32, copy=False)
 
@@ -54,28 +55,57 @@ def _blend(segment: SegmentModel, vectors: npt.NDArray[np.float32]) -> npt.NDArr
     The mean and spread of a customer's personal scores over the segment's offers come from the
     factor statistics precomputed per version, so no per-request reduction over offers is needed.
     """
-    assert segment.factors is not None and segment.factor_mean is not None
-    assert segment.factor_cov is not None and segment.blend_offset is not None
-    mean = vectors @ segment.factor_mean
-    spread = np.sqrt(np.maximum(((vectors @ segment.factor_cov) * vectors).sum(axis=1), 0.0))
+    assert segment.blend_projection is not None and segment.blend_offset is not None
+    n = len(segment.offers)
+    products = vectors @ segment.blend_projection  # per row: F v | v·mu | C v
+    mean = products[:, n]
+    spread = np.sqrt(np.maximum((products[:, n + 1:] * vectors).sum(axis=1), 0.0))
     scale = np.divide(np.float32(segment.blend_weight), spread,
                       out=np.zeros_like(spread), where=spread > 1e-12)
-    scores = (vectors * scale[:, np.newaxis]) @ segment.factors.T
+    scores = products[:, :n] * scale[:, np.newaxis]
     scores += segment.blend_offset
     scores -= (scale * mean)[:, np.newaxis]
     result: npt.NDArray[np.float32] = scores.astype(np.float32, copy=False)
     return result
 
 
-def eligible(segment: SegmentModel, catalogue: Catalogue, rules: Rules) -> npt.NDArray[np.bool_]:
-    """Offers of the segment valid now, open to the channel and not excluded by the caller."""
+# The key of every channel the catalogue does not name (they all see the same offers); channel
+# names are validated to letters, digits and "_-." so this cannot collide with one.
+_UNKNOWN_CHANNEL = "?"
+
+
+def base_eligibility(segment: SegmentModel, catalogue: Catalogue, now: float,
+                     channel: str) -> npt.NDArray[np.bool_]:
+    """Offers of the segment valid at ``now`` and open to ``channel``: a shared read-only mask.
+
+    The mask only changes when ``now`` crosses one of the segment's validity bounds, so it is
+    memoized per channel with the interval it holds for, and recomputed outside that interval.
+    """
+    key = channel if not channel or channel in catalogue.channel_open else _UNKNOWN_CHANNEL
+    cached = segment.base_masks.get(key)
+    if cached is not None and cached[1] <= now < cached[2]:
+        return cached[0]
     offers = segment.offers
-    mask = (catalogue.valid_from[offers] <= rules.now) & (rules.now < catalogue.valid_to[offers])
-    if rules.channel:
-        mask &= catalogue.channel_mask(rules.channel)[offers]
-    if rules.excluded is not None and len(rules.excluded):
-        drop_local(mask, segment, rules.excluded)
+    starts, ends = catalogue.valid_from[offers], catalogue.valid_to[offers]
+    mask = (starts <= now) & (now < ends)
+    if channel:
+        mask &= catalogue.channel_mask(channel)[offers]
+    bounds = np.concatenate((starts, ends))
+    passed, ahead = bounds[bounds <= now], bounds[bounds > now]
+    since = float(passed.max()) if len(passed) else -np.inf
+    until = float(ahead.min()) if len(ahead) else np.inf
+    mask.flags.writeable = False
+    segment.base_masks[key] = (mask, since, until)
     return mask
+
+
+def eligible(segment: SegmentModel, catalogue: Catalogue, rules: Rules) -> npt.NDArray[np.bool_]:
+    """Offers of the segment valid now, open to the channel and not excluded by the caller.
+
+    The result may be the shared read-only mask of ``base_eligibility``: copy before changing it.
+    """
+    mask = base_eligibility(segment, catalogue, rules.now, rules.channel)
+    return mask if rules.excluded is None else without(mask, segment, rules.excluded)
 
 
 def drop_local(
@@ -86,6 +116,18 @@ def drop_local(
     mask[local[local >= 0]] = False
 
 
+def without(
+    mask: npt.NDArray[np.bool_], segment: SegmentModel,
+    catalogue_indices: npt.NDArray[np.integer[Any]],
+) -> npt.NDArray[np.bool_]:
+    """A copy of ``mask`` with the offers at ``catalogue_indices`` cleared (none: the mask)."""
+    if not len(catalogue_indices):
+        return mask
+    result = mask.copy()
+    drop_local(result, segment, catalogue_indices)
+    return result
+
+
 def top_k(
     segment: SegmentModel,
     scores: npt.NDArray[np.float32],
@@ -94,7 +136,7 @@ def top_k(
 ) -> Ranked:
     """The best ``limit`` eligible offers of one score row; ties broken by catalogue order."""
     masked = np.where(mask, scores, NO_SCORE)
-    count = min(limit, int(mask.sum()))
+    count = min(limit, int(np.count_nonzero(mask)))
     if count <= 0:
         return Ranked(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))
     if count < len(masked):
@@ -115,8 +157,8 @@ def rank(
 ) -> Ranked:
     """One customer's ranking in ``segment`` (popularity when ``vector`` is None)."""
     mask = eligible(segment, catalogue, rules)
-    if accepted is not None and len(accepted):
-        drop_local(mask, segment, accepted)
+    if accepted is not None:
+        mask = without(mask, segment, accepted)
     vectors = None if vector is None or not len(vector) else vector[np.newaxis, :]
     return top_k(segment, segment_scores(segment, vectors)[0], mask, rules.limit)
 
@@ -133,9 +175,6 @@ def rank_many(
     scores = segment_scores(segment, vectors)
     results = []
     for row, taken in enumerate(accepted):
-        mask = base
-        if len(taken):
-            mask = base.copy()
-            drop_local(mask, segment, taken)
+        mask = without(base, segment, taken)
         results.append(top_k(segment, scores[min(row, len(scores) - 1)], mask, rules.limit))
     return results

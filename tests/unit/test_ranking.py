@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from recsvc.model import Catalogue, SegmentModel, standardize
-from recsvc.ranking import Rules, rank, rank_many, segment_scores
+from recsvc.ranking import Rules, base_eligibility, rank, rank_many, segment_scores
 
 NOW = 1_800_000_000.0
 
@@ -89,3 +89,18 @@ def test_nothing_eligible_gives_an_empty_ranking() -> None:
     result = rank(segment("popular"), catalogue(), Rules(limit=5, now=NOW, channel="fax",
                                                          excluded=np.arange(6)))
     assert len(result.offers) == 0
+
+
+def test_memoized_eligibility_follows_validity_bounds_and_is_never_changed_by_rules() -> None:
+    cat, seg = catalogue(), segment("popular")
+    # Around every bound (offer 2 ends at NOW - 1, offer 3 starts at NOW + 100), in an order that
+    # goes back in time too: each answer must equal the mask computed from scratch.
+    for now in (NOW, NOW + 99.5, NOW + 100, NOW + 5000, NOW - 1, NOW - 1.5, NOW + 100, NOW):
+        for channel in ("", "email", "app", "fax"):
+            fresh = ((cat.valid_from <= now) & (now < cat.valid_to)
+                     & cat.channel_mask(channel))
+            assert base_eligibility(seg, cat, now, channel).tolist() == fresh.tolist()
+            rank(seg, cat, Rules(limit=10, now=now, channel=channel, excluded=np.array([0])),
+                 accepted=np.array([5], np.uint32))
+    assert base_eligibility(seg, cat, NOW, "").tolist()[0] is True  # exclusions did not stick
+    assert len(seg.base_masks) == 3  # "", "email" and one entry for every unknown channel
