@@ -1,6 +1,6 @@
-"""The yardstick: RetentionOfferService built exactly like the real server (same server model,
-options and interceptors) whose Recommend builds a response of the same size (ten offers with
-ids, titles and scores) without reading Redis or scoring anything.
+"""The yardstick: RetentionOfferService built exactly like the real server (same grpc.aio server
+model and options, the same ``guarded`` wrapper) whose Recommend builds a response of the same
+size (ten offers with ids, titles and scores) without reading Redis or scoring anything.
 
     python -m bench.echo --port 50099 [--workers 2]
 """
@@ -8,15 +8,15 @@ ids, titles and scores) without reading Redis or scoring anything.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 from recsvc.config import Settings
+from recsvc.guard import CallLimiter, guarded
 from recsvc.server import make_grpc_server
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
@@ -26,19 +26,39 @@ TITLES = [f"Loyalty points #{i}" for i in range(10)]
 SCORES = [2.0 - 0.1 * i for i in range(10)]
 
 
-class EchoServicer(pb_grpc.RetentionOfferServiceServicer):
-    def Recommend(self, request: pb.RecommendRequest, context: Any) -> pb.RecommendResponse:
-        return pb.RecommendResponse(
-            customer_id=request.customer_id, segment="at_risk", model_version="echo",
-            strategy=pb.STRATEGY_PERSONALIZED,
-            offers=[pb.RankedOffer(offer_id=i, title=t, score=s, rank=r)
-                    for r, (i, t, s) in enumerate(zip(IDS, TITLES, SCORES, strict=True),
-                                                  start=1)])
+def echo_response(customer_id: str) -> pb.RecommendResponse:
+    return pb.RecommendResponse(
+        customer_id=customer_id, segment="at_risk", model_version="echo",
+        strategy=pb.STRATEGY_PERSONALIZED,
+        offers=[pb.RankedOffer(offer_id=i, title=t, score=s, rank=r)
+                for r, (i, t, s) in enumerate(zip(IDS, TITLES, SCORES, strict=True), start=1)])
 
-    def RecommendBatch(self, request: pb.RecommendBatchRequest,
-                       context: Any) -> Iterator[pb.RecommendResponse]:
+
+class EchoServicer(pb_grpc.RetentionOfferServiceServicer):
+    def __init__(self, limiter: CallLimiter) -> None:
+        self.limiter = limiter
+
+    @guarded
+    async def Recommend(self, request: pb.RecommendRequest, context: Any) -> pb.RecommendResponse:
+        return echo_response(request.customer_id)
+
+    @guarded
+    async def RecommendBatch(self, request: pb.RecommendBatchRequest, context: Any) -> None:
         for customer_id in request.customer_ids:
-            yield self.Recommend(pb.RecommendRequest(customer_id=customer_id), context)
+            await context.write(echo_response(customer_id))
+
+
+async def run(port: int, reuse_port: bool) -> None:
+    settings = Settings.from_env()
+    server = make_grpc_server(settings, reuse_port=reuse_port)
+    pb_grpc.add_RetentionOfferServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        EchoServicer(CallLimiter(settings.max_concurrent_rpcs)), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    await stopped.wait()
+    await server.stop(1)
 
 
 def main() -> int:
@@ -57,15 +77,7 @@ def main() -> int:
         return max(c.wait() for c in children)
     if "_RECSVC_CPU" in os.environ:
         os.sched_setaffinity(0, {int(os.environ["_RECSVC_CPU"])})
-    settings = Settings.from_env()
-    server, _ = make_grpc_server(settings, reuse_port=os.environ.get("_ECHO_REUSE") == "1")
-    pb_grpc.add_RetentionOfferServiceServicer_to_server(EchoServicer(), server)  # type: ignore[no-untyped-call]
-    server.add_insecure_port(f"127.0.0.1:{args.port}")
-    server.start()
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    stopped.wait()
-    server.stop(1).wait()
+    asyncio.run(run(args.port, reuse_port=os.environ.get("_ECHO_REUSE") == "1"))
     return 0
 
 

@@ -19,12 +19,11 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 50051
     workers: int = 1  # server processes sharing the port (SO_REUSEPORT)
-    threads: int = 4  # gRPC worker threads per process (more only adds GIL queueing)
     max_concurrent_rpcs: int = 64  # per process; health checks are never counted
     max_message_bytes: int = 4 * 1024 * 1024
     default_deadline_ms: int = 250  # applies when the caller sets no deadline
     redis_timeout_ms: int = 25  # connect and socket timeout of every Redis call
-    redis_pool_size: int = 16  # connections per process
+    redis_pool_size: int = 16  # blocking connections per process (the model watcher)
     redis_retry_after_failure_ms: int = 1000  # after a failure, skip Redis this long
     model_poll_ms: int = 500  # how often the active version pointer is checked
     grace_seconds: float = 5.0  # in-flight calls get this long on SIGTERM

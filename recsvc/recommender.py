@@ -1,6 +1,7 @@
 """The serving use cases: validate a question, read the customer once, rank, pick the fallback.
 
-Knows the Store Protocol and the in-memory ModelVersion; never grpc, never redis.
+Knows the Records Protocol and the in-memory ModelVersion; never grpc, never redis. Runs on the
+event loop: the only await is the Redis read, ranking is synchronous numpy.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -23,7 +24,7 @@ from recsvc.errors import (
 )
 from recsvc.model import STRATEGY_BLENDED, STRATEGY_POPULAR, ModelVersion, SegmentModel
 from recsvc.ranking import Ranked, Rules, rank, rank_many
-from recsvc.store import Store
+from recsvc.store import Records
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +128,14 @@ def validate_question(question: Question) -> int:
 
 
 class Recommender:
-    def __init__(self, holder: ModelHolder, store: Store, max_batch_ids: int, batch_chunk: int):
+    def __init__(self, holder: ModelHolder, records: Records, max_batch_ids: int,
+                 batch_chunk: int):
         self.holder = holder
-        self.store = store
+        self.records = records
         self.max_batch_ids = max_batch_ids
         self.batch_chunk = batch_chunk
 
-    def recommend(self, question: Question, deadline: float) -> Answer:
+    async def recommend(self, question: Question, deadline: float) -> Answer:
         limit = validate_question(question)
         model = self.holder.require()
         catalogue = model.catalogue
@@ -142,7 +144,8 @@ class Recommender:
         rules = Rules(limit, time.time(), question.channel,
                       np.asarray(excluded, dtype=np.int64) if excluded else None)
         try:
-            raw = self.store.customer_record(model.version, question.customer_id, deadline)
+            raw = await self.records.customer_record(model.version, question.customer_id,
+                                                     deadline)
         except StoreError as exc:
             log.debug("serving popularity, store failed: %s", exc)
             return self._popular(question.customer_id, question.segment, model, rules,
@@ -177,9 +180,12 @@ class Recommender:
         return Answer(customer_id, "", model, strategy, ranked,
                       f"{reason}; popular offers open to every segment")
 
-    def recommend_batch(self, customer_ids: Sequence[str], limit: int, channel: str,
-                        deadline: float, still_wanted: Callable[[], bool]) -> Iterator[Answer]:
-        """Answers in request order, one Redis round trip and one matrix product per chunk."""
+    async def recommend_batch(self, customer_ids: Sequence[str], limit: int, channel: str,
+                              deadline: float) -> AsyncIterator[Answer]:
+        """Answers in request order, one Redis round trip and one matrix product per chunk.
+
+        A caller that goes away cancels the task at its next await: no more chunks are read.
+        """
         if not customer_ids:
             raise InvalidRequestError("customer_ids: at least one id is required")
         if len(customer_ids) > self.max_batch_ids:
@@ -192,22 +198,21 @@ class Recommender:
         model = self.holder.require()
         rules = Rules(effective, time.time(), channel)
         for start in range(0, len(customer_ids), self.batch_chunk):
-            if not still_wanted():
-                return
             chunk = customer_ids[start:start + self.batch_chunk]
-            yield from self._batch_chunk(model, chunk, rules, deadline)
+            try:
+                raws = await self.records.customer_records(model.version, chunk, deadline)
+            except StoreError as exc:
+                # One popularity ranking answers the whole chunk.
+                degraded = self._popular("", "", model, rules, degraded=True,
+                                         reason=f"model store unavailable: {exc}")
+                for customer_id in chunk:
+                    yield replace(degraded, customer_id=customer_id)
+                continue
+            for answer in self._batch_chunk(model, chunk, raws, rules):
+                yield answer
 
-    def _batch_chunk(self, model: ModelVersion, chunk: Sequence[str], rules: Rules,
-                     deadline: float) -> Iterator[Answer]:
-        try:
-            raws: list[bytes | None] = self.store.customer_records(model.version, chunk, deadline)
-        except StoreError as exc:
-            # One popularity ranking answers the whole chunk.
-            degraded = self._popular("", "", model, rules, degraded=True,
-                                     reason=f"model store unavailable: {exc}")
-            for customer_id in chunk:
-                yield replace(degraded, customer_id=customer_id)
-            return
+    def _batch_chunk(self, model: ModelVersion, chunk: Sequence[str],
+                     raws: list[bytes | None], rules: Rules) -> list[Answer]:
         answers: list[Answer | None] = [None] * len(chunk)
         # Grouped by segment and strategy: a modelled segment also holds customers without a
         # vector (no history), who are served by its popularity.
@@ -233,13 +238,15 @@ class Recommender:
             for (pos, _), result in zip(members, ranked, strict=True):
                 answers[pos] = Answer(chunk[pos], segment.name, model, strategy, result, reason)
         unknown: Answer | None = None
+        in_order = []
         for pos, answer in enumerate(answers):
             if answer is None:
                 if unknown is None:  # the same global ranking serves every unknown customer
                     unknown = self._popular("", "", model, rules, degraded=False,
                                             reason="customer unknown to the model")
                 answer = replace(unknown, customer_id=chunk[pos])
-            yield answer
+            in_order.append(answer)
+        return in_order
 
 
 def segment_strategy(segment: SegmentModel, record: schema.CustomerRecord) -> tuple[str, str]:

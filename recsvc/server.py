@@ -1,96 +1,156 @@
-"""Builds and runs the gRPC server: servicer, health, reflection, limits, graceful shutdown."""
+"""Builds and runs the gRPC server: servicer, health, reflection, limits, graceful shutdown.
+
+The server is grpc.aio on an event loop of its own thread, so requests never wait for each other
+on the GIL in the middle of a call (threads handing the GIL back and forth around every numpy
+call and socket read cost more than the calls themselves; see docs/PERFORMANCE.md). The model
+watcher keeps its own thread and blocking redis-py: loading a version must not stall the loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
-from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
-import grpc
+import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from recsvc import schema
 from recsvc.config import Settings
-from recsvc.interceptors import ConcurrencyLimitInterceptor, ErrorInterceptor
+from recsvc.guard import CallLimiter
 from recsvc.recommender import ModelHolder, Recommender
 from recsvc.service import RetentionOfferServicer
-from recsvc.store import RedisStore, Store, connect
+from recsvc.store import RecordReader, RedisStore, connect
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 from recsvc.watcher import ModelWatcher
 
 log = logging.getLogger(__name__)
 
+# grpcio-health-checking's asyncio servicer (health.aio, which its type stubs do not declare).
+AioHealthServicer: Any = health.aio.HealthServicer  # type: ignore[attr-defined]
+
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RetentionOfferService"].full_name
+
+
+class LoopThread:
+    """An event loop running in a daemon thread; blocking code submits coroutines to it."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Any, timeout: float | None = None) -> Any:
+        """Run ``coroutine`` on the loop and wait for its result from this thread."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self.loop.close()
 
 
 @dataclass
 class RunningServer:
-    server: grpc.Server
+    server: grpc.aio.Server
     port: int
-    health: health.HealthServicer
+    health: Any  # AioHealthServicer
     watcher: ModelWatcher
-    limiter: ConcurrencyLimitInterceptor
+    limiter: CallLimiter
+    records: RecordReader
+    loop: LoopThread
+
+    _stopping: threading.Lock = field(default_factory=threading.Lock)
 
     def stop(self, grace: float) -> None:
-        """Health goes NOT_SERVING, new calls are refused, in-flight calls get ``grace`` seconds."""
-        self.health.enter_graceful_shutdown()
-        self.watcher.stop()
-        self.server.stop(grace).wait()
+        """Health goes NOT_SERVING, new calls are refused, in-flight calls get ``grace`` seconds.
+
+        Safe to call more than once and from any thread other than the loop's.
+        """
+        with self._stopping:
+            if self.loop.loop.is_closed():
+                return
+            self.watcher.stop()
+            self.loop.run(self._stop(grace))
+            self.loop.close()
+
+    async def _stop(self, grace: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.records.close()
 
 
-def make_grpc_server(settings: Settings, reuse_port: bool = False
-                     ) -> tuple[grpc.Server, ConcurrencyLimitInterceptor]:
-    """The server model and options every recsvc server uses (the benchmark's echo too)."""
-    limiter = ConcurrencyLimitInterceptor(settings.max_concurrent_rpcs)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc"),
-        interceptors=[limiter, ErrorInterceptor()],
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.so_reuseport", 1 if reuse_port else 0),
-        ],
-    )
-    return server, limiter
+def make_grpc_server(settings: Settings, reuse_port: bool = False) -> grpc.aio.Server:
+    """The server model and options every recsvc server uses (the benchmark's echo too).
+
+    Call it on the loop that will run the server.
+    """
+    return grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+    ])
 
 
-def build_server(settings: Settings, store: Store, reuse_port: bool = False) -> RunningServer:
-    """Create, bind and start a server; returns it with the bound port (0 picks a free one)."""
+def build_server(settings: Settings, store: RedisStore, reuse_port: bool = False
+                 ) -> RunningServer:
+    """Create, bind and start a server on a loop thread; returns it with the bound port."""
+    loop = LoopThread("grpc-loop")
+    try:
+        running: RunningServer = loop.run(_start(settings, store, reuse_port, loop), timeout=60)
+    except BaseException:
+        loop.close()
+        raise
+    return running
+
+
+async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
+                 loop: LoopThread) -> RunningServer:
     holder = ModelHolder()
-    recommender = Recommender(holder, store, settings.max_batch_ids, settings.batch_chunk)
-    server, limiter = make_grpc_server(settings, reuse_port)
+    records = RecordReader(settings.redis_url, store.keys, settings, store.breaker)
+    recommender = Recommender(holder, records, settings.max_batch_ids, settings.batch_chunk)
+    limiter = CallLimiter(settings.max_concurrent_rpcs)
+    server = make_grpc_server(settings, reuse_port)
     pb_grpc.add_RetentionOfferServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        RetentionOfferServicer(recommender, holder, settings.default_deadline_ms / 1000.0), server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+        RetentionOfferServicer(recommender, holder, settings.default_deadline_ms / 1000.0,
+                               limiter), server)
+    health_servicer = AioHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
-    def on_health(model_loaded: bool, redis_ok: bool) -> None:
+    async def set_health(model_loaded: bool, redis_ok: bool) -> None:
         # "" answers "can this instance answer?": yes once a model is in memory, even while
         # Redis is away (it then serves popularity). The service name also needs Redis.
         serving, not_serving = (health_pb2.HealthCheckResponse.SERVING,
                                 health_pb2.HealthCheckResponse.NOT_SERVING)
-        health_servicer.set("", serving if model_loaded else not_serving)
-        health_servicer.set(SERVICE_NAME, serving if model_loaded and redis_ok else not_serving)
+        await health_servicer.set("", serving if model_loaded else not_serving)
+        await health_servicer.set(SERVICE_NAME,
+                                  serving if model_loaded and redis_ok else not_serving)
+
+    def on_health(model_loaded: bool, redis_ok: bool) -> None:  # called from the watcher thread
+        asyncio.run_coroutine_threadsafe(set_health(model_loaded, redis_ok), loop.loop)
 
     watcher = ModelWatcher(store, holder, settings.model_poll_ms / 1000.0, on_health)
-    watcher.check_once()  # start with the active model when there is one
+    # Start with the active model when there is one (blocking reads: off the loop).
+    await asyncio.to_thread(watcher.check_once)
     watcher.start()
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         raise OSError(f"cannot bind {settings.host}:{settings.port}")
-    server.start()
-    return RunningServer(server, port, health_servicer, watcher, limiter)
+    await server.start()
+    return RunningServer(server, port, health_servicer, watcher, limiter, records, loop)
 
 
 def serve(settings: Settings) -> int:

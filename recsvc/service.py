@@ -1,12 +1,13 @@
-"""The gRPC servicer: proto <-> domain, nothing else. Errors are mapped by the interceptor."""
+"""The gRPC servicer (grpc.aio): proto <-> domain, nothing else. ``guarded`` maps errors."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from typing import Any
 
-import grpc
+import grpc.aio
 
+from recsvc.guard import CallLimiter, guarded
 from recsvc.model import STRATEGY_BLENDED, STRATEGY_PERSONALIZED
 from recsvc.recommender import (
     BLENDED,
@@ -37,7 +38,10 @@ _SEGMENT_STRATEGY_TO_PROTO = {
 }
 
 
-def deadline_of(context: grpc.ServicerContext, default_seconds: float) -> float:
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def deadline_of(context: Context, default_seconds: float) -> float:
     """Monotonic deadline: the caller's, else the server default."""
     remaining = context.time_remaining()
     if remaining is None or remaining > 1e6:  # grpcio reports "no deadline" as a huge number
@@ -48,19 +52,19 @@ def deadline_of(context: grpc.ServicerContext, default_seconds: float) -> float:
 def to_response(answer: Answer) -> pb.RecommendResponse:
     catalogue = answer.model.catalogue
     ids, titles = catalogue.offer_ids, catalogue.titles
-    return pb.RecommendResponse(
+    response = pb.RecommendResponse(
         customer_id=answer.customer_id,
         segment=answer.segment,
         model_version=answer.model.version,
         strategy=STRATEGY_TO_PROTO[answer.strategy],
         reason=answer.reason,
-        offers=[
-            pb.RankedOffer(offer_id=ids[i], title=titles[i], score=s, rank=r)
-            for r, (i, s) in enumerate(
-                zip(answer.ranked.offers.tolist(), answer.ranked.scores.tolist(), strict=True),
-                start=1)
-        ],
     )
+    add = response.offers.add  # a third cheaper than building RankedOffer objects to pass in
+    for rank, (i, score) in enumerate(
+            zip(answer.ranked.offers.tolist(), answer.ranked.scores.tolist(), strict=True),
+            start=1):
+        add(offer_id=ids[i], title=titles[i], score=score, rank=rank)
+    return response
 
 
 def _metrics(values: dict[str, float] | None) -> pb.Metrics:
@@ -72,28 +76,33 @@ def _metrics(values: dict[str, float] | None) -> pb.Metrics:
 
 class RetentionOfferServicer(pb_grpc.RetentionOfferServiceServicer):
     def __init__(self, recommender: Recommender, holder: ModelHolder,
-                 default_deadline_seconds: float) -> None:
+                 default_deadline_seconds: float, limiter: CallLimiter) -> None:
         self.recommender = recommender
         self.holder = holder
         self.default_deadline = default_deadline_seconds
+        self.limiter = limiter
 
-    def Recommend(self, request: pb.RecommendRequest,
-                  context: grpc.ServicerContext) -> pb.RecommendResponse:
+    @guarded
+    async def Recommend(self, request: pb.RecommendRequest,
+                        context: Context) -> pb.RecommendResponse:
         question = Question(request.customer_id, request.limit, request.channel,
                             request.segment, tuple(request.exclude_offer_ids))
-        answer = self.recommender.recommend(question, deadline_of(context, self.default_deadline))
+        answer = await self.recommender.recommend(question,
+                                                  deadline_of(context, self.default_deadline))
         return to_response(answer)
 
-    def RecommendBatch(self, request: pb.RecommendBatchRequest,
-                       context: grpc.ServicerContext) -> Iterator[pb.RecommendResponse]:
+    @guarded
+    async def RecommendBatch(self, request: pb.RecommendBatchRequest, context: Context) -> None:
+        # context.write rather than an async generator: measured ~1.7x the messages per second.
         answers = self.recommender.recommend_batch(
             list(request.customer_ids), request.limit, request.channel,
-            deadline_of(context, self.default_deadline), context.is_active)
-        for answer in answers:
-            yield to_response(answer)
+            deadline_of(context, self.default_deadline))
+        async for answer in answers:
+            await context.write(to_response(answer))
 
-    def GetModelInfo(self, request: pb.GetModelInfoRequest,
-                     context: grpc.ServicerContext) -> pb.ModelInfo:
+    @guarded
+    async def GetModelInfo(self, request: pb.GetModelInfoRequest,
+                           context: Context) -> pb.ModelInfo:
         model = self.holder.require()
         meta = model.meta
         segments = []

@@ -1,19 +1,20 @@
 """Reading a published model from Redis: the serving side of the layout in ``schema``.
 
-The only serving module that imports redis. Every call is bounded: explicit connect and socket
-timeouts of a few milliseconds, at most one retry and only when the caller's deadline leaves room
-for it, a bounded connection pool, and a short breaker that answers StoreError at once after a
-failure so a dead Redis costs requests nothing (the model watcher's next successful read of the
+Two readers share one breaker. ``RedisStore`` (redis-py, blocking) serves the model watcher's
+thread: the active pointer and whole versions. ``RecordReader`` (asyncio, one pipelined
+connection) serves requests on the event loop: one customer record per call. Every call is
+bounded: explicit connect and socket timeouts of a few milliseconds, at most one retry and only
+when the caller's deadline leaves room for it, and a short breaker that answers StoreError at once
+after a failure so a dead Redis costs requests nothing (the watcher's next successful read of the
 active pointer closes it again).
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import redis
 from redis.backoff import NoBackoff
@@ -23,12 +24,11 @@ from recsvc import schema
 from recsvc.config import Settings
 from recsvc.errors import CorruptRecordError, DeadlineExceededError, StoreError
 from recsvc.model import ModelVersion
-
-T = TypeVar("T")
+from recsvc.redis_pipeline import ConnectionLost, ErrorReply, PipelinedRedis
 
 
 class Store(Protocol):
-    """What the service needs from the model store."""
+    """What the model watcher needs from the model store."""
 
     def active_version(self) -> str | None:
         """The active pointer; raises StoreError when Redis does not answer."""
@@ -36,12 +36,36 @@ class Store(Protocol):
 
     def load_version(self, version: str) -> ModelVersion: ...
 
-    def customer_record(self, version: str, customer_id: str, deadline: float) -> bytes | None: ...
 
-    def customer_records(
+class Records(Protocol):
+    """What requests need: customer records, read on the event loop."""
+
+    async def customer_record(self, version: str, customer_id: str,
+                              deadline: float) -> bytes | None: ...
+
+    async def customer_records(
         self, version: str, customer_ids: Sequence[str], deadline: float
     ) -> list[bytes | None]: ...
 
+
+class Breaker:
+    """After a failure, Redis is skipped for ``pause`` seconds (or until a read succeeds).
+
+    Written from the watcher thread and the event loop; each write is one float assignment.
+    """
+
+    def __init__(self, pause: float) -> None:
+        self.pause = pause
+        self._down_until = 0.0
+
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def open(self) -> None:
+        self._down_until = time.monotonic() + self.pause
+
+    def close(self) -> None:
+        self._down_until = 0.0
 
 
 def connect(settings: Settings, timeout_ms: int | None = None) -> redis.Redis:
@@ -59,53 +83,25 @@ def connect(settings: Settings, timeout_ms: int | None = None) -> redis.Redis:
 
 
 class RedisStore:
-    """The Redis implementation of ``Store``."""
+    """The Redis implementation of ``Store`` (blocking; the watcher's thread)."""
 
     def __init__(self, client: redis.Redis, keys: schema.Keys, settings: Settings) -> None:
         self._client = client
         self._keys = keys
-        self._timeout = settings.redis_timeout_ms / 1000.0
-        self._pause = settings.redis_retry_after_failure_ms / 1000.0
-        self._down_until = 0.0
-        self._lock = threading.Lock()
+        self.breaker = Breaker(settings.redis_retry_after_failure_ms / 1000.0)
 
     @property
     def keys(self) -> schema.Keys:
         return self._keys
-
-    def available(self) -> bool:
-        return time.monotonic() >= self._down_until
-
-    def _failed(self) -> None:
-        with self._lock:
-            self._down_until = time.monotonic() + self._pause
-
-    def _call(self, action: Callable[[], T], deadline: float) -> T:
-        """Run ``action``; retry once if the deadline leaves room for another timeout."""
-        if not self.available():
-            raise StoreError("Redis marked unavailable after a recent failure")
-        for attempt in (1, 2):
-            if deadline - time.monotonic() <= 0:
-                raise DeadlineExceededError("no time left before reading Redis")
-            try:
-                return action()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if attempt == 2 or deadline - time.monotonic() < self._timeout:
-                    self._failed()
-                    raise StoreError(f"Redis did not answer: {exc}") from exc
-            except redis.RedisError as exc:
-                raise StoreError(f"Redis error: {exc}") from exc
-        raise AssertionError("unreachable")
 
     def active_version(self) -> str | None:
         """Read the pointer. An answer proves Redis is back, so it also closes the breaker."""
         try:
             raw = self._client.get(self._keys.active)
         except redis.RedisError as exc:
-            self._failed()
+            self.breaker.open()
             raise StoreError(f"cannot read the active version pointer: {exc}") from exc
-        with self._lock:
-            self._down_until = 0.0
+        self.breaker.close()
         return None if raw is None else _bytes(raw).decode()
 
     def load_version(self, version: str) -> ModelVersion:
@@ -130,17 +126,50 @@ class RedisStore:
         except (ValueError, KeyError) as exc:
             raise CorruptRecordError(f"model version {version} does not decode: {exc}") from exc
 
-    def customer_record(self, version: str, customer_id: str, deadline: float) -> bytes | None:
-        key = self._keys.customers(version)
-        raw = self._call(lambda: self._client.hget(key, customer_id), deadline)
-        return None if raw is None else _bytes(raw)
 
-    def customer_records(
+class RecordReader:
+    """The Redis implementation of ``Records``: one pipelined connection on the event loop."""
+
+    def __init__(self, redis_url: str, keys: schema.Keys, settings: Settings,
+                 breaker: Breaker) -> None:
+        self._redis = PipelinedRedis(redis_url)
+        self._keys = keys
+        self._timeout = settings.redis_timeout_ms / 1000.0
+        self._breaker = breaker
+
+    async def _call(self, deadline: float, *command: bytes | str) -> Any:
+        """Run ``command``; retry once if the deadline leaves room for another timeout."""
+        if not self._breaker.available():
+            raise StoreError("Redis marked unavailable after a recent failure")
+        for attempt in (1, 2):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceededError("no time left before reading Redis")
+            try:
+                return await self._redis.execute(*command, timeout=min(self._timeout, remaining))
+            except ConnectionLost as exc:
+                if attempt == 2 or deadline - time.monotonic() < self._timeout:
+                    self._breaker.open()
+                    raise StoreError(f"Redis did not answer: {exc}") from exc
+            except ErrorReply as exc:
+                raise StoreError(f"Redis error: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    async def customer_record(self, version: str, customer_id: str,
+                              deadline: float) -> bytes | None:
+        raw: bytes | None = await self._call(deadline, "HGET", self._keys.customers(version),
+                                             customer_id)
+        return raw
+
+    async def customer_records(
         self, version: str, customer_ids: Sequence[str], deadline: float
     ) -> list[bytes | None]:
-        key = self._keys.customers(version)
-        values = self._call(lambda: self._client.hmget(key, list(customer_ids)), deadline)
-        return [None if v is None else _bytes(v) for v in values]
+        values: list[bytes | None] = await self._call(
+            deadline, "HMGET", self._keys.customers(version), *customer_ids)
+        return values
+
+    async def close(self) -> None:
+        await self._redis.close()
 
 
 def _bytes(value: bytes | str) -> bytes:

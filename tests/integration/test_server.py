@@ -215,7 +215,7 @@ def test_a_model_switch_under_concurrent_load_has_no_errors_and_no_mixed_answers
 def test_concurrency_cap_answers_resource_exhausted_but_never_rejects_health(
         published: str, settings: Settings, client: redis.Redis) -> None:
     slow = fast_settings(settings, max_concurrent_rpcs=2, redis_timeout_ms=3000,
-                         default_deadline_ms=10_000, threads=8)
+                         default_deadline_ms=10_000)
     with running(slow) as (server, stub, channel):
         stub.Recommend(pb.RecommendRequest(customer_id="warm"), timeout=5)
         client.execute_command("CLIENT", "PAUSE", "1500", "ALL")

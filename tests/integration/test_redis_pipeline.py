@@ -1,0 +1,120 @@
+"""The pipelined hot-path connection on a real Redis: ordering, errors, timeouts, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from recsvc.redis_pipeline import ConnectionLost, ErrorReply, PipelinedRedis, ReplyTimeout
+from training import localredis
+
+
+@pytest.fixture
+def filled(client: redis.Redis, prefix: str) -> Iterator[str]:
+    key = f"{prefix}:h"
+    client.hset(key, mapping={f"f{i}": f"v{i}" for i in range(500)})
+    client.set(f"{prefix}:s", "a string")
+    yield key
+    client.delete(key, f"{prefix}:s")
+
+
+def test_many_concurrent_commands_get_their_own_replies(
+        redis_server: localredis.LocalRedis, filled: str) -> None:
+    async def scenario() -> None:
+        pipeline = PipelinedRedis(redis_server.url)
+        fields = [f"f{random.randrange(600)}" for _ in range(2000)]  # some do not exist
+        replies = await asyncio.gather(*(pipeline.execute("HGET", filled, f, timeout=2)
+                                         for f in fields))
+        for field, reply in zip(fields, replies, strict=True):
+            assert reply == (None if int(field[1:]) >= 500 else f"v{field[1:]}".encode())
+        assert await pipeline.execute("HMGET", filled, "f1", "nope", "f2", timeout=2) == \
+            [b"v1", None, b"v2"]
+        await pipeline.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_error_reply_fails_only_its_own_command(redis_server: localredis.LocalRedis,
+                                                   filled: str, prefix: str) -> None:
+    async def scenario() -> None:
+        pipeline = PipelinedRedis(redis_server.url)
+        results = await asyncio.gather(
+            pipeline.execute("HGET", filled, "f1", timeout=2),
+            pipeline.execute("HGET", f"{prefix}:s", "f1", timeout=2),  # WRONGTYPE
+            pipeline.execute("HGET", filled, "f2", timeout=2),
+            return_exceptions=True)
+        assert results[0] == b"v1" and results[2] == b"v2"
+        assert isinstance(results[1], ErrorReply) and "WRONGTYPE" in str(results[1])
+        await pipeline.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_caller_does_not_shift_the_replies_of_others(
+        redis_server: localredis.LocalRedis, filled: str) -> None:
+    async def scenario() -> None:
+        pipeline = PipelinedRedis(redis_server.url)
+        first = asyncio.ensure_future(pipeline.execute("HGET", filled, "f1", timeout=2))
+        second = asyncio.ensure_future(pipeline.execute("HGET", filled, "f2", timeout=2))
+        await asyncio.sleep(0)  # both sent
+        first.cancel()
+        assert await second == b"v2"
+        assert await pipeline.execute("HGET", filled, "f3", timeout=2) == b"v3"
+        await pipeline.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_timeout_fails_the_waiting_commands_and_the_next_one_reconnects(
+        redis_server: localredis.LocalRedis, client: redis.Redis, filled: str) -> None:
+    async def scenario() -> None:
+        pipeline = PipelinedRedis(redis_server.url)
+        assert await pipeline.execute("HGET", filled, "f1", timeout=2) == b"v1"
+        client.execute_command("CLIENT", "PAUSE", "300", "ALL")
+        results = await asyncio.gather(
+            pipeline.execute("HGET", filled, "f1", timeout=0.05),
+            pipeline.execute("HGET", filled, "f2", timeout=2),
+            return_exceptions=True)
+        assert isinstance(results[0], ReplyTimeout)
+        assert isinstance(results[1], ConnectionLost)  # same connection, closed with the first
+        await asyncio.sleep(0.4)
+        assert await pipeline.execute("HGET", filled, "f2", timeout=2) == b"v2"
+        await pipeline.close()
+
+    asyncio.run(scenario())
+
+
+def test_url_user_password_and_database_are_used(redis_server: localredis.LocalRedis,
+                                                 client: redis.Redis, prefix: str) -> None:
+    user = f"{prefix}-user"
+    client.execute_command("ACL", "SETUSER", user, "on", ">s3cret", "~*", "+@all")
+    db3 = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/3")
+    db3.set(f"{prefix}:k", "db3")
+    base = redis_server.url.rsplit("/", 1)[0].replace("redis://", f"redis://{user}:s3cret@")
+
+    async def scenario() -> None:
+        assert await PipelinedRedis(base + "/3").execute("GET", f"{prefix}:k", timeout=2) == b"db3"
+        assert await PipelinedRedis(base + "/0").execute("GET", f"{prefix}:k", timeout=2) is None
+        with pytest.raises(ConnectionLost, match="refused the connection setup"):
+            await PipelinedRedis(base.replace("s3cret", "nope") + "/3").execute(
+                "GET", f"{prefix}:k", timeout=2)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        client.execute_command("ACL", "DELUSER", user)
+        db3.delete(f"{prefix}:k")
+        db3.close()
+
+
+def test_nothing_listening_is_connection_lost() -> None:
+    async def scenario() -> None:
+        pipeline = PipelinedRedis(f"redis://127.0.0.1:{localredis.free_port()}/0")
+        with pytest.raises(ConnectionLost, match="cannot connect"):
+            await pipeline.execute("GET", "k", timeout=0.5)
+
+    asyncio.run(scenario())
