@@ -112,6 +112,9 @@ def bench_serve(url: str, customers: int, seconds: float) -> dict[str, Any]:
             levels = (1, 32) if workers == 1 else (32,)
             out[f"echo_w{workers}"] = [_measured(echo, port, customers, seconds, c,
                                                  channels=channels) for c in levels]
+            # The stream's yardstick: the same 1,000 messages per call, nothing computed.
+            out[f"echo_batch_w{workers}"] = [_measured(echo, port, customers, seconds, 2,
+                                                       batch=1000, channels=channels)]
         port = localredis.free_port()
         env_w = dict(env, RECSVC_PORT=str(port))
         print(f"-- recsvc serve, {workers} worker(s)", flush=True)

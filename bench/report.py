@@ -51,8 +51,10 @@ def tables(results: dict[str, Any]) -> str:
                   "server CPU s | client CPU s | Redis cmds/call |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for key, label in (("echo_w1", "echo"), ("recommend_w1", "Recommend"),
+                           ("echo_batch_w1", "echo stream x1000"),
                            ("batch_w1", "RecommendBatch x1000"), ("echo_w2", "echo"),
-                           ("recommend_w2", "Recommend"), ("batch_w2", "RecommendBatch x1000")):
+                           ("recommend_w2", "Recommend"), ("echo_batch_w2", "echo stream x1000"),
+                           ("batch_w2", "RecommendBatch x1000")):
             for r in s.get(key, []):
                 lines.append(
                     f"| {label} | {key[-1]} | {r['concurrency']} | {r['calls_per_second']:,} | "
@@ -72,6 +74,13 @@ def tables(results: dict[str, Any]) -> str:
             targets.append((f"Recommend >= 70% of echo at 32 in flight, {w} worker(s)",
                             f"{ratio:.0%} ({rec['calls_per_second']:,} vs "
                             f"{echo['calls_per_second']:,}/s)", _ok(ratio >= 0.70)))
+        for w in (1, 2):
+            if f"echo_batch_w{w}" in s:
+                batch, stream = at(f"batch_w{w}", 2), at(f"echo_batch_w{w}", 2)
+                ratio = batch["items_per_second"] / max(1.0, stream["items_per_second"])
+                targets.append((f"(context) RecommendBatch vs the echo stream at 2 in flight, "
+                                f"{w} worker(s)", f"{ratio:.0%} ({batch['items_per_second']:,} "
+                                f"vs {stream['items_per_second']:,} customers/s)", "-"))
         one = at("recommend_w1", 1)
         best_batch = max(r["items_per_second"] for k in ("batch_w1", "batch_w2")
                          for r in s.get(k, []))
