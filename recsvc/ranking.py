@@ -58,13 +58,23 @@ def _blend(segment: SegmentModel, vectors: npt.NDArray[np.float32]) -> npt.NDArr
     assert segment.blend_projection is not None and segment.blend_offset is not None
     n = len(segment.offers)
     products = vectors @ segment.blend_projection  # per row: F v | v·mu | C v
+    if len(vectors) == 1:
+        # One customer (every Recommend): the same float32 arithmetic on numpy scalars, which
+        # costs a fraction of the per-row array calls below.
+        variance = (products[0, n + 1:] * vectors[0]).sum()
+        spread = np.sqrt(np.maximum(variance, np.float32(0.0)))
+        scale = np.float32(segment.blend_weight) / spread if spread > 1e-12 else np.float32(0.0)
+        one = products[:, :n] * scale
+        one += segment.blend_offset
+        one -= scale * products[0, n]
+        return one
     mean = products[:, n]
-    spread = np.sqrt(np.maximum((products[:, n + 1:] * vectors).sum(axis=1), 0.0))
-    scale = np.divide(np.float32(segment.blend_weight), spread,
-                      out=np.zeros_like(spread), where=spread > 1e-12)
-    scores = products[:, :n] * scale[:, np.newaxis]
+    spread_rows = np.sqrt(np.maximum((products[:, n + 1:] * vectors).sum(axis=1), 0.0))
+    scales = np.divide(np.float32(segment.blend_weight), spread_rows,
+                       out=np.zeros_like(spread_rows), where=spread_rows > 1e-12)
+    scores = products[:, :n] * scales[:, np.newaxis]
     scores += segment.blend_offset
-    scores -= (scale * mean)[:, np.newaxis]
+    scores -= (scales * mean)[:, np.newaxis]
     result: npt.NDArray[np.float32] = scores.astype(np.float32, copy=False)
     return result
 
@@ -109,10 +119,11 @@ def eligible(segment: SegmentModel, catalogue: Catalogue, rules: Rules) -> npt.N
 
 
 def drop_local(
-    mask: npt.NDArray[np.bool_], segment: SegmentModel, catalogue_indices: npt.ArrayLike
+    mask: npt.NDArray[np.bool_], segment: SegmentModel,
+    catalogue_indices: npt.NDArray[np.integer[Any]],
 ) -> None:
     """Clear the mask at the segment positions of ``catalogue_indices`` (others are ignored)."""
-    local = segment.local_of[np.asarray(catalogue_indices, dtype=np.int64)]
+    local = segment.local_of[catalogue_indices]
     mask[local[local >= 0]] = False
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+import time
 from typing import Any
 
 import hiredis
@@ -50,9 +51,14 @@ def pack(args: tuple[bytes | str, ...]) -> bytes:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # The loop is kept: asyncio.get_running_loop() costs a getpid() system call per use on
+        # Python 3.11, twice per request here.
+        self.loop = loop
         self.reader = hiredis.Reader()
-        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        # Callers in the order their commands were written, each with its timeout's timer.
+        self.waiting: collections.deque[tuple[asyncio.Future[Any], asyncio.TimerHandle]] = \
+            collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self._unsent: list[bytes] = []
@@ -71,7 +77,8 @@ class _Protocol(asyncio.Protocol):
                 return
             if reply is False:
                 return
-            waiter = self.waiting.popleft()
+            waiter, timer = self.waiting.popleft()
+            timer.cancel()
             if waiter.done():  # its caller gave up (cancelled); the reply is dropped
                 continue
             if isinstance(reply, hiredis.ReplyError):
@@ -83,14 +90,18 @@ class _Protocol(asyncio.Protocol):
         self.lost = True
         self._fail_waiting(ConnectionLost(f"connection to Redis lost: {exc or 'closed'}"))
 
-    def send(self, command: bytes) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Any] = loop.create_future()
-        self.waiting.append(waiter)
+    def send(self, command: bytes, deadline: float) -> asyncio.Future[Any]:
+        """Queue ``command``; its reply arrives on the future, or ReplyTimeout at ``deadline``."""
+        waiter: asyncio.Future[Any] = self.loop.create_future()
+        self.waiting.append((waiter, self.loop.call_at(deadline, self._expire, waiter)))
         if not self._unsent:
-            loop.call_soon(self._flush)
+            self.loop.call_soon(self._flush)
         self._unsent.append(command)
         return waiter
+
+    def _expire(self, waiter: asyncio.Future[Any]) -> None:
+        if not waiter.done():
+            self.close(ReplyTimeout("Redis did not answer in time"))
 
     def _flush(self) -> None:
         commands, self._unsent = self._unsent, []
@@ -105,7 +116,8 @@ class _Protocol(asyncio.Protocol):
 
     def _fail_waiting(self, error: PipelineError) -> None:
         while self.waiting:
-            waiter = self.waiting.popleft()
+            waiter, timer = self.waiting.popleft()
+            timer.cancel()
             if not waiter.done():
                 waiter.set_exception(error)
 
@@ -131,26 +143,16 @@ class PipelinedRedis:
         self._connecting: asyncio.Future[_Protocol] | None = None
 
     async def execute(self, *args: bytes | str, timeout: float) -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = time.monotonic() + timeout  # the loop's clock (asyncio uses monotonic)
         protocol = self._protocol
         if protocol is None or protocol.lost:
             protocol = await self._connect(deadline)
-        return await self._await_reply(protocol, protocol.send(pack(args)), deadline)
+        return await protocol.send(pack(args), deadline)
 
     async def close(self) -> None:
         if self._protocol is not None:
             self._protocol.close(ConnectionLost("client closed"))
             self._protocol = None
-
-    async def _await_reply(self, protocol: _Protocol, waiter: asyncio.Future[Any],
-                           deadline: float) -> Any:
-        loop = asyncio.get_running_loop()
-        timer = loop.call_at(deadline, _expire, protocol, waiter)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
 
     async def _connect(self, deadline: float) -> _Protocol:
         # Callers arriving while a connection is being made share it.
@@ -166,26 +168,25 @@ class PipelinedRedis:
 
     async def _open(self, deadline: float) -> _Protocol:
         loop = asyncio.get_running_loop()
-        remaining = max(deadline - loop.time(), 0.0)
+        remaining = max(deadline - time.monotonic(), 0.0)
+
+        def protocol_factory() -> _Protocol:
+            return _Protocol(loop)
+
         try:
             if self._path:
                 _, protocol = await asyncio.wait_for(
-                    loop.create_unix_connection(_Protocol, self._path), remaining)
+                    loop.create_unix_connection(protocol_factory, self._path), remaining)
             else:
                 _, protocol = await asyncio.wait_for(
-                    loop.create_connection(_Protocol, self._host, self._port, ssl=self._ssl),
-                    remaining)
+                    loop.create_connection(protocol_factory, self._host, self._port,
+                                           ssl=self._ssl), remaining)
         except (TimeoutError, OSError) as exc:
             raise ConnectionLost(f"cannot connect to Redis: {exc or 'timed out'}") from exc
         try:
             for command in self._handshake:
-                await self._await_reply(protocol, protocol.send(pack(command)), deadline)
+                await protocol.send(pack(command), deadline)
         except PipelineError as exc:
             protocol.close(ConnectionLost("handshake failed"))
             raise ConnectionLost(f"Redis refused the connection setup: {exc}") from exc
         return protocol
-
-
-def _expire(protocol: _Protocol, waiter: asyncio.Future[Any]) -> None:
-    if not waiter.done():
-        protocol.close(ReplyTimeout("Redis did not answer in time"))
