@@ -97,44 +97,61 @@ def _measured(server: subprocess.Popen[bytes], port: int, customers: int, second
     return result
 
 
+# The headline ratio comes from echo and Recommend measured alternately this many times: from one
+# run to the next the machine's speed moves by up to ~10%, enough to swing a single pair's ratio
+# by several points, so the median of alternating pairs is reported (each pair is listed too).
+PAIRS = 3
+
+
+def _recommend(client: redis.Redis, srv: subprocess.Popen[bytes], port: int, customers: int,
+               seconds: float, concurrency: int, channels: int) -> dict[str, Any]:
+    before = _commands(client)
+    result = _measured(srv, port, customers, seconds, concurrency, channels=channels)
+    after = _commands(client)
+    calls = max(1, result["calls_with_warmup"])
+    # Minus the INFO call itself; the watcher's 2 polls a second are included.
+    result["redis_commands_per_call"] = round(
+        (sum(after.values()) - sum(before.values()) - 1) / calls, 3)
+    result["redis_hget_per_call"] = round(
+        (after.get("hget", 0) - before.get("hget", 0)) / calls, 3)
+    return result
+
+
 def bench_serve(url: str, customers: int, seconds: float) -> dict[str, Any]:
     client = redis.Redis.from_url(url)
     env = dict(os.environ, RECSVC_REDIS_URL=url, RECSVC_KEY_PREFIX=PREFIX,
                RECSVC_LOG_LEVEL="WARNING", RECSVC_HOST="127.0.0.1")
-    out: dict[str, Any] = {"customers": customers, "seconds": seconds}
+    out: dict[str, Any] = {"customers": customers, "seconds": seconds, "pairs": PAIRS}
     for workers in (1, 2):
-        port = localredis.free_port()
         channels = 2 * workers
-        env_w = dict(env, RECSVC_PORT=str(port))
-        print(f"-- echo yardstick, {workers} worker(s)", flush=True)
-        with procs.server(["bench.echo", "--port", str(port), "--workers", str(workers)],
-                          env_w, port) as echo:
-            levels = (1, 32) if workers == 1 else (32,)
-            out[f"echo_w{workers}"] = [_measured(echo, port, customers, seconds, c,
-                                                 channels=channels) for c in levels]
-            # The stream's yardstick: the same 1,000 messages per call, nothing computed.
-            out[f"echo_batch_w{workers}"] = [_measured(echo, port, customers, seconds, 2,
-                                                       batch=1000, channels=channels)]
-        port = localredis.free_port()
-        env_w = dict(env, RECSVC_PORT=str(port))
-        print(f"-- recsvc serve, {workers} worker(s)", flush=True)
-        with procs.server(["recsvc", "serve", "--workers", str(workers)], env_w, port) as srv:
+        echo_port, port = localredis.free_port(), localredis.free_port()
+        print(f"-- echo yardstick and recsvc serve, {workers} worker(s)", flush=True)
+        with procs.server(["bench.echo", "--port", str(echo_port), "--workers", str(workers)],
+                          dict(env, RECSVC_PORT=str(echo_port)), echo_port) as echo, \
+                procs.server(["recsvc", "serve", "--workers", str(workers)],
+                             dict(env, RECSVC_PORT=str(port)), port) as srv:
             time.sleep(1.0)  # the model version loads before the port answers; settle
-            runs = []
-            for c in ((1, 32) if workers == 1 else (32,)):
-                before = _commands(client)
-                result = _measured(srv, port, customers, seconds, c, channels=channels)
-                after = _commands(client)
-                calls = max(1, result["calls_with_warmup"])
-                # Minus the INFO call itself; the watcher's 2 polls a second are included.
-                result["redis_commands_per_call"] = round(
-                    (sum(after.values()) - sum(before.values()) - 1) / calls, 3)
-                result["redis_hget_per_call"] = round(
-                    (after.get("hget", 0) - before.get("hget", 0)) / calls, 3)
-                runs.append(result)
+            echo_runs: list[dict[str, Any]] = []
+            runs: list[dict[str, Any]] = []
+            if workers == 1:
+                echo_runs.append(_measured(echo, echo_port, customers, seconds, 1,
+                                           channels=channels))
+                runs.append(_recommend(client, srv, port, customers, seconds, 1, channels))
+            ratios = []
+            for _ in range(PAIRS):
+                echo_runs.append(_measured(echo, echo_port, customers, seconds, 32,
+                                           channels=channels))
+                runs.append(_recommend(client, srv, port, customers, seconds, 32, channels))
+                ratios.append(round(runs[-1]["calls_per_second"]
+                                    / max(1.0, echo_runs[-1]["calls_per_second"]), 3))
+            out[f"echo_w{workers}"] = echo_runs
             out[f"recommend_w{workers}"] = runs
+            out[f"ratios_w{workers}"] = ratios
             out[f"rss_mib_w{workers}"] = procs.rss_mib(srv.pid)
-            print("-- RecommendBatch, 1,000 ids per call", flush=True)
+            print("-- RecommendBatch and the echo stream, 1,000 ids per call", flush=True)
+            # The stream's yardstick: the same 1,000 messages per call, nothing computed.
+            out[f"echo_batch_w{workers}"] = [_measured(echo, echo_port, customers, seconds, 2,
+                                                       batch=1000, channels=channels)]
             out[f"batch_w{workers}"] = [_measured(srv, port, customers, seconds, c, batch=1000,
                                                   channels=channels)
                                         for c in ((1, 2) if workers == 1 else (2,))]
