@@ -73,9 +73,9 @@ def tables(results: dict[str, Any]) -> str:
             if not ratios:
                 continue
             median = sorted(ratios)[len(ratios) // 2]
-            each = ", ".join(f"{r:.0%}" for r in ratios)
+            each = ", ".join(f"{r:.1%}" for r in ratios)
             targets.append((f"Recommend >= 70% of echo at 32 in flight, {w} worker(s)",
-                            f"{median:.0%} (median of {len(ratios)} alternating pairs: {each})",
+                            f"{median:.1%} (median of {len(ratios)} alternating pairs: {each})",
                             _ok(median >= 0.70)))
         for w in (1, 2):
             if f"echo_batch_w{w}" in s:
