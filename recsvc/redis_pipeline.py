@@ -77,6 +77,9 @@ class _Protocol(asyncio.Protocol):
                 return
             if reply is False:
                 return
+            if not self.waiting:  # a reply nobody asked for: the stream cannot be trusted
+                self.close(ConnectionLost("Redis sent a reply no command was waiting for"))
+                return
             waiter, timer = self.waiting.popleft()
             timer.cancel()
             if waiter.done():  # its caller gave up (cancelled); the reply is dropped

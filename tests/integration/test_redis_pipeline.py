@@ -118,3 +118,23 @@ def test_nothing_listening_is_connection_lost() -> None:
             await pipeline.execute("GET", "k", timeout=0.5)
 
     asyncio.run(scenario())
+
+
+def test_a_reply_nobody_waits_for_closes_the_connection() -> None:
+    """Not reachable with a healthy Redis; checked on the protocol object with a dummy transport."""
+    from recsvc.redis_pipeline import _Protocol
+
+    class Transport(asyncio.Transport):
+        aborted = False
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    async def scenario() -> None:
+        protocol = _Protocol(asyncio.get_running_loop())
+        transport = Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(b"+OK\r\n")
+        assert protocol.lost and transport.aborted
+
+    asyncio.run(scenario())

@@ -104,3 +104,14 @@ def test_memoized_eligibility_follows_validity_bounds_and_is_never_changed_by_ru
                  accepted=np.array([5], np.uint32))
     assert base_eligibility(seg, cat, NOW, "").tolist()[0] is True  # exclusions did not stick
     assert len(seg.base_masks) == 3  # "", "email" and one entry for every unknown channel
+
+
+def test_ties_across_the_cut_keep_catalogue_order() -> None:
+    n = 300
+    popularity = np.ones(n, dtype=np.float32)
+    popularity[::7] = 2.0  # 43 offers tie for first place, the rest for second
+    seg = SegmentModel.build("s", "popular", 0.0, np.arange(n, dtype=np.uint32), popularity,
+                             None, n)
+    cat = Catalogue.from_json([{"offer_id": f"o{i}"} for i in range(n)])
+    assert rank(seg, cat, Rules(limit=10, now=NOW)).offers.tolist() == list(range(0, 70, 7))
+    assert rank(seg, cat, Rules(limit=50, now=NOW)).offers.tolist()[43:] == [1, 2, 3, 4, 5, 6, 8]
