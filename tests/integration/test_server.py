@@ -122,11 +122,12 @@ def test_health_and_reflection(published: str, settings: Settings) -> None:
         assert {"recsvc.v1.RetentionOfferService", "grpc.health.v1.Health"} <= names
 
 
+@pytest.mark.parametrize("chunk", [7, 500])  # chunks smaller and larger than a ranking slice
 def test_batch_answers_in_request_order_and_equals_single_calls(
-        published: str, settings: Settings, data: Path) -> None:
-    ids = known_ids(data, 30)
+        published: str, settings: Settings, data: Path, chunk: int) -> None:
+    ids = known_ids(data, 130)
     ids = [ids[0], "unknown-1", *ids[1:], "Q2", "N1", ids[0]]
-    with running(fast_settings(settings, batch_chunk=7)) as (_, stub, _channel):
+    with running(fast_settings(settings, batch_chunk=chunk)) as (_, stub, _channel):
         batch = list(stub.RecommendBatch(pb.RecommendBatchRequest(customer_ids=ids, limit=5),
                                          timeout=10))
         assert [r.customer_id for r in batch] == ids
