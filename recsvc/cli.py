@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from recsvc import __version__
-from recsvc.config import Settings
+from recsvc.config import Settings, ignored_variables
 from recsvc.errors import RecsvcError
 
 EXIT_FAILURE = 1
@@ -86,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for message in ignored_variables():
+        logging.getLogger("recsvc").warning("%s", message)
     try:
         if args.command == "serve":
             from recsvc.server import pin_worker_cpu, serve

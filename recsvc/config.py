@@ -46,6 +46,21 @@ class Settings:
         return replace(settings, **given) if given else settings
 
 
+# Settings that existed once, with what replaced them.
+_RETIRED = {
+    "RECSVC_THREADS": "the server has no thread pool any more (one event loop per process); "
+                      "use RECSVC_WORKERS for more processes",
+}
+
+
+def ignored_variables(env: Mapping[str, str] | None = None) -> list[str]:
+    """One message per ``RECSVC_*`` variable that is not a setting: a typo or a retired name."""
+    source = os.environ if env is None else env
+    known = {f"RECSVC_{f.name.upper()}" for f in fields(Settings)}
+    return [f"{name} is ignored: " + _RETIRED.get(name, "not a recsvc setting (see the README)")
+            for name in sorted(source) if name.startswith("RECSVC_") and name not in known]
+
+
 def _parse(name: str, type_name: str, raw: str) -> Any:
     try:
         if type_name == "bool":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from recsvc.config import Settings
+from recsvc.config import Settings, ignored_variables
 from recsvc.errors import DataError, RecsvcError
 from training.config import load_config
 
@@ -22,6 +22,14 @@ def test_settings_read_recsvc_variables_and_flags_win() -> None:
 def test_a_malformed_variable_names_itself() -> None:
     with pytest.raises(RecsvcError, match="RECSVC_PORT='abc' is not a valid int"):
         Settings.from_env({"RECSVC_PORT": "abc"})
+
+
+def test_variables_that_are_not_settings_are_named_retired_ones_with_what_replaced_them() -> None:
+    env = {"RECSVC_PORT": "1", "RECSVC_THREADS": "8", "RECSVC_REDIS_ULR": "x", "_RECSVC_CPU": "0"}
+    messages = ignored_variables(env)
+    assert len(messages) == 2
+    assert messages[0].startswith("RECSVC_REDIS_ULR is ignored: not a recsvc setting")
+    assert messages[1].startswith("RECSVC_THREADS is ignored") and "RECSVC_WORKERS" in messages[1]
 
 
 def test_toml_overrides_defaults_and_rejects_unknown_keys(tmp_path: Path) -> None:
