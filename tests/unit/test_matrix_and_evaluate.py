@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 
 from recsvc import schema
+from recsvc.model import Catalogue, SegmentModel
+from recsvc.ranking import Rules, rank
 from training import data
 from training.config import TrainConfig
-from training.evaluate import holdout_split, score_metrics
+from training.evaluate import holdout_split, score_metrics, top10
 from training.matrix import build_cells
 
 
@@ -89,3 +91,23 @@ def test_only_customers_with_trained_cells_get_a_vector(tmp_path: Path) -> None:
                                    Params(3, 0.1, 1.0, 1, True), factors, cells.popularity())
     (batch,) = customer_batches(ds, [cells], [with_negatives], batch_size=10)
     assert all(len(schema.decode_customer_record(raw).vector) == 3 for _, raw in batch)
+
+
+def test_evaluation_top10_equals_serving_ranking_including_ties_across_the_cut() -> None:
+    n = 300
+    popularity = np.ones(n, dtype=np.float32)
+    popularity[::7] = 2.0  # 43 offers tie for first place
+    rng = np.random.default_rng(4)
+    factors = rng.integers(0, 3, size=(n, 2)).astype(np.float32)  # many tied personal scores
+    catalogue = Catalogue.from_json([{"offer_id": f"o{i}"} for i in range(n)])
+    for strategy, vectors in (("popular", None),
+                              ("personalized", rng.integers(0, 2, (5, 2)).astype(np.float32))):
+        seg = SegmentModel.build("s", strategy, 1.0, np.arange(n, dtype=np.uint32), popularity,
+                                 factors, n)
+        rows = 1 if vectors is None else len(vectors)
+        evaluated = top10(seg, vectors, rows, np.array([0]), np.array([0]))
+        for row in range(rows):
+            served = rank(seg, catalogue, Rules(limit=10, now=0.0),
+                          None if vectors is None else vectors[row],
+                          np.array([0], np.uint32) if row == 0 else None)
+            assert evaluated[row].tolist() == served.offers.tolist()
