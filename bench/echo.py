@@ -11,13 +11,12 @@ import argparse
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 from typing import Any
 
 from recsvc.config import Settings
 from recsvc.guard import CallLimiter, guarded
-from recsvc.server import make_grpc_server
+from recsvc.server import is_worker, make_grpc_server, pin_worker_cpu, run_workers
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 
@@ -67,17 +66,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     if args.workers > 1:
-        cpus = sorted(os.sched_getaffinity(0))
-        children = [subprocess.Popen([sys.executable, "-m", "bench.echo", "--port",
-                                      str(args.port)],
-                                     env=dict(os.environ, _ECHO_REUSE="1",
-                                              _RECSVC_CPU=str(cpus[i % len(cpus)])))
-                    for i in range(args.workers)]
-        signal.signal(signal.SIGTERM, lambda *_: [c.terminate() for c in children])
-        return max(c.wait() for c in children)
-    if "_RECSVC_CPU" in os.environ:
-        os.sched_setaffinity(0, {int(os.environ["_RECSVC_CPU"])})
-    asyncio.run(run(args.port, reuse_port=os.environ.get("_ECHO_REUSE") == "1"))
+        return run_workers([sys.executable, "-m", "bench.echo", "--port", str(args.port)],
+                           dict(os.environ), args.workers)
+    pin_worker_cpu()
+    asyncio.run(run(args.port, reuse_port=is_worker()))
     return 0
 
 

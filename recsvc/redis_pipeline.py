@@ -41,15 +41,6 @@ class ErrorReply(PipelineError):
     """Redis answered with an error (wrong type, NOAUTH, ...)."""
 
 
-def pack(args: tuple[bytes | str, ...]) -> bytes:
-    """A command in RESP: an array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode() if isinstance(arg, str) else arg
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
 class _Protocol(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # The loop is kept: asyncio.get_running_loop() costs a getpid() system call per use on
@@ -150,7 +141,9 @@ class PipelinedRedis:
         protocol = self._protocol
         if protocol is None or protocol.lost:
             protocol = await self._connect(deadline)
-        return await protocol.send(pack(args), deadline)
+        # hiredis's type stub declares a one-element tuple; any number of arguments works.
+        command = hiredis.pack_command(args)  # type: ignore[arg-type]
+        return await protocol.send(command, deadline)
 
     async def close(self) -> None:
         if self._protocol is not None:
@@ -188,7 +181,8 @@ class PipelinedRedis:
             raise ConnectionLost(f"cannot connect to Redis: {exc or 'timed out'}") from exc
         try:
             for command in self._handshake:
-                await protocol.send(pack(command), deadline)
+                packed = hiredis.pack_command(command)  # type: ignore[arg-type]
+                await protocol.send(packed, deadline)
         except PipelineError as exc:
             protocol.close(ConnectionLost("handshake failed"))
             raise ConnectionLost(f"Redis refused the connection setup: {exc}") from exc

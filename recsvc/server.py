@@ -117,7 +117,7 @@ def build_server(settings: Settings, store: RedisStore, reuse_port: bool = False
 async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
                  loop: LoopThread) -> RunningServer:
     holder = ModelHolder()
-    records = RecordReader(settings.redis_url, store.keys, settings, store.breaker)
+    records = RecordReader(store.keys, settings, store.breaker)
     recommender = Recommender(holder, records, settings.max_batch_ids, settings.batch_chunk)
     limiter = CallLimiter(settings.max_concurrent_rpcs)
     server = make_grpc_server(settings, reuse_port)
@@ -157,7 +157,7 @@ def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; with ``workers`` > 1, run that many processes on one port."""
     if settings.workers > 1:
         return _serve_workers(settings)
-    return _serve_one(settings, reuse_port=os.environ.get("_RECSVC_WORKER") == "1")
+    return _serve_one(settings, reuse_port=is_worker())
 
 
 def _serve_one(settings: Settings, reuse_port: bool) -> int:
@@ -178,18 +178,26 @@ def _serve_one(settings: Settings, reuse_port: bool) -> int:
 
 
 def _serve_workers(settings: Settings) -> int:
-    """N copies of this server sharing the port with SO_REUSEPORT; each pinned to a CPU if it can.
+    """N copies of this server sharing the port with SO_REUSEPORT.
 
     The kernel balances connections (not requests) across processes: clients need several
     connections, or a balancer in front, to use every worker.
     """
-    env = dict(os.environ, _RECSVC_WORKER="1", RECSVC_WORKERS="1",
-               RECSVC_PORT=str(settings.port), RECSVC_HOST=settings.host)
+    env = dict(os.environ, RECSVC_WORKERS="1", RECSVC_PORT=str(settings.port),
+               RECSVC_HOST=settings.host)
+    return run_workers([sys.executable, "-m", "recsvc", "serve"], env, settings.workers)
+
+
+def run_workers(command: list[str], env: dict[str, str], count: int) -> int:
+    """Run ``count`` copies of ``command``, each told to reuse the port and pinned to a CPU.
+
+    SIGTERM and SIGINT are passed on to every copy; returns the worst exit code. The benchmark's
+    echo starts its workers the same way.
+    """
     cpus = sorted(os.sched_getaffinity(0))
-    children = []
-    for i in range(settings.workers):
-        child_env = dict(env, _RECSVC_CPU=str(cpus[i % len(cpus)]))
-        children.append(subprocess.Popen([sys.executable, "-m", "recsvc", "serve"], env=child_env))
+    children = [subprocess.Popen(command, env=dict(env, _RECSVC_WORKER="1",
+                                                   _RECSVC_CPU=str(cpus[i % len(cpus)])))
+                for i in range(count)]
 
     def forward(signum: int, frame: FrameType | None) -> None:
         for child in children:
@@ -198,12 +206,16 @@ def _serve_workers(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    codes = [child.wait() for child in children]
-    return max(codes, default=0)
+    return max((child.wait() for child in children), default=0)
+
+
+def is_worker() -> bool:
+    """True in a process started by ``run_workers`` (it shares the port with its siblings)."""
+    return os.environ.get("_RECSVC_WORKER") == "1"
 
 
 def pin_worker_cpu() -> None:
-    """A worker started by ``_serve_workers`` runs on its own CPU (less cache and GIL churn)."""
+    """A worker started by ``run_workers`` runs on its own CPU (less cache and GIL churn)."""
     cpu = os.environ.get("_RECSVC_CPU")
     if cpu is not None:
         try:

@@ -130,9 +130,8 @@ class RedisStore:
 class RecordReader:
     """The Redis implementation of ``Records``: one pipelined connection on the event loop."""
 
-    def __init__(self, redis_url: str, keys: schema.Keys, settings: Settings,
-                 breaker: Breaker) -> None:
-        self._redis = PipelinedRedis(redis_url)
+    def __init__(self, keys: schema.Keys, settings: Settings, breaker: Breaker) -> None:
+        self._redis = PipelinedRedis(settings.redis_url)
         self._keys = keys
         self._timeout = settings.redis_timeout_ms / 1000.0
         self._breaker = breaker

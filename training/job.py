@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from recsvc import schema
 from recsvc.config import Settings
@@ -26,7 +27,7 @@ from training import data as data_module
 from training.config import TrainConfig, load_config
 from training.matrix import Cells, build_cells, global_popularity
 from training.progress import Progress
-from training.publish import PublishResult, SegmentArtifact, publish
+from training.publish import PublishResult, SegmentArtifact, batched, publish
 from training.report import print_summary
 from training.tune import SegmentResult, train_segment
 
@@ -86,23 +87,24 @@ def customer_batches(data: data_module.Dataset, cells: list[Cells], results: lis
             vec_bytes = users.tobytes()
         else:
             dim, vec_bytes, has_history = 0, b"", np.zeros(n, dtype=bool)
-        batch: list[tuple[str, bytes]] = []
         ids = [all_ids[i] for i in segment_cells.customers.tolist()]
-        lo_list, hi_list = bounds[:-1].tolist(), bounds[1:].tolist()
-        history = has_history.tolist()
-        width = 4 * dim
-        for row in range(n):
-            lo, hi = lo_list[row], hi_list[row]
-            d = dim if history[row] else 0
-            record = (schema.pack_record_header(s, d, hi - lo)
-                      + (vec_bytes[row * width:(row + 1) * width] if d else b"")
-                      + acc_bytes[4 * lo:4 * hi])
-            batch.append((ids[row], record))
-            if len(batch) == batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        yield from batched(_segment_records(s, ids, bounds, has_history, dim, vec_bytes,
+                                            acc_bytes), batch_size)
+
+
+def _segment_records(segment_index: int, ids: list[str], bounds: npt.NDArray[np.int64],
+                     has_history: npt.NDArray[np.bool_], dim: int, vec_bytes: bytes,
+                     acc_bytes: bytes) -> Iterator[tuple[str, bytes]]:
+    """(id, record) of one segment's customers, in bulk from the packed vectors and accepts."""
+    lo_list, hi_list = bounds[:-1].tolist(), bounds[1:].tolist()
+    history = has_history.tolist()
+    width = 4 * dim
+    for row, customer_id in enumerate(ids):
+        lo, hi = lo_list[row], hi_list[row]
+        d = dim if history[row] else 0
+        yield customer_id, (schema.pack_record_header(segment_index, d, hi - lo)
+                            + (vec_bytes[row * width:(row + 1) * width] if d else b"")
+                            + acc_bytes[4 * lo:4 * hi])
 
 
 def _meta(run: Run, data: data_module.Dataset, results: list[SegmentResult], version: str,

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -99,7 +99,7 @@ def publish(
     written = 0
     samples: list[tuple[str, bytes]] = []
     customers_key = keys.customers(version)
-    for commands, chunk in enumerate(_chunks_of(customer_batches, 8)):
+    for commands, chunk in enumerate(batched(customer_batches, 8)):
         if lock.lost:
             raise PublishError("lost the training lock while publishing; the new version is "
                                "left inactive and will be deleted by the next run")
@@ -125,16 +125,19 @@ def publish(
                          time.perf_counter() - started, deleted)
 
 
-def _chunks_of(batches: Iterable[list[tuple[str, bytes]]],
-               size: int) -> Iterator[list[list[tuple[str, bytes]]]]:
-    chunk: list[list[tuple[str, bytes]]] = []
-    for batch in batches:
-        chunk.append(batch)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+T = TypeVar("T")
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of ``size`` items (the last may be shorter); itertools.batched from Python 3.12."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def verify(client: redis.Redis, keys: schema.Keys, version: str,

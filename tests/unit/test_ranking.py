@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from recsvc.model import Catalogue, SegmentModel, standardize
 from recsvc.ranking import Rules, base_eligibility, rank, rank_many, segment_scores
@@ -75,14 +76,18 @@ def test_folded_blend_equals_the_blend_formula() -> None:
     np.testing.assert_allclose(zero[0], 0.7 * standardize(popularity), rtol=1e-5, atol=1e-6)
 
 
-def test_batch_ranking_equals_one_by_one_ranking() -> None:
-    seg, cat = segment(), catalogue()
+@pytest.mark.parametrize("strategy", ["personalized", "blended"])
+def test_batch_ranking_equals_one_by_one_ranking(strategy: str) -> None:
+    # Blended: one customer goes through _blend's scalar path, several through its row path.
+    seg, cat = segment(strategy, 0.5), catalogue()
     vectors = np.random.default_rng(1).normal(size=(5, 2)).astype(np.float32)
     accepted = [np.array([i], dtype=np.uint32) for i in range(5)]
     rules = Rules(limit=4, now=NOW)
     many = rank_many(seg, cat, rules, vectors, accepted)
     for vector, taken, result in zip(vectors, accepted, many, strict=True):
         assert result.offers.tolist() == rank(seg, cat, rules, vector, taken).offers.tolist()
+        np.testing.assert_allclose(result.scores, rank(seg, cat, rules, vector, taken).scores,
+                                   rtol=1e-6, atol=1e-6)
 
 
 def test_nothing_eligible_gives_an_empty_ranking() -> None:
