@@ -16,8 +16,8 @@ from collections.abc import Callable
 import numpy as np
 
 import recsvc  # noqa: F401  (one BLAS thread, set before numpy does any work)
-from recsvc.model import Catalogue, SegmentModel
-from recsvc.ranking import Rules, rank
+from recsvc.core.model import Catalogue, SegmentModel
+from recsvc.core.ranking import Rules, rank
 
 OFFERS, FACTORS, CALLS = 236, 16, 20_000
 

@@ -1,3 +1,3 @@
-from recsvc.cli import main
+from recsvc.cli.main import main
 
 raise SystemExit(main())

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from recsvc.config import Settings
+from recsvc.core.config import Settings
 from training import localredis
 
 _prefixes = itertools.count()

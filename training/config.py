@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from recsvc.errors import DataError
+from recsvc.core.errors import DataError
 
 EVENTS = ("impression", "click", "accept", "redeem", "decline")
 

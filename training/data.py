@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from recsvc.errors import DataError
+from recsvc.core.errors import DataError
 from training.config import EVENTS
 
 CUSTOMER_KINDS = ("missing_customer_id", "duplicate_customer_id", "missing_segment",

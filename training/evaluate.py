@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from recsvc.model import STRATEGY_BLENDED, STRATEGY_PERSONALIZED, STRATEGY_POPULAR, SegmentModel
-from recsvc.ranking import segment_scores
+from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_PERSONALIZED, STRATEGY_POPULAR, SegmentModel
+from recsvc.core.ranking import segment_scores
 
 K = 10
 _DISCOUNT = 1.0 / np.log2(np.arange(2, K + 2))

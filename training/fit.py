@@ -10,7 +10,7 @@ import numpy.typing as npt
 from scipy.sparse import csr_matrix
 from threadpoolctl import threadpool_limits
 
-from recsvc.errors import RecsvcError
+from recsvc.core.errors import RecsvcError
 
 
 class FitError(RecsvcError):

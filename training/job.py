@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from recsvc import schema
-from recsvc.config import Settings
-from recsvc.errors import DataError, QualityGateError, RecsvcError
-from recsvc.registry import Registry, TrainLock
-from recsvc.store import connect
+from recsvc.core import schema
+from recsvc.core.config import Settings
+from recsvc.core.errors import DataError, QualityGateError, RecsvcError
+from recsvc.store.registry import Registry, TrainLock
+from recsvc.store.reader import connect
 from training import data as data_module
 from training.config import TrainConfig, load_config
 from training.matrix import Cells, build_cells, global_popularity

@@ -24,9 +24,9 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
-from recsvc import schema
-from recsvc.errors import PublishError
-from recsvc.registry import Registry, TrainLock
+from recsvc.core import schema
+from recsvc.core.errors import PublishError
+from recsvc.store.registry import Registry, TrainLock
 
 log = logging.getLogger(__name__)
 

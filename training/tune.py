@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from recsvc.model import STRATEGY_POPULAR
+from recsvc.core.model import STRATEGY_POPULAR
 from training.config import TrainConfig
 from training.evaluate import (
     Metrics,

@@ -13,10 +13,10 @@ import grpc
 import numpy as np
 import redis
 
-from recsvc import schema
-from recsvc.config import Settings
-from recsvc.server import RunningServer, build_server
-from recsvc.store import RedisStore, connect
+from recsvc.core import schema
+from recsvc.core.config import Settings
+from recsvc.api.server import RunningServer, build_server
+from recsvc.store.reader import RedisStore, connect
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 from tests.integration.helpers import FAST_CONFIG, cli, train_args

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from recsvc.config import Settings
+from recsvc.core.config import Settings
 from recsvc.v1 import offers_pb2 as pb
 from tests.integration.serving import make_data, running, train
 

@@ -12,7 +12,7 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from recsvc.config import Settings
+from recsvc.core.config import Settings
 from recsvc.v1 import offers_pb2 as pb
 from tests.integration.serving import (
     fast_settings,

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import redis
 
-from recsvc import schema
-from recsvc.model import ModelVersion
-from recsvc.ranking import Rules, rank
-from recsvc.registry import Registry
+from recsvc.core import schema
+from recsvc.core.model import ModelVersion
+from recsvc.core.ranking import Rules, rank
+from recsvc.store.registry import Registry
 from tests.integration.helpers import FAST_CONFIG, cli, planted, popen_cli, train_args
 from training import localredis
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from recsvc.config import Settings, ignored_variables
-from recsvc.errors import DataError, RecsvcError
+from recsvc.core.config import Settings, ignored_variables
+from recsvc.core.errors import DataError, RecsvcError
 from training.config import load_config
 
 

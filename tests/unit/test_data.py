@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recsvc.errors import DataError
+from recsvc.core.errors import DataError
 from training import data
 
 CUSTOMERS = """customer_id,segment,clv,churn_risk,extra

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from recsvc import schema
-from recsvc.model import Catalogue, SegmentModel
-from recsvc.ranking import Rules, rank
+from recsvc.core import schema
+from recsvc.core.model import Catalogue, SegmentModel
+from recsvc.core.ranking import Rules, rank
 from training import data
 from training.config import TrainConfig
 from training.evaluate import holdout_split, score_metrics, top10

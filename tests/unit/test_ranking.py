@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsvc.model import Catalogue, SegmentModel, standardize
-from recsvc.ranking import Rules, base_eligibility, rank, rank_many, segment_scores
+from recsvc.core.model import Catalogue, SegmentModel, standardize
+from recsvc.core.ranking import Rules, base_eligibility, rank, rank_many, segment_scores
 
 NOW = 1_800_000_000.0
 

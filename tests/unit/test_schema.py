@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from recsvc import schema
+from recsvc.core import schema
 
 
 def test_key_names_are_fixed_byte_for_byte() -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from recsvc.errors import CorruptRecordError, StoreError
-from recsvc.recommender import ModelHolder
-from recsvc.watcher import ModelWatcher
+from recsvc.core.errors import CorruptRecordError, StoreError
+from recsvc.serving.recommender import ModelHolder
+from recsvc.serving.watcher import ModelWatcher
 
 
 class ScriptedStore:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from recsvc import schema
+from recsvc.core import schema
 
 STRATEGY_PERSONALIZED = "personalized"
 STRATEGY_BLENDED = "blended"

@@ -7,9 +7,9 @@ from typing import Any
 
 import grpc.aio
 
-from recsvc.guard import CallLimiter, guarded
-from recsvc.model import STRATEGY_BLENDED, STRATEGY_PERSONALIZED
-from recsvc.recommender import (
+from recsvc.api.guard import CallLimiter, guarded
+from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_PERSONALIZED
+from recsvc.serving.recommender import (
     BLENDED,
     DEGRADED_GLOBAL_POPULAR,
     DEGRADED_SEGMENT_POPULAR,

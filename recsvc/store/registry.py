@@ -16,8 +16,8 @@ from typing import Any
 
 import redis
 
-from recsvc import schema
-from recsvc.errors import LockHeldError, PublishError, RecsvcError
+from recsvc.core import schema
+from recsvc.core.errors import LockHeldError, PublishError, RecsvcError
 
 STATE_WRITING = "writing"
 STATE_COMPLETE = "complete"

@@ -7,11 +7,11 @@ import time
 
 import grpc
 
-from recsvc import schema
-from recsvc.config import Settings
-from recsvc.errors import RecsvcError
-from recsvc.registry import Registry
-from recsvc.store import connect
+from recsvc.core import schema
+from recsvc.core.config import Settings
+from recsvc.core.errors import RecsvcError
+from recsvc.store.registry import Registry
+from recsvc.store.reader import connect
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from recsvc.model import STRATEGY_BLENDED, STRATEGY_POPULAR, Catalogue, SegmentModel
+from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_POPULAR, Catalogue, SegmentModel
 
 NO_SCORE = np.float32(-np.inf)
 

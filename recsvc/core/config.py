@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from recsvc.errors import RecsvcError
+from recsvc.core.errors import RecsvcError
 
 
 @dataclass(frozen=True)

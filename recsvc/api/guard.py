@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 import grpc.aio
 
-from recsvc.errors import (
+from recsvc.core.errors import (
     DeadlineExceededError,
     InvalidRequestError,
     ModelNotPublishedError,

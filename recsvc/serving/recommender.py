@@ -15,16 +15,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from recsvc import schema
-from recsvc.errors import (
+from recsvc.core import schema
+from recsvc.core.errors import (
     CorruptRecordError,
     InvalidRequestError,
     ModelNotPublishedError,
     StoreError,
 )
-from recsvc.model import STRATEGY_BLENDED, STRATEGY_POPULAR, ModelVersion, SegmentModel
-from recsvc.ranking import Ranked, Rules, rank, rank_many
-from recsvc.store import Records
+from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_POPULAR, ModelVersion, SegmentModel
+from recsvc.core.ranking import Ranked, Rules, rank, rank_many
+from recsvc.store.reader import Records
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from recsvc import __version__
-from recsvc.config import Settings, ignored_variables
-from recsvc.errors import RecsvcError
+from recsvc.core.config import Settings, ignored_variables
+from recsvc.core.errors import RecsvcError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -90,20 +90,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("recsvc").warning("%s", message)
     try:
         if args.command == "serve":
-            from recsvc.server import pin_worker_cpu, serve
+            from recsvc.api.server import pin_worker_cpu, serve
 
             pin_worker_cpu()
             return serve(settings)
         if args.command == "recommend":
-            from recsvc.client import print_recommendation
+            from recsvc.cli.client import print_recommendation
 
             return print_recommendation(args, settings)
         if args.command == "health":
-            from recsvc.client import health_command
+            from recsvc.cli.client import health_command
 
             return health_command(args, settings)
         if args.command == "models":
-            from recsvc.client import models_command
+            from recsvc.cli.client import models_command
 
             return models_command(args, settings)
         return _training_command(args, settings)

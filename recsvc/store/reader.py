@@ -20,11 +20,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from recsvc import schema
-from recsvc.config import Settings
-from recsvc.errors import CorruptRecordError, DeadlineExceededError, StoreError
-from recsvc.model import ModelVersion
-from recsvc.redis_pipeline import ConnectionLost, ErrorReply, PipelinedRedis
+from recsvc.core import schema
+from recsvc.core.config import Settings
+from recsvc.core.errors import CorruptRecordError, DeadlineExceededError, StoreError
+from recsvc.core.model import ModelVersion
+from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, PipelinedRedis
 
 
 class Store(Protocol):

@@ -11,9 +11,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from recsvc.errors import CorruptRecordError, StoreError
-from recsvc.recommender import ModelHolder
-from recsvc.store import Store
+from recsvc.core.errors import CorruptRecordError, StoreError
+from recsvc.serving.recommender import ModelHolder
+from recsvc.store.reader import Store
 
 log = logging.getLogger(__name__)
 
