@@ -14,9 +14,9 @@ import signal
 import sys
 from typing import Any
 
-from recsvc.core.config import Settings
 from recsvc.api.guard import CallLimiter, guarded
 from recsvc.api.server import is_worker, make_grpc_server, pin_worker_cpu, run_workers
+from recsvc.core.config import Settings
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 

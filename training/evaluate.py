@@ -19,7 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_PERSONALIZED, STRATEGY_POPULAR, SegmentModel
+from recsvc.core.model import (
+    STRATEGY_BLENDED,
+    STRATEGY_PERSONALIZED,
+    STRATEGY_POPULAR,
+    SegmentModel,
+)
 from recsvc.core.ranking import segment_scores
 
 K = 10

@@ -21,8 +21,8 @@ import numpy.typing as npt
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import DataError, QualityGateError, RecsvcError
-from recsvc.store.registry import Registry, TrainLock
 from recsvc.store.reader import connect
+from recsvc.store.registry import Registry, TrainLock
 from training import data as data_module
 from training.config import TrainConfig, load_config
 from training.matrix import Cells, build_cells, global_popularity

@@ -23,15 +23,16 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from recsvc.api.guard import CallLimiter
+from recsvc.api.service import RetentionOfferServicer
 from recsvc.core import schema
 from recsvc.core.config import Settings
-from recsvc.api.guard import CallLimiter
-from recsvc.serving.recommender import ModelHolder, Recommender
-from recsvc.api.service import RetentionOfferServicer
+from recsvc.serving.holder import ModelHolder
+from recsvc.serving.recommender import Recommender
+from recsvc.serving.watcher import ModelWatcher
 from recsvc.store.reader import RecordReader, RedisStore, connect
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
-from recsvc.serving.watcher import ModelWatcher
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ import grpc.aio
 
 from recsvc.api.guard import CallLimiter, guarded
 from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_PERSONALIZED
+from recsvc.serving.holder import ModelHolder
 from recsvc.serving.recommender import (
     BLENDED,
     DEGRADED_GLOBAL_POPULAR,
@@ -17,7 +18,6 @@ from recsvc.serving.recommender import (
     PERSONALIZED,
     SEGMENT_POPULAR,
     Answer,
-    ModelHolder,
     Question,
     Recommender,
 )

@@ -10,8 +10,8 @@ import grpc
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import RecsvcError
-from recsvc.store.registry import Registry
 from recsvc.store.reader import connect
+from recsvc.store.registry import Registry
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 

@@ -1,12 +1,17 @@
-"""The ``recsvc`` console script: serve, recommend, models, and (with ``recsvc[train]``)
-train and datagen."""
+"""The ``recsvc`` console script: serve, recommend, health, models; more commands (train,
+datagen) come from the ``recsvc.commands`` entry-point group, so recsvc never imports them.
+
+An entry point names a function ``add(subparsers)`` that adds its sub-command and sets
+``run=handler`` as a default, where ``handler(args, settings) -> exit code``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from recsvc import __version__
 from recsvc.core.config import Settings, ignored_variables
@@ -14,10 +19,17 @@ from recsvc.core.errors import RecsvcError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+COMMAND_GROUP = "recsvc.commands"
+
+
+def command_plugins() -> list[importlib.metadata.EntryPoint]:
+    """Sub-commands other packages add (the training job adds train and datagen)."""
+    return sorted(importlib.metadata.entry_points(group=COMMAND_GROUP), key=lambda e: e.name)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recsvc", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="recsvc", description="Retention offers: train, serve, ask, operate.")
     parser.add_argument("--version", action="version", version=f"recsvc {__version__}")
     parser.add_argument("--redis-url", help="overrides RECSVC_REDIS_URL")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,26 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     act.add_argument("version")
     msub.add_parser("rollback", help="swap the active and the previous version")
 
-    train = sub.add_parser("train", help="train per-segment models and publish a version")
-    train.add_argument("--customers", required=True)
-    train.add_argument("--offers", required=True)
-    train.add_argument("--interactions", required=True)
-    train.add_argument("--config", help="TOML file (see docs/DESIGN.md for every key)")
-    train.add_argument("--report", help="write the run report as JSON here")
-    train.add_argument("--no-activate", action="store_true",
-                       help="publish the version but leave the active one in place")
-    train.add_argument("--strict", action="store_true", help="any bad row fails the run")
-    train.add_argument("--force", action="store_true",
-                       help="activate even if the quality gate says the new version is worse")
-    train.add_argument("--seed", type=int, help="overrides the config's seed")
-
-    gen = sub.add_parser("datagen", help="write a synthetic data set with planted preferences")
-    gen.add_argument("--out", required=True)
-    gen.add_argument("--customers", type=int, default=10_000)
-    gen.add_argument("--offers", type=int, default=200)
-    gen.add_argument("--segments", type=int, default=4)
-    gen.add_argument("--seed", type=int, default=7)
-    gen.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    for command in command_plugins():
+        command.load()(sub)
     return parser
 
 
@@ -106,22 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from recsvc.cli.client import models_command
 
             return models_command(args, settings)
-        return _training_command(args, settings)
+        run: Callable[[argparse.Namespace, Settings], int] = args.run
+        return run(args, settings)
     except RecsvcError as exc:
         print(f"recsvc: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
-
-
-def _training_command(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        # Serving never imports the training stack; these commands need the `train` extra.
-        from training import datagen, job
-    except ImportError as exc:
-        print(f"recsvc {args.command}: the training stack is not installed ({exc.name}); "
-              "install it with: pip install 'recsvc[train]'", file=sys.stderr)
-        return EXIT_FAILURE
-    if args.command == "datagen":
-        return datagen.main(args)
-    return job.main(args, settings)

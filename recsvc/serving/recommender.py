@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
@@ -19,12 +18,12 @@ from recsvc.core import schema
 from recsvc.core.errors import (
     CorruptRecordError,
     InvalidRequestError,
-    ModelNotPublishedError,
     StoreError,
 )
 from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_POPULAR, ModelVersion, SegmentModel
 from recsvc.core.ranking import Ranked, Rules, rank, rank_many
-from recsvc.store.reader import Records
+from recsvc.serving.holder import ModelHolder
+from recsvc.serving.ports import Records
 
 log = logging.getLogger(__name__)
 
@@ -64,30 +63,6 @@ class Answer:
     strategy: str
     ranked: Ranked
     reason: str = ""
-
-
-class ModelHolder:
-    """The active in-memory version; replaced whole, so a reader keeps one consistent version."""
-
-    def __init__(self) -> None:
-        self._current: ModelVersion | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def current(self) -> ModelVersion | None:
-        return self._current
-
-    def require(self) -> ModelVersion:
-        model = self._current
-        if model is None:
-            raise ModelNotPublishedError(
-                "no model version is active yet: run `recsvc train` to publish one"
-            )
-        return model
-
-    def swap(self, model: ModelVersion) -> None:
-        with self._lock:
-            self._current = model
 
 
 def validate_customer_id(customer_id: str, field: str = "customer_id") -> None:

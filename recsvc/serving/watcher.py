@@ -12,8 +12,8 @@ import threading
 from collections.abc import Callable
 
 from recsvc.core.errors import CorruptRecordError, StoreError
-from recsvc.serving.recommender import ModelHolder
-from recsvc.store.reader import Store
+from recsvc.serving.holder import ModelHolder
+from recsvc.serving.ports import Store
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -25,27 +25,6 @@ from recsvc.core.config import Settings
 from recsvc.core.errors import CorruptRecordError, DeadlineExceededError, StoreError
 from recsvc.core.model import ModelVersion
 from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, PipelinedRedis
-
-
-class Store(Protocol):
-    """What the model watcher needs from the model store."""
-
-    def active_version(self) -> str | None:
-        """The active pointer; raises StoreError when Redis does not answer."""
-        ...
-
-    def load_version(self, version: str) -> ModelVersion: ...
-
-
-class Records(Protocol):
-    """What requests need: customer records, read on the event loop."""
-
-    async def customer_record(self, version: str, customer_id: str,
-                              deadline: float) -> bytes | None: ...
-
-    async def customer_records(
-        self, version: str, customer_ids: Sequence[str], deadline: float
-    ) -> list[bytes | None]: ...
 
 
 class Breaker:

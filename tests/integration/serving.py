@@ -13,9 +13,9 @@ import grpc
 import numpy as np
 import redis
 
+from recsvc.api.server import RunningServer, build_server
 from recsvc.core import schema
 from recsvc.core.config import Settings
-from recsvc.api.server import RunningServer, build_server
 from recsvc.store.reader import RedisStore, connect
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from recsvc.core.errors import CorruptRecordError, StoreError
-from recsvc.serving.recommender import ModelHolder
+from recsvc.serving.holder import ModelHolder
 from recsvc.serving.watcher import ModelWatcher
 
 

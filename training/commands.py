@@ -1,0 +1,68 @@
+"""The ``recsvc train`` and ``recsvc datagen`` sub-commands, added to the ``recsvc`` console
+script through its ``recsvc.commands`` entry-point group (see pyproject.toml).
+
+Only argparse at import time: ``recsvc --help`` must work in a serving-only install. The
+training stack (the ``train`` extra) is imported when a command runs, and its absence is one
+clear line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from recsvc.core.config import Settings
+
+EXIT_FAILURE = 1
+
+
+def _missing_stack(command: str, exc: ImportError) -> int:
+    print(f"recsvc {command}: the training stack is not installed ({exc.name}); "
+          "install it with: pip install 'recsvc[train]'", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def run_train(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from training import job
+    except ImportError as exc:
+        return _missing_stack("train", exc)
+    return job.main(args, settings)
+
+
+def run_datagen(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from training import datagen
+    except ImportError as exc:
+        return _missing_stack("datagen", exc)
+    return datagen.main(args)
+
+
+def add_train(sub: Any) -> None:
+    train: argparse.ArgumentParser = sub.add_parser(
+        "train", help="train per-segment models and publish a version")
+    train.add_argument("--customers", required=True)
+    train.add_argument("--offers", required=True)
+    train.add_argument("--interactions", required=True)
+    train.add_argument("--config", help="TOML file (see docs/DESIGN.md for every key)")
+    train.add_argument("--report", help="write the run report as JSON here")
+    train.add_argument("--no-activate", action="store_true",
+                       help="publish the version but leave the active one in place")
+    train.add_argument("--strict", action="store_true", help="any bad row fails the run")
+    train.add_argument("--force", action="store_true",
+                       help="activate even if the quality gate says the new version is worse")
+    train.add_argument("--seed", type=int, help="overrides the config's seed")
+    train.set_defaults(run=run_train)
+
+
+def add_datagen(sub: Any) -> None:
+    gen: argparse.ArgumentParser = sub.add_parser(
+        "datagen", help="write a synthetic data set with planted preferences")
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--customers", type=int, default=10_000)
+    gen.add_argument("--offers", type=int, default=200)
+    gen.add_argument("--segments", type=int, default=4)
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    gen.set_defaults(run=run_datagen)
