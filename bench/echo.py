@@ -15,7 +15,8 @@ import sys
 from typing import Any
 
 from recsvc.api.guard import CallLimiter, guarded
-from recsvc.api.server import is_worker, make_grpc_server, pin_worker_cpu, run_workers
+from recsvc.api.server import make_grpc_server
+from recsvc.api.workers import is_worker, pin_worker_cpu, run_workers
 from recsvc.core.config import Settings
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from recsvc.api.guard import CallLimiter
 from recsvc.api.service import RetentionOfferServicer
+from recsvc.api.workers import is_worker, run_workers
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.serving.holder import ModelHolder
@@ -187,39 +187,3 @@ def _serve_workers(settings: Settings) -> int:
     env = dict(os.environ, RECSVC_WORKERS="1", RECSVC_PORT=str(settings.port),
                RECSVC_HOST=settings.host)
     return run_workers([sys.executable, "-m", "recsvc", "serve"], env, settings.workers)
-
-
-def run_workers(command: list[str], env: dict[str, str], count: int) -> int:
-    """Run ``count`` copies of ``command``, each told to reuse the port and pinned to a CPU.
-
-    SIGTERM and SIGINT are passed on to every copy; returns the worst exit code. The benchmark's
-    echo starts its workers the same way.
-    """
-    cpus = sorted(os.sched_getaffinity(0))
-    children = [subprocess.Popen(command, env=dict(env, _RECSVC_WORKER="1",
-                                                   _RECSVC_CPU=str(cpus[i % len(cpus)])))
-                for i in range(count)]
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    return max((child.wait() for child in children), default=0)
-
-
-def is_worker() -> bool:
-    """True in a process started by ``run_workers`` (it shares the port with its siblings)."""
-    return os.environ.get("_RECSVC_WORKER") == "1"
-
-
-def pin_worker_cpu() -> None:
-    """A worker started by ``run_workers`` runs on its own CPU (less cache and GIL churn)."""
-    cpu = os.environ.get("_RECSVC_CPU")
-    if cpu is not None:
-        try:
-            os.sched_setaffinity(0, {int(cpu)})
-        except OSError:
-            log.warning("cannot pin worker to CPU %s", cpu)

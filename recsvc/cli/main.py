@@ -84,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("recsvc").warning("%s", message)
     try:
         if args.command == "serve":
-            from recsvc.api.server import pin_worker_cpu, serve
+            from recsvc.api.server import serve
+            from recsvc.api.workers import pin_worker_cpu
 
             pin_worker_cpu()
             return serve(settings)
