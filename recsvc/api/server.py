@@ -24,9 +24,10 @@ from grpc_reflection.v1alpha import reflection
 
 from recsvc.api.guard import CallLimiter
 from recsvc.api.service import RetentionOfferServicer
-from recsvc.api.workers import is_worker, run_workers
+from recsvc.api.workers import check_can_listen, is_worker, run_workers
 from recsvc.core import schema
 from recsvc.core.config import Settings
+from recsvc.core.errors import ListenError
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.recommender import Recommender
 from recsvc.serving.watcher import ModelWatcher
@@ -147,9 +148,14 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
     # Start with the active model when there is one (blocking reads: off the loop).
     await asyncio.to_thread(watcher.check_once)
     watcher.start()
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    try:
+        port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    except RuntimeError as exc:  # grpcio: "Failed to bind to address ..."
+        raise ListenError(f"--port / RECSVC_PORT: cannot listen on {settings.host}:"
+                          f"{settings.port} ({exc})") from None
     if port == 0:
-        raise OSError(f"cannot bind {settings.host}:{settings.port}")
+        raise ListenError(f"--port / RECSVC_PORT: cannot listen on {settings.host}:"
+                          f"{settings.port}")
     await server.start()
     return RunningServer(server, port, health_servicer, watcher, limiter, records, loop)
 
@@ -162,6 +168,8 @@ def serve(settings: Settings) -> int:
 
 
 def _serve_one(settings: Settings, reuse_port: bool) -> int:
+    if not reuse_port:
+        check_can_listen(settings.host, settings.port)
     store = RedisStore(connect(settings), schema.Keys(settings.key_prefix), settings)
     running = build_server(settings, store, reuse_port=reuse_port)
     log.info("recsvc listening on %s:%d (pid %d)", settings.host, running.port, os.getpid())
@@ -184,6 +192,7 @@ def _serve_workers(settings: Settings) -> int:
     The kernel balances connections (not requests) across processes: clients need several
     connections, or a balancer in front, to use every worker.
     """
+    check_can_listen(settings.host, settings.port)
     env = dict(os.environ, RECSVC_WORKERS="1", RECSVC_PORT=str(settings.port),
                RECSVC_HOST=settings.host)
     return run_workers([sys.executable, "-m", "recsvc", "serve"], env, settings.workers)

@@ -5,11 +5,15 @@ Used by ``recsvc serve --workers N`` and by the benchmark's echo server. Stdlib 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 import subprocess
 from types import FrameType
+
+from recsvc.core.errors import ListenError
 
 log = logging.getLogger(__name__)
 
@@ -48,3 +52,32 @@ def pin_worker_cpu() -> None:
             os.sched_setaffinity(0, {int(cpu)})
         except OSError:
             log.warning("cannot pin worker to CPU %s", cpu)
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Raise ListenError (one line) unless this process could listen on ``host:port`` now.
+
+    Bound without SO_REUSEPORT, so a port another server shares through SO_REUSEPORT counts as
+    in use too (grpcio would otherwise join it silently). Port 0 always passes.
+    """
+    if port == 0:
+        return
+    address = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(f"--host / RECSVC_HOST: cannot resolve {host!r} ({exc.strerror})"
+                          ) from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpcio does
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ListenError(f"--host / RECSVC_HOST: {host} is not an address of this "
+                                  f"machine ({exc.strerror})") from None
+            raise ListenError(f"--port / RECSVC_PORT: cannot listen on {host}:{port} "
+                              f"({exc.strerror}); choose another port or stop what holds it"
+                              ) from None
