@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from recsvc.api.guard import CallLimiter
+from recsvc.api.handlers import SERVICE_NAME, add_servicer
 from recsvc.api.service import RetentionOfferServicer
 from recsvc.api.workers import check_can_listen, is_worker, run_workers
 from recsvc.core import schema
@@ -32,15 +33,12 @@ from recsvc.serving.holder import ModelHolder
 from recsvc.serving.recommender import Recommender
 from recsvc.serving.watcher import ModelWatcher
 from recsvc.store.reader import RecordReader, RedisStore, connect
-from recsvc.v1 import offers_pb2 as pb
-from recsvc.v1 import offers_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
 # grpcio-health-checking's asyncio servicer (health.aio, which its type stubs do not declare).
 AioHealthServicer: Any = health.aio.HealthServicer  # type: ignore[attr-defined]
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RetentionOfferService"].full_name
 
 
 class LoopThread:
@@ -71,6 +69,7 @@ class RunningServer:
     limiter: CallLimiter
     records: RecordReader
     loop: LoopThread
+    recommender: Recommender  # its ``failures.counts`` say how many records were corrupt
 
     _stopping: threading.Lock = field(default_factory=threading.Lock)
 
@@ -123,9 +122,9 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
     recommender = Recommender(holder, records, settings.max_batch_ids, settings.batch_chunk)
     limiter = CallLimiter(settings.max_concurrent_rpcs)
     server = make_grpc_server(settings, reuse_port)
-    pb_grpc.add_RetentionOfferServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        RetentionOfferServicer(recommender, holder, settings.default_deadline_ms / 1000.0,
-                               limiter), server)
+    add_servicer(server, RetentionOfferServicer(
+        recommender, holder, settings.default_deadline_ms / 1000.0, limiter,
+        batch_seconds_per_id=settings.batch_deadline_per_id_ms / 1000.0))
     health_servicer = AioHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
@@ -157,7 +156,8 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
         raise ListenError(f"--port / RECSVC_PORT: cannot listen on {settings.host}:"
                           f"{settings.port}")
     await server.start()
-    return RunningServer(server, port, health_servicer, watcher, limiter, records, loop)
+    return RunningServer(server, port, health_servicer, watcher, limiter, records, loop,
+                         recommender)
 
 
 def serve(settings: Settings) -> int:
