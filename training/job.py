@@ -28,7 +28,7 @@ from training import data as data_module
 from training.config import TrainConfig, load_config
 from training.matrix import Cells, build_cells, global_popularity
 from training.progress import Progress
-from training.publish import PublishResult, SegmentArtifact, batched, publish
+from training.publish import PublishResult, SegmentArtifact, batched, check_finite, publish
 from training.report import print_summary
 from training.tune import SegmentResult, train_segment
 
@@ -85,6 +85,7 @@ def customer_batches(data: data_module.Dataset, cells: list[Cells], results: lis
             negative = negative_weight if result.params.negative_impressions else None
             has_history = segment_cells.trained_rows(negative, positive_only)
             users = np.ascontiguousarray(result.factors.users, dtype=schema.FLOAT32_LE)
+            check_finite(f"segment {s} customer vectors", users)  # before any is written
             dim = users.shape[1]
             vec_bytes = users.tobytes()
             values = segment_cells.values(negative)

@@ -1,4 +1,5 @@
-"""The gRPC servicer (grpc.aio): proto <-> domain, nothing else. ``guarded`` maps errors."""
+"""The gRPC servicer (grpc.aio): proto <-> domain, nothing else. ``guarded`` parses the request
+bytes and maps errors; ``handlers.add_servicer`` registers it."""
 
 from __future__ import annotations
 
@@ -41,6 +42,11 @@ _SEGMENT_STRATEGY_TO_PROTO = {
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+def batch_default_seconds(default_seconds: float, per_id_seconds: float, ids: int) -> float:
+    """A batch without a caller's deadline gets the default plus an allowance per id."""
+    return default_seconds + per_id_seconds * ids
+
+
 def deadline_of(context: Context, default_seconds: float) -> float:
     """Monotonic deadline: the caller's, else the server default."""
     remaining = context.time_remaining()
@@ -76,13 +82,15 @@ def _metrics(values: dict[str, float] | None) -> pb.Metrics:
 
 class RetentionOfferServicer(pb_grpc.RetentionOfferServiceServicer):
     def __init__(self, recommender: Recommender, holder: ModelHolder,
-                 default_deadline_seconds: float, limiter: CallLimiter) -> None:
+                 default_deadline_seconds: float, limiter: CallLimiter,
+                 batch_seconds_per_id: float = 0.001) -> None:
         self.recommender = recommender
         self.holder = holder
         self.default_deadline = default_deadline_seconds
+        self.batch_seconds_per_id = batch_seconds_per_id
         self.limiter = limiter
 
-    @guarded
+    @guarded(pb.RecommendRequest)
     async def Recommend(self, request: pb.RecommendRequest,
                         context: Context) -> pb.RecommendResponse:
         question = Question(request.customer_id, request.limit, request.channel,
@@ -91,16 +99,18 @@ class RetentionOfferServicer(pb_grpc.RetentionOfferServiceServicer):
                                                   deadline_of(context, self.default_deadline))
         return to_response(answer)
 
-    @guarded
+    @guarded(pb.RecommendBatchRequest)
     async def RecommendBatch(self, request: pb.RecommendBatchRequest, context: Context) -> None:
         # context.write rather than an async generator: measured ~1.7x the messages per second.
-        answers = self.recommender.recommend_batch(
-            list(request.customer_ids), request.limit, request.channel,
-            deadline_of(context, self.default_deadline))
+        ids = list(request.customer_ids)
+        default = batch_default_seconds(self.default_deadline, self.batch_seconds_per_id,
+                                        len(ids))
+        answers = self.recommender.recommend_batch(ids, request.limit, request.channel,
+                                                   deadline_of(context, default))
         async for answer in answers:
             await context.write(to_response(answer))
 
-    @guarded
+    @guarded(pb.GetModelInfoRequest)
     async def GetModelInfo(self, request: pb.GetModelInfoRequest,
                            context: Context) -> pb.ModelInfo:
         model = self.holder.require()

@@ -22,6 +22,7 @@ from recsvc.core.errors import (
 )
 from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_POPULAR, ModelVersion, SegmentModel
 from recsvc.core.ranking import Ranked, Rules, rank, rank_many
+from recsvc.core.ratelog import RateLimitedLog
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.ports import Records
 
@@ -112,6 +113,7 @@ class Recommender:
         self.records = records
         self.max_batch_ids = max_batch_ids
         self.batch_chunk = batch_chunk
+        self.failures = RateLimitedLog(log)
 
     async def recommend(self, question: Question, deadline: float) -> Answer:
         limit = validate_question(question)
@@ -134,14 +136,21 @@ class Recommender:
         try:
             record = decode(raw, model)
         except CorruptRecordError as exc:
-            log.error("customer %r: %s", question.customer_id, exc)
-            return self._popular(question.customer_id, question.segment, model, rules,
-                                 degraded=True, reason="customer record unreadable")
+            return self._corrupt(question.customer_id, question.segment, model, rules, exc)
         segment = model.segments[record.segment_index]
         strategy, reason = segment_strategy(segment, record)
         vector = record.vector if strategy != SEGMENT_POPULAR else None
         ranked = rank(segment, catalogue, rules, vector, record.accepted)
         return Answer(question.customer_id, segment.name, model, strategy, ranked, reason)
+
+    def _corrupt(self, customer_id: str, segment_name: str, model: ModelVersion, rules: Rules,
+                 exc: CorruptRecordError) -> Answer:
+        """A record that does not decode answers its customer from popularity, never an error;
+        counted in ``failures.counts["corrupt_record"]``, logged at most once per interval."""
+        self.failures.log(logging.ERROR, "corrupt_record",
+                          f"corrupt customer record in version {model.version}: {exc}")
+        return self._popular(customer_id, segment_name, model, rules, degraded=True,
+                             reason=f"customer record unreadable ({exc})")
 
     def _popular(self, customer_id: str, segment_name: str, model: ModelVersion, rules: Rules,
                  degraded: bool, reason: str) -> Answer:
@@ -205,9 +214,7 @@ class Recommender:
             try:
                 record = decode(raw, model)
             except CorruptRecordError as exc:
-                log.error("customer %r: %s", chunk[pos], exc)
-                answers[pos] = self._popular(chunk[pos], "", model, rules, degraded=True,
-                                             reason="customer record unreadable")
+                answers[pos] = self._corrupt(chunk[pos], "", model, rules, exc)
                 continue
             strategy, reason = segment_strategy(model.segments[record.segment_index], record)
             groups.setdefault((record.segment_index, strategy, reason), []).append((pos, record))
@@ -253,4 +260,9 @@ def decode(raw: bytes, model: ModelVersion) -> schema.CustomerRecord:
         raise CorruptRecordError(
             f"vector of {len(record.vector)} factors, segment has {segment.factor_count}"
         )
+    if len(record.vector) and not np.isfinite(record.vector).all():
+        raise CorruptRecordError("vector holds NaN or infinite factors")
+    if len(record.accepted) and int(record.accepted.max()) >= len(model.catalogue.offer_ids):
+        raise CorruptRecordError(f"accepted-offer index {int(record.accepted.max())} beyond "
+                                 f"the catalogue of {len(model.catalogue.offer_ids)} offers")
     return record
