@@ -3,7 +3,13 @@
 Every check is vectorized (pyarrow/numpy): the job reads tens of millions of interactions. A bad
 row is counted under the first rule it breaks, in the order of ``*_KINDS``, and reported with its
 file and row number: the 1-based data row (for a CSV without embedded newlines, the line number
-is the row number + 1, the header being line 1).
+is the row number + 1, the header being line 1; the report lists both).
+
+A CSV line that does not parse (wrong number of fields) is a bad row of kind ``malformed_line``,
+located by its line number; the rows after it keep their own numbers. An invalid optional value
+(``clv``, ``churn_risk``) never drops its customer: it is read as missing and counted under
+``invalid_values``. Numeric timestamps in milliseconds, microseconds or nanoseconds (any value at
+or above 1e11, i.e. past the year 5138 if read as seconds) are converted to seconds and counted.
 """
 
 from __future__ import annotations
@@ -27,13 +33,21 @@ import pyarrow.parquet as pq
 from recsvc.core.errors import DataError
 from training.config import EVENTS
 
-CUSTOMER_KINDS = ("missing_customer_id", "duplicate_customer_id", "missing_segment",
-                  "bad_clv", "bad_churn_risk")
+CUSTOMER_KINDS = ("missing_customer_id", "duplicate_customer_id", "missing_segment")
+# Optional customer values: an invalid one is read as missing; the customer stays.
+INVALID_VALUE_KINDS = ("bad_clv", "bad_churn_risk")
+MALFORMED = "malformed_line"  # a CSV line that does not parse; counted for every table
 OFFER_KINDS = ("missing_offer_id", "duplicate_offer_id", "missing_segments", "bad_cost",
                "bad_value", "bad_valid_from", "bad_valid_to", "empty_validity_window")
 INTERACTION_KINDS = ("unknown_customer", "unknown_offer", "unknown_event", "bad_ts",
                      "bad_weight")
 MAX_LISTED_ROWS = 1000  # row numbers listed per kind in the report (counts are always exact)
+MAX_LISTED_VALUES = 20  # distinct unknown values listed per kind (e.g. event names seen)
+MAX_SAMPLE_CHARS = 200  # a malformed line is quoted up to this length
+# Numeric timestamps at or above 1e11 are not seconds (1e11 s is the year 5138): by magnitude,
+# milliseconds, microseconds or nanoseconds since the epoch, converted to seconds.
+EPOCH_UNITS = (("milliseconds", 1e11, 1e14, 1e3), ("microseconds", 1e14, 1e17, 1e6),
+               ("nanoseconds", 1e17, math.inf, 1e9))
 
 _NUMBER = r"^\s*[-+]?((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)\s*$"
 _ZONED = r"(Z|z|[+-]\d\d:?\d\d)$"
@@ -44,13 +58,26 @@ class BadRows:
     """Bad rows per (file, kind): exact counts and the first MAX_LISTED_ROWS row numbers."""
 
     entries: dict[tuple[str, str], tuple[int, list[int]]] = field(default_factory=dict)
+    # What was seen, per (file, kind): unknown values with counts, or malformed lines' text.
+    seen: dict[tuple[str, str], dict[str, int] | list[str]] = field(default_factory=dict)
+    # Per file, the 1-based data row of each parsed row, when malformed lines were skipped.
+    numbers: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
 
     def add(self, path: str, kind: str, mask: npt.NDArray[np.bool_]) -> None:
         rows = np.flatnonzero(mask)
         if len(rows):
+            numbers = self.numbers.get(path)
+            self.add_rows(path, kind, numbers[rows] if numbers is not None else rows + 1)
+
+    def add_rows(self, path: str, kind: str, rows: npt.NDArray[np.int64] | list[int]) -> None:
+        """Rows given by their 1-based data row number."""
+        if len(rows):
             count, listed = self.entries.get((path, kind), (0, []))
-            listed = listed + (rows[: MAX_LISTED_ROWS - len(listed)] + 1).tolist()
+            listed = listed + [int(r) for r in rows[: MAX_LISTED_ROWS - len(listed)]]
             self.entries[(path, kind)] = (count + len(rows), listed)
+
+    def in_file(self, path: str) -> int:
+        return sum(c for (p, _), (c, _) in self.entries.items() if p == path)
 
     @property
     def total(self) -> int:
@@ -60,8 +87,19 @@ class BadRows:
         return sum(c for (_, k), (c, _) in self.entries.items() if k == kind)
 
     def as_list(self) -> list[dict[str, Any]]:
-        return [{"file": path, "kind": kind, "count": count, "rows": rows}
-                for (path, kind), (count, rows) in self.entries.items()]
+        listed = []
+        for (path, kind), (count, rows) in self.entries.items():
+            entry: dict[str, Any] = {"file": path, "kind": kind, "count": count, "rows": rows}
+            if _is_csv(path):
+                entry["lines"] = [r + 1 for r in rows]
+            if (path, kind) in self.seen:
+                entry["seen"] = self.seen[(path, kind)]
+            listed.append(entry)
+        return listed
+
+
+def _is_csv(path: str) -> bool:
+    return path.lower().endswith((".csv", ".csv.gz"))
 
 
 @dataclass
@@ -81,7 +119,9 @@ class Dataset:
     bad: BadRows
     ineligible: int  # interactions with an offer not open to the customer's segment
     fingerprint: str
-    rows_read: dict[str, int]
+    rows_read: dict[str, int]  # rows in each file, malformed lines included
+    invalid_values: BadRows = field(default_factory=BadRows)  # read as missing, rows kept
+    ts_converted: dict[str, int] = field(default_factory=dict)  # unit -> rows converted
 
     def drop_interactions(self) -> None:
         """Free the per-row arrays once the cells are built (they are the bulk of memory)."""
@@ -100,21 +140,33 @@ class Dataset:
 DICT = pa.dictionary(pa.int32(), pa.string())
 
 
+@dataclass(frozen=True)
+class Malformed:
+    """CSV lines skipped because they do not parse: 1-based line numbers and their text."""
+
+    lines: list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+
+
 def read_table(path: str, required: tuple[str, ...],
-               types: dict[str, pa.DataType] | None = None) -> pa.Table:
+               types: dict[str, pa.DataType] | None = None,
+               bad: BadRows | None = None) -> pa.Table:
     """CSV (every column as text unless ``types`` says otherwise), CSV.gz or Parquet.
 
     ``types`` is a memory optimisation for big files: ids read as dictionaries, numbers as
     float64. When a typed column holds a value that is not of its type, the file is read again
     with that column as text, so the value is reported as a bad row instead of failing the run.
+    A CSV line with the wrong number of fields is skipped and recorded in ``bad`` (kind
+    ``malformed_line``, with its line number), and the rows after it keep their numbers.
     """
     if not Path(path).is_file():
         raise DataError(f"{path}: no such file")
     lowered = path.lower()
+    malformed = Malformed()
     try:
         if lowered.endswith(".parquet"):
             table = pq.read_table(path)
-        elif lowered.endswith((".csv", ".csv.gz")):
+        elif _is_csv(lowered):
             opener = gzip.open if lowered.endswith(".gz") else open
             with opener(path, "rt", encoding="utf-8", newline="") as handle:
                 header = next(csv.reader([handle.readline()]), [])
@@ -123,11 +175,11 @@ def read_table(path: str, required: tuple[str, ...],
             column_types = {name: pa.string() for name in header}
             typed = {k: v for k, v in (types or {}).items() if k in column_types}
             try:
-                table = _read_csv(path, {**column_types, **typed})
+                table, malformed = _read_csv(path, {**column_types, **typed})
             except pa.ArrowInvalid:
                 numeric = [k for k, v in typed.items() if pa.types.is_floating(v)]
-                table = _read_csv(path, {**column_types, **{k: v for k, v in typed.items()
-                                                            if k not in numeric}})
+                table, malformed = _read_csv(path, {**column_types, **{
+                    k: v for k, v in typed.items() if k not in numeric}})
         else:
             raise DataError(f"{path}: unknown format; use .csv, .csv.gz or .parquet")
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
@@ -136,13 +188,37 @@ def read_table(path: str, required: tuple[str, ...],
     if missing:
         raise DataError(f"{path}: missing required column(s) {missing}; found "
                         f"{table.column_names}")
+    if malformed.lines and bad is not None:
+        skipped = np.asarray(malformed.lines, dtype=np.int64) - 1  # data rows (header: line 1)
+        total = table.num_rows + len(skipped)
+        bad.add_rows(path, MALFORMED, skipped)
+        bad.seen[(path, MALFORMED)] = malformed.texts
+        bad.numbers[path] = np.delete(np.arange(1, total + 1, dtype=np.int64), skipped - 1)
     return table
 
 
-def _read_csv(path: str, column_types: dict[str, pa.DataType]) -> pa.Table:
-    return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-        column_types=column_types, strings_can_be_null=False,
-        quoted_strings_can_be_null=False, null_values=[""]))
+def _read_csv(path: str, column_types: dict[str, pa.DataType],
+              threads: bool = True) -> tuple[pa.Table, Malformed]:
+    """Read with malformed lines skipped; if there were any, read again on one thread, the only
+    way Arrow tells their line numbers (a rare case: the fast path stays parallel)."""
+    found = Malformed()
+
+    def skip(row: Any) -> str:
+        if row.number is not None:
+            found.lines.append(int(row.number))
+        if len(found.texts) < MAX_LISTED_VALUES:
+            found.texts.append(str(row.text)[:MAX_SAMPLE_CHARS])
+        return "skip"
+
+    table = pacsv.read_csv(
+        path, read_options=pacsv.ReadOptions(use_threads=threads),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
+        convert_options=pacsv.ConvertOptions(
+            column_types=column_types, strings_can_be_null=False,
+            quoted_strings_can_be_null=False, null_values=[""]))
+    if found.texts and threads:
+        return _read_csv(path, column_types, threads=False)
+    return table, found
 
 
 def lookup(table: pa.Table, name: str, values: pa.Array) -> npt.NDArray[np.int32]:
@@ -219,16 +295,38 @@ def parse_float(table: pa.Table, name: str) -> tuple[npt.NDArray[np.float64],
 def parse_time(table: pa.Table, name: str) -> tuple[npt.NDArray[np.float64],
                                                       npt.NDArray[np.bool_]]:
     """Epoch seconds (NaN when empty) from ISO-8601 text or Unix seconds; and a bad mask."""
+    values, bad, _ = _parse_time(table, name)
+    return values, bad
+
+
+def parse_epoch_time(table: pa.Table, name: str) -> tuple[
+        npt.NDArray[np.float64], npt.NDArray[np.bool_], dict[str, int]]:
+    """As parse_time, but numbers in milliseconds, microseconds or nanoseconds since the epoch
+    are converted to seconds (by magnitude, see EPOCH_UNITS); returns the count per unit."""
+    values, bad, numeric = _parse_time(table, name)
+    converted: dict[str, int] = {}
+    for unit, low, high, divisor in EPOCH_UNITS:
+        rows = numeric & (values >= low) & (values < high)
+        if rows.any():
+            values[rows] /= divisor
+            converted[unit] = int(rows.sum())
+    return values, bad, converted
+
+
+def _parse_time(table: pa.Table, name: str) -> tuple[
+        npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Values, bad mask, and the mask of values that were given as numbers."""
     column, nothing = _column(table, name)
-    if column is None:
-        return nothing
     n = table.num_rows
+    if column is None:
+        return nothing[0], nothing[1], np.zeros(n, dtype=bool)
     if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
         micros = pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64())
         values = np.asarray(micros.to_numpy(zero_copy_only=False), dtype=np.float64) / 1e6
-        return values, np.zeros(n, dtype=bool)
+        return values, np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-        return parse_float(table, name)
+        values, bad = parse_float(table, name)
+        return values, bad, ~np.isnan(values)
     strings = text(table, name)
     values, not_number = parse_float(table, name)
     empty = _mask(pc.equal(strings, ""))
@@ -243,7 +341,26 @@ def parse_time(table: pa.Table, name: str) -> tuple[npt.NDArray[np.float64],
                 values[rows] = parsed
                 bad[rows] = failed
     values[empty] = np.nan
-    return values, bad
+    return values, bad, ~not_number & ~empty
+
+
+def optional_float(table: pa.Table, name: str, low: float,
+                   high: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """An optional number in [low, high]: values with anything invalid (unparseable, NaN,
+    infinite, out of range) set to NaN, i.e. missing; and the mask of those invalid values."""
+    values, unparseable = parse_float(table, name)
+    column, _ = _column(table, name)
+    if column is None:
+        return values, unparseable
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        present = ~_mask(pc.is_null(column))
+    else:
+        present = ~_mask(pc.equal(text(table, name), ""))
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(values) & (values >= low) & (values <= high)
+    invalid = unparseable | (present & ~valid)
+    values[invalid] = np.nan
+    return values, invalid
 
 
 def _parse_iso(strings: pa.Array, tz: str | None) -> tuple[npt.NDArray[np.float64],
@@ -289,25 +406,27 @@ def fingerprint(paths: list[str]) -> str:
 def load(customers_path: str, offers_path: str, interactions_path: str,
          weight_cap: float) -> Dataset:
     bad = BadRows()
-    customers = read_table(customers_path, ("customer_id", "segment"))
-    offers_table = read_table(offers_path, ("offer_id",))
+    customers = read_table(customers_path, ("customer_id", "segment"), bad=bad)
+    offers_table = read_table(offers_path, ("offer_id",), bad=bad)
     interactions = read_table(interactions_path, ("customer_id", "offer_id", "event", "ts"),
                               types={"customer_id": DICT, "offer_id": DICT, "event": DICT,
-                                     "ts": pa.float64(), "weight": pa.float64()})
+                                     "ts": pa.float64(), "weight": pa.float64()}, bad=bad)
 
     # Customers
     ids = text(customers, "customer_id")
     segment = text(customers, "segment")
-    clv, clv_bad = parse_float(customers, "clv")
-    churn, churn_bad = parse_float(customers, "churn_risk")
     checks = [
         ("missing_customer_id", _mask(pc.equal(ids, ""))),
         ("duplicate_customer_id", ~first_occurrence(ids)),
         ("missing_segment", _mask(pc.equal(segment, ""))),
-        ("bad_clv", clv_bad | ~(np.isnan(clv) | ((clv >= 0) & np.isfinite(clv)))),
-        ("bad_churn_risk", churn_bad | ~(np.isnan(churn) | ((churn >= 0) & (churn <= 1)))),
     ]
     keep_customers = _first_failure(customers_path, checks, bad)
+    invalid_values = BadRows(numbers={k: v for k, v in bad.numbers.items()
+                                      if k == customers_path})
+    for kind, column, low, high in (("bad_clv", "clv", 0.0, math.inf),
+                                    ("bad_churn_risk", "churn_risk", 0.0, 1.0)):
+        _, invalid = optional_float(customers, column, low, high)
+        invalid_values.add(customers_path, kind, invalid & keep_customers)
     customer_ids = ids.filter(pa.array(keep_customers))
     encoded = pc.dictionary_encode(segment.filter(pa.array(keep_customers)))
     segment_names = [str(s) for s in encoded.dictionary.to_pylist()]
@@ -321,10 +440,15 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
     cust = lookup(interactions, "customer_id", customer_ids)
     offer = lookup(interactions, "offer_id", offer_ids)
     event = lookup(interactions, "event", pa.array(EVENTS))
-    ts, ts_bad = parse_time(interactions, "ts")
+    ts, ts_bad, ts_converted = parse_epoch_time(interactions, "ts")
     has_weight = "weight" in interactions.column_names
     weight, weight_bad = parse_float(interactions, "weight") if has_weight else (None, None)
-    rows_read = interactions.num_rows
+    unknown_events = _values_seen(interactions, "event", (event < 0) & (cust >= 0) & (offer >= 0))
+    rows_read = {"customers": customers.num_rows, "offers": offers_table.num_rows,
+                 "interactions": interactions.num_rows}
+    for name, path in (("customers", customers_path), ("offers", offers_path),
+                       ("interactions", interactions_path)):
+        rows_read[name] += bad.entries.get((path, MALFORMED), (0, []))[0]
     del interactions  # the arrays below are all that is needed from here on
     no_rows = np.zeros(len(cust), dtype=bool)
     weight_out = no_rows if weight is None else \
@@ -337,6 +461,8 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
         ("bad_weight", weight_out if weight_bad is None else weight_bad | weight_out),
     ]
     keep = _first_failure(interactions_path, checks, bad)
+    if unknown_events:
+        bad.seen[(interactions_path, "unknown_event")] = unknown_events
     cust_idx, offer_idx, event_idx = cust[keep], offer[keep], event[keep].astype(np.int8)
     del cust, offer, event
     open_to_customer = eligible[customer_segment[cust_idx], offer_idx]
@@ -355,9 +481,20 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
         bad=bad,
         ineligible=int((~open_to_customer).sum()),
         fingerprint=fingerprint([customers_path, offers_path, interactions_path]),
-        rows_read={"customers": customers.num_rows, "offers": offers_table.num_rows,
-                   "interactions": rows_read},
+        rows_read=rows_read,
+        invalid_values=invalid_values,
+        ts_converted=ts_converted,
     )
+
+
+def _values_seen(table: pa.Table, name: str, mask: npt.NDArray[np.bool_]) -> dict[str, int]:
+    """The most frequent distinct values of ``name`` among the rows in ``mask``, with counts."""
+    rows = np.flatnonzero(mask)
+    if not len(rows):
+        return {}
+    counts = pc.value_counts(text(table, name).take(pa.array(rows))).to_pylist()
+    counts.sort(key=lambda c: (-c["counts"], c["values"]))
+    return {str(c["values"]): int(c["counts"]) for c in counts[:MAX_LISTED_VALUES]}
 
 
 def _first_failure(path: str, checks: list[tuple[str, npt.NDArray[np.bool_]]],
