@@ -198,7 +198,7 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
         report["forced"] = forced
         checked = {"data_profile": profile, "quality": measured, "forced": forced}
         version = schema.new_version_id()
-        with run.phase("publish"):
+        with run.phase("publish"), _deleted_on_failure(registry, version, report):
             offer_index, offer_pop = global_popularity(data, cells)
             artifacts = [SegmentArtifact(c.offers, r.popularity,
                                          None if r.factors is None else r.factors.items)
@@ -220,6 +220,25 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
         report["previous_version"] = outcome.previous
         report["deleted_versions"] = outcome.deleted
         report["publish_customers_per_second"] = round(outcome.customers_per_second)
+
+
+@contextmanager
+def _deleted_on_failure(registry: Registry, version: str,
+                        report: dict[str, Any]) -> Iterator[None]:
+    """A publish that fails (Redis out of memory, the lock lost, a read-back difference) deletes
+    what it wrote at once rather than leaving it to the next run: under memory pressure those
+    keys are what the next publish needs. Never the active version: that is untouched."""
+    try:
+        yield
+    except (RecsvcError, redis.RedisError):
+        try:
+            active, previous = registry.pointers()
+            if version not in (active, previous):
+                registry.delete(version)
+                report["deleted_versions"] = [version]
+        except redis.RedisError:
+            pass  # the next run's garbage collection deletes it
+        raise
 
 
 def _read_meta(client: Any, keys: schema.Keys, version: str | None) -> dict[str, Any] | None:

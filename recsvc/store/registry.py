@@ -238,7 +238,10 @@ def redis_problem(exc: redis.RedisError, url: str) -> str:
     parts = urlsplit(url)
     where = (f"unix://{parts.path}" if parts.scheme == "unix" else
              f"{parts.scheme}://{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path}")
-    detail = str(exc).splitlines()[0] if str(exc) else "no answer"
+    # redis-py quotes the failed pipeline command (keys, binary values): keep only the error.
+    detail = (str(exc).splitlines() or ["no answer"])[0].split(" of pipeline caused error: ")[-1]
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        detail += " (Redis is out of memory: raise maxmemory or free room for one more version)"
     return f"Redis at {where} failed: {type(exc).__name__}: {detail}"
 
 

@@ -282,3 +282,26 @@ def test_train_and_models_say_one_line_when_redis_is_unreachable_and_train_still
         assert answer.returncode == 1, command
         (line,) = answer.stderr.strip().splitlines()
         assert line.startswith("recsvc: Redis at redis://127.0.0.1:1/0 failed"), line
+
+
+def test_redis_out_of_memory_during_publish_is_one_line_and_leaves_nothing_behind(
+        redis_server: localredis.LocalRedis, prefix: str, client: redis.Redis, dataset: Path,
+        config: Path, tmp_path: Path) -> None:
+    keys = schema.Keys(prefix)
+    client.config_set("maxmemory", client.info("memory")["used_memory"] + 100_000)
+    try:
+        report_path = tmp_path / "r.json"
+        result = cli(train_args(dataset, config, "--report", str(report_path)),
+                     redis_server.url, prefix)
+    finally:
+        client.config_set("maxmemory", 0)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]  # after the phase log lines
+    assert line.startswith("recsvc train: Redis at ")
+    assert "OutOfMemoryError" in line and "raise maxmemory" in line
+    assert "\\x" not in line and "HSET" not in line  # no quoted command, no record bytes
+    report = report_of(report_path)
+    assert report["status"] == "failed" and len(report["deleted_versions"]) == 1
+    assert client.get(keys.active) is None and client.hlen(keys.versions) == 0
+    assert not list(client.scan_iter(match=f"{prefix}:v:*"))
