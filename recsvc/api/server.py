@@ -33,6 +33,7 @@ from recsvc.serving.holder import ModelHolder
 from recsvc.serving.recommender import Recommender
 from recsvc.serving.watcher import ModelWatcher
 from recsvc.store.reader import RecordReader, RedisStore, connect
+from recsvc.store.registry import eviction_risk
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,9 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; with ``workers`` > 1, run that many processes on one port."""
+    risk = eviction_risk(connect(settings, timeout_ms=1000))
+    if risk:  # an allkeys-* policy can drop part of a live version (docs/DESIGN.md, 2)
+        log.warning("%s", risk)
     if settings.workers > 1:
         return _serve_workers(settings)
     return _serve_one(settings, reuse_port=is_worker())

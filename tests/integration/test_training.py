@@ -190,7 +190,7 @@ def test_quality_gate_refuses_a_worse_version_unless_forced(
     assert cli(train_args(dataset, config), redis_server.url, prefix).returncode == 0
     active = client.get(keys.active).decode()
     meta = json.loads(client.get(keys.meta(active)))
-    meta["overall_ndcg_at_10"] = 0.99  # pretend the active version was far better
+    meta["quality"]["lift"] = 9.9  # pretend the active version was far better
     client.set(keys.meta(active), json.dumps(meta))
     refused = cli(train_args(dataset, config), redis_server.url, prefix)
     assert refused.returncode == 3
