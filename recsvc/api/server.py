@@ -23,6 +23,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from recsvc.api.feedback import FeedbackDesk
 from recsvc.api.guard import CallLimiter
 from recsvc.api.service import RetentionOfferServicer
 from recsvc.core import schema
@@ -30,6 +31,7 @@ from recsvc.core.config import Settings
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.recommender import Recommender
 from recsvc.serving.watcher import ModelWatcher
+from recsvc.store.events import EventLog
 from recsvc.store.reader import RecordReader, RedisStore, connect
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
@@ -70,6 +72,7 @@ class RunningServer:
     limiter: CallLimiter
     records: RecordReader
     loop: LoopThread
+    events: EventLog | None = None
 
     _stopping: threading.Lock = field(default_factory=threading.Lock)
 
@@ -89,6 +92,8 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.records.close()
+        if self.events is not None:
+            await self.events.close()
 
 
 def make_grpc_server(settings: Settings, reuse_port: bool = False) -> grpc.aio.Server:
@@ -122,9 +127,10 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
     recommender = Recommender(holder, records, settings.max_batch_ids, settings.batch_chunk)
     limiter = CallLimiter(settings.max_concurrent_rpcs)
     server = make_grpc_server(settings, reuse_port)
+    events = EventLog(store.keys, settings)  # its own pipelined connection (longer timeout)
     pb_grpc.add_RetentionOfferServiceServicer_to_server(  # type: ignore[no-untyped-call]
         RetentionOfferServicer(recommender, holder, settings.default_deadline_ms / 1000.0,
-                               limiter), server)
+                               limiter, FeedbackDesk.build(holder, events, settings)), server)
     health_servicer = AioHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
@@ -151,7 +157,7 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
     if port == 0:
         raise OSError(f"cannot bind {settings.host}:{settings.port}")
     await server.start()
-    return RunningServer(server, port, health_servicer, watcher, limiter, records, loop)
+    return RunningServer(server, port, health_servicer, watcher, limiter, records, loop, events)
 
 
 def serve(settings: Settings) -> int:

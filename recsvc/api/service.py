@@ -7,7 +7,9 @@ from typing import Any
 
 import grpc.aio
 
+from recsvc.api.feedback import FeedbackDesk
 from recsvc.api.guard import CallLimiter, guarded
+from recsvc.core.errors import ModelNotPublishedError
 from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_PERSONALIZED
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.recommender import (
@@ -76,8 +78,10 @@ def _metrics(values: dict[str, float] | None) -> pb.Metrics:
 
 class RetentionOfferServicer(pb_grpc.RetentionOfferServiceServicer):
     def __init__(self, recommender: Recommender, holder: ModelHolder,
-                 default_deadline_seconds: float, limiter: CallLimiter) -> None:
+                 default_deadline_seconds: float, limiter: CallLimiter,
+                 feedback: FeedbackDesk | None = None) -> None:
         self.recommender = recommender
+        self.feedback = feedback
         self.holder = holder
         self.default_deadline = default_deadline_seconds
         self.limiter = limiter
@@ -126,3 +130,11 @@ class RetentionOfferServicer(pb_grpc.RetentionOfferServiceServicer):
             algorithm=str(meta.get("parameters", {}).get("algorithm", "")),
             data_fingerprint=str(meta.get("data_fingerprint", "")),
         )
+
+    @guarded
+    async def RecordFeedback(self, request: pb.RecordFeedbackRequest,
+                             context: Context) -> pb.RecordFeedbackResponse:
+        if self.feedback is None:
+            raise ModelNotPublishedError("this server does not record feedback")
+        verdicts = self.feedback.verdicts(request)  # pure: INVALID_ARGUMENT for the batch only
+        return await self.feedback.record(verdicts, deadline_of(context, self.default_deadline))

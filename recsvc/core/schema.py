@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 import struct
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -25,6 +26,16 @@ RECORD_FORMAT = 1
 # format (u8), flags (u8, reserved), segment index (u16), factors (u16), accepted offers (u16)
 _RECORD_HEADER = struct.Struct("<BBHHH")
 MAX_RECORD_ITEMS = 0xFFFF
+
+# Live state is sharded by customer: every key of one customer carries the hash tag of its shard
+# (docs/DESIGN.md section 6). The number is part of the stored format.
+SHARDS = 64
+
+
+def shard_of(customer_id: str) -> int:
+    """The customer's shard: ``crc32(utf-8 id) % 64`` (the hash tag of all their live keys)."""
+    return zlib.crc32(customer_id.encode()) % SHARDS
+
 
 # Field names of a segment hash and of the global-popularity hash.
 FIELD_OFFERS = "offers"  # u32 LE indices into the version's offer catalogue
@@ -77,6 +88,27 @@ class Keys:
     def customers(self, version: str) -> str:
         """Hash: customer id -> customer record (see encode_customer_record)."""
         return f"{self.prefix}:v:{version}:customers"
+
+    def live(self, customer_id: str) -> str:
+        """Hash: the customer's live state (accepts, declines, contacts, folded-in records)."""
+        return f"{self.prefix}:live:{{{shard_of(customer_id)}}}:{customer_id}"
+
+    def events(self, shard: int) -> str:
+        """Stream: the durable feedback log of one shard (one entry per recorded event)."""
+        return f"{self.prefix}:events:{{{shard}}}"
+
+    def dedup(self, shard: int) -> str:
+        """Sorted set: event ids of one shard seen recently -> epoch seconds (idempotency)."""
+        return f"{self.prefix}:dedup:{{{shard}}}"
+
+    @property
+    def foldin_replayed(self) -> str:
+        """Hash: version -> "done" once the fold-in consumers replayed the stream into it."""
+        return f"{self.prefix}:foldin:replayed"
+
+    def foldin_replay_lock(self, version: str) -> str:
+        """String with a TTL: held by the one consumer replaying the stream into ``version``."""
+        return f"{self.prefix}:foldin:lock:{version}"
 
     def version_keys(self, version: str, segment_count: int) -> list[str]:
         """Every key a version owns, for deletion."""
@@ -157,3 +189,21 @@ def decode_u32(raw: bytes) -> npt.NDArray[np.uint32]:
     if len(raw) % 4:
         raise ValueError("uint32 blob length is not a multiple of 4")
     return np.frombuffer(raw, dtype=UINT32_LE).astype(np.uint32)
+
+
+# Fields of the customer live hash ``Keys.live`` (docs/DESIGN.md section 6).
+LIVE_SEGMENT = "seg"  # segment name from a feedback event (customers the model does not know)
+LIVE_ACCEPTED = "a:"  # + offer id -> epoch s of the accept/redeem
+LIVE_DECLINED = "d:"  # + offer id -> "<count> <last epoch s>"
+LIVE_IGNORED = "n:"  # + offer id -> "<count> <last epoch s>" of impressions without engagement
+LIVE_CONTACTS = "c:"  # + channel -> space-separated epoch s, newest last
+LIVE_RECORD = "r:"  # + version -> customer record folded in for that version
+LIVE_FOLDED = "f:"  # + version -> space-separated stream ids already folded into r:<version>
+
+
+def live_record_field(version: str) -> str:
+    return f"{LIVE_RECORD}{version}"
+
+
+def live_folded_field(version: str) -> str:
+    return f"{LIVE_FOLDED}{version}"

@@ -62,3 +62,18 @@ def test_blob_codecs_round_trip() -> None:
     assert schema.decode_u32(schema.encode_u32([1, 2**32 - 1])).tolist() == [1, 2**32 - 1]
     with pytest.raises(ValueError):
         schema.decode_f32(b"abc")
+
+
+def test_live_keys_carry_the_customer_shard_as_hash_tag_byte_for_byte() -> None:
+    keys = schema.Keys("recsvc")
+    # crc32(b"c1") = 0x5ed72aa1 = 1591159457; % 64 = 33
+    assert schema.shard_of("c1") == 33
+    assert keys.live("c1") == "recsvc:live:{33}:c1"
+    assert keys.events(33) == "recsvc:events:{33}"
+    assert keys.dedup(33) == "recsvc:dedup:{33}"
+    assert keys.foldin_replayed == "recsvc:foldin:replayed"
+    assert keys.foldin_replay_lock("V") == "recsvc:foldin:lock:V"
+    assert schema.live_record_field("V1") == "r:V1"
+    assert schema.live_folded_field("V1") == "f:V1"
+    assert schema.shard_of("é") == __import__("zlib").crc32("é".encode()) % 64
+    assert {schema.shard_of(f"c{i}") for i in range(2000)} == set(range(schema.SHARDS))
