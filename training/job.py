@@ -8,6 +8,7 @@ import logging
 import os
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from recsvc.core.errors import DataError, QualityGateError, RecsvcError
 from recsvc.store.reader import connect
 from recsvc.store.registry import Registry, TrainLock
 from training import data as data_module
+from training import events as feedback_events
 from training.config import TrainConfig, load_config
 from training.matrix import Cells, build_cells, global_popularity
 from training.progress import Progress
@@ -151,10 +153,15 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
     registry = Registry(client, keys)
     report["inputs"] = {"customers": args.customers, "offers": args.offers,
                         "interactions": args.interactions}
-    with TrainLock(client, keys, config.publish.lock_ttl_seconds) as lock:
+    with TrainLock(client, keys, config.publish.lock_ttl_seconds) as lock, \
+            tempfile.TemporaryDirectory(prefix="recsvc-train-") as workdir:
         registry.collect_garbage(keep=set())  # leftovers of killed runs
         with run.phase("read"):
-            data = data_module.load(args.customers, args.offers, args.interactions,
+            # Logged feedback joins the tables (training/events.py); its cutoff goes in meta.
+            tables = feedback_events.for_training(client, keys, args.customers, args.offers,
+                                                  args.interactions, workdir)
+            report["feedback"] = tables.report
+            data = data_module.load(tables.customers, args.offers, tables.interactions,
                                     config.weight_cap)
         report["rows_read"] = data.rows_read
         report["bad_rows"] = {"total": data.bad.total, "by_file_and_kind": data.bad.as_list(),
@@ -196,8 +203,10 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
                          for c, r in zip(cells, results, strict=True)]
             total = len(data.customer_segment)
             bar = Progress(total, "customers published")
+            meta = _meta(run, data, results, version, overall, active)
+            meta["feedback_cutoff"] = tables.report["cutoff"]
             outcome: PublishResult = publish(
-                client, keys, version, _meta(run, data, results, version, overall, active),
+                client, keys, version, meta,
                 data.offers, artifacts, SegmentArtifact(offer_index, offer_pop, None),
                 customer_batches(data, cells, results, config.publish.batch_size,
                                  config.negative_impression_weight,
@@ -210,6 +219,7 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
         report["previous_version"] = outcome.previous
         report["deleted_versions"] = outcome.deleted
         report["publish_customers_per_second"] = round(outcome.customers_per_second)
+        report["feedback"]["trimmed"] = feedback_events.trim(client, keys)
 
 
 def _quality_gate(client: Any, keys: schema.Keys, active: str | None, overall: float | None,
