@@ -132,14 +132,37 @@ def _fmt(value: float) -> str:
 
 def script_args(keys: schema.Keys, bounds: Bounds, now: float, event: Event) -> list[str]:
     """numkeys, KEYS and ARGV of RECORD_EVENT for one ``feedback.events.Event``."""
-    shard = schema.shard_of(event.customer_id)
-    return ["3", keys.dedup(shard), keys.events(shard), keys.live(event.customer_id),
-            _fmt(now), _fmt(bounds.dedup_window_seconds), str(bounds.dedup_max_per_shard),
-            str(bounds.events_max_per_shard), str(bounds.live_ttl_seconds),
-            str(bounds.contacts_kept),
-            event.event_id, event.customer_id, event.offer_id, event.event, _fmt(event.ts),
-            "" if event.value is None else _fmt(event.value), event.decision_id,
-            event.channel, event.segment]
+    return batch_args(keys, bounds, now, [event])[0]
+
+
+_SHARD_KEYS: dict[str, tuple[list[str], list[str]]] = {}
+
+
+def _shard_keys(keys: schema.Keys) -> tuple[list[str], list[str]]:
+    """Dedup and stream key of every shard, built once per prefix."""
+    found = _SHARD_KEYS.get(keys.prefix)
+    if found is None:
+        found = ([keys.dedup(s) for s in range(schema.SHARDS)],
+                 [keys.events(s) for s in range(schema.SHARDS)])
+        _SHARD_KEYS[keys.prefix] = found
+    return found
+
+
+def batch_args(keys: schema.Keys, bounds: Bounds, now: float,
+               events: Sequence[Event]) -> list[list[str]]:
+    """RECORD_EVENT's arguments for each event (the bounds' text made once per batch)."""
+    dedup, logs = _shard_keys(keys)
+    common = [_fmt(now), _fmt(bounds.dedup_window_seconds), str(bounds.dedup_max_per_shard),
+              str(bounds.events_max_per_shard), str(bounds.live_ttl_seconds),
+              str(bounds.contacts_kept)]
+    out = []
+    for e in events:
+        shard = schema.shard_of(e.customer_id)
+        out.append(["3", dedup[shard], logs[shard], keys.live(e.customer_id), *common,
+                    e.event_id, e.customer_id, e.offer_id, e.event, repr(float(e.ts)),
+                    "" if e.value is None else repr(float(e.value)), e.decision_id,
+                    e.channel, e.segment])
+    return out
 
 
 def _outcome(reply: Any) -> Outcome:
@@ -165,7 +188,7 @@ class EventLog:
         if not events:
             return []
         now = time.time()
-        commands = [script_args(self._keys, self._bounds, now, e) for e in events]
+        commands = batch_args(self._keys, self._bounds, now, events)
         replies = await self._send(commands, deadline)
         missing = [i for i, r in enumerate(replies)
                    if isinstance(r, ErrorReply) and str(r).startswith("NOSCRIPT")]
@@ -210,7 +233,7 @@ def record_sync(client: redis.Redis, keys: schema.Keys, bounds: Bounds,
     if not events:
         return []
     now = time.time()
-    commands = [script_args(keys, bounds, now, e) for e in events]
+    commands = batch_args(keys, bounds, now, events)
     try:
         replies = _pipeline(client, commands)
         todo = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
