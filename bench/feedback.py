@@ -75,7 +75,7 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
     errors: Counter[str] = Counter()
     warm = time.perf_counter() + 1.0
     end = warm + args.seconds
-    pause = args.concurrency / args.rate if args.rate else 0.0
+    pause = args.concurrency * args.batch / args.rate if args.rate else 0.0
 
     async def worker(n: int) -> None:
         nonlocal counter
@@ -261,7 +261,7 @@ def main() -> int:
     parser.add_argument("--target", help="(load) HOST:PORT")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--rate", type=float, default=0.0, help="(load) calls/s cap, 0 = none")
+    parser.add_argument("--rate", type=float, default=0.0, help="(load) events/s cap, 0 = none")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     if args.what == "load":

@@ -79,8 +79,8 @@ def run_events(args: argparse.Namespace, settings: Settings) -> int:
     keys = schema.Keys(settings.key_prefix)
     if args.events_command == "export":
         exported = events.export(client, keys, args.out)
-        print(f"{exported.table.num_rows} events written to {args.out} (up to stream ids "
-              f"{len(exported.cutoff)} shards; the stream is trimmed only by training)")
+        print(f"{exported.table.num_rows} events written to {args.out} (from "
+              f"{len(exported.cutoff)} shard streams; they are trimmed only by training)")
         return 0
     removed = events.trim(client, keys)
     print(f"{removed} events trimmed (held by every kept model version and the consumers)")
