@@ -22,6 +22,7 @@ import numpy.typing as npt
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import DataError, QualityGateError, RecsvcError
+from recsvc.core.meta import ModelMeta, SegmentMeta
 from recsvc.store.reader import connect
 from recsvc.store.registry import Registry, TrainLock
 from training import data as data_module
@@ -138,36 +139,36 @@ def _segment_records(segment_index: int, ids: list[str], has_history: npt.NDArra
 
 
 def _meta(run: Run, data: data_module.Dataset, results: list[SegmentResult], version: str,
-          overall: float | None, previous: str | None) -> dict[str, Any]:
-    return {
-        "version": version,
-        "trained_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "data_fingerprint": data.fingerprint,
-        "parameters": {"algorithm": run.config.algorithm, "config": run.config.as_dict()},
-        "overall_ndcg_at_10": overall,
-        "previous_version": previous,
-        "segments": [segment_report(r) for r in results],
-    }
+          overall: float | None, previous: str | None) -> ModelMeta:
+    return ModelMeta(
+        version=version,
+        trained_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        data_fingerprint=data.fingerprint,
+        parameters={"algorithm": run.config.algorithm, "config": run.config.as_dict()},
+        overall_ndcg_at_10=overall,
+        previous_version=previous,
+        segments=tuple(segment_meta(r) for r in results),
+    )
 
 
-def segment_report(result: SegmentResult) -> dict[str, Any]:
-    return {
-        "name": result.name,
-        "customers": result.customers,
-        "offers": result.offers,
-        "interactions": result.interactions,
-        "strategy": result.strategy,
-        "blend_weight": result.blend_weight,
-        "params": None if result.params is None else result.params.as_dict(),
-        "factors": 0 if result.factors is None else int(result.factors.items.shape[1]),
-        "evaluated_customers": result.evaluated,
-        "metrics": result.metrics.get("served"),
-        "model_metrics": result.metrics.get("model"),
-        "baseline_metrics": result.metrics.get("baseline"),
-        "notes": result.notes,
-        "fit_seconds": round(result.fit_seconds, 3),
-        "evaluate_seconds": round(result.evaluate_seconds, 3),
-    }
+def segment_meta(result: SegmentResult) -> SegmentMeta:
+    return SegmentMeta(
+        name=result.name,
+        customers=result.customers,
+        offers=result.offers,
+        interactions=result.interactions,
+        strategy=result.strategy,
+        blend_weight=result.blend_weight,
+        params=None if result.params is None else result.params.as_dict(),
+        factors=0 if result.factors is None else int(result.factors.items.shape[1]),
+        evaluated_customers=result.evaluated,
+        metrics=result.metrics.get("served"),
+        model_metrics=result.metrics.get("model"),
+        baseline_metrics=result.metrics.get("baseline"),
+        notes=result.notes,
+        fit_seconds=round(result.fit_seconds, 3),
+        evaluate_seconds=round(result.evaluate_seconds, 3),
+    )
 
 
 def run_training(args: argparse.Namespace, settings: Settings, report: dict[str, Any],
@@ -216,7 +217,7 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
             progress.advance(1)
         progress.close()
         overall = overall_ndcg(results)
-        report["segments"] = [segment_report(r) for r in results]
+        report["segments"] = [segment_meta(r).as_dict() for r in results]
         report["overall_ndcg_at_10"] = overall
         active, _ = registry.pointers()
         gate = _quality_gate(client, keys, active, overall, config, args.force)
@@ -256,7 +257,7 @@ def _quality_gate(client: Any, keys: schema.Keys, active: str | None, overall: f
     if active is None:
         return {"passed": True, "message": "no active version to compare with"}
     raw = client.get(keys.meta(active))
-    before = None if raw is None else json.loads(raw).get("overall_ndcg_at_10")
+    before = None if raw is None else ModelMeta.from_json(raw).overall_ndcg_at_10
     if before is None or overall is None:
         return {"passed": True, "message": "no comparable overall ndcg@10", "active": active}
     drop = before - overall

@@ -26,6 +26,7 @@ import redis
 
 from recsvc.core import schema
 from recsvc.core.errors import PublishError
+from recsvc.core.meta import ModelMeta
 from recsvc.store.registry import Registry, TrainLock
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def publish(
     client: redis.Redis,
     keys: schema.Keys,
     version: str,
-    meta: dict[str, Any],
+    meta: ModelMeta,
     catalogue: list[dict[str, Any]],
     segments: list[SegmentArtifact],
     global_popular: SegmentArtifact,
@@ -113,7 +114,7 @@ def publish(
         progress(sum(len(b) for b in chunk))
     if written != customer_count:
         raise PublishError(f"wrote {written} customer records, expected {customer_count}")
-    client.set(keys.meta(version), json.dumps(meta))
+    client.set(keys.meta(version), meta.to_json())
 
     verify(client, keys, version, segments, global_popular, customer_count, samples)
     registry.complete(version, len(segments))

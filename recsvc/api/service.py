@@ -109,26 +109,23 @@ class RetentionOfferServicer(pb_grpc.RetentionOfferServiceServicer):
                            context: Context) -> pb.ModelInfo:
         model = self.holder.require()
         meta = model.meta
-        segments = []
-        for seg in meta.get("segments", []):
-            segments.append(pb.SegmentInfo(
-                name=seg["name"],
-                customers=int(seg.get("customers", 0)),
-                offers=int(seg.get("offers", 0)),
-                interactions=int(seg.get("interactions", 0)),
-                strategy=_SEGMENT_STRATEGY_TO_PROTO.get(seg["strategy"],
-                                                        pb.STRATEGY_SEGMENT_POPULAR),
-                metrics=_metrics(seg.get("metrics")),
-                baseline_metrics=_metrics(seg.get("baseline_metrics")),
-                evaluated_customers=int(seg.get("evaluated_customers", 0)),
-            ))
+        segments = [pb.SegmentInfo(
+            name=seg.name,
+            customers=seg.customers,
+            offers=seg.offers,
+            interactions=seg.interactions,
+            strategy=_SEGMENT_STRATEGY_TO_PROTO.get(seg.strategy, pb.STRATEGY_SEGMENT_POPULAR),
+            metrics=_metrics(seg.metrics),
+            baseline_metrics=_metrics(seg.baseline_metrics),
+            evaluated_customers=seg.evaluated_customers,
+        ) for seg in meta.segments]
         return pb.ModelInfo(
             active_version=model.version,
             trained_at=model.trained_at,
             segments=segments,
-            previous_version=str(meta.get("previous_version") or ""),
-            algorithm=str(meta.get("parameters", {}).get("algorithm", "")),
-            data_fingerprint=str(meta.get("data_fingerprint", "")),
+            previous_version=meta.previous_version or "",
+            algorithm=meta.algorithm,
+            data_fingerprint=meta.data_fingerprint,
         )
 
     @guarded
