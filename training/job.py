@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -233,7 +233,7 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
             total = len(data.customer_segment)
             bar = Progress(total, "customers published")
             meta = _meta(run, data, results, version, overall, active)
-            meta["feedback_cutoff"] = tables.report["cutoff"]
+            meta = replace(meta, extra={**meta.extra, "feedback_cutoff": tables.report["cutoff"]})
             outcome: PublishResult = publish(
                 client, keys, version, meta,
                 data.offers, artifacts, SegmentArtifact(offer_index, offer_pop, None),

@@ -172,11 +172,11 @@ class FoldInConsumer:
             return
         model = self.store.load_version(active)
         self.model = FoldModel.from_version(
-            active, model.meta, model.catalogue.offer_ids,
+            active, model.meta.as_dict(), model.catalogue.offer_ids,
             [(s.offers, s.factors) for s in model.segments])
         if start and self.client.hget(self.keys.foldin_replayed, active) is not None:
             return
-        self.replay(model.meta.get("feedback_cutoff") or {})
+        self.replay(model.meta.extra.get("feedback_cutoff") or {})
 
     def replay(self, cutoff: dict[str, str]) -> int:
         """Fold every entry after the version's training cutoff into it (idempotent)."""
