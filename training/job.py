@@ -8,6 +8,7 @@ import logging
 import os
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from recsvc.core.meta import ModelMeta, SegmentMeta
 from recsvc.store.reader import connect
 from recsvc.store.registry import Registry, TrainLock, eviction_risk, redis_problem
 from training import data as data_module
+from training import events as feedback_events
 from training import profile as profile_module
 from training.config import TrainConfig, load_config
 from training.matrix import Cells, build_cells, global_popularity
@@ -193,12 +195,17 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
     if risk:
         report.setdefault("warnings", []).append(risk)
         say(f"warning: {risk}")
-    with TrainLock(client, keys, config.publish.lock_ttl_seconds) as lock:
+    with TrainLock(client, keys, config.publish.lock_ttl_seconds) as lock, \
+            tempfile.TemporaryDirectory(prefix="recsvc-train-") as workdir:
         registry.collect_garbage(keep=set())  # leftovers of killed runs
         active, _ = registry.pointers()
         active_meta = _read_meta(client, keys, active)
         with run.phase("read"):
-            data = data_module.load(args.customers, args.offers, args.interactions,
+            # Logged feedback joins the tables (training/events.py); its cutoff goes in meta.
+            tables = feedback_events.for_training(client, keys, args.customers, args.offers,
+                                                  args.interactions, workdir)
+            report["feedback"] = tables.report
+            data = data_module.load(tables.customers, args.offers, tables.interactions,
                                     config.weight_cap)
         profile = _check_input(data, paths, active, active_meta, config, args, report, say)
         if report["data_checks"]["forced"]:
@@ -236,9 +243,10 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
                          for c, r in zip(cells, results, strict=True)]
             total = len(data.customer_segment)
             bar = Progress(total, "customers published")
+            meta = _meta(run, data, results, version, overall, active,
+                         {**checked, "feedback_cutoff": tables.report["cutoff"]})
             outcome: PublishResult = publish(
-                client, keys, version,
-                _meta(run, data, results, version, overall, active, checked),
+                client, keys, version, meta,
                 data.offers, artifacts, SegmentArtifact(offer_index, offer_pop, None),
                 customer_batches(data, cells, results, config.publish.batch_size,
                                  config.negative_impression_weight,
@@ -251,6 +259,7 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
         report["previous_version"] = outcome.previous
         report["deleted_versions"] = outcome.deleted
         report["publish_customers_per_second"] = round(outcome.customers_per_second)
+        report["feedback"]["trimmed"] = feedback_events.trim(client, keys)
 
 
 @contextmanager

@@ -8,7 +8,9 @@ from typing import Any
 
 import grpc.aio
 
+from recsvc.api.feedback import FeedbackDesk
 from recsvc.api.guard import CallLimiter, guarded
+from recsvc.core.errors import ModelNotPublishedError
 from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_PERSONALIZED
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.recommender import (
@@ -83,8 +85,10 @@ def _metrics(values: dict[str, float] | None) -> pb.Metrics:
 class RetentionOfferServicer(pb_grpc.RetentionOfferServiceServicer):
     def __init__(self, recommender: Recommender, holder: ModelHolder,
                  default_deadline_seconds: float, limiter: CallLimiter,
-                 batch_seconds_per_id: float = 0.001) -> None:
+                 batch_seconds_per_id: float = 0.001,
+                 feedback: FeedbackDesk | None = None) -> None:
         self.recommender = recommender
+        self.feedback = feedback
         self.holder = holder
         self.default_deadline = default_deadline_seconds
         self.batch_seconds_per_id = batch_seconds_per_id
@@ -133,3 +137,11 @@ class RetentionOfferServicer(pb_grpc.RetentionOfferServiceServicer):
             algorithm=meta.algorithm,
             data_fingerprint=meta.data_fingerprint,
         )
+
+    @guarded(pb.RecordFeedbackRequest)
+    async def RecordFeedback(self, request: pb.RecordFeedbackRequest,
+                             context: Context) -> pb.RecordFeedbackResponse:
+        if self.feedback is None:
+            raise ModelNotPublishedError("this server does not record feedback")
+        verdicts = self.feedback.verdicts(request)  # pure: INVALID_ARGUMENT for the batch only
+        return await self.feedback.record(verdicts, deadline_of(context, self.default_deadline))

@@ -93,6 +93,15 @@ def _parser() -> argparse.ArgumentParser:
     act.add_argument("version")
     msub.add_parser("rollback", help="swap the active and the previous version")
 
+    feedback = sub.add_parser("feedback", help="the feedback loop's background work")
+    fsub = feedback.add_subparsers(dest="feedback_command", required=True)
+    consume = fsub.add_parser(
+        "consume", help="fold recorded events into customers' vectors (run more to scale)")
+    consume.add_argument("--name", help="consumer name (default: host-pid)")
+    consume.add_argument("--batch", type=int, default=500, help="entries per read")
+    consume.add_argument("--claim-idle-seconds", type=float, default=30.0,
+                         help="take over another consumer's entries pending this long")
+
     for command in command_plugins():
         command.load()(sub)
     return parser
@@ -139,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from recsvc.cli.client import models_command
 
             return models_command(args, settings)
+        if args.command == "feedback":
+            from recsvc.cli.feedback import consume_command
+
+            return consume_command(args, settings)
         run: Callable[[argparse.Namespace, Settings], int] = args.run
         return run(args, settings)
     except SettingError as exc:
