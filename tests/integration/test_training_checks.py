@@ -13,13 +13,13 @@ import redis
 
 from recsvc.core import schema
 from recsvc.store.registry import Registry, eviction_risk
-from tests.integration.helpers import FAST_CONFIG, cli, planted, train_args
+from tests.integration.helpers import FAST_CONFIG, LOCK_TTL_SECONDS, cli, planted, train_args
 from training import localredis
 
 pytestmark = pytest.mark.integration
 
-# A longer lock than FAST_CONFIG's 2 s: on a loaded machine a 2 s lock can expire mid-publish.
-CONFIG = FAST_CONFIG.replace("lock_ttl_seconds = 2.0", "lock_ttl_seconds = 30.0")
+# A longer lock than FAST_CONFIG's: these runs never need it to expire.
+CONFIG = FAST_CONFIG.replace(f"lock_ttl_seconds = {LOCK_TTL_SECONDS}", "lock_ttl_seconds = 30.0")
 # A genuinely worse model: one factor regularized to nothing, served alone (no popularity blend).
 WORSE = CONFIG.replace("factors = [8]", "factors = [1]\nregularization = [10000.0]").replace(
     "blend_weights = [0.0, 0.5, 1.0]", "blend_weights = [1.0]")
