@@ -29,6 +29,9 @@ Every key, with its default (see also docs/DESIGN.md)::
     min_evaluated = 20             # fewer evaluable customers: the segment serves popularity
     max_customers = 20000          # evaluation sample per segment
     max_tuning_customers = 100000  # validation fits use a customer sample of this size
+    [decisioning]                  # objective, levers, contact policy, suppression: see
+    objective = "relevance"        # recsvc/decisioning/policy.py for every key (kept in the
+                                   # version's meta; serving applies it)
     [publish]
     quality_tolerance = 0.02       # refuse if overall ndcg@10 drops by more (unless --force)
     batch_size = 1000              # customers per HSET command
@@ -43,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from recsvc.core.errors import DataError
+from recsvc.decisioning.policy import Policy
 
 EVENTS = ("impression", "click", "accept", "redeem", "decline")
 
@@ -88,9 +92,14 @@ class TrainConfig:
     tuning: Tuning = field(default_factory=Tuning)
     evaluation: Evaluation = field(default_factory=Evaluation)
     publish: Publish = field(default_factory=Publish)
+    decisioning: dict[str, Any] = field(default_factory=dict)  # validated by Policy.from_dict
 
     def __post_init__(self) -> None:
         problems = []
+        try:
+            Policy.from_dict(self.decisioning)
+        except ValueError as exc:
+            problems.append(str(exc))
         if self.algorithm not in ("als", "bpr"):
             problems.append(f"algorithm must be 'als' or 'bpr', not {self.algorithm!r}")
         if self.duplicates not in ("max", "sum"):
@@ -159,6 +168,8 @@ def _apply(config: TrainConfig, raw: dict[str, Any], path: str) -> TrainConfig:
             top[key] = replace(current, **converted)
         elif key == "events":
             top[key] = {**config.events, **{k: float(v) for k, v in value.items()}}
+        elif key == "decisioning":
+            top[key] = dict(value)
         elif key == "negative_impressions":
             top[key] = str(value).lower()
         elif key in {f.name for f in fields(config)}:

@@ -30,7 +30,8 @@ from training.config import EVENTS
 CUSTOMER_KINDS = ("missing_customer_id", "duplicate_customer_id", "missing_segment",
                   "bad_clv", "bad_churn_risk")
 OFFER_KINDS = ("missing_offer_id", "duplicate_offer_id", "missing_segments", "bad_cost",
-               "bad_value", "bad_valid_from", "bad_valid_to", "empty_validity_window")
+               "bad_value", "bad_valid_from", "bad_valid_to", "empty_validity_window",
+               "bad_lever")
 INTERACTION_KINDS = ("unknown_customer", "unknown_offer", "unknown_event", "bad_ts",
                      "bad_weight")
 MAX_LISTED_ROWS = 1000  # row numbers listed per kind in the report (counts are always exact)
@@ -82,6 +83,9 @@ class Dataset:
     ineligible: int  # interactions with an offer not open to the customer's segment
     fingerprint: str
     rows_read: dict[str, int]
+    # Kept customers' columns other than id and segment (clv, churn_risk, extra attributes),
+    # for decisioning's customer attributes (training/attributes.py).
+    customer_columns: dict[str, pa.Array] = field(default_factory=dict)
 
     def drop_interactions(self) -> None:
         """Free the per-row arrays once the cells are built (they are the bulk of memory)."""
@@ -308,6 +312,9 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
         ("bad_churn_risk", churn_bad | ~(np.isnan(churn) | ((churn >= 0) & (churn <= 1)))),
     ]
     keep_customers = _first_failure(customers_path, checks, bad)
+    customer_columns = {name: customers.column(name).combine_chunks().filter(
+        pa.array(keep_customers)) for name in customers.column_names
+        if name not in ("customer_id", "segment")}
     customer_ids = ids.filter(pa.array(keep_customers))
     encoded = pc.dictionary_encode(segment.filter(pa.array(keep_customers)))
     segment_names = [str(s) for s in encoded.dictionary.to_pylist()]
@@ -357,6 +364,7 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
         fingerprint=fingerprint([customers_path, offers_path, interactions_path]),
         rows_read={"customers": customers.num_rows, "offers": offers_table.num_rows,
                    "interactions": rows_read},
+        customer_columns=customer_columns,
     )
 
 
@@ -378,6 +386,7 @@ def _load_offers(path: str, table: pa.Table, segment_names: list[str],
     value, value_bad = parse_float(table, "value")
     valid_from, from_bad = parse_time(table, "valid_from")
     valid_to, to_bad = parse_time(table, "valid_to")
+    lever, lever_bad = parse_float(table, "lever")
     no_segments = (np.zeros(table.num_rows, dtype=bool) if segments is None
                    else _mask(pc.equal(segments, "")))
     checks = [
@@ -390,10 +399,13 @@ def _load_offers(path: str, table: pa.Table, segment_names: list[str],
         ("bad_valid_to", to_bad),
         ("empty_validity_window", ~np.isnan(valid_from) & ~np.isnan(valid_to)
          & (valid_to <= valid_from)),
+        ("bad_lever", lever_bad | ~(np.isnan(lever) | ((lever > 0) & np.isfinite(lever)))),
     ]
     keep = _first_failure(path, checks, bad)
     titles = text(table, "title").to_pylist()
     channels = text(table, "channels").to_pylist()
+    rules = text(table, "rule").to_pylist()
+    types = text(table, "type").to_pylist()
     seg_specs = segments.to_pylist() if segments is not None else ["*"] * table.num_rows
     position = {name: i for i, name in enumerate(segment_names)}
     offers: list[dict[str, Any]] = []
@@ -418,6 +430,10 @@ def _load_offers(path: str, table: pa.Table, segment_names: list[str],
             "valid_to": _finite_or_none(valid_to[row]),
             "cost": _finite_or_none(cost[row]),
             "value": _finite_or_none(value[row]),
+            # Decisioning (optional columns): a customer rule, a business lever, a type.
+            **({"rule": rules[row]} if rules[row] else {}),
+            **({"lever": float(lever[row])} if not np.isnan(lever[row]) else {}),
+            **({"type": types[row]} if types[row] else {}),
         })
     eligible = (np.stack(rows_eligible, axis=1) if rows_eligible
                 else np.zeros((len(segment_names), 0), dtype=bool))

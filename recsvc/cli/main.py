@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from recsvc import __version__
+from recsvc.cli.offers import add_commands as add_offer_commands
 from recsvc.core.config import Settings, ignored_variables
 from recsvc.core.errors import RecsvcError
 
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     act.add_argument("version")
     msub.add_parser("rollback", help="swap the active and the previous version")
 
+    add_offer_commands(sub)
     for command in command_plugins():
         command.load()(sub)
     return parser

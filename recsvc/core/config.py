@@ -31,6 +31,7 @@ class Settings:
     max_batch_ids: int = 10_000
     batch_chunk: int = 500  # ids fetched per Redis round trip in RecommendBatch
     log_level: str = "INFO"
+    objective: str = ""  # overrides the version's [decisioning] objective when set
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -163,6 +163,8 @@ class ModelVersion:
     segments: list[SegmentModel]
     global_popular: SegmentModel
     segment_index: dict[str, int] = field(repr=False)
+    # The catalogue as published (JSON objects in index order): value, cost, rule, lever, type.
+    offers: list[dict[str, Any]] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def trained_at(self) -> str:
@@ -183,7 +185,8 @@ class ModelVersion:
     ) -> ModelVersion:
         """Decode what the store read; raises ValueError when anything is inconsistent."""
         meta = json.loads(meta_json)
-        catalogue = Catalogue.from_json(json.loads(offers_json))
+        offers = json.loads(offers_json)
+        catalogue = Catalogue.from_json(offers)
         size = len(catalogue.offer_ids)
         seg_meta: list[dict[str, Any]] = meta["segments"]
         if len(seg_meta) != len(segment_blobs):
@@ -201,6 +204,7 @@ class ModelVersion:
             segments=segments,
             global_popular=global_popular,
             segment_index={s.name: i for i, s in enumerate(segments)},
+            offers=offers,
         )
 
 
