@@ -63,48 +63,76 @@ def overall_ndcg(results: list[SegmentResult]) -> float | None:
 
 def customer_batches(data: data_module.Dataset, cells: list[Cells], results: list[SegmentResult],
                      batch_size: int, negative_weight: float = -1.0,
-                     positive_only: bool = False) -> Iterator[list[tuple[str, bytes]]]:
-    """(customer id, record) pairs, ``batch_size`` at a time, segment by segment.
+                     positive_only: bool = False,
+                     attributes: npt.NDArray[np.uint32] | None = None,
+                     ) -> Iterator[list[tuple[str, bytes]]]:
+    """(customer id, format-2 record) pairs, ``batch_size`` at a time, segment by segment.
 
     A customer gets a vector only if the final fit saw at least one of their cells; the others
-    (no history, or only cells the matrix drops) are served by their segment's popularity.
+    (no history, or only cells the matrix drops) are served by their segment's popularity. A
+    customer with a vector also carries the confidence row the fit saw (exact fold-in later).
+    ``attributes`` (customers x K, by dataset customer index) fills the attributes section.
     """
     all_ids = data.customer_ids.to_pylist()
     for s, (segment_cells, result) in enumerate(zip(cells, results, strict=True)):
         n = segment_cells.shape[0]
         accepted = segment_cells.accepted
-        acc_rows = segment_cells.rows[accepted]
-        acc_offers = segment_cells.offers[segment_cells.cols[accepted]].astype(schema.UINT32_LE)
-        order = np.argsort(acc_rows, kind="stable")
-        acc_offers = acc_offers[order]
-        bounds = np.searchsorted(acc_rows[order], np.arange(n + 1))
-        acc_bytes = acc_offers.tobytes()
+        acc_bounds, acc_bytes = _rows_packed(
+            n, segment_cells.rows[accepted],
+            segment_cells.offers[segment_cells.cols[accepted]].astype(schema.UINT32_LE))
         if result.factors is not None and result.params is not None:
-            has_history = segment_cells.trained_rows(
-                negative_weight if result.params.negative_impressions else None, positive_only)
+            negative = negative_weight if result.params.negative_impressions else None
+            has_history = segment_cells.trained_rows(negative, positive_only)
             users = np.ascontiguousarray(result.factors.users, dtype=schema.FLOAT32_LE)
             dim = users.shape[1]
             vec_bytes = users.tobytes()
+            values = segment_cells.values(negative)
+            used = values > 0 if positive_only else values != 0
+            cell_bounds, cell_offer_bytes, cell_conf_bytes = _rows_packed(
+                n, segment_cells.rows[used],
+                segment_cells.offers[segment_cells.cols[used]].astype(schema.UINT32_LE),
+                values[used].astype(schema.FLOAT32_LE))
         else:
             dim, vec_bytes, has_history = 0, b"", np.zeros(n, dtype=bool)
+            cell_bounds, cell_offer_bytes, cell_conf_bytes = np.zeros(n + 1, np.int64), b"", b""
         ids = [all_ids[i] for i in segment_cells.customers.tolist()]
-        yield from batched(_segment_records(s, ids, bounds, has_history, dim, vec_bytes,
-                                            acc_bytes), batch_size)
+        attrs = (b"", 0) if attributes is None or not attributes.shape[1] else (
+            np.ascontiguousarray(attributes[segment_cells.customers],
+                                 dtype=schema.UINT32_LE).tobytes(), attributes.shape[1])
+        yield from batched(_segment_records(
+            s, ids, has_history, dim, vec_bytes, (acc_bounds, acc_bytes),
+            (cell_bounds, cell_offer_bytes, cell_conf_bytes), attrs), batch_size)
 
 
-def _segment_records(segment_index: int, ids: list[str], bounds: npt.NDArray[np.int64],
-                     has_history: npt.NDArray[np.bool_], dim: int, vec_bytes: bytes,
-                     acc_bytes: bytes) -> Iterator[tuple[str, bytes]]:
-    """(id, record) of one segment's customers, in bulk from the packed vectors and accepts."""
-    lo_list, hi_list = bounds[:-1].tolist(), bounds[1:].tolist()
+def _rows_packed(n: int, rows: npt.NDArray[np.int32], *columns: npt.NDArray[Any]
+                 ) -> tuple[Any, ...]:
+    """Bounds of each row's entries (n + 1) and each column's values as bytes, in row order."""
+    order = np.argsort(rows, kind="stable")
+    bounds = np.searchsorted(rows[order], np.arange(n + 1))
+    return (bounds, *(column[order].tobytes() for column in columns))
+
+
+def _segment_records(segment_index: int, ids: list[str], has_history: npt.NDArray[np.bool_],
+                     dim: int, vec_bytes: bytes, accepted: tuple[npt.NDArray[np.int64], bytes],
+                     cells: tuple[npt.NDArray[np.int64], bytes, bytes],
+                     attributes: tuple[bytes, int]) -> Iterator[tuple[str, bytes]]:
+    """(id, record) of one segment's customers, in bulk from packed arrays: the same bytes as
+    ``schema.encode_customer_record`` (tests/unit/test_records.py checks it byte for byte)."""
+    acc_lo, acc_hi = accepted[0][:-1].tolist(), accepted[0][1:].tolist()
+    cell_lo, cell_hi = cells[0][:-1].tolist(), cells[0][1:].tolist()
+    acc_bytes, cell_offers, cell_conf = accepted[1], cells[1], cells[2]
+    attr_bytes, k = attributes
     history = has_history.tolist()
     width = 4 * dim
     for row, customer_id in enumerate(ids):
-        lo, hi = lo_list[row], hi_list[row]
+        lo, hi = acc_lo[row], acc_hi[row]
         d = dim if history[row] else 0
-        yield customer_id, (schema.pack_record_header(segment_index, d, hi - lo)
+        c_lo, c_hi = (cell_lo[row], cell_hi[row]) if d else (0, 0)
+        yield customer_id, (schema.pack_record_header(segment_index, d, hi - lo, c_hi - c_lo, k)
                             + (vec_bytes[row * width:(row + 1) * width] if d else b"")
-                            + acc_bytes[4 * lo:4 * hi])
+                            + acc_bytes[4 * lo:4 * hi]
+                            + cell_offers[4 * c_lo:4 * c_hi] + cell_conf[4 * c_lo:4 * c_hi]
+                            + attr_bytes[4 * k * row:4 * k * (row + 1)])
 
 
 def _meta(run: Run, data: data_module.Dataset, results: list[SegmentResult], version: str,
