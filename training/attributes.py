@@ -117,3 +117,14 @@ def decisioning_meta(raw: dict[str, Any]) -> dict[str, Any]:
         return Policy.from_dict(raw).as_dict()
     except ValueError as exc:
         raise DataError(f"bad training config: {exc}") from None
+
+
+def extend_meta(meta: dict[str, Any], attrs: Attributes, cells: list[Cells],
+                decisioning: dict[str, Any]) -> dict[str, Any]:
+    """The version meta with what decisioning reads: attribute schema and value tables, the
+    validated ``[decisioning]`` settings, per segment the base rate and means."""
+    meta.update(attrs.meta())
+    meta["decisioning"] = decisioning_meta(decisioning)
+    for segment, segment_cells in zip(meta["segments"], cells, strict=True):
+        segment.update(segment_numbers(segment_cells, attrs))
+    return meta

@@ -23,6 +23,7 @@ from recsvc.core.config import Settings
 from recsvc.core.errors import DataError, QualityGateError, RecsvcError
 from recsvc.store.reader import connect
 from recsvc.store.registry import Registry, TrainLock
+from training import attributes
 from training import data as data_module
 from training.config import TrainConfig, load_config
 from training.matrix import Cells, build_cells, global_popularity
@@ -196,6 +197,7 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
                                 "nothing was published")
         if not len(data.customer_segment):
             raise DataError("no valid customers: nothing to train")
+        attrs = attributes.build(data)  # offer rules are checked here, before any fit
         with run.phase("build"):
             cells = build_cells(data, config)
             data.drop_interactions()
@@ -225,11 +227,14 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
             total = len(data.customer_segment)
             bar = Progress(total, "customers published")
             outcome: PublishResult = publish(
-                client, keys, version, _meta(run, data, results, version, overall, active),
+                client, keys, version, attributes.extend_meta(
+                    _meta(run, data, results, version, overall, active), attrs, cells,
+                    config.decisioning),
                 data.offers, artifacts, SegmentArtifact(offer_index, offer_pop, None),
                 customer_batches(data, cells, results, config.publish.batch_size,
                                  config.negative_impression_weight,
-                                 positive_only=config.positive_cells_only), total,
+                                 positive_only=config.positive_cells_only,
+                                 attributes=attrs.matrix), total,
                 lock, activate=not args.no_activate, expected_active=active,
                 progress=bar.advance)
             bar.close()

@@ -173,7 +173,7 @@ def contacts_command(args: argparse.Namespace, settings: Settings) -> int:
     admin = _admin(settings)
     if args.action == "list":
         for member in sorted(admin.client.smembers(admin.keys.do_not_contact)):
-            print(bytes(member).decode())
+            print(member.decode() if isinstance(member, bytes) else member)
         return 0
     if not args.customer_ids:
         raise OfferAdminError(f"contacts dnc {args.action}: give at least one customer id")

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import numpy.typing as npt
 
 from recsvc.core import schema
 from recsvc.core.errors import (
@@ -158,8 +157,7 @@ class Recommender:
         return await self._settle(d, ask, answer, deadline)
 
     def _answer(self, d: Decider, ask: Ask, segment_hint: str, raw: bytes | None,
-                live: LiveView, vector_scores: npt.NDArray[np.float32] | None = None,
-                record: schema.CustomerRecord | None = None) -> Answer:
+                live: LiveView, record: schema.CustomerRecord | None = None) -> Answer:
         """The decision for one customer whose record (maybe None) and live state were read."""
         if raw is None and record is None:
             return self._popular(d, ask, segment_hint or live.segment, live, degraded=False,
@@ -173,10 +171,10 @@ class Recommender:
                                      reason="customer record unreadable")
         tables = d.segments[record.segment_index]
         strategy, reason = segment_strategy(d.base.segments[record.segment_index], record)
-        scores = None
-        if strategy != SEGMENT_POPULAR:
-            scores = vector_scores if vector_scores is not None else \
-                segment_scores(tables.model, record.vector[np.newaxis, :])[0]
+        # One customer's product, in batch too: a many-row product can differ in the last bits
+        # (another BLAS kernel), and batch answers must equal single ones exactly.
+        scores = None if strategy == SEGMENT_POPULAR else \
+            segment_scores(tables.model, record.vector[np.newaxis, :])[0]
         decision = decide(d, tables, scores, record.accepted, record.attributes, live, ask)
         return _answer(d, ask.customer_id, tables.model.name, strategy, decision, reason)
 
@@ -265,7 +263,7 @@ class Recommender:
     def _batch_slice(self, d: Decider, ids: Sequence[str],
                      states: list[tuple[bytes | None, dict[bytes, bytes]]], limit: int,
                      now: float, channel: str) -> list[tuple[Ask, Answer]]:
-        """Scores one matrix product per segment group, then decides customer by customer."""
+        """Decides customer by customer, exactly as ``recommend`` does."""
         records: list[schema.CustomerRecord | None] = []
         for customer_id, (raw, _) in zip(ids, states, strict=True):
             record = None
@@ -275,17 +273,6 @@ class Recommender:
                 except CorruptRecordError as exc:
                     log.error("customer %r: %s", customer_id, exc)
             records.append(record)
-        rows: dict[int, npt.NDArray[np.float32]] = {}
-        groups: dict[int, list[int]] = {}
-        for pos, record in enumerate(records):
-            if record is not None and segment_strategy(
-                    d.base.segments[record.segment_index], record)[0] != SEGMENT_POPULAR:
-                groups.setdefault(record.segment_index, []).append(pos)
-        for segment_index, members in groups.items():
-            vectors = np.stack([records[p].vector for p in members])  # type: ignore[union-attr]
-            scores = segment_scores(d.segments[segment_index].model, vectors)
-            for row, pos in enumerate(members):
-                rows[pos] = scores[row]
         out = []
         for pos, (customer_id, (raw, fields)) in enumerate(zip(ids, states, strict=True)):
             ask = Ask(customer_id, limit, now, channel)
@@ -295,7 +282,7 @@ class Recommender:
                 out.append((ask, self._popular(d, ask, "", live, degraded=True,
                                                reason="customer record unreadable")))
                 continue
-            out.append((ask, self._answer(d, ask, "", raw, live, rows.get(pos), record)))
+            out.append((ask, self._answer(d, ask, "", raw, live, record)))
         return out
 
 

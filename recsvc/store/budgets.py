@@ -15,6 +15,7 @@ import redis
 
 from recsvc.core import schema
 from recsvc.decisioning.budgets import REV_FIELD, BudgetSpec, day_of
+from recsvc.store.live import text_of
 
 # The shared Lua: is ``offer`` within its limits (total, today, segment)? Counters as in the
 # spec module; a malformed spec counts as exhausted.
@@ -139,8 +140,8 @@ def clear_budget(client: redis.Redis, keys: schema.Keys, offer_id: str,
                  reset_counters: bool = False) -> None:
     fields = [offer_id]
     if reset_counters:
-        fields += [f.decode() for f in client.hkeys(keys.budgets)
-                   if f.decode().startswith(f"{offer_id}:used")]
+        fields += [text_of(f) for f in client.hkeys(keys.budgets)
+                   if text_of(f).startswith(f"{offer_id}:used")]
     pipe = client.pipeline(transaction=True)
     pipe.hdel(keys.budgets, *fields)
     pipe.hincrby(keys.budgets, REV_FIELD, 1)
@@ -148,7 +149,7 @@ def clear_budget(client: redis.Redis, keys: schema.Keys, offer_id: str,
 
 
 def budgets_of(client: redis.Redis, keys: schema.Keys) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in client.hgetall(keys.budgets).items()}
+    return {text_of(k): text_of(v) for k, v in client.hgetall(keys.budgets).items()}
 
 
 def spec_json(raw: str) -> dict[str, Any]:

@@ -21,6 +21,11 @@ from recsvc.decisioning.live import LiveData, Poll
 log = logging.getLogger(__name__)
 
 
+def text_of(value: bytes | str) -> str:
+    """redis-py types replies as bytes or str; our clients never decode, so they are bytes."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def dnc_rev_key(keys: schema.Keys) -> str:
     """String counter: bumped on every change of the do-not-contact set."""
     return f"{keys.do_not_contact}:rev"
@@ -41,7 +46,7 @@ def poll(client: redis.Redis, keys: schema.Keys) -> Poll:
     pipe.hget(keys.budgets, REV_FIELD)
     pipe.get(dnc_rev_key(keys))
     active, offers_rev, budgets_rev, dnc_rev = pipe.execute()
-    return Poll(None if active is None else bytes(active).decode(),
+    return Poll(None if active is None else text_of(active),
                 (_int(offers_rev), _int(budgets_rev), _int(dnc_rev)))
 
 
@@ -63,7 +68,7 @@ def load_live(client: redis.Redis, keys: schema.Keys) -> LiveData:
             log.error("offer override %r is not JSON: ignored", name)
             continue
         if isinstance(value, dict):
-            overrides[bytes(name).decode()] = value
+            overrides[text_of(name)] = value
     return LiveData(overrides,
-                    {bytes(k).decode(): bytes(v).decode() for k, v in budgets_raw.items()},
-                    frozenset(bytes(c).decode() for c in dnc_raw))
+                    {text_of(k): text_of(v) for k, v in budgets_raw.items()},
+                    frozenset(text_of(c) for c in dnc_raw))

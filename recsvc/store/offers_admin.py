@@ -20,7 +20,7 @@ from recsvc.decisioning import budgets as budget_spec
 from recsvc.decisioning.live import validate_override
 from recsvc.decisioning.rules import AttributeSchema, RuleError, compile_rule
 from recsvc.store import budgets as budget_store
-from recsvc.store.live import dnc_rev_key
+from recsvc.store.live import dnc_rev_key, text_of
 
 
 class OfferAdminError(RecsvcError):
@@ -47,7 +47,7 @@ class OfferAdmin:
         version = self.client.get(self.keys.active)
         if version is None:
             raise OfferAdminError("no model version is active yet: run `recsvc train` first")
-        ver = bytes(version).decode()
+        ver = text_of(version)
         meta_raw, offers_raw = self.client.mget(self.keys.meta(ver), self.keys.offers(ver))
         if meta_raw is None or offers_raw is None:
             raise OfferAdminError(f"active version {ver} is incomplete")
@@ -58,7 +58,7 @@ class OfferAdmin:
 
     def overrides(self) -> dict[str, dict[str, Any]]:
         raw = self.client.hgetall(self.keys.offers_live)
-        return {bytes(k).decode(): json.loads(v) for k, v in raw.items()}
+        return {text_of(k): json.loads(v) for k, v in raw.items()}
 
     def change(self, offer_id: str, fields: dict[str, Any], new: bool = False) -> dict[str, Any]:
         """Merge ``fields`` into the offer's override (or add a new offer); returns it."""
