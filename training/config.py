@@ -35,6 +35,9 @@ Every key, with its default (see also docs/DESIGN.md)::
     max_event_mix_shift = 0.2      # ... or an event's share of them moves by more than this ...
     min_segment_interactions = 50  # ... or a personalized segment has fewer (vs the active
     min_interactions = 100         # version); a first deploy needs this many interactions
+    [decisioning]                  # objective, levers, contact policy, suppression: see
+    objective = "relevance"        # recsvc/decisioning/policy.py for every key (kept in the
+                                   # version's meta; serving applies it)
     [publish]
     quality_tolerance = 0.1        # refuse if the lift over popularity (served ndcg@10 / baseline
                                    # ndcg@10, each on its own data) drops by more (unless --force)
@@ -50,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from recsvc.core.errors import DataError
+from recsvc.decisioning.policy import Policy
 
 EVENTS = ("impression", "click", "accept", "redeem", "decline")
 
@@ -107,9 +111,14 @@ class TrainConfig:
     evaluation: Evaluation = field(default_factory=Evaluation)
     checks: Checks = field(default_factory=Checks)
     publish: Publish = field(default_factory=Publish)
+    decisioning: dict[str, Any] = field(default_factory=dict)  # validated by Policy.from_dict
 
     def __post_init__(self) -> None:
         problems = []
+        try:
+            Policy.from_dict(self.decisioning)
+        except ValueError as exc:
+            problems.append(str(exc))
         if self.algorithm not in ("als", "bpr"):
             problems.append(f"algorithm must be 'als' or 'bpr', not {self.algorithm!r}")
         if self.duplicates not in ("max", "sum"):
@@ -187,6 +196,8 @@ def _apply(config: TrainConfig, raw: dict[str, Any], path: str) -> TrainConfig:
             top[key] = replace(current, **converted)
         elif key == "events":
             top[key] = {**config.events, **{k: float(v) for k, v in value.items()}}
+        elif key == "decisioning":
+            top[key] = dict(value)
         elif key == "negative_impressions":
             top[key] = str(value).lower()
         elif key in {f.name for f in fields(config)}:

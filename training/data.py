@@ -45,7 +45,8 @@ CUSTOMER_KINDS = ("missing_customer_id", "duplicate_customer_id", "missing_segme
 INVALID_VALUE_KINDS = ("bad_clv", "bad_churn_risk")
 MALFORMED = "malformed_line"  # a CSV line that does not parse; counted for every table
 OFFER_KINDS = ("missing_offer_id", "duplicate_offer_id", "missing_segments", "bad_cost",
-               "bad_value", "bad_valid_from", "bad_valid_to", "empty_validity_window")
+               "bad_value", "bad_valid_from", "bad_valid_to", "empty_validity_window",
+               "bad_lever")
 INTERACTION_KINDS = ("unknown_customer", "unknown_offer", "unknown_event", "bad_ts",
                      "bad_weight")
 MAX_LISTED_ROWS = 1000  # row numbers listed per kind in the report (counts are always exact)
@@ -116,6 +117,10 @@ class Dataset:
     rows_read: dict[str, int]  # rows in each file, malformed lines included
     invalid_values: BadRows = field(default_factory=BadRows)  # read as missing, rows kept
     ts_converted: dict[str, int] = field(default_factory=dict)  # unit -> rows converted
+    # Kept customers' columns other than id and segment (clv, churn_risk, extra attributes),
+    # for decisioning's customer attributes (training/attributes.py); invalid clv/churn_risk
+    # values are missing there too.
+    customer_columns: dict[str, pa.Array] = field(default_factory=dict)
 
     def drop_interactions(self) -> None:
         """Free the per-row arrays once the cells are built (they are the bulk of memory)."""
@@ -168,6 +173,13 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
                                     ("bad_churn_risk", "churn_risk", 0.0, 1.0)):
         _, invalid = optional_float(customers, column, low, high)
         invalid_values.add(customers_path, kind, invalid & keep_customers)
+    customer_columns = {name: customers.column(name).combine_chunks().filter(
+        pa.array(keep_customers)) for name in customers.column_names
+        if name not in ("customer_id", "segment")}
+    for column, low, high in (("clv", 0.0, math.inf), ("churn_risk", 0.0, 1.0)):
+        if column in customer_columns:  # the parsed number, NaN where invalid or missing
+            parsed, _ = optional_float(customers, column, low, high)
+            customer_columns[column] = pa.array(parsed[keep_customers], type=pa.float64())
     customer_ids = ids.filter(pa.array(keep_customers))
     encoded = pc.dictionary_encode(segment.filter(pa.array(keep_customers)))
     segment_names = [str(s) for s in encoded.dictionary.to_pylist()]
@@ -225,6 +237,7 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
         rows_read=rows_read,
         invalid_values=invalid_values,
         ts_converted=ts_converted,
+        customer_columns=customer_columns,
     )
 
 
@@ -256,6 +269,7 @@ def _load_offers(path: str, table: pa.Table, segment_names: list[str],
     value, value_bad = parse_float(table, "value")
     valid_from, from_bad = parse_time(table, "valid_from")
     valid_to, to_bad = parse_time(table, "valid_to")
+    lever, lever_bad = parse_float(table, "lever")
     no_segments = (np.zeros(table.num_rows, dtype=bool) if segments is None
                    else mask(pc.equal(segments, "")))
     checks = [
@@ -268,10 +282,13 @@ def _load_offers(path: str, table: pa.Table, segment_names: list[str],
         ("bad_valid_to", to_bad),
         ("empty_validity_window", ~np.isnan(valid_from) & ~np.isnan(valid_to)
          & (valid_to <= valid_from)),
+        ("bad_lever", lever_bad | ~(np.isnan(lever) | ((lever > 0) & np.isfinite(lever)))),
     ]
     keep = _first_failure(path, checks, bad)
     titles = text(table, "title").to_pylist()
     channels = text(table, "channels").to_pylist()
+    rules = text(table, "rule").to_pylist()
+    types = text(table, "type").to_pylist()
     seg_specs = segments.to_pylist() if segments is not None else ["*"] * table.num_rows
     position = {name: i for i, name in enumerate(segment_names)}
     offers: list[dict[str, Any]] = []
@@ -296,6 +313,10 @@ def _load_offers(path: str, table: pa.Table, segment_names: list[str],
             "valid_to": _finite_or_none(valid_to[row]),
             "cost": _finite_or_none(cost[row]),
             "value": _finite_or_none(value[row]),
+            # Decisioning (optional columns): a customer rule, a business lever, a type.
+            **({"rule": rules[row]} if rules[row] else {}),
+            **({"lever": float(lever[row])} if not np.isnan(lever[row]) else {}),
+            **({"type": types[row]} if types[row] else {}),
         })
     eligible = (np.stack(rows_eligible, axis=1) if rows_eligible
                 else np.zeros((len(segment_names), 0), dtype=bool))

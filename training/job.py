@@ -26,6 +26,7 @@ from recsvc.core.errors import DataError, QualityGateError, RecsvcError
 from recsvc.core.meta import ModelMeta, SegmentMeta
 from recsvc.store.reader import connect
 from recsvc.store.registry import Registry, TrainLock, eviction_risk, redis_problem
+from training import attributes
 from training import data as data_module
 from training import events as feedback_events
 from training import profile as profile_module
@@ -210,6 +211,7 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
         profile = _check_input(data, paths, active, active_meta, config, args, report, say)
         if report["data_checks"]["forced"]:
             forced.append("data_checks")
+        attrs = attributes.build(data)  # offer rules are checked here, before any fit
         with run.phase("build"):
             cells = build_cells(data, config)
             data.drop_interactions()
@@ -246,11 +248,13 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
             meta = _meta(run, data, results, version, overall, active,
                          {**checked, "feedback_cutoff": tables.report["cutoff"]})
             outcome: PublishResult = publish(
-                client, keys, version, meta,
+                client, keys, version, ModelMeta.from_dict(attributes.extend_meta(
+                    meta.as_dict(), attrs, cells, config.decisioning)),
                 data.offers, artifacts, SegmentArtifact(offer_index, offer_pop, None),
                 customer_batches(data, cells, results, config.publish.batch_size,
                                  config.negative_impression_weight,
-                                 positive_only=config.positive_cells_only), total,
+                                 positive_only=config.positive_cells_only,
+                                 attributes=attrs.matrix), total,
                 lock, activate=not args.no_activate, expected_active=active,
                 progress=bar.advance)
             bar.close()

@@ -151,7 +151,8 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
     def on_health(model_loaded: bool, redis_ok: bool) -> None:  # called from the watcher thread
         asyncio.run_coroutine_threadsafe(set_health(model_loaded, redis_ok), loop.loop)
 
-    watcher = ModelWatcher(store, holder, settings.model_poll_ms / 1000.0, on_health)
+    watcher = ModelWatcher(store, holder, settings.model_poll_ms / 1000.0, on_health,
+                           objective=settings.objective)
     # Start with the active model when there is one (blocking reads: off the loop).
     await asyncio.to_thread(watcher.check_once)
     watcher.start()

@@ -60,18 +60,30 @@ def deadline_of(context: Context, default_seconds: float) -> float:
 def to_response(answer: Answer) -> pb.RecommendResponse:
     catalogue = answer.model.catalogue
     ids, titles = catalogue.offer_ids, catalogue.titles
+    decision = answer.decision
     response = pb.RecommendResponse(
         customer_id=answer.customer_id,
         segment=answer.segment,
         model_version=answer.model.version,
         strategy=STRATEGY_TO_PROTO[answer.strategy],
         reason=answer.reason,
+        decision_id=decision.decision_id if decision is not None else "",
     )
     add = response.offers.add  # a third cheaper than building RankedOffer objects to pass in
-    for rank, (i, score) in enumerate(
-            zip(answer.ranked.offers.tolist(), answer.ranked.scores.tolist(), strict=True),
-            start=1):
-        add(offer_id=ids[i], title=titles[i], score=score, rank=rank)
+    offers, scores = answer.ranked.offers.tolist(), answer.ranked.scores.tolist()
+    if decision is None:
+        for rank, (i, score) in enumerate(zip(offers, scores, strict=True), start=1):
+            add(offer_id=ids[i], title=titles[i], score=score, rank=rank)
+        return response
+    for rank, (i, score, objective, reasons, value, cost) in enumerate(zip(
+            offers, scores, decision.objective, decision.reasons, answer.value, answer.cost,
+            strict=True), start=1):
+        add(offer_id=ids[i], title=titles[i], score=score, rank=rank, p_accept=score,
+            reasons=reasons, objective=objective, value=value, cost=cost)
+    if decision.removed:
+        more = response.removed.add
+        for offer_id, rule, detail in decision.removed:
+            more(offer_id=offer_id, rule=rule, detail=detail)
     return response
 
 
@@ -98,7 +110,8 @@ class RetentionOfferServicer(pb_grpc.RetentionOfferServiceServicer):
     async def Recommend(self, request: pb.RecommendRequest,
                         context: Context) -> pb.RecommendResponse:
         question = Question(request.customer_id, request.limit, request.channel,
-                            request.segment, tuple(request.exclude_offer_ids))
+                            request.segment, tuple(request.exclude_offer_ids),
+                            dict(request.context), request.explain)
         answer = await self.recommender.recommend(question,
                                                   deadline_of(context, self.default_deadline))
         return to_response(answer)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from recsvc import __version__
+from recsvc.cli.offers import add_commands as add_offer_commands
 from recsvc.core.config import LOG_LEVELS, Settings, ignored_variables, problems
 from recsvc.core.errors import ListenError, RecsvcError, SettingError
 
@@ -101,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     consume.add_argument("--batch", type=int, default=500, help="entries per read")
     consume.add_argument("--claim-idle-seconds", type=float, default=30.0,
                          help="take over another consumer's entries pending this long")
+
+    add_offer_commands(sub)
 
     for command in command_plugins():
         command.load()(sub)

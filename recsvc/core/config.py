@@ -49,6 +49,7 @@ class Settings:
     dedup_max_per_shard: int = 250_000  # at most this many remembered ids per shard
     live_ttl_days: float = 90.0  # a customer's live hash expires this long after its last write
     contacts_kept: int = 32  # contact times kept per customer and channel (>= any contact cap)
+    objective: str = ""  # overrides the version's [decisioning] objective when set
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
