@@ -29,7 +29,8 @@ from recsvc.api.service import RetentionOfferServicer
 from recsvc.api.workers import check_can_listen, is_worker, run_workers
 from recsvc.core import schema
 from recsvc.core.config import Settings
-from recsvc.core.errors import ListenError
+from recsvc.core.errors import ListenError, SettingError
+from recsvc.experiments.holdout import Holdout
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.recommender import Recommender
 from recsvc.serving.watcher import ModelWatcher
@@ -38,6 +39,15 @@ from recsvc.store.reader import RecordReader, RedisStore, connect
 from recsvc.store.registry import eviction_risk
 
 log = logging.getLogger(__name__)
+
+
+def holdout_of(settings: Settings) -> Holdout:
+    """The control group the settings describe (validated at start: one clear line)."""
+    try:
+        return Holdout.parse(settings.holdout_share, settings.holdout_segments,
+                             settings.holdout_salt, settings.holdout_baseline)
+    except ValueError as exc:
+        raise SettingError(f"RECSVC_HOLDOUT_*: {exc}") from exc
 
 # grpcio-health-checking's asyncio servicer (health.aio, which its type stubs do not declare).
 AioHealthServicer: Any = health.aio.HealthServicer  # type: ignore[attr-defined]
@@ -125,7 +135,8 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
                  loop: LoopThread) -> RunningServer:
     holder = ModelHolder()
     records = RecordReader(store.keys, settings, store.breaker)
-    recommender = Recommender(holder, records, settings.max_batch_ids, settings.batch_chunk)
+    recommender = Recommender(holder, records, settings.max_batch_ids, settings.batch_chunk,
+                              holdout_of(settings), settings.decision_log)
     limiter = CallLimiter(settings.max_concurrent_rpcs)
     server = make_grpc_server(settings, reuse_port)
     events = EventLog(store.keys, settings)  # its own pipelined connection (longer timeout)

@@ -50,6 +50,13 @@ class Settings:
     live_ttl_days: float = 90.0  # a customer's live hash expires this long after its last write
     contacts_kept: int = 32  # contact times kept per customer and channel (>= any contact cap)
     objective: str = ""  # overrides the version's [decisioning] objective when set
+    # Experiments (recsvc/experiments/holdout.py): a control group, and the decision log
+    holdout_share: float = 0.0  # share of each segment held out as control
+    holdout_segments: str = ""  # per-segment shares: "at_risk=0.2,loyal=0.05"
+    holdout_salt: str = "holdout-1"  # a new salt draws a new control group
+    holdout_baseline: str = "none"  # what control gets: "none" or "popular"
+    decision_log: bool = True  # every answer appended to the decision log (docs/DESIGN.md, 6)
+    decision_log_max_per_shard: int = 200_000  # entries kept per shard (64 shards)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -130,6 +137,9 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "max_batch_ids": _between(1),
     "batch_chunk": _between(1),
     "log_level": _log_level,
+    "holdout_share": _between(0, 1),
+    "holdout_baseline": lambda v: None if v in ("none", "popular") else "none or popular",
+    "decision_log_max_per_shard": _between(1),
 }
 
 

@@ -53,6 +53,10 @@ class Records(Protocol):
         """On-serve budgets: the budgeted offers granted a unit, atomically."""
         ...
 
+    def log_decision(self, customer_id: str, fields: list[bytes | str]) -> None:
+        """After the answer, not awaited: append one entry to the decision log."""
+        ...
+
     def record_contact(self, customer_id: str, channel: str, now: float, keep: int) -> None:
         """A contact on ``channel``, written after the answer and not awaited."""
         ...

@@ -137,6 +137,7 @@ class RecordReader:
         self._redis = PipelinedRedis(settings.redis_url)
         self._keys = keys
         self._timeout = settings.redis_timeout_ms / 1000.0
+        self._decision_log_max = str(settings.decision_log_max_per_shard)
         self._breaker = breaker
 
     async def _call(self, deadline: float, *command: bytes | str) -> Any:
@@ -205,6 +206,13 @@ class RecordReader:
             granted = await self._call(deadline, "EVAL", budget_scripts.RESERVE_LUA, "1",
                                        self._keys.budgets, *args)
         return {bytes(g).decode() for g in granted or []}
+
+    def log_decision(self, customer_id: str, fields: list[bytes | str]) -> None:
+        """After the answer, not awaited: one entry of the customer's shard's decision log,
+        the stream trimmed to about ``decision_log_max_per_shard`` entries."""
+        self._redis.send_nowait("XADD", self._keys.decisions(schema.shard_of(customer_id)),
+                                "MAXLEN", "~", self._decision_log_max, "*", *fields,
+                                timeout=self._timeout)
 
     def record_contact(self, customer_id: str, channel: str, now: float, keep: int) -> None:
         """After the answer, not awaited: a contact on ``channel`` (contacts counted on serve)."""
