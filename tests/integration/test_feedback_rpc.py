@@ -107,3 +107,16 @@ def test_arbitrary_events_never_get_internal(settings: Settings) -> None:
                 assert result.status != X or result.reason
 
         check()
+
+
+def test_a_threaded_server_records_the_same_way_with_redis_py(settings: Settings,
+                                                              client: redis.Redis) -> None:
+    from recsvc.api.feedback import FeedbackDesk
+    from recsvc.serving.holder import ModelHolder
+    from recsvc.store.events import EventLog
+
+    desk = FeedbackDesk.build(ModelHolder(), EventLog(schema.Keys(settings.key_prefix),
+                                                      settings), settings)
+    request = pb.RecordFeedbackRequest(events=[event("s1"), event("s1"), event("", offer="a1")])
+    reply = desk.record_blocking(desk.verdicts(request), client)
+    assert [r.status for r in reply.results] == [R, D, X]
