@@ -26,7 +26,7 @@ import redis
 from recsvc.core import schema
 from recsvc.core.errors import DataError
 from recsvc.store.streams import last_ids, read_entries, trim_safe
-from training import data as data_module
+from training import tables
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def export(client: redis.Redis, keys: schema.Keys, out: str) -> StreamEvents:
 
 
 def _as_text(table: pa.Table) -> pa.Table:
-    return pa.table({name: data_module.text(table, name) for name in table.column_names})
+    return pa.table({name: tables.text(table, name) for name in table.column_names})
 
 
 def merge(customers_path: str, offers_path: str, interactions_path: str,
@@ -85,10 +85,14 @@ def merge(customers_path: str, offers_path: str, interactions_path: str,
     """Tables the job reads instead of the given ones (see the module docstring)."""
     stream = events.table
     report: dict[str, Any] = {"stream_events": stream.num_rows, "cutoff": events.cutoff}
-    customers = data_module.read_table(customers_path, ("customer_id", "segment"))
-    offers = data_module.text(data_module.read_table(offers_path, ("offer_id",)), "offer_id")
-    interactions = _as_text(data_module.read_table(
-        interactions_path, ("customer_id", "offer_id", "event", "ts")))
+    customers, bad_customers = tables.read_table(customers_path, ("customer_id", "segment"))
+    offers = tables.text(tables.read_table(offers_path, ("offer_id",))[0], "offer_id")
+    raw_interactions, bad_interactions = tables.read_table(
+        interactions_path, ("customer_id", "offer_id", "event", "ts"))
+    interactions = _as_text(raw_interactions)
+    # The merged files no longer hold malformed lines: say which, so they are not lost silently.
+    report["malformed_lines_left_out"] = {customers_path: bad_customers.lines[:1000],
+                                          interactions_path: bad_interactions.lines[:1000]}
     # Interaction events only, the first of each event_id, none the table already holds.
     keep = pc.is_in(stream["event"], value_set=pa.array(INTERACTION_EVENTS)).to_numpy(
         zero_copy_only=False)
@@ -106,7 +110,7 @@ def merge(customers_path: str, offers_path: str, interactions_path: str,
     report["events_of_unknown_offers_left_out"] = int((~known_offer).sum())
     stream = stream.filter(pa.array(known_offer))
     # Customers the model does not know: added with the segment their latest event named.
-    known = set(data_module.text(customers, "customer_id").to_pylist())
+    known = set(tables.text(customers, "customer_id").to_pylist())
     segment_of: dict[str, str] = {}
     for customer, segment in zip(stream["customer_id"].to_pylist(),
                                  stream["segment"].to_pylist(), strict=True):

@@ -168,6 +168,8 @@ class ModelVersion:
     segments: list[SegmentModel]
     global_popular: SegmentModel
     segment_index: dict[str, int] = field(repr=False)
+    # The catalogue as published (JSON objects in index order): value, cost, rule, lever, type.
+    offers: list[dict[str, Any]] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def trained_at(self) -> str:
@@ -187,7 +189,8 @@ class ModelVersion:
         global_blob: dict[bytes, bytes],
     ) -> ModelVersion:
         """Decode what the store read; raises ValueError when anything is inconsistent."""
-        catalogue = Catalogue.from_json(json.loads(offers_json))
+        offers = json.loads(offers_json)
+        catalogue = Catalogue.from_json(offers)
         size = len(catalogue.offer_ids)
         if len(meta.segments) != len(segment_blobs):
             raise ValueError(f"meta lists {len(meta.segments)} segments, "
@@ -204,6 +207,7 @@ class ModelVersion:
             segments=segments,
             global_popular=global_popular,
             segment_index={s.name: i for i, s in enumerate(segments)},
+            offers=offers,
         )
 
 

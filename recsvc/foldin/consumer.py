@@ -34,7 +34,7 @@ from recsvc.core.config import Settings
 from recsvc.core.errors import CorruptRecordError, StoreError
 from recsvc.feedback.events import INTERACTIONS
 from recsvc.feedback.foldin import ACCEPTED, FoldModel, NewEvent, add_events
-from recsvc.store.live import fold_write_args, run_fold_writes
+from recsvc.store.fold_writes import fold_write_args, run_fold_writes
 from recsvc.store.reader import RedisStore
 
 log = logging.getLogger(__name__)

@@ -1,51 +1,74 @@
-"""Writing fold-in records to the customer live hash, with a compare-and-set.
+"""Live state beside the versioned model (docs/DESIGN.md section 6): the watcher's reads.
 
-``FOLD_WRITE`` sets ``r:<version>`` (the record) and ``f:<version>`` (the stream ids folded into
-it) together, only if ``f:<version>`` still holds what the consumer read: two consumers folding
-the same customer never overwrite each other's work (the loser reads again and retries). The
-same script deletes the ``r:``/``f:`` fields of versions that are neither active nor previous.
+The watcher's poll reads the active pointer and the three revision counters in one pipeline
+(``poll``); when a counter moved it reads that piece whole (``load_live``). Requests never read
+these keys: they get them from memory, within one poll of a change.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
+import logging
 from typing import Any
 
 import redis
 
-FOLD_WRITE = """
-local live = KEYS[1]
-local current = redis.call('HGET', live, ARGV[2]) or ''
-if current ~= ARGV[3] then return 0 end
-redis.call('HSET', live, ARGV[1], ARGV[4], ARGV[2], ARGV[5])
-for _, field in ipairs(redis.call('HKEYS', live)) do
-  local kind = string.sub(field, 1, 2)
-  if kind == 'r:' or kind == 'f:' then
-    local version = string.sub(field, 3)
-    if version ~= ARGV[7] and version ~= ARGV[8] then redis.call('HDEL', live, field) end
-  end
-end
-redis.call('EXPIRE', live, ARGV[6])
-return 1
-"""
-FOLD_WRITE_SHA = hashlib.sha1(FOLD_WRITE.encode()).hexdigest()
+from recsvc.core import schema
+from recsvc.core.errors import StoreError
+from recsvc.decisioning.budgets import REV_FIELD
+from recsvc.decisioning.live import LiveData, Poll
+
+log = logging.getLogger(__name__)
 
 
-def fold_write_args(live_key: str, record_field: str, folded_field: str, expected: str,
-                    record: bytes, folded: str, ttl_seconds: int, active: str,
-                    previous: str) -> list[Any]:
-    """numkeys, KEYS and ARGV of FOLD_WRITE (``expected`` "" = the field must be absent)."""
-    return ["1", live_key, record_field, folded_field, expected, record, folded,
-            str(ttl_seconds), active, previous]
+def text_of(value: bytes | str) -> str:
+    """redis-py types replies as bytes or str; our clients never decode, so they are bytes."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
-def run_fold_writes(client: redis.Redis, commands: list[list[Any]]) -> list[bool]:
-    """All writes in one pipeline; True per write that won its compare-and-set."""
-    if not commands:
-        return []
-    if not client.script_exists(FOLD_WRITE_SHA)[0]:  # after a Redis restart
-        client.script_load(FOLD_WRITE)
+def dnc_rev_key(keys: schema.Keys) -> str:
+    """String counter: bumped on every change of the do-not-contact set."""
+    return f"{keys.do_not_contact}:rev"
+
+
+def _int(raw: Any) -> int:
+    try:
+        return int(raw or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def poll(client: redis.Redis, keys: schema.Keys) -> Poll:
+    """One round trip: the active pointer and the revision counters."""
     pipe = client.pipeline(transaction=False)
-    for command in commands:
-        pipe.execute_command("EVALSHA", FOLD_WRITE_SHA, *command)  # type: ignore[no-untyped-call]
-    return [int(r) == 1 for r in pipe.execute()]
+    pipe.get(keys.active)
+    pipe.get(keys.offers_rev)
+    pipe.hget(keys.budgets, REV_FIELD)
+    pipe.get(dnc_rev_key(keys))
+    active, offers_rev, budgets_rev, dnc_rev = pipe.execute()
+    return Poll(None if active is None else text_of(active),
+                (_int(offers_rev), _int(budgets_rev), _int(dnc_rev)))
+
+
+def load_live(client: redis.Redis, keys: schema.Keys) -> LiveData:
+    """The overrides, budgets and do-not-contact list (one round trip)."""
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(keys.offers_live)
+        pipe.hgetall(keys.budgets)
+        pipe.smembers(keys.do_not_contact)
+        overrides_raw, budgets_raw, dnc_raw = pipe.execute()
+    except redis.RedisError as exc:
+        raise StoreError(f"cannot read live offer state: {exc}") from exc
+    overrides: dict[str, dict[str, Any]] = {}
+    for name, raw in overrides_raw.items():
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            log.error("offer override %r is not JSON: ignored", name)
+            continue
+        if isinstance(value, dict):
+            overrides[text_of(name)] = value
+    return LiveData(overrides,
+                    {text_of(k): text_of(v) for k, v in budgets_raw.items()},
+                    frozenset(text_of(c) for c in dnc_raw))

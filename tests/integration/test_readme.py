@@ -56,6 +56,7 @@ def test_readme_shell_and_python_blocks_run(tmp_path: Path,
     assert "strategy segment_popular" in out  # the unknown customer with a segment
     assert "recsvc.v1.RetentionOfferService" in out  # grpcurl list
     assert '"offer_id"' in out  # grpcurl Recommend
+    assert "\n5000\n" in out  # grpcurl RecommendBatch of all 5,000 customers, no deadline
     assert "STRATEGY_" in out  # the Python client
     assert "FEEDBACK_STATUS_RECORDED" in out
     assert "1 events written to events.parquet" in out
