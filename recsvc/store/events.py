@@ -187,8 +187,8 @@ class EventLog:
 
     def __init__(self, keys: schema.Keys, settings: Settings) -> None:
         self._redis = PipelinedRedis(settings.redis_url)
-        self._keys = keys
-        self._bounds = Bounds.from_settings(settings)
+        self.keys = keys
+        self.bounds = Bounds.from_settings(settings)
         self._timeout = settings.feedback_timeout_ms / 1000.0
 
     async def record(self, events: Sequence[Event], deadline: float) -> list[Outcome]:
@@ -197,7 +197,7 @@ class EventLog:
         if not events:
             return []
         now = time.time()
-        commands = batch_args(self._keys, self._bounds, now, events)
+        commands = batch_args(self.keys, self.bounds, now, events)
         replies = await self._send(commands, deadline)
         missing = [i for i, r in enumerate(replies)
                    if isinstance(r, ErrorReply) and str(r).startswith("NOSCRIPT")]
