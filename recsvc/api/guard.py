@@ -1,9 +1,17 @@
-"""Around every recsvc RPC: the concurrency cap, and the one place domain errors become statuses.
+"""Around every recsvc RPC: parsing the request, the concurrency cap, and the one place domain
+errors become statuses.
 
 A decorator on the servicer's methods rather than a server interceptor: grpc.aio builds a new
 handler per call for every interceptor, and health checks and reflection, which are not
 decorated, are never counted or rejected (grpcio's own ``maximum_concurrent_rpcs`` would reject
 them under load). Everything runs on the event loop, so the counter needs no lock.
+
+Requests arrive as bytes (``handlers.add_servicer`` registers no deserializer) and ``parse``
+decodes them here: bytes that are not a valid message (wire format, bad UTF-8 in a string) are
+INVALID_ARGUMENT, where grpcio's own deserializer answered INTERNAL and logged a traceback per
+call. Failures are logged through ``RateLimitedLog``: one line per kind and interval with the
+count of the others, so a fuzzer cannot fill the disk. ``parse`` and ``status_for`` are plain
+functions a synchronous servicer's wrapper can use too.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError, Message
 
 from recsvc.core.errors import (
     DeadlineExceededError,
@@ -23,6 +32,7 @@ from recsvc.core.errors import (
     OverloadedError,
     StoreError,
 )
+from recsvc.core.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +43,29 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     StoreError: grpc.StatusCode.UNAVAILABLE,
 }   # anything else: INTERNAL with a generic message; the traceback goes to the log only
+
+
+failures = RateLimitedLog(log)
+
+M = TypeVar("M", bound=Message)
+
+
+def parse(message_type: type[M], raw: bytes | M) -> M:
+    """Decode request bytes; InvalidRequestError (INVALID_ARGUMENT) when they are no message."""
+    if isinstance(raw, message_type):  # a caller that registered a deserializer after all
+        return raw
+    try:
+        return message_type.FromString(raw)  # type: ignore[arg-type]
+    except DecodeError as exc:
+        name = message_type.DESCRIPTOR.name
+        failures.log(logging.WARNING, "undecodable_request",
+                     f"undecodable {name} ({len(raw)} bytes): {exc}")  # type: ignore[arg-type]
+        raise InvalidRequestError(f"request is not a valid {name}: {_reason(exc)}") from None
+
+
+def _reason(exc: DecodeError) -> str:
+    # upb says "Error parsing message with type 'x': String field had bad UTF-8".
+    return str(exc).rsplit(": ", 1)[-1] or "malformed bytes"
 
 
 def status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
@@ -58,25 +91,34 @@ S = TypeVar("S", bound=Limited)
 Method = Callable[[S, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
-def guarded(method: Method[S]) -> Method[S]:
-    @functools.wraps(method)
-    async def call(self: S, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        limiter = self.limiter
-        if limiter.in_flight >= limiter.limit:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"server busy: {limiter.limit} calls already in flight; retry "
-                                "with backoff or add instances")
-        limiter.in_flight += 1
-        try:
-            return await method(self, request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            code, message = status_for(exc)
-            if code == grpc.StatusCode.INTERNAL:
-                log.exception("unexpected error in %s", method.__name__)
-            await context.abort(code, message)
-        finally:
-            limiter.in_flight -= 1
+def log_unexpected(method_name: str) -> None:
+    """Log the exception being handled: its traceback at most once per interval per method."""
+    failures.log(logging.ERROR, f"internal:{method_name}", f"unexpected error in {method_name}",
+                 exc_info=True)
 
-    return call
+
+def guarded(request_type: type[Message]) -> Callable[[Method[S]], Method[S]]:
+    """Parse the request bytes as ``request_type``, apply the cap, map errors to statuses."""
+    def wrap(method: Method[S]) -> Method[S]:
+        @functools.wraps(method)
+        async def call(self: S, raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            limiter = self.limiter
+            if limiter.in_flight >= limiter.limit:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"server busy: {limiter.limit} calls already in flight; "
+                                    "retry with backoff or add instances")
+            limiter.in_flight += 1
+            try:
+                return await method(self, parse(request_type, raw), context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                code, message = status_for(exc)
+                if code == grpc.StatusCode.INTERNAL:
+                    log_unexpected(method.__name__)
+                await context.abort(code, message)
+            finally:
+                limiter.in_flight -= 1
+
+        return call
+    return wrap

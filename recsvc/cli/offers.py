@@ -32,7 +32,7 @@ class OfferAdminError(RecsvcError):
     """A bad argument: the message names the flag."""
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(sub: Any) -> None:
     offers = sub.add_parser("offers", help="pause, resume, change, add or budget offers live")
     osub = offers.add_subparsers(dest="offers_command", required=True)
     listing = osub.add_parser("list", help="the active catalogue with live changes and budgets")

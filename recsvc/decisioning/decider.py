@@ -107,7 +107,7 @@ def build_decider(model: ModelVersion, overrides: Mapping[str, Mapping[str, Any]
     validated when written); a rule that does not compile removes its offer and is reported."""
     budgets = budgets or BudgetState()
     problems: list[str] = []
-    meta = model.meta
+    meta = model.meta.as_dict()  # validated by the typed metadata; its plain view here
     try:
         policy = Policy.from_dict(meta.get("decisioning"))
     except ValueError as exc:

@@ -22,10 +22,12 @@ from recsvc.core.errors import (
 )
 from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_POPULAR, ModelVersion, SegmentModel
 from recsvc.core.ranking import Ranked, segment_scores
+from recsvc.core.ratelog import RateLimitedLog
 from recsvc.decisioning.budgets import day_of
 from recsvc.decisioning.decide import Ask, Decision, decide, finish
 from recsvc.decisioning.decider import Decider
 from recsvc.decisioning.policy import NOTHING_LIVE, LiveView, read_live
+from recsvc.feedback.foldin import record_for
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.ports import Records
 
@@ -137,6 +139,7 @@ class Recommender:
         self.records = records
         self.max_batch_ids = max_batch_ids
         self.batch_chunk = batch_chunk
+        self.failures = RateLimitedLog(log)
 
     async def recommend(self, question: Question, deadline: float) -> Answer:
         limit = validate_question(question)
@@ -152,9 +155,17 @@ class Recommender:
                                    reason=f"model store unavailable: {exc}")
             return await self._settle(d, ask, answer, deadline, store_up=False)
         live = read_live(fields, ask.now, ask.channel, d.policy)
-        # Issue 10 hook: the fold-in record r:<version> of the live hash, when newer.
-        answer = self._answer(d, ask, question.segment, raw, live)
+        # The fold-in consumer's record for this version (r:<version>) wins over the published
+        # one: it holds the customer's events since training.
+        answer = self._answer(d, ask, question.segment, record_for(d.version, raw, fields), live)
         return await self._settle(d, ask, answer, deadline)
+
+    def _corrupt(self, d: Decider, exc: CorruptRecordError) -> None:
+        """A record that does not decode answers its customer from popularity, never an error;
+        counted in ``failures.counts["corrupt_record"]``, logged at most once per interval (the
+        customer id is not logged: no personal data in logs)."""
+        self.failures.log(logging.ERROR, "corrupt_record",
+                          f"corrupt customer record in version {d.base.version}: {exc}")
 
     def _answer(self, d: Decider, ask: Ask, segment_hint: str, raw: bytes | None,
                 live: LiveView, record: schema.CustomerRecord | None = None) -> Answer:
@@ -166,9 +177,9 @@ class Recommender:
             try:
                 record = decode(raw or b"", d.base)
             except CorruptRecordError as exc:
-                log.error("customer %r: %s", ask.customer_id, exc)
+                self._corrupt(d, exc)
                 return self._popular(d, ask, "", live, degraded=True,
-                                     reason="customer record unreadable")
+                                     reason=f"customer record unreadable ({exc})")
         tables = d.segments[record.segment_index]
         strategy, reason = segment_strategy(d.base.segments[record.segment_index], record)
         # One customer's product, in batch too: a many-row product can differ in the last bits
@@ -264,14 +275,15 @@ class Recommender:
                      states: list[tuple[bytes | None, dict[bytes, bytes]]], limit: int,
                      now: float, channel: str) -> list[tuple[Ask, Answer]]:
         """Decides customer by customer, exactly as ``recommend`` does."""
+        states = [(record_for(d.version, raw, fields), fields) for raw, fields in states]
         records: list[schema.CustomerRecord | None] = []
-        for customer_id, (raw, _) in zip(ids, states, strict=True):
+        for raw, _ in states:
             record = None
             if raw is not None:
                 try:
                     record = decode(raw, d.base)
                 except CorruptRecordError as exc:
-                    log.error("customer %r: %s", customer_id, exc)
+                    self._corrupt(d, exc)
             records.append(record)
         out = []
         for pos, (customer_id, (raw, fields)) in enumerate(zip(ids, states, strict=True)):
@@ -317,4 +329,9 @@ def decode(raw: bytes, model: ModelVersion) -> schema.CustomerRecord:
         raise CorruptRecordError(
             f"vector of {len(record.vector)} factors, segment has {segment.factor_count}"
         )
+    if len(record.vector) and not np.isfinite(record.vector).all():
+        raise CorruptRecordError("vector holds NaN or infinite factors")
+    if len(record.accepted) and int(record.accepted.max()) >= len(model.catalogue.offer_ids):
+        raise CorruptRecordError(f"accepted-offer index {int(record.accepted.max())} beyond "
+                                 f"the catalogue of {len(model.catalogue.offer_ids)} offers")
     return record

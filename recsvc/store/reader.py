@@ -12,7 +12,6 @@ active pointer closes it again).
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +23,7 @@ from redis.retry import Retry
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import CorruptRecordError, DeadlineExceededError, StoreError
+from recsvc.core.meta import MetaError, ModelMeta
 from recsvc.core.model import ModelVersion
 from recsvc.decisioning.live import LiveData, Poll
 from recsvc.store import budgets as budget_scripts
@@ -112,16 +112,19 @@ class RedisStore:
             )
             if meta_json is None or offers_json is None:
                 raise StoreError(f"model version {version} is incomplete or deleted")
-            segment_count = len(json.loads(meta_json)["segments"])
+            try:
+                meta = ModelMeta.from_json(_bytes(meta_json))
+            except MetaError as exc:
+                raise CorruptRecordError(f"model version {version}: {exc}") from exc
             pipe = self._client.pipeline(transaction=False)
-            for i in range(segment_count):
+            for i in range(len(meta.segments)):
                 pipe.hgetall(self._keys.segment(version, i))
             pipe.hgetall(self._keys.global_popularity(version))
             *segments, global_blob = pipe.execute()
         except redis.RedisError as exc:
             raise StoreError(f"cannot read model version {version}: {exc}") from exc
         try:
-            return ModelVersion.from_blobs(version, _bytes(meta_json), _bytes(offers_json),
+            return ModelVersion.from_blobs(version, meta, _bytes(offers_json),
                                            segments, global_blob)
         except (ValueError, KeyError) as exc:
             raise CorruptRecordError(f"model version {version} does not decode: {exc}") from exc

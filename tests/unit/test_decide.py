@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from recsvc.core import schema
+from recsvc.core.meta import ModelMeta
 from recsvc.core.model import ModelVersion
 from recsvc.decisioning.budgets import BudgetSpec, budget_state
 from recsvc.decisioning.decide import Ask, decide, finish
@@ -44,7 +45,7 @@ def model(decisioning: dict[str, Any] | None = None,
                 "base_accept_rate": 0.1, "mean_clv": 100.0, "mean_churn_risk": 0.2}
     if calibration:
         seg_meta["calibration"] = calibration
-    meta = {"segments": [seg_meta],
+    meta = {"version": "v1", "trained_at": "2026-11-24T10:15:00Z", "segments": [seg_meta],
             "attributes": [{"name": "churn_risk", "kind": "number"},
                            {"name": "clv", "kind": "number"},
                            {"name": "plan", "kind": "category"}],
@@ -55,7 +56,7 @@ def model(decisioning: dict[str, Any] | None = None,
            b"popularity": schema.encode_f32([5, 4, 3, 2, 1]),
            b"factors": schema.encode_f32(factors.ravel())}
     glob = {b"offers": schema.encode_u32([]), b"popularity": schema.encode_f32([])}
-    return ModelVersion.from_blobs("v1", json.dumps(meta).encode(),
+    return ModelVersion.from_blobs("v1", ModelMeta.from_dict(meta),
                                    json.dumps(offers()).encode(), [seg], glob)
 
 

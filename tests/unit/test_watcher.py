@@ -11,6 +11,7 @@ from typing import Any
 
 from recsvc.core import schema
 from recsvc.core.errors import CorruptRecordError, StoreError
+from recsvc.core.meta import ModelMeta
 from recsvc.core.model import ModelVersion
 from recsvc.decisioning.live import LiveData, Poll
 from recsvc.serving.holder import ModelHolder
@@ -18,9 +19,10 @@ from recsvc.serving.watcher import ModelWatcher
 
 
 def tiny_model(version: str) -> ModelVersion:
-    meta = {"segments": [{"name": "s", "strategy": "popular"}]}
+    meta = {"version": version, "trained_at": "2026-11-24T10:15:00Z",
+            "segments": [{"name": "s", "strategy": "popular"}]}
     blob = {b"offers": schema.encode_u32([0]), b"popularity": schema.encode_f32([1.0])}
-    return ModelVersion.from_blobs(version, json.dumps(meta).encode(),
+    return ModelVersion.from_blobs(version, ModelMeta.from_dict(meta),
                                    json.dumps([{"offer_id": "o"}]).encode(), [blob], blob)
 
 
