@@ -34,11 +34,11 @@ log = logging.getLogger(__name__)
 
 F64 = npt.NDArray[np.float64]
 BOOL = npt.NDArray[np.bool_]
-HIGH_VALUE_QUANTILE = 0.75
+HIGH_VALUE_QUANTILE = 0.75  # an offer worth more than 3/4 of the catalogue is "high_value"
 # What ranked an offer, the first reason code of every answered offer.
 PERSONAL_REASON, POPULAR_REASON, GLOBAL_REASON = (
     "personal_affinity", "popular_in_segment", "popular_overall")
-REASON_KINDS = (PERSONAL_REASON, POPULAR_REASON, GLOBAL_REASON)  # an offer worth more than 3/4 of the catalogue is "high_value"
+REASON_KINDS = (PERSONAL_REASON, POPULAR_REASON, GLOBAL_REASON)
 
 
 @dataclass(frozen=True)
