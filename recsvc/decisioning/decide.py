@@ -12,20 +12,24 @@ import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from recsvc.core.ranking import NO_SCORE, base_eligibility, drop_local
 from recsvc.decisioning import objective as obj
-from recsvc.decisioning.decider import Decider, SegmentTables
+from recsvc.decisioning.decider import (
+    GLOBAL_REASON,
+    PERSONAL_REASON,
+    POPULAR_REASON,
+    Decider,
+    SegmentTables,
+)
 from recsvc.decisioning.explain import removed_offers
 from recsvc.decisioning.policy import NOTHING_LIVE, LiveView, contact_capped
 from recsvc.decisioning.rules import MISSING_CODE
 
-PERSONAL_REASON = "personal_affinity"
-POPULAR_REASON = "popular_in_segment"
-GLOBAL_REASON = "popular_overall"
 RETENTION_REASON = "retention_priority"
 HIGH_RISK = 0.5  # churn_risk from which a retention-objective answer says retention_priority
 
@@ -114,26 +118,44 @@ def decide(d: Decider, tables: SegmentTables, scores: npt.NDArray[np.float32] | 
             if shared:
                 mask, shared = mask.copy(), False
             drop_local(mask, segment, taken)
-    p = _p_accept(tables, scores)
     churn, clv = _churn_clv(d, tables, numbers)
-    value = obj.evaluate(d.objective, p, tables.value, tables.cost, tables.levers, churn, clv)
     eligible = int(np.count_nonzero(mask))
     count = min(eligible, ask.limit)
-    best = _top(value, mask, count)
+    # Relevance without levers or new offers ranks by the served score itself (p_accept is
+    # monotone in it), so p is computed for the answered offers only.
+    by_score = scores is not None and d.objective == obj.RELEVANCE and tables.levers is None \
+        and not tables.any_new
+    p = value = None
+    order: npt.NDArray[np.floating[Any]] | None = scores if by_score else None
+    if order is None:
+        p = _p_accept(tables, scores)
+        value = obj.evaluate(d.objective, p, tables.value, tables.cost, tables.levers, churn,
+                             clv)
+        order = value
+    assert order is not None
+    best = _top(order, mask, count)
     pending = False
-    if count and tables.on_serve.any() and tables.on_serve[best].any():
+    if count and tables.any_on_serve and tables.on_serve[best].any():
         # Units are reserved before the answer; candidates beyond the limit stand in for
         # budgeted offers the reserve script cannot grant.
-        best, pending = _top(value, mask, min(eligible, 2 * ask.limit)), True
+        best, pending = _top(order, mask, min(eligible, 2 * ask.limit)), True
+    if p is None or value is None:
+        assert scores is not None
+        chosen = _p_chosen(tables, scores, best)
+        p_list = value_list = chosen
+    else:
+        p_list, value_list = p[best].tolist(), value[best].tolist()
     base_reason = GLOBAL_REASON if global_list else (
         POPULAR_REASON if scores is None else PERSONAL_REASON)
-    extra = (RETENTION_REASON,) if d.objective == obj.RETENTION and churn >= HIGH_RISK else ()
-    reasons = [(base_reason, *tables.reasons[i], *extra) for i in best.tolist()]
+    by_kind = tables.reasons_by_kind[base_reason]
+    if d.objective == obj.RETENTION and churn >= HIGH_RISK:
+        reasons = [(*by_kind[i], RETENTION_REASON) for i in best.tolist()]
+    else:
+        reasons = [by_kind[i] for i in best.tolist()]
     removed = removed_offers(d, tables, mask, numbers, codes, live, accepted, ask) \
         if ask.explain else []
-    return Decision(segment.offers[best].astype(np.int64).tolist(), p[best].tolist(),
-                    value[best].tolist(), reasons, removed, new_decision_id(), pending,
-                    ask.limit)
+    return Decision(segment.offers[best].tolist(), p_list, value_list, reasons, removed,
+                    new_decision_id(), pending, ask.limit)
 
 
 def finish(decision: Decision, budgeted: set[int], granted: set[int]) -> Decision:
@@ -168,6 +190,15 @@ def _p_accept(tables: SegmentTables, scores: npt.NDArray[np.float32] | None
     return p
 
 
+def _p_chosen(tables: SegmentTables, scores: npt.NDArray[np.float32],
+              best: npt.NDArray[np.intp]) -> list[float]:
+    """p_accept of the answered offers only (the standardization still sees the whole row)."""
+    if tables.calibration is not None:
+        chosen: list[float] = tables.calibration.apply(scores[best]).tolist()
+        return chosen
+    return obj.prior_of(scores, best, tables.logit_base)
+
+
 def _churn_clv(d: Decider, tables: SegmentTables, numbers: list[float]) -> tuple[float, float]:
     """The customer's churn risk and CLV (the segment means when missing)."""
     if d.objective != obj.RETENTION:
@@ -182,7 +213,7 @@ def _churn_clv(d: Decider, tables: SegmentTables, numbers: list[float]) -> tuple
             tables.mean_clv if math.isnan(clv) else clv)
 
 
-def _top(value: npt.NDArray[np.float64], mask: npt.NDArray[np.bool_],
+def _top(value: npt.NDArray[np.floating[Any]], mask: npt.NDArray[np.bool_],
          count: int) -> npt.NDArray[np.intp]:
     """The best ``count`` eligible positions; ties keep catalogue order (stable sort)."""
     if count <= 0:

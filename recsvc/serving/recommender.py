@@ -346,8 +346,7 @@ def _answer(d: Decider, customer_id: str, segment: str, strategy: str, decision:
     ranked = Ranked(np.asarray(offers, dtype=np.int64),
                     np.asarray(decision.p_accept, dtype=np.float32))
     return Answer(customer_id, segment, d.model, strategy, ranked, reason, decision,
-                  [float(d.offers[i].get("value") or 0.0) for i in offers],
-                  [float(d.offers[i].get("cost") or 0.0) for i in offers])
+                  d.value[offers].tolist(), d.cost[offers].tolist())
 
 
 def segment_strategy(segment: SegmentModel, record: schema.CustomerRecord) -> tuple[str, str]:
