@@ -14,6 +14,9 @@ class ModelHolder:
     def __init__(self) -> None:
         self._current: ModelVersion | None = None
         self._lock = threading.Lock()
+        # Set by the watcher while the in-memory version is gone from Redis (flushed, evicted):
+        # why, for the answers' reason. Requests then serve popularity from memory.
+        self.vanished: str | None = None
 
     @property
     def current(self) -> ModelVersion | None:
@@ -30,3 +33,4 @@ class ModelHolder:
     def swap(self, model: ModelVersion) -> None:
         with self._lock:
             self._current = model
+            self.vanished = None

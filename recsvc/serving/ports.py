@@ -20,6 +20,10 @@ class Store(Protocol):
 
     def load_version(self, version: str) -> ModelVersion: ...
 
+    def version_intact(self, version: str) -> bool:
+        """Whether ``version``'s keys are still in Redis (a flush or eviction removes them)."""
+        ...
+
 
 class Records(Protocol):
     """What requests need: customer records, read on the event loop."""

@@ -123,6 +123,9 @@ class Recommender:
                     if o in catalogue.index_of]
         rules = Rules(limit, time.time(), question.channel,
                       np.asarray(excluded, dtype=np.int64) if excluded else None)
+        if self.holder.vanished is not None:  # its records are gone: do not ask Redis
+            return self._popular(question.customer_id, question.segment, model, rules,
+                                 degraded=True, reason=self.holder.vanished)
         try:
             raw = await self.records.customer_record(model.version, question.customer_id,
                                                      deadline)
@@ -187,11 +190,13 @@ class Recommender:
         for start in range(0, len(customer_ids), self.batch_chunk):
             chunk = customer_ids[start:start + self.batch_chunk]
             try:
+                if self.holder.vanished is not None:
+                    raise StoreError(self.holder.vanished)
                 raws = await self.records.customer_records(model.version, chunk, deadline)
             except StoreError as exc:
                 # One popularity ranking answers the whole chunk.
-                degraded = self._popular("", "", model, rules, degraded=True,
-                                         reason=f"model store unavailable: {exc}")
+                reason = self.holder.vanished or f"model store unavailable: {exc}"
+                degraded = self._popular("", "", model, rules, degraded=True, reason=reason)
                 for customer_id in chunk:
                     yield replace(degraded, customer_id=customer_id)
                 continue

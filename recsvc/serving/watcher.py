@@ -3,6 +3,12 @@
 A background thread reads the active pointer every ``poll`` seconds (not per request) and loads a
 new version fully before swapping it in. That one read is also the Redis health signal, and its
 success closes the store's breaker, so requests use Redis again as soon as it answers.
+
+While the pointer names the version in memory, the poll also checks that the version's keys
+still exist: a Redis restarted without persistence, a FLUSHALL or an eviction would otherwise
+turn every known customer into an "unknown" one served global popularity while health said
+SERVING. The holder is marked ``vanished``: requests answer degraded popularity from memory
+with the reason, the named health service goes NOT_SERVING, one log line says it.
 """
 
 from __future__ import annotations
@@ -20,25 +26,34 @@ log = logging.getLogger(__name__)
 
 class ModelWatcher:
     def __init__(self, store: Store, holder: ModelHolder, poll_seconds: float,
-                 on_health: Callable[[bool, bool], None]) -> None:
+                 on_health: Callable[[bool, bool, bool], None]) -> None:
         self.store = store
         self.holder = holder
         self.poll_seconds = poll_seconds
-        self.on_health = on_health  # (model loaded, redis answers)
+        self.on_health = on_health  # (model loaded, redis answers, model still in redis)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed_version: str | None = None
 
     def check_once(self) -> None:
-        """One poll: read the pointer; load and swap when it moved."""
+        """One poll: read the pointer; load and swap when it moved; notice a vanished model."""
+        current = self.holder.current
+        intact = True
         try:
             active = self.store.active_version()
+            if current is not None and active == current.version:
+                intact = self.store.version_intact(active)
         except StoreError:
-            self.on_health(self.holder.current is not None, False)
+            self._report(redis_ok=False)
             return
-        current = self.holder.current
-        if active is not None and active != self._failed_version and (
-                current is None or current.version != active):
+        if current is not None and active is None:
+            self._vanished(current.version, "the active version pointer is gone")
+        elif current is not None and active == current.version:
+            if intact:
+                self._restored(current.version)
+            else:
+                self._vanished(current.version, "its keys are gone")
+        elif active is not None and active != self._failed_version:
             try:
                 self.holder.swap(self.store.load_version(active))
                 log.info("serving model version %s", active)
@@ -49,7 +64,24 @@ class ModelWatcher:
                 self._failed_version = active
             except StoreError as exc:  # Redis trouble mid-load: the next poll tries again
                 log.warning("model version %s not loaded yet: %s", active, exc)
-        self.on_health(self.holder.current is not None, True)
+        self._report(redis_ok=True)
+
+    def _vanished(self, version: str, why: str) -> None:
+        """The model in memory is gone from Redis (a restart without persistence, FLUSHALL,
+        eviction): say so once, and answer from memory by popularity until it is back."""
+        if self.holder.vanished is None:
+            log.error("model version %s vanished from Redis (%s): health NOT_SERVING; serving "
+                      "popularity from memory until a version is published again", version, why)
+        self.holder.vanished = (f"model version {version} vanished from Redis ({why}); "
+                                "popularity served from memory")
+
+    def _restored(self, version: str) -> None:
+        if self.holder.vanished is not None:
+            log.warning("model version %s is back in Redis: personal answers again", version)
+            self.holder.vanished = None
+
+    def _report(self, redis_ok: bool) -> None:
+        self.on_health(self.holder.current is not None, redis_ok, self.holder.vanished is None)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
