@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from recsvc.api.guard import CallLimiter
 from recsvc.api.handlers import SERVICE_NAME, add_servicer
 from recsvc.api.service import RetentionOfferServicer
-from recsvc.api.workers import check_can_listen, is_worker, run_workers
+from recsvc.api.workers import RestartPolicy, check_can_listen, is_worker, run_workers
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import ListenError
@@ -199,4 +199,6 @@ def _serve_workers(settings: Settings) -> int:
     check_can_listen(settings.host, settings.port)
     env = dict(os.environ, RECSVC_WORKERS="1", RECSVC_PORT=str(settings.port),
                RECSVC_HOST=settings.host)
-    return run_workers([sys.executable, "-m", "recsvc", "serve"], env, settings.workers)
+    return run_workers([sys.executable, "-m", "recsvc", "serve"], env, settings.workers,
+                       RestartPolicy(max_deaths=settings.worker_max_deaths,
+                                     grace=settings.grace_seconds + 5.0))
