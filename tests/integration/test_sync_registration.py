@@ -1,6 +1,6 @@
 """``handlers.add_servicer`` and ``guard.guarded_sync`` serve a synchronous grpcio server the same
 way as the grpc.aio one: raw request bytes, INVALID_ARGUMENT for bytes that are no message, the
-one error table, the cap. A real ``grpc.server`` on port 0 (no Redis needed: a stand-in servicer)."""
+one error table, the cap. A real ``grpc.server`` on port 0 (no Redis: a stand-in servicer)."""
 
 from __future__ import annotations
 
