@@ -136,6 +136,10 @@ def problems(settings: Settings) -> list[str]:
             if f.name == "redis_url":  # never echo a URL: it may hold a password
                 value = value.split("://", 1)[0] + "://..." if "://" in value else "(no scheme)"
             lines.append(f"{setting_name(f.name)}: {value!r} is not allowed (allowed: {allowed})")
+    if settings.workers > 1 and settings.port == 0:
+        lines.append(f"{setting_name('port')}: 0 (any free port) is not allowed with "
+                     f"{setting_name('workers')} {settings.workers} (allowed: 1 to 65535, one "
+                     "port the workers share)")
     return lines
 
 
