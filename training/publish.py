@@ -6,7 +6,9 @@ Order of a publish (a kill at any step leaves the active version whole and servi
    pipelined batches (HSET of ``batch_size`` customers per command, ``transaction=False``);
 3. meta is written last, then everything is read back and checked (counts, byte lengths,
    finite values, a sample of customer records byte for byte);
-4. the manifest says ``complete`` and one Lua compare-and-set moves the active pointer (it also
+4. the manifest says ``complete``, with the customer count and a digest of the small keys
+   (``Registry.check`` verifies both before an operator activates the version), and one Lua
+   compare-and-set moves the active pointer (it also
    checks that this run still holds the training lock);
 5. versions other than active, previous and this one are deleted.
 """
@@ -26,6 +28,7 @@ import redis
 
 from recsvc.core import schema
 from recsvc.core.errors import PublishError, RecsvcError
+from recsvc.core.meta import ModelMeta
 from recsvc.store.registry import Registry, TrainLock
 
 log = logging.getLogger(__name__)
@@ -74,7 +77,7 @@ def publish(
     client: redis.Redis,
     keys: schema.Keys,
     version: str,
-    meta: dict[str, Any],
+    meta: ModelMeta,
     catalogue: list[dict[str, Any]],
     segments: list[SegmentArtifact],
     global_popular: SegmentArtifact,
@@ -131,7 +134,7 @@ def _publish(
     keys: schema.Keys,
     registry: Registry,
     version: str,
-    meta: dict[str, Any],
+    meta: ModelMeta,
     catalogue: list[dict[str, Any]],
     segments: list[SegmentArtifact],
     global_popular: SegmentArtifact,
@@ -169,10 +172,12 @@ def _publish(
         progress(sum(len(b) for b in chunk))
     if written != customer_count:
         raise PublishError(f"wrote {written} customer records, expected {customer_count}")
-    client.set(keys.meta(version), json.dumps(meta))
+    client.set(keys.meta(version), meta.to_json())
 
     verify(client, keys, version, segments, global_popular, customer_count, samples)
-    registry.complete(version, len(segments))
+    # What `recsvc models activate/rollback` re-checks later (Registry.check)
+    registry.complete(version, len(segments), customers=customer_count,
+                      digest=registry.digest(version, len(segments)))
     previous = None
     if activate:
         previous = registry.activate(version, expected_active, lock.token)

@@ -22,6 +22,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from recsvc.api.feedback import FeedbackDesk
 from recsvc.api.guard import CallLimiter
 from recsvc.api.handlers import SERVICE_NAME, add_servicer
 from recsvc.api.service import RetentionOfferServicer
@@ -32,7 +33,9 @@ from recsvc.core.errors import ListenError
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.recommender import Recommender
 from recsvc.serving.watcher import ModelWatcher
+from recsvc.store.events import EventLog
 from recsvc.store.reader import RecordReader, RedisStore, connect
+from recsvc.store.registry import eviction_risk
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ class RunningServer:
     records: RecordReader
     loop: LoopThread
     recommender: Recommender  # its ``failures.counts`` say how many records were corrupt
+    events: EventLog | None = None
 
     _stopping: threading.Lock = field(default_factory=threading.Lock)
 
@@ -89,6 +93,8 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.records.close()
+        if self.events is not None:
+            await self.events.close()
 
 
 def make_grpc_server(settings: Settings, reuse_port: bool = False) -> grpc.aio.Server:
@@ -122,9 +128,11 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
     recommender = Recommender(holder, records, settings.max_batch_ids, settings.batch_chunk)
     limiter = CallLimiter(settings.max_concurrent_rpcs)
     server = make_grpc_server(settings, reuse_port)
+    events = EventLog(store.keys, settings)  # its own pipelined connection (longer timeout)
     add_servicer(server, RetentionOfferServicer(
         recommender, holder, settings.default_deadline_ms / 1000.0, limiter,
-        batch_seconds_per_id=settings.batch_deadline_per_id_ms / 1000.0))
+        batch_seconds_per_id=settings.batch_deadline_per_id_ms / 1000.0,
+        feedback=FeedbackDesk.build(holder, events, settings)))
     health_servicer = AioHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
@@ -147,7 +155,8 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
         asyncio.run_coroutine_threadsafe(set_health(model_loaded, redis_ok, model_in_redis),
                                          loop.loop)
 
-    watcher = ModelWatcher(store, holder, settings.model_poll_ms / 1000.0, on_health)
+    watcher = ModelWatcher(store, holder, settings.model_poll_ms / 1000.0, on_health,
+                           objective=settings.objective)
     # Start with the active model when there is one (blocking reads: off the loop).
     await asyncio.to_thread(watcher.check_once)
     watcher.start()
@@ -161,11 +170,14 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
                           f"{settings.port}")
     await server.start()
     return RunningServer(server, port, health_servicer, watcher, limiter, records, loop,
-                         recommender)
+                         recommender, events)
 
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; with ``workers`` > 1, run that many processes on one port."""
+    risk = eviction_risk(connect(settings, timeout_ms=1000))
+    if risk:  # an allkeys-* policy can drop part of a live version (docs/DESIGN.md, 2)
+        log.warning("%s", risk)
     if settings.workers > 1:
         return _serve_workers(settings)
     return _serve_one(settings, reuse_port=is_worker())

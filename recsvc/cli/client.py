@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import grpc
+import redis
 
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import RecsvcError
 from recsvc.store.reader import connect
-from recsvc.store.registry import Registry
+from recsvc.store.registry import Registry, eviction_risk, redis_problem
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 
@@ -81,7 +83,16 @@ def print_recommendation(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def models_command(args: argparse.Namespace, settings: Settings) -> int:
-    registry = Registry(connect(settings, timeout_ms=5000), schema.Keys(settings.key_prefix))
+    """list, activate, rollback; a Redis failure is one line (RecsvcError), never a traceback."""
+    try:
+        return _models(args, settings)
+    except redis.RedisError as exc:
+        raise RecsvcError(redis_problem(exc, settings.redis_url)) from None
+
+
+def _models(args: argparse.Namespace, settings: Settings) -> int:
+    client = connect(settings, timeout_ms=5000)
+    registry = Registry(client, schema.Keys(settings.key_prefix))
     if args.models_command == "list":
         infos = registry.all()
         if not infos:
@@ -90,10 +101,14 @@ def models_command(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{info.version}  {info.state:<8}  segments {info.segment_count:<3}  "
                   f"created {info.created_at}  {info.role}")
         return 0
+    risk = eviction_risk(client)
+    if risk:
+        print(f"warning: {risk}", file=sys.stderr)
     if args.models_command == "activate":
         active, _ = registry.pointers()
+        checked = registry.check(args.version)
         registry.activate(args.version, active)
-        print(f"active version: {args.version} (previous: {active or '-'})")
+        print(f"active version: {args.version} (previous: {active or '-'}; checked: {checked})")
         return 0
     version = registry.rollback()
     print(f"rolled back: active version is now {version}")

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from recsvc import __version__
+from recsvc.cli.offers import add_commands as add_offer_commands
 from recsvc.core.config import LOG_LEVELS, Settings, ignored_variables, problems
 from recsvc.core.errors import ListenError, RecsvcError, SettingError
 
@@ -93,6 +94,17 @@ def _parser() -> argparse.ArgumentParser:
     act.add_argument("version")
     msub.add_parser("rollback", help="swap the active and the previous version")
 
+    feedback = sub.add_parser("feedback", help="the feedback loop's background work")
+    fsub = feedback.add_subparsers(dest="feedback_command", required=True)
+    consume = fsub.add_parser(
+        "consume", help="fold recorded events into customers' vectors (run more to scale)")
+    consume.add_argument("--name", help="consumer name (default: host-pid)")
+    consume.add_argument("--batch", type=int, default=500, help="entries per read")
+    consume.add_argument("--claim-idle-seconds", type=float, default=30.0,
+                         help="take over another consumer's entries pending this long")
+
+    add_offer_commands(sub)
+
     for command in command_plugins():
         command.load()(sub)
     return parser
@@ -139,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from recsvc.cli.client import models_command
 
             return models_command(args, settings)
+        if args.command == "feedback":
+            from recsvc.cli.feedback import consume_command
+
+            return consume_command(args, settings)
         run: Callable[[argparse.Namespace, Settings], int] = args.run
         return run(args, settings)
     except SettingError as exc:

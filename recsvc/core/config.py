@@ -41,6 +41,16 @@ class Settings:
     max_batch_ids: int = 10_000
     batch_chunk: int = 500  # ids fetched per Redis round trip in RecommendBatch
     log_level: str = "INFO"
+    # Feedback (docs/DESIGN.md section 6; bounds and what they cost in the README)
+    max_feedback_events: int = 1000  # events per RecordFeedback call; more: INVALID_ARGUMENT
+    feedback_future_seconds: int = 300  # an event time further ahead than this is rejected
+    feedback_timeout_ms: int = 2000  # the batch's Redis write (bounded by the caller's deadline)
+    events_max_per_shard: int = 100_000  # stream entries per shard (64); full: "event log full"
+    dedup_window_hours: float = 24.0  # a repeated event_id within this is a duplicate
+    dedup_max_per_shard: int = 250_000  # at most this many remembered ids per shard
+    live_ttl_days: float = 90.0  # a customer's live hash expires this long after its last write
+    contacts_kept: int = 32  # contact times kept per customer and channel (>= any contact cap)
+    objective: str = ""  # overrides the version's [decisioning] objective when set
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -1,4 +1,4 @@
-"""The recsvc error tree. No grpc import here: the interceptor maps these to status codes.
+"""The recsvc error tree. No grpc import here: `recsvc.api.guard` maps these to statuses.
 
     RecsvcError
     ├── InvalidRequestError       bad client input            -> INVALID_ARGUMENT

@@ -1,8 +1,11 @@
-"""Keeps the in-memory model on the active version and health in step with reality.
+"""Keeps the in-memory model on the active version, its live state current, and health in step.
 
-A background thread reads the active pointer every ``poll`` seconds (not per request) and loads a
-new version fully before swapping it in. That one read is also the Redis health signal, and its
-success closes the store's breaker, so requests use Redis again as soon as it answers.
+A background thread polls every ``poll`` seconds (not per request): one pipeline reads the
+active pointer and the live revision counters (offers, budgets, do-not-contact). A new version
+is loaded fully before it is swapped in; when only a revision moved (or the UTC day turned, for
+daily budgets) the live state is read again and a new decider is built on the same version. That
+one read is also the Redis health signal, and its success closes the store's breaker, so
+requests use Redis again as soon as it answers.
 
 While the pointer names the version in memory, the poll also checks that the version's keys
 still exist: a Redis restarted without persistence, a FLUSHALL or an eviction would otherwise
@@ -15,9 +18,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from recsvc.core.errors import CorruptRecordError, StoreError
+from recsvc.core.model import ModelVersion
+from recsvc.decisioning.budgets import budget_state, day_of
+from recsvc.decisioning.decider import build_decider
+from recsvc.decisioning.live import Poll
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.ports import Store
 
@@ -26,36 +34,40 @@ log = logging.getLogger(__name__)
 
 class ModelWatcher:
     def __init__(self, store: Store, holder: ModelHolder, poll_seconds: float,
-                 on_health: Callable[[bool, bool, bool], None]) -> None:
+                 on_health: Callable[[bool, bool, bool], None], objective: str = "") -> None:
         self.store = store
         self.holder = holder
         self.poll_seconds = poll_seconds
         self.on_health = on_health  # (model loaded, redis answers, model still in redis)
+        self.objective = objective  # overrides the version's objective when set
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed_version: str | None = None
+        self._applied: tuple[tuple[int, int, int], str] | None = None  # revisions, UTC day
 
     def check_once(self) -> None:
-        """One poll: read the pointer; load and swap when it moved; notice a vanished model."""
+        """One poll: read pointer and revisions; load and swap what moved; notice a model
+        that vanished from Redis."""
         current = self.holder.current
         intact = True
         try:
-            active = self.store.active_version()
-            if current is not None and active == current.version:
-                intact = self.store.version_intact(active)
+            polled = self.store.poll()
+            if current is not None and polled.active == current.version:
+                intact = self.store.version_intact(current.version)
         except StoreError:
             self._report(redis_ok=False)
             return
+        active = polled.active
         if current is not None and active is None:
             self._vanished(current.version, "the active version pointer is gone")
-        elif current is not None and active == current.version:
-            if intact:
-                self._restored(current.version)
-            else:
-                self._vanished(current.version, "its keys are gone")
-        elif active is not None and active != self._failed_version:
+        elif current is not None and active == current.version and not intact:
+            self._vanished(current.version, "its keys are gone")
+        elif active is not None and active != self._failed_version and (
+                current is None or current.version != active):
             try:
-                self.holder.swap(self.store.load_version(active))
+                model = self.store.load_version(active)
+                self._apply(model, polled)
+                self.holder.vanished = None
                 log.info("serving model version %s", active)
             except CorruptRecordError as exc:
                 # Retrying cannot help a version that does not decode: skip it until the
@@ -64,7 +76,22 @@ class ModelWatcher:
                 self._failed_version = active
             except StoreError as exc:  # Redis trouble mid-load: the next poll tries again
                 log.warning("model version %s not loaded yet: %s", active, exc)
+        elif current is not None:
+            self._restored(current.version)
+            if self._applied != (polled.revisions, day_of(time.time())):
+                try:
+                    self._apply(current, polled)
+                except StoreError as exc:
+                    log.warning("live offer state not reloaded yet: %s", exc)
         self._report(redis_ok=True)
+
+    def _apply(self, model: ModelVersion, polled: Poll) -> None:
+        now = time.time()
+        live = self.store.load_live()
+        decider = build_decider(model, live.overrides, budget_state(live.budgets, now),
+                                live.dnc, self.objective, polled.revisions)
+        self.holder.swap(model, decider)
+        self._applied = (polled.revisions, day_of(now))
 
     def _vanished(self, version: str, why: str) -> None:
         """The model in memory is gone from Redis (a restart without persistence, FLUSHALL,

@@ -43,7 +43,8 @@ def test_readme_shell_and_python_blocks_run(tmp_path: Path,
         "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT",
         shell[0], shell[1], shell[2],
         f"{sys.executable} client.py",
-        train_again, shell[3],
+        shell[3],  # feedback: RecordFeedback, the fold-in consumer, export
+        train_again, shell[4],
     ])
     env = dict(os.environ, RECSVC_REDIS_URL=redis_server.url, RECSVC_KEY_PREFIX="readme",
                PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
@@ -57,6 +58,8 @@ def test_readme_shell_and_python_blocks_run(tmp_path: Path,
     assert '"offer_id"' in out  # grpcurl Recommend
     assert "\n5000\n" in out  # grpcurl RecommendBatch of all 5,000 customers, no deadline
     assert "STRATEGY_" in out  # the Python client
+    assert "FEEDBACK_STATUS_RECORDED" in out
+    assert "1 events written to events.parquet" in out
     assert "rolled back" in out
 
 

@@ -48,6 +48,11 @@ class EchoSync:
     def GetModelInfo(self, request: pb.GetModelInfoRequest, context: Any) -> pb.ModelInfo:
         return pb.ModelInfo(active_version="v-sync")
 
+    @guarded_sync(pb.RecordFeedbackRequest)
+    def RecordFeedback(self, request: pb.RecordFeedbackRequest,
+                       context: Any) -> pb.RecordFeedbackResponse:
+        return pb.RecordFeedbackResponse()
+
 
 @pytest.fixture
 def sync_server() -> Iterator[tuple[EchoSync, grpc.Channel]]:
