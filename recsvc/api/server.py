@@ -26,7 +26,7 @@ from recsvc.api.feedback import FeedbackDesk
 from recsvc.api.guard import CallLimiter
 from recsvc.api.handlers import SERVICE_NAME, add_servicer
 from recsvc.api.service import RetentionOfferServicer
-from recsvc.api.workers import check_can_listen, is_worker, run_workers
+from recsvc.api.workers import RestartPolicy, check_can_listen, is_worker, run_workers
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import ListenError, SettingError
@@ -150,17 +150,21 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
-    async def set_health(model_loaded: bool, redis_ok: bool) -> None:
+    async def set_health(model_loaded: bool, redis_ok: bool, model_in_redis: bool) -> None:
         # "" answers "can this instance answer?": yes once a model is in memory, even while
-        # Redis is away (it then serves popularity). The service name also needs Redis.
+        # Redis is away or the model vanished from it (it then serves popularity). The service
+        # name also needs Redis, holding the model in memory.
         serving, not_serving = (health_pb2.HealthCheckResponse.SERVING,
                                 health_pb2.HealthCheckResponse.NOT_SERVING)
         await health_servicer.set("", serving if model_loaded else not_serving)
-        await health_servicer.set(SERVICE_NAME,
-                                  serving if model_loaded and redis_ok else not_serving)
+        await health_servicer.set(
+            SERVICE_NAME,
+            serving if model_loaded and redis_ok and model_in_redis else not_serving)
 
-    def on_health(model_loaded: bool, redis_ok: bool) -> None:  # called from the watcher thread
-        asyncio.run_coroutine_threadsafe(set_health(model_loaded, redis_ok), loop.loop)
+    def on_health(model_loaded: bool, redis_ok: bool, model_in_redis: bool) -> None:
+        # called from the watcher thread
+        asyncio.run_coroutine_threadsafe(set_health(model_loaded, redis_ok, model_in_redis),
+                                         loop.loop)
 
     watcher = ModelWatcher(store, holder, settings.model_poll_ms / 1000.0, on_health,
                            objective=settings.objective)
@@ -218,4 +222,6 @@ def _serve_workers(settings: Settings) -> int:
     check_can_listen(settings.host, settings.port)
     env = dict(os.environ, RECSVC_WORKERS="1", RECSVC_PORT=str(settings.port),
                RECSVC_HOST=settings.host)
-    return run_workers([sys.executable, "-m", "recsvc", "serve"], env, settings.workers)
+    return run_workers([sys.executable, "-m", "recsvc", "serve"], env, settings.workers,
+                       RestartPolicy(max_deaths=settings.worker_max_deaths,
+                                     grace=settings.grace_seconds + 5.0))

@@ -25,6 +25,7 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 50051
     workers: int = 1  # server processes sharing the port (SO_REUSEPORT)
+    worker_max_deaths: int = 5  # a worker dying this often in 60 s stops the server (exit 5)
     max_concurrent_rpcs: int = 64  # per process; health checks are never counted
     max_message_bytes: int = 4 * 1024 * 1024
     default_deadline_ms: int = 250  # applies when the caller sets no deadline
@@ -125,6 +126,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "host": _host,
     "port": _between(0, 65535),  # 0: any free port (tests)
     "workers": _between(1, MAX_WORKERS),
+    "worker_max_deaths": _between(1),
     "max_concurrent_rpcs": _between(1),
     "max_message_bytes": _between(1024, 2**31 - 1),
     "default_deadline_ms": _between(1),
@@ -154,6 +156,10 @@ def problems(settings: Settings) -> list[str]:
             if f.name == "redis_url":  # never echo a URL: it may hold a password
                 value = value.split("://", 1)[0] + "://..." if "://" in value else "(no scheme)"
             lines.append(f"{setting_name(f.name)}: {value!r} is not allowed (allowed: {allowed})")
+    if settings.workers > 1 and settings.port == 0:
+        lines.append(f"{setting_name('port')}: 0 (any free port) is not allowed with "
+                     f"{setting_name('workers')} {settings.workers} (allowed: 1 to 65535, one "
+                     "port the workers share)")
     return lines
 
 

@@ -29,6 +29,10 @@ class Store(Protocol):
         """Offer overrides, budgets and the do-not-contact list."""
         ...
 
+    def version_intact(self, version: str) -> bool:
+        """Whether ``version``'s keys are still in Redis (a flush or eviction removes them)."""
+        ...
+
 
 class Records(Protocol):
     """What requests need: customer records and live state, read on the event loop."""

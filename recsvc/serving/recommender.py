@@ -153,13 +153,16 @@ class Recommender:
         d = self.holder.require_decider()
         ask = Ask(question.customer_id, limit, time.time(), question.channel,
                   question.exclude_offer_ids, question.context, question.explain)
+        vanished = self.holder.vanished  # the version's records are gone: do not ask Redis
         try:
+            if vanished is not None:
+                raise StoreError(vanished)
             raw, fields = await self.records.customer_state(d.version, question.customer_id,
                                                             deadline)
         except StoreError as exc:
             log.debug("serving popularity, store failed: %s", exc)
             answer = self._popular(d, ask, question.segment, NOTHING_LIVE, degraded=True,
-                                   reason=f"model store unavailable: {exc}")
+                                   reason=vanished or f"model store unavailable: {exc}")
             return await self._settle(d, ask, answer, deadline, store_up=False)
         live = read_live(fields, ask.now, ask.channel, d.policy)
         # The fold-in consumer's record for this version (r:<version>) wins over the published
@@ -296,13 +299,16 @@ class Recommender:
         now = time.time()
         for start in range(0, len(customer_ids), self.batch_chunk):
             chunk = customer_ids[start:start + self.batch_chunk]
+            vanished = self.holder.vanished
             try:
+                if vanished is not None:
+                    raise StoreError(vanished)
                 states = await self.records.customer_states(d.version, chunk, deadline)
             except StoreError as exc:
                 for customer_id in chunk:
                     ask = Ask(customer_id, effective, now, channel)
                     answer = self._popular(d, ask, "", NOTHING_LIVE, degraded=True,
-                                           reason=f"model store unavailable: {exc}")
+                                           reason=vanished or f"model store unavailable: {exc}")
                     yield await self._settle(d, ask, answer, deadline, store_up=False)
                 continue
             # Decided a slice at a time: the consumer awaits between answers, so single calls

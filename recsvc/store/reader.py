@@ -90,6 +90,15 @@ class RedisStore:
         self.breaker.close()
         return None if raw is None else _bytes(raw).decode()
 
+    def version_intact(self, version: str) -> bool:
+        """Meta and customer records still exist (one round trip; once per poll)."""
+        try:
+            present = self._client.exists(self._keys.meta(version), self._keys.customers(version))
+        except redis.RedisError as exc:
+            self.breaker.open()
+            raise StoreError(f"cannot check model version {version}: {exc}") from exc
+        return int(present) == 2
+
     def poll(self) -> Poll:
         """The active pointer and the live revision counters in one round trip; like
         ``active_version`` an answer closes the breaker."""
