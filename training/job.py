@@ -264,6 +264,10 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
         report["deleted_versions"] = outcome.deleted
         report["publish_customers_per_second"] = round(outcome.customers_per_second)
         report["feedback"]["trimmed"] = feedback_events.trim(client, keys)
+        if lock.lapses:
+            report.setdefault("warnings", []).append(
+                f"the training lock lapsed {lock.lapses} time(s) and was taken back (heartbeats "
+                "came later than lock_ttl_seconds: an overloaded machine?)")
 
 
 @contextmanager
