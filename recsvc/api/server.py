@@ -23,10 +23,12 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from recsvc.api import auth, tls
 from recsvc.api.guard import CallLimiter
 from recsvc.api.service import RetentionOfferServicer
 from recsvc.core import schema
 from recsvc.core.config import Settings
+from recsvc.ops import endpoint
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.recommender import Recommender
 from recsvc.serving.watcher import ModelWatcher
@@ -120,7 +122,7 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
     holder = ModelHolder()
     records = RecordReader(store.keys, settings, store.breaker)
     recommender = Recommender(holder, records, settings.max_batch_ids, settings.batch_chunk)
-    limiter = CallLimiter(settings.max_concurrent_rpcs)
+    limiter = CallLimiter(settings.max_concurrent_rpcs, auth.from_settings(settings.tokens_file))
     server = make_grpc_server(settings, reuse_port)
     pb_grpc.add_RetentionOfferServiceServicer_to_server(  # type: ignore[no-untyped-call]
         RetentionOfferServicer(recommender, holder, settings.default_deadline_ms / 1000.0,
@@ -147,9 +149,7 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
     # Start with the active model when there is one (blocking reads: off the loop).
     await asyncio.to_thread(watcher.check_once)
     watcher.start()
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
-    if port == 0:
-        raise OSError(f"cannot bind {settings.host}:{settings.port}")
+    port = tls.add_port(server, f"{settings.host}:{settings.port}", settings)
     await server.start()
     return RunningServer(server, port, health_servicer, watcher, limiter, records, loop)
 
@@ -162,6 +162,15 @@ def serve(settings: Settings) -> int:
 
 
 def _serve_one(settings: Settings, reuse_port: bool) -> int:
+    if is_worker():  # the parent serves the workers' metrics
+        return _run_one(settings, reuse_port)
+    with endpoint.serving(settings) as metrics_port:
+        if metrics_port:
+            log.info("metrics on port %d", metrics_port)
+        return _run_one(settings, reuse_port)
+
+
+def _run_one(settings: Settings, reuse_port: bool) -> int:
     store = RedisStore(connect(settings), schema.Keys(settings.key_prefix), settings)
     running = build_server(settings, store, reuse_port=reuse_port)
     log.info("recsvc listening on %s:%d (pid %d)", settings.host, running.port, os.getpid())
@@ -186,7 +195,14 @@ def _serve_workers(settings: Settings) -> int:
     """
     env = dict(os.environ, RECSVC_WORKERS="1", RECSVC_PORT=str(settings.port),
                RECSVC_HOST=settings.host)
-    return run_workers([sys.executable, "-m", "recsvc", "serve"], env, settings.workers)
+    if not settings.metrics_port:
+        return run_workers([sys.executable, "-m", "recsvc", "serve"], env, settings.workers)
+    # Metrics of N processes: each writes files in a directory of this run, we serve the sum.
+    with endpoint.multiprocess_dir() as directory, \
+            endpoint.serving(settings, directory) as metrics_port:
+        log.info("metrics of %d workers on port %d", settings.workers, metrics_port)
+        env[endpoint.MULTIPROC_ENV] = directory
+        return run_workers([sys.executable, "-m", "recsvc", "serve"], env, settings.workers)
 
 
 def run_workers(command: list[str], env: dict[str, str], count: int) -> int:

@@ -78,8 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RecsvcError as exc:
         print(f"recsvc: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from recsvc.ops import logs
+
+    logs.configure(settings.log_level, settings.log_format, settings.log_salt)
     for message in ignored_variables():
         logging.getLogger("recsvc").warning("%s", message)
     try:

@@ -22,6 +22,7 @@ from recsvc.core.errors import (
 )
 from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_POPULAR, ModelVersion, SegmentModel
 from recsvc.core.ranking import Ranked, Rules, rank, rank_many
+from recsvc.ops.logs import customer_ref
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.ports import Records
 
@@ -134,7 +135,7 @@ class Recommender:
         try:
             record = decode(raw, model)
         except CorruptRecordError as exc:
-            log.error("customer %r: %s", question.customer_id, exc)
+            log.error("customer %s: %s", customer_ref(question.customer_id), exc)
             return self._popular(question.customer_id, question.segment, model, rules,
                                  degraded=True, reason="customer record unreadable")
         segment = model.segments[record.segment_index]
@@ -205,7 +206,7 @@ class Recommender:
             try:
                 record = decode(raw, model)
             except CorruptRecordError as exc:
-                log.error("customer %r: %s", chunk[pos], exc)
+                log.error("customer %s: %s", customer_ref(chunk[pos]), exc)
                 answers[pos] = self._popular(chunk[pos], "", model, rules, degraded=True,
                                              reason="customer record unreadable")
                 continue

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from recsvc.core.errors import CorruptRecordError, StoreError
+from recsvc.ops import metrics
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.ports import Store
 
@@ -28,28 +30,51 @@ class ModelWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed_version: str | None = None
+        self._redis_down_since: float | None = None  # for one log line when down, one when back
 
     def check_once(self) -> None:
         """One poll: read the pointer; load and swap when it moved."""
         try:
             active = self.store.active_version()
-        except StoreError:
+        except StoreError as exc:
+            self._redis_state(False, exc)
             self.on_health(self.holder.current is not None, False)
             return
+        self._redis_state(True)
         current = self.holder.current
         if active is not None and active != self._failed_version and (
                 current is None or current.version != active):
             try:
-                self.holder.swap(self.store.load_version(active))
-                log.info("serving model version %s", active)
+                model = self.store.load_version(active)
+                self.holder.swap(model)
+                metrics.model_loaded(active, model.trained_at, time.time(), current is not None)
+                log.info("serving model version %s", active, extra={
+                    "version": active, "previous": current and current.version,
+                    "trained_at": model.trained_at})
             except CorruptRecordError as exc:
                 # Retrying cannot help a version that does not decode: skip it until the
                 # pointer moves; the version in memory keeps serving.
-                log.error("cannot switch model version: %s", exc)
+                metrics.model_load_failed("corrupt")
+                log.error("cannot switch model version: %s", exc,
+                          extra={"version": active, "cause": str(exc)})
                 self._failed_version = active
             except StoreError as exc:  # Redis trouble mid-load: the next poll tries again
-                log.warning("model version %s not loaded yet: %s", active, exc)
+                metrics.model_load_failed("store")
+                log.warning("model version %s not loaded yet: %s", active, exc,
+                            extra={"version": active, "cause": str(exc)})
         self.on_health(self.holder.current is not None, True)
+
+    def _redis_state(self, up: bool, cause: Exception | None = None) -> None:
+        """One log line when Redis stops answering, one when it answers again."""
+        metrics.redis_up(up)
+        down_since = self._redis_down_since
+        if not up and down_since is None:
+            self._redis_down_since = time.monotonic()
+            log.error("Redis unavailable: serving from memory", extra={"cause": str(cause)})
+        elif up and down_since is not None:
+            self._redis_down_since = None
+            log.warning("Redis available again",
+                        extra={"down_seconds": round(time.monotonic() - down_since, 3)})
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)

@@ -24,7 +24,8 @@ from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import CorruptRecordError, DeadlineExceededError, StoreError
 from recsvc.core.model import ModelVersion
-from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, PipelinedRedis
+from recsvc.ops import metrics
+from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, PipelinedRedis, ReplyTimeout
 
 
 class Breaker:
@@ -42,8 +43,11 @@ class Breaker:
 
     def open(self) -> None:
         self._down_until = time.monotonic() + self.pause
+        metrics.breaker(True)
 
     def close(self) -> None:
+        if self._down_until:
+            metrics.breaker(False)
         self._down_until = 0.0
 
 
@@ -118,18 +122,24 @@ class RecordReader:
     async def _call(self, deadline: float, *command: bytes | str) -> Any:
         """Run ``command``; retry once if the deadline leaves room for another timeout."""
         if not self._breaker.available():
+            metrics.redis_error("breaker_open")
             raise StoreError("Redis marked unavailable after a recent failure")
         for attempt in (1, 2):
-            remaining = deadline - time.monotonic()
+            started = time.monotonic()
+            remaining = deadline - started
             if remaining <= 0:
                 raise DeadlineExceededError("no time left before reading Redis")
             try:
-                return await self._redis.execute(*command, timeout=min(self._timeout, remaining))
+                reply = await self._redis.execute(*command, timeout=min(self._timeout, remaining))
+                metrics.redis_call(str(command[0]), time.monotonic() - started)
+                return reply
             except ConnectionLost as exc:
+                metrics.redis_error("timeout" if isinstance(exc, ReplyTimeout) else "connection")
                 if attempt == 2 or deadline - time.monotonic() < self._timeout:
                     self._breaker.open()
                     raise StoreError(f"Redis did not answer: {exc}") from exc
             except ErrorReply as exc:
+                metrics.redis_error("reply")
                 raise StoreError(f"Redis error: {exc}") from exc
         raise AssertionError("unreachable")
 
