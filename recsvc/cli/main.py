@@ -27,6 +27,15 @@ def command_plugins() -> list[importlib.metadata.EntryPoint]:
     return sorted(importlib.metadata.entry_points(group=COMMAND_GROUP), key=lambda e: e.name)
 
 
+def add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    """How a client command reaches a server secured with TLS, mutual TLS and tokens."""
+    parser.add_argument("--tls", action="store_true", help="connect with TLS")
+    parser.add_argument("--ca", help="CA certificate (PEM) to verify the server; implies --tls")
+    parser.add_argument("--cert", help="client certificate (PEM) for mutual TLS; implies --tls")
+    parser.add_argument("--key", help="client private key (PEM) for mutual TLS")
+    parser.add_argument("--token", help="API token (default: RECSVC_TOKEN)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recsvc", description="Retention offers: train, serve, ask, operate.")
@@ -46,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--segment", default="", help="used when the model does not know the customer")
     rec.add_argument("--target", help="HOST:PORT (default: RECSVC_HOST:RECSVC_PORT)")
     rec.add_argument("--timeout", type=float, default=5.0, help="seconds")
+    add_connection_flags(rec)
 
     health = sub.add_parser("health", help="exit 0 when a server's gRPC health is SERVING")
     health.add_argument("--target", help="HOST:PORT (default: RECSVC_HOST:RECSVC_PORT)")
@@ -53,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--timeout", type=float, default=2.0)
     health.add_argument("--wait", type=float, default=0.0,
                         help="keep asking for up to this many seconds until SERVING")
+    add_connection_flags(health)
+
+    token = sub.add_parser("token", help="make an API token and its RECSVC_TOKENS_FILE line")
+    token.add_argument("--scopes", default="recommend",
+                       help="comma-separated: recommend, feedback, admin")
+    token.add_argument("--name", default="", help="a name for the logs (e.g. the client app)")
 
     models = sub.add_parser("models", help="list, activate or roll back model versions")
     msub = models.add_subparsers(dest="models_command", required=True)
@@ -97,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from recsvc.cli.client import health_command
 
             return health_command(args, settings)
+        if args.command == "token":
+            from recsvc.cli.client import token_command
+
+            return token_command(args)
         if args.command == "models":
             from recsvc.cli.client import models_command
 
