@@ -43,7 +43,8 @@ def serve(redis_url: str, prefix: str, log: Path, workers: int = 1,
                RECSVC_HOST="127.0.0.1", RECSVC_PORT=str(port), RECSVC_WORKERS=str(workers),
                RECSVC_METRICS_PORT=str(metrics_port), RECSVC_MODEL_POLL_MS="100",
                RECSVC_REDIS_TIMEOUT_MS="50", RECSVC_REDIS_RETRY_AFTER_FAILURE_MS="200",
-               RECSVC_DEFAULT_DEADLINE_MS="1000", **(extra_env or {}))
+               RECSVC_DEFAULT_DEADLINE_MS="1000")
+    env.update(extra_env or {})
     with open(log, "wb") as handle:
         process = subprocess.Popen([sys.executable, "-m", "recsvc", "serve"], env=env,
                                    stdout=handle, stderr=subprocess.STDOUT)

@@ -25,12 +25,18 @@ def test_metrics_of_two_workers_add_up_to_the_calls_made(
         tmp_path: Path, redis_server: localredis.LocalRedis, prefix: str) -> None:
     ids = observe.planted(tmp_path / "data", "M")
     (tmp_path / "config.toml").write_text(CONFIG)
-    trained = cli(train_args(tmp_path / "data", tmp_path / "config.toml"), redis_server.url,
-                  prefix)
+    prom = tmp_path / "textfile" / "recsvc_train.prom"
+    trained = cli(train_args(tmp_path / "data", tmp_path / "config.toml", "--metrics-file",
+                             str(prom)), redis_server.url, prefix)
     assert trained.returncode == 0, trained.stderr
+    assert 'recsvc_train_outcome{outcome="ok"} 1.0' in prom.read_text()
+    assert 'recsvc_train_phase_seconds{phase="fit"}' in prom.read_text()
     version = trained.stdout.strip().splitlines()[-1]
     before = set(glob.glob("/tmp/recsvc-metrics-*"))
-    with observe.serve(redis_server.url, prefix, tmp_path / "serve.log", workers=2) as server:
+    # Generous Redis timeouts: on a busy test machine a 50 ms one can expire, and this test
+    # wants exact counts, not failure handling.
+    with observe.serve(redis_server.url, prefix, tmp_path / "serve.log", workers=2,
+                       extra_env={"RECSVC_REDIS_TIMEOUT_MS": "1000"}) as server:
         made = {"known": 0, "unknown": 0, "invalid": 0, "info": 0}
         lock = threading.Lock()
         scrapes: list[float] = []
@@ -106,3 +112,17 @@ def test_metrics_of_two_workers_add_up_to_the_calls_made(
         assert len(workers) == 2
     after = set(glob.glob("/tmp/recsvc-metrics-*"))
     assert after <= before  # the run's directory is removed
+
+
+def test_a_failed_training_run_writes_a_failed_outcome(
+        tmp_path: Path, redis_server: localredis.LocalRedis, prefix: str) -> None:
+    observe.planted(tmp_path / "data", "F")
+    with open(tmp_path / "data" / "interactions.csv", "a") as handle:
+        handle.write("PersonNobodyZq,a1,accept,1700000000\n")  # a bad row; --strict fails
+    (tmp_path / "config.toml").write_text(CONFIG)
+    prom = tmp_path / "recsvc_train.prom"
+    result = cli(train_args(tmp_path / "data", tmp_path / "config.toml", "--strict",
+                            "--metrics-file", str(prom)), redis_server.url, prefix)
+    assert result.returncode == 1
+    assert 'recsvc_train_outcome{outcome="failed"} 1.0' in prom.read_text()
+    assert "recsvc_train_last_success_timestamp_seconds" not in prom.read_text()
