@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit integration serve lint fmt proto bench bench-quick redis-bin clean
+.PHONY: demo test unit integration serve lint fmt proto bench bench-quick redis-bin browser-bin clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing recsvc[dev]"
@@ -22,10 +22,18 @@ redis-bin:
 	    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
 	  else echo "install it with: sudo apt-get install redis-server" >&2; exit 1; fi; }
 
+# Debian's chromium for the browser tests (Playwright drives it; it never downloads a browser).
+browser-bin:
+	@command -v chromium >/dev/null || { \
+	  echo "==> chromium missing: installing Debian's chromium"; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "install it with: sudo apt-get install chromium" >&2; exit 1; fi; }
+
 demo: $(STAMP) redis-bin
 	$(PY) -m training.demo
 
-test: $(STAMP) redis-bin
+test: $(STAMP) redis-bin browser-bin
 	$(PY) -m pytest -q tests
 
 unit: $(STAMP)

@@ -68,3 +68,32 @@ def add_datagen(sub: Any) -> None:
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--format", choices=("csv", "parquet"), default="csv")
     gen.set_defaults(run=run_datagen)
+
+
+def run_events(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from recsvc.core import schema
+        from recsvc.store.reader import connect
+        from training import events
+    except ImportError as exc:
+        return _missing_stack("events", exc)
+    client = connect(settings, timeout_ms=30_000)
+    keys = schema.Keys(settings.key_prefix)
+    if args.events_command == "export":
+        exported = events.export(client, keys, args.out)
+        print(f"{exported.table.num_rows} events written to {args.out} (from "
+              f"{len(exported.cutoff)} shard streams; they are trimmed only by training)")
+        return 0
+    removed = events.trim(client, keys)
+    print(f"{removed} events trimmed (held by every kept model version and the consumers)")
+    return 0
+
+
+def add_events(sub: Any) -> None:
+    events: argparse.ArgumentParser = sub.add_parser(
+        "events", help="the logged feedback events: export them, trim what is safe")
+    esub = events.add_subparsers(dest="events_command", required=True)
+    export = esub.add_parser("export", help="write every logged event to a file")
+    export.add_argument("--out", required=True, help="FILE.parquet or FILE.csv")
+    esub.add_parser("trim", help="drop events every kept version was trained on")
+    events.set_defaults(run=run_events)

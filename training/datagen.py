@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
@@ -165,13 +166,44 @@ def write(tables: dict[str, pa.Table], out: str, fmt: str) -> dict[str, str]:
     return paths
 
 
+# The generator draws a persona's favourites from the offers open to each segment: it needs
+# about 10 offers per segment (fewer failed with IndexError).
+OFFERS_PER_SEGMENT = 10
+MAX_SEGMENTS = 1000
+EXIT_USAGE = 2
+
+
+def argument_problems(args: argparse.Namespace) -> list[str]:
+    """One line per argument outside what the generator allows, naming it and what is."""
+    lines = []
+    if not 1 <= args.segments <= MAX_SEGMENTS:
+        lines.append(f"--segments: {args.segments} is not allowed (allowed: 1 to {MAX_SEGMENTS})")
+    elif args.offers < OFFERS_PER_SEGMENT * args.segments:
+        lines.append(f"--offers: {args.offers} is not allowed (allowed: at least "
+                     f"{OFFERS_PER_SEGMENT} per segment, {OFFERS_PER_SEGMENT * args.segments} "
+                     f"for {args.segments} segments)")
+    if args.customers < 1:
+        lines.append(f"--customers: {args.customers} is not allowed (allowed: 1 or more)")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        lines.append(f"--out: {args.out} is an existing file (allowed: a directory, created "
+                     "when missing; its data files are overwritten)")
+    return lines
+
+
 def main(args: argparse.Namespace) -> int:
-    if args.customers < 1 or args.offers < 1 or args.segments < 1:
-        print("recsvc datagen: --customers, --offers and --segments must be >= 1")
-        return 2
+    bad = argument_problems(args)
+    for line in bad:
+        print(f"recsvc datagen: {line}", file=sys.stderr)
+    if bad:
+        return EXIT_USAGE
     started = time.perf_counter()
     tables = generate(args.customers, args.offers, args.segments, args.seed)
-    paths = write(tables, args.out, args.format)
+    try:
+        paths = write(tables, args.out, args.format)
+    except OSError as exc:
+        print(f"recsvc datagen: --out: cannot write {args.out} ({exc.strerror or exc})",
+              file=sys.stderr)
+        return 1
     for name, path in paths.items():
         print(f"{name:<12} {tables[name].num_rows:>12,} rows  {path}")
     print(f"generated in {time.perf_counter() - started:.1f} s (seed {args.seed})")

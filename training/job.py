@@ -8,6 +8,7 @@ import logging
 import os
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,18 +18,23 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import redis
 
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import DataError, QualityGateError, RecsvcError
+from recsvc.core.meta import ModelMeta, SegmentMeta
 from recsvc.ops import jobmetrics
 from recsvc.store.reader import connect
-from recsvc.store.registry import Registry, TrainLock
+from recsvc.store.registry import Registry, TrainLock, eviction_risk, redis_problem
+from training import attributes
 from training import data as data_module
+from training import events as feedback_events
+from training import profile as profile_module
 from training.config import TrainConfig, load_config
 from training.matrix import Cells, build_cells, global_popularity
 from training.progress import Progress
-from training.publish import PublishResult, SegmentArtifact, batched, publish
+from training.publish import PublishResult, SegmentArtifact, batched, check_finite, publish
 from training.report import print_summary
 from training.tune import SegmentResult, train_segment
 
@@ -85,6 +91,7 @@ def customer_batches(data: data_module.Dataset, cells: list[Cells], results: lis
             negative = negative_weight if result.params.negative_impressions else None
             has_history = segment_cells.trained_rows(negative, positive_only)
             users = np.ascontiguousarray(result.factors.users, dtype=schema.FLOAT32_LE)
+            check_finite(f"segment {s} customer vectors", users)  # before any is written
             dim = users.shape[1]
             vec_bytes = users.tobytes()
             values = segment_cells.values(negative)
@@ -137,36 +144,40 @@ def _segment_records(segment_index: int, ids: list[str], has_history: npt.NDArra
 
 
 def _meta(run: Run, data: data_module.Dataset, results: list[SegmentResult], version: str,
-          overall: float | None, previous: str | None) -> dict[str, Any]:
-    return {
-        "version": version,
-        "trained_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "data_fingerprint": data.fingerprint,
-        "parameters": {"algorithm": run.config.algorithm, "config": run.config.as_dict()},
-        "overall_ndcg_at_10": overall,
-        "previous_version": previous,
-        "segments": [segment_report(r) for r in results],
-    }
+          overall: float | None, previous: str | None,
+          checked: dict[str, Any] | None = None) -> ModelMeta:
+    """The version's metadata; ``checked`` adds the data profile, the quality and what was
+    forced (kept verbatim in the typed metadata's ``extra``)."""
+    return ModelMeta(
+        version=version,
+        trained_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        data_fingerprint=data.fingerprint,
+        parameters={"algorithm": run.config.algorithm, "config": run.config.as_dict()},
+        overall_ndcg_at_10=overall,
+        previous_version=previous,
+        segments=tuple(segment_meta(r) for r in results),
+        extra=dict(checked or {}),
+    )
 
 
-def segment_report(result: SegmentResult) -> dict[str, Any]:
-    return {
-        "name": result.name,
-        "customers": result.customers,
-        "offers": result.offers,
-        "interactions": result.interactions,
-        "strategy": result.strategy,
-        "blend_weight": result.blend_weight,
-        "params": None if result.params is None else result.params.as_dict(),
-        "factors": 0 if result.factors is None else int(result.factors.items.shape[1]),
-        "evaluated_customers": result.evaluated,
-        "metrics": result.metrics.get("served"),
-        "model_metrics": result.metrics.get("model"),
-        "baseline_metrics": result.metrics.get("baseline"),
-        "notes": result.notes,
-        "fit_seconds": round(result.fit_seconds, 3),
-        "evaluate_seconds": round(result.evaluate_seconds, 3),
-    }
+def segment_meta(result: SegmentResult) -> SegmentMeta:
+    return SegmentMeta(
+        name=result.name,
+        customers=result.customers,
+        offers=result.offers,
+        interactions=result.interactions,
+        strategy=result.strategy,
+        blend_weight=result.blend_weight,
+        params=None if result.params is None else result.params.as_dict(),
+        factors=0 if result.factors is None else int(result.factors.items.shape[1]),
+        evaluated_customers=result.evaluated,
+        metrics=result.metrics.get("served"),
+        model_metrics=result.metrics.get("model"),
+        baseline_metrics=result.metrics.get("baseline"),
+        notes=result.notes,
+        fit_seconds=round(result.fit_seconds, 3),
+        evaluate_seconds=round(result.evaluate_seconds, 3),
+    )
 
 
 def run_training(args: argparse.Namespace, settings: Settings, report: dict[str, Any],
@@ -178,25 +189,30 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
     client = connect(settings, timeout_ms=30_000)
     keys = schema.Keys(settings.key_prefix)
     registry = Registry(client, keys)
-    report["inputs"] = {"customers": args.customers, "offers": args.offers,
-                        "interactions": args.interactions}
-    with TrainLock(client, keys, config.publish.lock_ttl_seconds) as lock:
+    paths = {"customers": args.customers, "offers": args.offers,
+             "interactions": args.interactions}
+    report["inputs"] = paths
+    forced: list[str] = []  # the checks --force overrode, in the report and the metadata
+    risk = eviction_risk(client)
+    if risk:
+        report.setdefault("warnings", []).append(risk)
+        say(f"warning: {risk}")
+    with TrainLock(client, keys, config.publish.lock_ttl_seconds) as lock, \
+            tempfile.TemporaryDirectory(prefix="recsvc-train-") as workdir:
         registry.collect_garbage(keep=set())  # leftovers of killed runs
+        active, _ = registry.pointers()
+        active_meta = _read_meta(client, keys, active)
         with run.phase("read"):
-            data = data_module.load(args.customers, args.offers, args.interactions,
+            # Logged feedback joins the tables (training/events.py); its cutoff goes in meta.
+            tables = feedback_events.for_training(client, keys, args.customers, args.offers,
+                                                  args.interactions, workdir)
+            report["feedback"] = tables.report
+            data = data_module.load(tables.customers, args.offers, tables.interactions,
                                     config.weight_cap)
-        report["rows_read"] = data.rows_read
-        report["bad_rows"] = {"total": data.bad.total, "by_file_and_kind": data.bad.as_list(),
-                              "row_numbers": "1-based data rows; CSV line = row + 1"}
-        report["ignored"] = {"offer_not_open_to_customer_segment": data.ineligible}
-        if data.bad.total:
-            say(f"bad rows: {data.bad.total} "
-                + ", ".join(f"{e['kind']}={e['count']}" for e in data.bad.as_list()))
-            if args.strict:
-                raise DataError(f"--strict: {data.bad.total} bad rows (see the report); "
-                                "nothing was published")
-        if not len(data.customer_segment):
-            raise DataError("no valid customers: nothing to train")
+        profile = _check_input(data, paths, active, active_meta, config, args, report, say)
+        if report["data_checks"]["forced"]:
+            forced.append("data_checks")
+        attrs = attributes.build(data)  # offer rules are checked here, before any fit
         with run.phase("build"):
             cells = build_cells(data, config)
             data.drop_interactions()
@@ -210,27 +226,36 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
             progress.advance(1)
         progress.close()
         overall = overall_ndcg(results)
-        report["segments"] = [segment_report(r) for r in results]
+        report["segments"] = [segment_meta(r).as_dict() for r in results]
         report["overall_ndcg_at_10"] = overall
-        active, _ = registry.pointers()
-        gate = _quality_gate(client, keys, active, overall, config, args.force)
+        measured = quality(results)
+        report["quality"] = measured
+        gate = _quality_gate(active, active_meta, measured, config, args.force)
         report["quality_gate"] = gate
         if not gate["passed"]:
             raise QualityGateError(gate["message"])
+        if gate.get("forced"):
+            forced.append("quality_gate")
+        report["forced"] = forced
+        checked = {"data_profile": profile, "quality": measured, "forced": forced}
         version = schema.new_version_id()
-        with run.phase("publish"):
+        with run.phase("publish"), _deleted_on_failure(registry, version, report):
             offer_index, offer_pop = global_popularity(data, cells)
             artifacts = [SegmentArtifact(c.offers, r.popularity,
                                          None if r.factors is None else r.factors.items)
                          for c, r in zip(cells, results, strict=True)]
             total = len(data.customer_segment)
             bar = Progress(total, "customers published")
+            meta = _meta(run, data, results, version, overall, active,
+                         {**checked, "feedback_cutoff": tables.report["cutoff"]})
             outcome: PublishResult = publish(
-                client, keys, version, _meta(run, data, results, version, overall, active),
+                client, keys, version, ModelMeta.from_dict(attributes.extend_meta(
+                    meta.as_dict(), attrs, cells, config.decisioning)),
                 data.offers, artifacts, SegmentArtifact(offer_index, offer_pop, None),
                 customer_batches(data, cells, results, config.publish.batch_size,
                                  config.negative_impression_weight,
-                                 positive_only=config.positive_cells_only), total,
+                                 positive_only=config.positive_cells_only,
+                                 attributes=attrs.matrix), total,
                 lock, activate=not args.no_activate, expected_active=active,
                 progress=bar.advance)
             bar.close()
@@ -239,26 +264,134 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
         report["previous_version"] = outcome.previous
         report["deleted_versions"] = outcome.deleted
         report["publish_customers_per_second"] = round(outcome.customers_per_second)
+        report["feedback"]["trimmed"] = feedback_events.trim(client, keys)
 
 
-def _quality_gate(client: Any, keys: schema.Keys, active: str | None, overall: float | None,
-                  config: TrainConfig, force: bool) -> dict[str, Any]:
+@contextmanager
+def _deleted_on_failure(registry: Registry, version: str,
+                        report: dict[str, Any]) -> Iterator[None]:
+    """A publish that fails (Redis out of memory, the lock lost, a read-back difference) deletes
+    what it wrote at once rather than leaving it to the next run: under memory pressure those
+    keys are what the next publish needs. Never the active version: that is untouched."""
+    try:
+        yield
+    except (RecsvcError, redis.RedisError):
+        try:
+            active, previous = registry.pointers()
+            if version not in (active, previous):
+                registry.delete(version)
+                report["deleted_versions"] = [version]
+        except redis.RedisError:
+            pass  # the next run's garbage collection deletes it
+        raise
+
+
+def _read_meta(client: Any, keys: schema.Keys, version: str | None) -> dict[str, Any] | None:
+    """The metadata of ``version`` (None: no version, or no metadata)."""
+    raw = None if version is None else client.get(keys.meta(version))
+    # Parsed and validated by the typed metadata; the checks read its plain-dict view.
+    return None if raw is None else ModelMeta.from_json(raw).as_dict()
+
+
+def _check_input(data: data_module.Dataset, paths: dict[str, str], active: str | None,
+                 active_meta: dict[str, Any] | None, config: TrainConfig,
+                 args: argparse.Namespace, report: dict[str, Any],
+                 say: Callable[[str], None]) -> dict[str, Any]:
+    """Bad rows, invalid values, and the data profile against the active version's; returns
+    the profile. Raises DataError (exit 1) or QualityGateError (exit 3, unless --force)."""
+    report["rows_read"] = data.rows_read
+    report["bad_rows"] = {"total": data.bad.total, "by_file_and_kind": data.bad.as_list(),
+                          "row_numbers": "1-based data rows; CSV line = row + 1"}
+    report["invalid_values"] = {"total": data.invalid_values.total,
+                                "by_file_and_kind": data.invalid_values.as_list(),
+                                "treated_as": "missing; the customer is kept"}
+    report["ignored"] = {"offer_not_open_to_customer_segment": data.ineligible}
+    if data.ts_converted:
+        report["ts_converted_to_seconds"] = data.ts_converted
+        say("ts: converted to seconds: " + ", ".join(f"{n:,} rows in {unit}"
+                                                     for unit, n in data.ts_converted.items()))
+    if data.bad.total:
+        say(f"bad rows: {data.bad.total} "
+            + ", ".join(f"{e['kind']}={e['count']}" for e in data.bad.as_list()))
+    if data.invalid_values.total:
+        say(f"invalid values read as missing: {data.invalid_values.total} "
+            + ", ".join(f"{e['kind']}={e['count']}" for e in data.invalid_values.as_list()))
+    if args.strict and data.bad.total + data.invalid_values.total:
+        raise DataError(f"--strict: {data.bad.total} bad rows and {data.invalid_values.total} "
+                        "invalid values (see the report); nothing was published")
+    profile = profile_module.build_profile(data, paths)
+    report["data_profile"] = profile
+    too_many = profile_module.bad_row_problems(profile, config.checks.max_bad_row_share)
+    if too_many:
+        raise DataError("too many bad rows: " + "; ".join(too_many)
+                        + " (see the report; [checks] max_bad_row_share)")
+    if not len(data.customer_segment):
+        raise DataError("no valid customers: nothing to train")
+    checks = profile_module.check_data(profile, active_meta, config.checks)
+    failed = [c for c in checks if not c.passed]
+    report["data_checks"] = {"against": active, "passed": not failed,
+                             "forced": bool(failed) and args.force,
+                             "checks": [c.as_dict() for c in checks]}
+    if failed:
+        message = "data checks failed: " + "; ".join(c.message for c in failed)
+        if not args.force:
+            raise QualityGateError(message + " (nothing published; --force overrides)")
+        say(f"warning: {message}; going on anyway (--force)")
+    return profile
+
+
+def quality(results: list[SegmentResult]) -> dict[str, Any]:
+    """Served and popularity-baseline ndcg@10 over the evaluated customers, and their ratio.
+
+    Both are measured on the same split of the same data, so the lift compares like with like
+    across runs whose data differ (new customers, a new month), where raw ndcg does not.
+    """
+    weight = sum(r.evaluated for r in results)
+    served = sum(r.served_ndcg * r.evaluated for r in results)
+    baseline = sum(r.metrics.get("baseline", {}).get("ndcg_at_10", 0.0) * r.evaluated
+                   for r in results)
+    lift = served / baseline if baseline > 0 else None
+    return {"evaluated_customers": weight,
+            "served_ndcg_at_10": round(served / weight, 6) if weight else None,
+            "baseline_ndcg_at_10": round(baseline / weight, 6) if weight else None,
+            "lift": None if lift is None else round(lift, 6)}
+
+
+def _active_quality(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The active version's quality; recomputed from its segments if it predates the field."""
+    if "quality" in meta:
+        return dict(meta["quality"])
+    segments = meta.get("segments", [])
+    weight = sum(s.get("evaluated_customers", 0) for s in segments)
+    served = sum((s.get("metrics") or {}).get("ndcg_at_10", 0.0) * s.get("evaluated_customers", 0)
+                 for s in segments)
+    baseline = sum((s.get("baseline_metrics") or {}).get("ndcg_at_10", 0.0)
+                   * s.get("evaluated_customers", 0) for s in segments)
+    return {"lift": served / baseline} if weight and baseline > 0 else None
+
+
+def _quality_gate(active: str | None, active_meta: dict[str, Any] | None,
+                  measured: dict[str, Any], config: TrainConfig,
+                  force: bool) -> dict[str, Any]:
+    """Refuse when the lift over popularity falls by more than ``quality_tolerance``."""
     tolerance = config.publish.quality_tolerance
-    if active is None:
+    if active is None or active_meta is None:
         return {"passed": True, "message": "no active version to compare with"}
-    raw = client.get(keys.meta(active))
-    before = None if raw is None else json.loads(raw).get("overall_ndcg_at_10")
-    if before is None or overall is None:
-        return {"passed": True, "message": "no comparable overall ndcg@10", "active": active}
-    drop = before - overall
-    passed = drop <= tolerance or force
-    message = (f"overall ndcg@10 {overall:.4f} vs active {active} {before:.4f} "
-               f"(drop {drop:+.4f}, tolerance {tolerance})")
+    before = (_active_quality(active_meta) or {}).get("lift")
+    now = measured.get("lift")
+    if before is None or now is None:
+        return {"passed": True, "active": active,
+                "message": "no comparable lift over popularity (nothing evaluated)"}
+    drop = before - now
+    message = (f"lift over popularity (served / baseline ndcg@10, each on its own data) "
+               f"{now:.3f} vs active {active} {before:.3f} (drop {drop:+.3f}, tolerance "
+               f"{tolerance})")
     if drop > tolerance:
         message += "; activated anyway (--force)" if force else \
             "; refusing to publish a worse version (use --force to override)"
-    return {"passed": passed, "message": message, "active": active, "active_ndcg_at_10": before,
-            "new_ndcg_at_10": overall, "tolerance": tolerance, "forced": force and drop > tolerance}
+    return {"passed": drop <= tolerance or force, "message": message, "active": active,
+            "active_lift": round(before, 6), "new_lift": now, "tolerance": tolerance,
+            "forced": force and drop > tolerance}
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
@@ -273,11 +406,15 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         code, error = EXIT_GATE, exc
     except RecsvcError as exc:
         error = exc
+    except redis.RedisError as exc:
+        error = RecsvcError(redis_problem(exc, settings.redis_url) + "; nothing was published")
     except KeyboardInterrupt:
         error = RecsvcError("interrupted")
     report["status"] = "ok" if code == EXIT_OK else "failed"
     if error is not None:
         report["error"] = f"{type(error).__name__}: {error}"
+    if code == EXIT_GATE:
+        report["status"] = "refused"
     report["seconds_total"] = round(time.perf_counter() - started, 3)
     report["peak_rss_mib"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

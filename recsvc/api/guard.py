@@ -1,12 +1,20 @@
-"""Around every recsvc RPC: the concurrency cap, and the one place domain errors become statuses.
+"""Around every recsvc RPC: parsing the request, the concurrency cap, and the one place domain
+errors become statuses.
 
 A decorator on the servicer's methods rather than a server interceptor: grpc.aio builds a new
 handler per call for every interceptor, and health checks and reflection, which are not
 decorated, are never counted, rejected or asked for a token (grpcio's own
 ``maximum_concurrent_rpcs`` would reject them under load). Everything runs on the event loop, so
 the counter needs no lock. Per call it also binds the request id (``x-request-id`` metadata, or a
-new one) to the call's log lines, checks the token when auth is on, and records the call's
-latency and status in the metrics.
+new one) to the call's log lines, checks the token when auth is on (``authorize``), and records
+the call's latency and status in the metrics.
+
+Requests arrive as bytes (``handlers.add_servicer`` registers no deserializer) and ``parse``
+decodes them here: bytes that are not a valid message (wire format, bad UTF-8 in a string) are
+INVALID_ARGUMENT, where grpcio's own deserializer answered INTERNAL and logged a traceback per
+call. Failures are logged through ``RateLimitedLog``: one line per kind and interval with the
+count of the others, so a fuzzer cannot fill the disk. ``parse`` and ``status_for`` are plain
+functions a synchronous servicer's wrapper can use too.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError, Message
 
 from recsvc.api.auth import Authenticator
 from recsvc.core.errors import (
@@ -31,6 +40,7 @@ from recsvc.core.errors import (
     PermissionDeniedError,
     StoreError,
 )
+from recsvc.core.ratelog import RateLimitedLog
 from recsvc.ops import logs, metrics
 
 log = logging.getLogger(__name__)
@@ -44,6 +54,29 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
     StoreError: grpc.StatusCode.UNAVAILABLE,
 }   # anything else: INTERNAL with a generic message; the traceback goes to the log only
+
+
+failures = RateLimitedLog(log)
+
+M = TypeVar("M", bound=Message)
+
+
+def parse(message_type: type[M], raw: bytes | M) -> M:
+    """Decode request bytes; InvalidRequestError (INVALID_ARGUMENT) when they are no message."""
+    if isinstance(raw, message_type):  # a caller that registered a deserializer after all
+        return raw
+    try:
+        return message_type.FromString(raw)  # type: ignore[arg-type]
+    except DecodeError as exc:
+        name = message_type.DESCRIPTOR.name
+        failures.log(logging.WARNING, "undecodable_request",
+                     f"undecodable {name} ({len(raw)} bytes): {exc}")  # type: ignore[arg-type]
+        raise InvalidRequestError(f"request is not a valid {name}: {_reason(exc)}") from None
+
+
+def _reason(exc: DecodeError) -> str:
+    # upb says "Error parsing message with type 'x': String field had bad UTF-8".
+    return str(exc).rsplit(": ", 1)[-1] or "malformed bytes"
 
 
 def status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
@@ -77,7 +110,7 @@ def authorize(limiter: CallLimiter, metadata: dict[str, Any], method: str) -> No
         try:
             limiter.auth.check(metadata.get("authorization"), method)
         except (AuthenticationError, PermissionDeniedError) as exc:
-            log.info("call refused", extra={"method": method, "cause": str(exc)})
+            failures.log(logging.INFO, f"refused:{method}", f"call to {method} refused: {exc}")
             raise
 
 
@@ -89,39 +122,48 @@ S = TypeVar("S", bound=Limited)
 Method = Callable[[S, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
-def guarded(method: Method[S]) -> Method[S]:
-    name = method.__name__
+def log_unexpected(method_name: str) -> None:
+    """Log the exception being handled: its traceback at most once per interval per method."""
+    failures.log(logging.ERROR, f"internal:{method_name}", f"unexpected error in {method_name}",
+                 exc_info=True)
 
-    @functools.wraps(method)
-    async def call(self: S, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        started = time.perf_counter()
-        limiter = self.limiter
-        metadata = dict(context.invocation_metadata() or ())
-        bound = logs.bind_request(request_id_of(metadata))
-        code = grpc.StatusCode.OK
-        try:
-            if limiter.in_flight >= limiter.limit:
-                raise OverloadedError(f"server busy: {limiter.limit} calls already in flight; "
-                                      "retry with backoff or add instances")
-            authorize(limiter, metadata, name)
-            limiter.in_flight += 1
+
+def guarded(request_type: type[Message]) -> Callable[[Method[S]], Method[S]]:
+    """Parse the request bytes as ``request_type``, apply the cap, map errors to statuses."""
+    def wrap(method: Method[S]) -> Method[S]:
+        name = method.__name__
+
+        @functools.wraps(method)
+        async def call(self: S, raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            limiter = self.limiter
+            metadata = dict(context.invocation_metadata() or ())
+            bound = logs.bind_request(request_id_of(metadata))
+            code = grpc.StatusCode.OK
             try:
-                return await method(self, request, context)
+                if limiter.in_flight >= limiter.limit:
+                    raise OverloadedError(f"server busy: {limiter.limit} calls already in "
+                                          "flight; retry with backoff or add instances")
+                authorize(limiter, metadata, name)
+                limiter.in_flight += 1
+                try:
+                    return await method(self, parse(request_type, raw), context)
+                finally:
+                    limiter.in_flight -= 1
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                code, message = status_for(exc)
+                if code == grpc.StatusCode.INTERNAL:
+                    log_unexpected(name)
+                await context.abort(code, message)
             finally:
-                limiter.in_flight -= 1
-        except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            code, message = status_for(exc)
-            if code == grpc.StatusCode.INTERNAL:
-                log.exception("unexpected error in %s", name)
-            await context.abort(code, message)
-        finally:
-            metrics.rpc(name, code.name, time.perf_counter() - started)
-            logs.unbind_request(bound)
+                metrics.rpc(name, code.name, time.perf_counter() - started)
+                logs.unbind_request(bound)
 
-    return call
+        return call
+    return wrap

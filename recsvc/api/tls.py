@@ -30,7 +30,10 @@ class CertificateFiles:
     def __init__(self, cert: str, key: str, client_ca: str) -> None:
         self.paths = tuple(p for p in (cert, key, client_ca) if p)
         self.cert, self.key, self.client_ca = cert, key, client_ca
-        self._stamp = self._mtimes()
+        try:
+            self._stamp = self._mtimes()
+        except OSError as exc:
+            raise RecsvcError(f"TLS file {exc.filename}: {exc.strerror}") from None
         self.initial = self._configuration(first=True)
 
     def _mtimes(self) -> tuple[float, ...]:

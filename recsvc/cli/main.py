@@ -3,6 +3,15 @@ datagen) come from the ``recsvc.commands`` entry-point group, so recsvc never im
 
 An entry point names a function ``add(subparsers)`` that adds its sub-command and sets
 ``run=handler`` as a default, where ``handler(args, settings) -> exit code``.
+
+Exit codes (each failure is one line on stderr, naming the setting or cause):
+  0  success
+  1  a runtime failure (Redis unreachable, publish failed, ...)
+  2  a bad flag, setting or argument: the line names it and what is allowed
+  3  recsvc train: the quality gate kept the active version (training/job.py)
+  4  recsvc serve: cannot listen on host:port (in use, or not an address of this machine)
+  5  recsvc serve --workers N: a worker kept dying; the parent stopped the others and gave up
+  130 interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
@@ -12,13 +21,17 @@ import importlib.metadata
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from recsvc import __version__
-from recsvc.core.config import Settings, ignored_variables
-from recsvc.core.errors import RecsvcError
+from recsvc.cli.offers import add_commands as add_offer_commands
+from recsvc.core.config import LOG_LEVELS, Settings, ignored_variables, problems
+from recsvc.core.errors import ListenError, RecsvcError, SettingError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_CANNOT_LISTEN = 4
+EXIT_INTERRUPTED = 130
 COMMAND_GROUP = "recsvc.commands"
 
 
@@ -36,11 +49,31 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", help="API token (default: RECSVC_TOKEN)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (not a usage block) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds greater than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed (allowed: seconds > 0)")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="recsvc", description="Retention offers: train, serve, ask, operate.")
     parser.add_argument("--version", action="version", version=f"recsvc {__version__}")
     parser.add_argument("--redis-url", help="overrides RECSVC_REDIS_URL")
+    parser.add_argument("--log-level", type=str.upper, help="overrides RECSVC_LOG_LEVEL ("
+                        + ", ".join(LOG_LEVELS) + ")")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gRPC service")
@@ -54,13 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--channel", default="")
     rec.add_argument("--segment", default="", help="used when the model does not know the customer")
     rec.add_argument("--target", help="HOST:PORT (default: RECSVC_HOST:RECSVC_PORT)")
-    rec.add_argument("--timeout", type=float, default=5.0, help="seconds")
+    rec.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds")
     add_connection_flags(rec)
 
     health = sub.add_parser("health", help="exit 0 when a server's gRPC health is SERVING")
     health.add_argument("--target", help="HOST:PORT (default: RECSVC_HOST:RECSVC_PORT)")
     health.add_argument("--service", default="", help="health service name ('' = overall)")
-    health.add_argument("--timeout", type=float, default=2.0)
+    health.add_argument("--timeout", type=positive_seconds, default=2.0)
     health.add_argument("--wait", type=float, default=0.0,
                         help="keep asking for up to this many seconds until SERVING")
     add_connection_flags(health)
@@ -77,6 +110,17 @@ def _parser() -> argparse.ArgumentParser:
     act.add_argument("version")
     msub.add_parser("rollback", help="swap the active and the previous version")
 
+    feedback = sub.add_parser("feedback", help="the feedback loop's background work")
+    fsub = feedback.add_subparsers(dest="feedback_command", required=True)
+    consume = fsub.add_parser(
+        "consume", help="fold recorded events into customers' vectors (run more to scale)")
+    consume.add_argument("--name", help="consumer name (default: host-pid)")
+    consume.add_argument("--batch", type=int, default=500, help="entries per read")
+    consume.add_argument("--claim-idle-seconds", type=float, default=30.0,
+                         help="take over another consumer's entries pending this long")
+
+    add_offer_commands(sub)
+
     for command in command_plugins():
         command.load()(sub)
     return parser
@@ -90,9 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=getattr(args, "host", None),
             port=getattr(args, "port", None),
             workers=getattr(args, "workers", None),
+            log_level=args.log_level,
         )
-    except RecsvcError as exc:
+    except SettingError as exc:
         print(f"recsvc: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    bad = problems(settings)
+    for line in bad:
+        print(f"recsvc: {line}", file=sys.stderr)
+    if bad:
         return EXIT_USAGE
     from recsvc.ops import logs
 
@@ -101,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("recsvc").warning("%s", message)
     try:
         if args.command == "serve":
-            from recsvc.api.server import pin_worker_cpu, serve
+            from recsvc.api.server import serve
+            from recsvc.api.workers import pin_worker_cpu
 
             pin_worker_cpu()
             return serve(settings)
@@ -121,10 +172,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             from recsvc.cli.client import models_command
 
             return models_command(args, settings)
+        if args.command == "feedback":
+            from recsvc.cli.feedback import consume_command
+
+            return consume_command(args, settings)
         run: Callable[[argparse.Namespace, Settings], int] = args.run
         return run(args, settings)
+    except SettingError as exc:
+        print(f"recsvc: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ListenError as exc:
+        print(f"recsvc: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
     except RecsvcError as exc:
         print(f"recsvc: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED

@@ -1,4 +1,4 @@
-"""The recsvc error tree. No grpc import here: the interceptor maps these to status codes.
+"""The recsvc error tree. No grpc import here: `recsvc.api.guard` maps these to statuses.
 
     RecsvcError
     ├── InvalidRequestError       bad client input            -> INVALID_ARGUMENT
@@ -7,6 +7,8 @@
     ├── OverloadedError           concurrency cap reached     -> RESOURCE_EXHAUSTED
     ├── AuthenticationError       missing or unknown token    -> UNAUTHENTICATED
     ├── PermissionDeniedError     token without the scope     -> PERMISSION_DENIED
+    ├── SettingError              a setting outside what is allowed (exit 2)
+    ├── ListenError               serve cannot listen on host:port (exit 4)
     ├── StoreError                Redis failed or timed out   -> UNAVAILABLE
     │   └── CorruptRecordError    a stored value cannot be decoded
     ├── PublishError              a training run could not publish (never half-published)
@@ -44,6 +46,14 @@ class AuthenticationError(RecsvcError):
 
 class PermissionDeniedError(RecsvcError):
     """The caller's token lacks the scope the method needs."""
+
+
+class SettingError(RecsvcError):
+    """A setting or argument outside what is allowed; the message names it and what is."""
+
+
+class ListenError(RecsvcError):
+    """The server cannot listen on its host and port (in use, or not an address of this host)."""
 
 
 class StoreError(RecsvcError):

@@ -133,6 +133,12 @@ class Keys:
         """Hash: experiment definitions (arms, split, salt, shadow)."""
         return f"{self.prefix}:experiments"
 
+    @property
+    def foldin_replayed(self) -> str:
+        """Hash: version -> epoch s when the fold-in consumers last replayed the streams into it
+        (only the active version's entry is kept: a switch back must replay again)."""
+        return f"{self.prefix}:foldin:replayed"
+
     def version_keys(self, version: str, segment_count: int) -> list[str]:
         """Every key a version owns, for deletion."""
         return [
@@ -254,3 +260,21 @@ def decode_u32(raw: bytes) -> npt.NDArray[np.uint32]:
     if len(raw) % 4:
         raise ValueError("uint32 blob length is not a multiple of 4")
     return np.frombuffer(raw, dtype=UINT32_LE).astype(np.uint32)
+
+
+# Fields of the customer live hash ``Keys.live`` (docs/DESIGN.md section 6).
+LIVE_SEGMENT = "seg"  # segment name from a feedback event (customers the model does not know)
+LIVE_ACCEPTED = "a:"  # + offer id -> epoch s of the accept/redeem
+LIVE_DECLINED = "d:"  # + offer id -> "<count> <last epoch s>"
+LIVE_IGNORED = "n:"  # + offer id -> "<count> <last epoch s>" of impressions without engagement
+LIVE_CONTACTS = "c:"  # + channel -> space-separated epoch s, newest last
+LIVE_RECORD = "r:"  # + version -> customer record folded in for that version
+LIVE_FOLDED = "f:"  # + version -> space-separated stream ids already folded into r:<version>
+
+
+def live_record_field(version: str) -> str:
+    return f"{LIVE_RECORD}{version}"
+
+
+def live_folded_field(version: str) -> str:
+    return f"{LIVE_FOLDED}{version}"

@@ -1,8 +1,11 @@
-"""Keeps the in-memory model on the active version and health in step with reality.
+"""Keeps the in-memory model on the active version, its live state current, and health in step.
 
-A background thread reads the active pointer every ``poll`` seconds (not per request) and loads a
-new version fully before swapping it in. That one read is also the Redis health signal, and its
-success closes the store's breaker, so requests use Redis again as soon as it answers.
+A background thread polls every ``poll`` seconds (not per request): one pipeline reads the
+active pointer and the live revision counters (offers, budgets, do-not-contact). A new version
+is loaded fully before it is swapped in; when only a revision moved (or the UTC day turned, for
+daily budgets) the live state is read again and a new decider is built on the same version. That
+one read is also the Redis health signal, and its success closes the store's breaker, so
+requests use Redis again as soon as it answers.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ import time
 from collections.abc import Callable
 
 from recsvc.core.errors import CorruptRecordError, StoreError
+from recsvc.core.model import ModelVersion
+from recsvc.decisioning.budgets import budget_state, day_of
+from recsvc.decisioning.decider import build_decider
+from recsvc.decisioning.live import Poll
 from recsvc.ops import metrics
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.ports import Store
@@ -22,31 +29,34 @@ log = logging.getLogger(__name__)
 
 class ModelWatcher:
     def __init__(self, store: Store, holder: ModelHolder, poll_seconds: float,
-                 on_health: Callable[[bool, bool], None]) -> None:
+                 on_health: Callable[[bool, bool], None], objective: str = "") -> None:
         self.store = store
         self.holder = holder
         self.poll_seconds = poll_seconds
         self.on_health = on_health  # (model loaded, redis answers)
+        self.objective = objective  # overrides the version's objective when set
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed_version: str | None = None
+        self._applied: tuple[tuple[int, int, int], str] | None = None  # revisions, UTC day
         self._redis_down_since: float | None = None  # for one log line when down, one when back
 
     def check_once(self) -> None:
-        """One poll: read the pointer; load and swap when it moved."""
+        """One poll: read pointer and revisions; load and swap what moved."""
         try:
-            active = self.store.active_version()
+            polled = self.store.poll()
         except StoreError as exc:
             self._redis_state(False, exc)
             self.on_health(self.holder.current is not None, False)
             return
         self._redis_state(True)
+        active = polled.active
         current = self.holder.current
         if active is not None and active != self._failed_version and (
                 current is None or current.version != active):
             try:
                 model = self.store.load_version(active)
-                self.holder.swap(model)
+                self._apply(model, polled)
                 metrics.model_loaded(active, model.trained_at, time.time(), current is not None)
                 log.info("serving model version %s", active, extra={
                     "version": active, "previous": current and current.version,
@@ -62,6 +72,11 @@ class ModelWatcher:
                 metrics.model_load_failed("store")
                 log.warning("model version %s not loaded yet: %s", active, exc,
                             extra={"version": active, "cause": str(exc)})
+        elif current is not None and self._applied != (polled.revisions, day_of(time.time())):
+            try:
+                self._apply(current, polled)
+            except StoreError as exc:
+                log.warning("live offer state not reloaded yet: %s", exc)
         self.on_health(self.holder.current is not None, True)
 
     def _redis_state(self, up: bool, cause: Exception | None = None) -> None:
@@ -75,6 +90,14 @@ class ModelWatcher:
             self._redis_down_since = None
             log.warning("Redis available again",
                         extra={"down_seconds": round(time.monotonic() - down_since, 3)})
+
+    def _apply(self, model: ModelVersion, polled: Poll) -> None:
+        now = time.time()
+        live = self.store.load_live()
+        decider = build_decider(model, live.overrides, budget_state(live.budgets, now),
+                                live.dnc, self.objective, polled.revisions)
+        self.holder.swap(model, decider)
+        self._applied = (polled.revisions, day_of(now))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)

@@ -132,6 +132,11 @@ def tls_context(params: dict[str, Any]) -> ssl.SSLContext:
     return context
 
 
+def _consume(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.cancelled():
+        waiter.exception()  # marks a failure as seen: no "never retrieved" warning
+
+
 class PipelinedRedis:
     """``await execute("HGET", key, field, timeout=0.025)``; reconnects lazily after a failure."""
 
@@ -160,6 +165,43 @@ class PipelinedRedis:
         # hiredis's type stub declares a one-element tuple; any number of arguments works.
         command = hiredis.pack_command(args)  # type: ignore[arg-type]
         return await protocol.send(command, deadline)
+
+    async def execute_many(self, commands: list[tuple[bytes | str, ...]],
+                           timeout: float) -> list[Any]:
+        """Several commands in one write (one round trip); replies in order. An error reply
+        fails the call after every reply arrived, so the connection stays in step."""
+        deadline = time.monotonic() + timeout
+        protocol = self._protocol
+        if protocol is None or protocol.lost:
+            protocol = await self._connect(deadline)
+        waiters = [protocol.send(hiredis.pack_command(c), deadline)  # type: ignore[arg-type]
+                   for c in commands]
+        results = []
+        failure: PipelineError | None = None
+        try:
+            for waiter in waiters:
+                try:
+                    results.append(await waiter)
+                except ErrorReply as exc:
+                    failure = failure or exc
+                    results.append(None)
+        except BaseException:
+            for waiter in waiters:
+                waiter.add_done_callback(_consume)
+            raise
+        if failure is not None:
+            raise failure
+        return results
+
+    def send_nowait(self, *args: bytes | str, timeout: float) -> None:
+        """Fire and forget on the open connection (skipped when there is none): for writes
+        after the answer that nobody awaits. The reply is read and dropped in order."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost:
+            return
+        waiter = protocol.send(hiredis.pack_command(args),  # type: ignore[arg-type]
+                               time.monotonic() + timeout)
+        waiter.add_done_callback(_consume)
 
     async def close(self) -> None:
         if self._protocol is not None:

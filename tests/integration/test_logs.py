@@ -89,9 +89,8 @@ def run(tmp_path: Path, own: localredis.LocalRedis) -> None:
         # A record that does not decode: one error line, with the call's request id.
         client.hset(keys.customers(first), corrupt, b"\xff garbage")
         ask(corrupt, "req-corrupt-1")
-        line = wait_for(server, "customer c-")
+        line = wait_for(server, "corrupt customer record")
         assert line["level"] == "error" and line["request_id"] == "req-corrupt-1"
-        assert ref(corrupt) in str(line["event"])
 
         # Redis killed, then back: one line each, with the cause and the downtime.
         own.kill()

@@ -92,3 +92,15 @@ def test_blob_codecs_round_trip() -> None:
     assert schema.decode_u32(schema.encode_u32([1, 2**32 - 1])).tolist() == [1, 2**32 - 1]
     with pytest.raises(ValueError):
         schema.decode_f32(b"abc")
+
+
+def test_feedback_keys_and_live_fields_are_fixed_byte_for_byte() -> None:
+    keys = schema.Keys("recsvc")
+    # crc32(b"c1") = 0x5ed72aa1 = 1591159457; % 64 = 33
+    assert schema.shard_of("c1") == 33
+    assert keys.live("c1") == "recsvc:live:{33}:c1"
+    assert keys.foldin_replayed == "recsvc:foldin:replayed"
+    assert schema.live_record_field("V1") == "r:V1"
+    assert schema.live_folded_field("V1") == "f:V1"
+    assert (schema.LIVE_SEGMENT, schema.LIVE_ACCEPTED, schema.LIVE_DECLINED, schema.LIVE_IGNORED,
+            schema.LIVE_CONTACTS) == ("seg", "a:", "d:", "n:", "c:")

@@ -6,29 +6,51 @@ real-Redis path is covered by tests/integration/test_server.py::TestRedisTrouble
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import json
 from typing import Any
 
+from recsvc.core import schema
 from recsvc.core.errors import CorruptRecordError, StoreError
+from recsvc.core.meta import ModelMeta
+from recsvc.core.model import ModelVersion
+from recsvc.decisioning.live import LiveData, Poll
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.watcher import ModelWatcher
+
+
+def tiny_model(version: str) -> ModelVersion:
+    meta = {"version": version, "trained_at": "2026-11-24T10:15:00Z",
+            "segments": [{"name": "s", "strategy": "popular"}]}
+    blob = {b"offers": schema.encode_u32([0]), b"popularity": schema.encode_f32([1.0])}
+    return ModelVersion.from_blobs(version, ModelMeta.from_dict(meta),
+                                   json.dumps([{"offer_id": "o"}]).encode(), [blob], blob)
 
 
 class ScriptedStore:
     def __init__(self, active: str | None, loads: list[Exception | None]) -> None:
         self.active, self.loads, self.reads, self.down = active, loads, 0, False
+        self.revisions = (0, 0, 0)
+        self.live = LiveData({}, {}, frozenset())
+        self.live_loads = 0
 
     def active_version(self) -> str | None:
+        return self.poll().active
+
+    def poll(self) -> Poll:
         self.reads += 1
         if self.down:
             raise StoreError("down")
-        return self.active
+        return Poll(self.active, self.revisions)
+
+    def load_live(self) -> LiveData:
+        self.live_loads += 1
+        return self.live
 
     def load_version(self, version: str) -> Any:
         outcome = self.loads.pop(0)
         if outcome is not None:
             raise outcome
-        return SimpleNamespace(version=version)
+        return tiny_model(version)
 
 
 def watcher(store: ScriptedStore) -> tuple[ModelWatcher, ModelHolder, list[tuple[bool, bool]]]:
@@ -64,3 +86,18 @@ def test_an_unanswered_pointer_read_reports_redis_down_and_keeps_the_model() -> 
     store.down = True
     w.check_once()
     assert health[-1] == (True, False) and holder.current.version == "v1"  # type: ignore[union-attr]
+
+
+def test_live_state_is_reloaded_only_when_a_revision_moves() -> None:
+    store = ScriptedStore("v1", [None])
+    w, holder, _ = watcher(store)
+    w.check_once()
+    w.check_once()
+    assert store.live_loads == 1
+    store.live = LiveData({"o": {"paused": True}}, {}, frozenset({"c9"}))
+    store.revisions = (1, 0, 1)
+    w.check_once()
+    decider = holder.require_decider()
+    assert store.live_loads == 2 and decider.paused == frozenset({0})
+    assert decider.dnc == frozenset({"c9"}) and decider.revisions == (1, 0, 1)
+    assert holder.current is not None and holder.current.version == "v1"
