@@ -14,8 +14,8 @@ workers' gauges are dropped (the ``live*`` modes).
 API for other rooms (feedback, decisioning), all cheap and safe to call from any thread:
     feedback_lag(seconds)            age of the oldest unprocessed feedback event
     stream_length(stream, length)    entries in a Redis stream (events, decisions)
-    budget_exhausted(budget)         an offer's budget ran out (one call per refused offer)
-    contact_cap_hit(channel)         a customer hit a contact cap (one call per refused contact)
+    budgets_exhausted(offers)        how many offers are out of budget now (the watcher sets it)
+    contact_cap_hit(channel)         a decision found the customer at a contact cap
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ FEEDBACK_LAG = Gauge("recsvc_feedback_lag_seconds",
                      multiprocess_mode="livemax")
 STREAM_LENGTH = Gauge("recsvc_stream_length", "Entries in a Redis stream", ["stream"],
                       multiprocess_mode="livemax")
-BUDGET_EXHAUSTED = Counter("recsvc_budget_exhausted",
-                           "Offers refused because their budget was used up", ["budget"])
+BUDGETS_EXHAUSTED = Gauge("recsvc_budgets_exhausted_offers",
+                          "Offers whose budget is used up now (in every or in some segments)",
+                          multiprocess_mode="livemax")
 CONTACT_CAP_HITS = Counter("recsvc_contact_cap_hits",
                            "Contacts refused because the customer reached a cap", ["channel"])
 
@@ -144,8 +145,8 @@ def stream_length(stream: str, length: int) -> None:
     STREAM_LENGTH.labels(stream).set(length)
 
 
-def budget_exhausted(budget: str, count: int = 1) -> None:
-    BUDGET_EXHAUSTED.labels(budget).inc(count)
+def budgets_exhausted(offers: int) -> None:
+    BUDGETS_EXHAUSTED.set(offers)
 
 
 def contact_cap_hit(channel: str, count: int = 1) -> None:

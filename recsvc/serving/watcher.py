@@ -94,8 +94,10 @@ class ModelWatcher:
     def _apply(self, model: ModelVersion, polled: Poll) -> None:
         now = time.time()
         live = self.store.load_live()
-        decider = build_decider(model, live.overrides, budget_state(live.budgets, now),
-                                live.dnc, self.objective, polled.revisions)
+        budgets = budget_state(live.budgets, now)
+        metrics.budgets_exhausted(len(budgets.exhausted.union(*budgets.exhausted_in.values())))
+        decider = build_decider(model, live.overrides, budgets, live.dnc, self.objective,
+                                polled.revisions)
         self.holder.swap(model, decider)
         self._applied = (polled.revisions, day_of(now))
 
