@@ -47,6 +47,8 @@ def add_train(sub: Any) -> None:
     train.add_argument("--interactions", required=True)
     train.add_argument("--config", help="TOML file (see docs/DESIGN.md for every key)")
     train.add_argument("--report", help="write the run report as JSON here")
+    train.add_argument("--metrics-file", help="write the run's Prometheus metrics here (a "
+                       "node-exporter textfile, e.g. .../textfile/recsvc_train.prom)")
     train.add_argument("--no-activate", action="store_true",
                        help="publish the version but leave the active one in place")
     train.add_argument("--strict", action="store_true", help="any bad row fails the run")

@@ -24,6 +24,7 @@ from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import DataError, QualityGateError, RecsvcError
 from recsvc.core.meta import ModelMeta, SegmentMeta
+from recsvc.ops import jobmetrics
 from recsvc.store.reader import connect
 from recsvc.store.registry import Registry, TrainLock, eviction_risk, redis_problem
 from training import attributes
@@ -422,6 +423,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     report["peak_rss_mib"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     report["phases"] = {k: round(v, 3) for k, v in report.get("phases", {}).items()}
+    outcome = {EXIT_OK: "ok", EXIT_GATE: "gate_refused"}.get(code, "failed")
+    jobmetrics.record(report, outcome, time.time(), getattr(args, "metrics_file", None),
+                      settings.pushgateway_url)
     if args.report:
         os.makedirs(os.path.dirname(os.path.abspath(args.report)), exist_ok=True)
         with open(args.report, "w") as handle:

@@ -3,8 +3,11 @@ errors become statuses.
 
 A decorator on the servicer's methods rather than a server interceptor: grpc.aio builds a new
 handler per call for every interceptor, and health checks and reflection, which are not
-decorated, are never counted or rejected (grpcio's own ``maximum_concurrent_rpcs`` would reject
-them under load). Everything runs on the event loop, so the counter needs no lock.
+decorated, are never counted, rejected or asked for a token (grpcio's own
+``maximum_concurrent_rpcs`` would reject them under load). Everything runs on the event loop, so
+the counter needs no lock. Per call it also binds the request id (``x-request-id`` metadata, or a
+new one) to the call's log lines, checks the token when auth is on (``authorize``), and records
+the call's latency and status in the metrics.
 
 Requests arrive as bytes (``handlers.add_servicer`` registers no deserializer) and ``parse``
 decodes them here: bytes that are not a valid message (wire format, bad UTF-8 in a string) are
@@ -16,10 +19,12 @@ functions a synchronous servicer's wrapper can use too.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -27,14 +32,18 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
+from recsvc.api.auth import Authenticator
 from recsvc.core.errors import (
+    AuthenticationError,
     DeadlineExceededError,
     InvalidRequestError,
     ModelNotPublishedError,
     OverloadedError,
+    PermissionDeniedError,
     StoreError,
 )
 from recsvc.core.ratelog import RateLimitedLog
+from recsvc.ops import logs, metrics
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,8 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     ModelNotPublishedError: grpc.StatusCode.FAILED_PRECONDITION,
     DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
     OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    AuthenticationError: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
     StoreError: grpc.StatusCode.UNAVAILABLE,
 }   # anything else: INTERNAL with a generic message; the traceback goes to the log only
 
@@ -84,9 +95,10 @@ class CallLimiter:
     use ``enter``/``leave``.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, auth: Authenticator | None = None) -> None:
         self.limit = limit
         self.in_flight = 0
+        self.auth = auth  # None: no token needed
         self._lock = threading.Lock()
 
     def enter(self) -> bool:
@@ -103,6 +115,25 @@ class CallLimiter:
     def busy_message(self) -> str:
         return (f"server busy: {self.limit} calls already in flight; retry with backoff or add "
                 "instances")
+
+
+def request_id_of(metadata: dict[str, Any]) -> str:
+    """The caller's ``x-request-id`` when it is a sane one (<= 64 printable ASCII), else new."""
+    given = metadata.get("x-request-id")
+    if isinstance(given, str) and 0 < len(given) <= 64 and given.isascii() \
+            and given.isprintable():
+        return given
+    return logs.new_request_id()
+
+
+def authorize(limiter: CallLimiter, metadata: dict[str, Any], method: str) -> None:
+    """Raises AuthenticationError/PermissionDeniedError unless the call may run ``method``."""
+    if limiter.auth is not None:
+        try:
+            limiter.auth.check(metadata.get("authorization"), method)
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            failures.log(logging.INFO, f"refused:{method}", f"call to {method} refused: {exc}")
+            raise
 
 
 class Limited(Protocol):
@@ -123,23 +154,38 @@ def log_unexpected(method_name: str, exc: BaseException | bool = True) -> None:
 def guarded(request_type: type[Message]) -> Callable[[Method[S]], Method[S]]:
     """Parse the request bytes as ``request_type``, apply the cap, map errors to statuses."""
     def wrap(method: Method[S]) -> Method[S]:
+        name = method.__name__
+
         @functools.wraps(method)
         async def call(self: S, raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
             limiter = self.limiter
-            if limiter.in_flight >= limiter.limit:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, limiter.busy_message())
-            limiter.in_flight += 1
+            metadata = dict(context.invocation_metadata() or ())
+            bound = logs.bind_request(request_id_of(metadata))
+            code = grpc.StatusCode.OK
             try:
-                return await method(self, parse(request_type, raw), context)
+                if limiter.in_flight >= limiter.limit:
+                    raise OverloadedError(limiter.busy_message())
+                authorize(limiter, metadata, name)
+                limiter.in_flight += 1
+                try:
+                    return await method(self, parse(request_type, raw), context)
+                finally:
+                    limiter.in_flight -= 1
             except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:
                 code, message = status_for(exc)
                 if code == grpc.StatusCode.INTERNAL:
-                    log_unexpected(method.__name__)
+                    log_unexpected(name)
                 await context.abort(code, message)
             finally:
-                limiter.in_flight -= 1
+                metrics.rpc(name, code.name, time.perf_counter() - started)
+                logs.unbind_request(bound)
 
         return call
     return wrap
@@ -155,7 +201,7 @@ def guarded_sync(request_type: type[Message]) -> Callable[[SyncMethod[S]], SyncM
         if inspect.isgeneratorfunction(method):
             @functools.wraps(method)
             def stream(self: S, raw: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                _enter(self.limiter, context)
+                _enter(self.limiter, context, method.__name__)
                 failure = None
                 try:
                     yield from method(self, parse(request_type, raw), context)
@@ -169,7 +215,7 @@ def guarded_sync(request_type: type[Message]) -> Callable[[SyncMethod[S]], SyncM
 
         @functools.wraps(method)
         def unary(self: S, raw: Any, context: grpc.ServicerContext) -> Any:
-            _enter(self.limiter, context)
+            _enter(self.limiter, context, method.__name__)
             try:
                 return method(self, parse(request_type, raw), context)
             except Exception as exc:
@@ -181,7 +227,12 @@ def guarded_sync(request_type: type[Message]) -> Callable[[SyncMethod[S]], SyncM
     return wrap
 
 
-def _enter(limiter: CallLimiter, context: grpc.ServicerContext) -> None:
+def _enter(limiter: CallLimiter, context: grpc.ServicerContext, method_name: str) -> None:
+    try:  # the same token check as the grpc.aio path
+        authorize(limiter, dict(context.invocation_metadata() or ()), method_name)
+    except (AuthenticationError, PermissionDeniedError) as exc:
+        code, message = status_for(exc)
+        context.abort(code, message)
     if not limiter.enter():
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, limiter.busy_message())
 

@@ -22,6 +22,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from recsvc.api import auth, tls
 from recsvc.api.feedback import FeedbackDesk
 from recsvc.api.guard import CallLimiter
 from recsvc.api.handlers import SERVICE_NAME, add_servicer
@@ -31,6 +32,7 @@ from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import ListenError, SettingError
 from recsvc.experiments.holdout import Holdout
+from recsvc.ops import endpoint
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.recommender import Recommender
 from recsvc.serving.watcher import ModelWatcher
@@ -137,7 +139,7 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
     records = RecordReader(store.keys, settings, store.breaker)
     recommender = Recommender(holder, records, settings.max_batch_ids, settings.batch_chunk,
                               holdout_of(settings), settings.decision_log)
-    limiter = CallLimiter(settings.max_concurrent_rpcs)
+    limiter = CallLimiter(settings.max_concurrent_rpcs, auth.from_settings(settings.tokens_file))
     server = make_grpc_server(settings, reuse_port)
     events = EventLog(store.keys, settings)  # its own pipelined connection (longer timeout)
     add_servicer(server, RetentionOfferServicer(
@@ -172,13 +174,10 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
     await asyncio.to_thread(watcher.check_once)
     watcher.start()
     try:
-        port = server.add_insecure_port(f"{settings.host}:{settings.port}")
-    except RuntimeError as exc:  # grpcio: "Failed to bind to address ..."
+        port = tls.add_port(server, f"{settings.host}:{settings.port}", settings)
+    except (RuntimeError, OSError) as exc:  # grpcio: "Failed to bind to address ..."
         raise ListenError(f"--port / RECSVC_PORT: cannot listen on {settings.host}:"
                           f"{settings.port} ({exc})") from None
-    if port == 0:
-        raise ListenError(f"--port / RECSVC_PORT: cannot listen on {settings.host}:"
-                          f"{settings.port}")
     await server.start()
     return RunningServer(server, port, health_servicer, watcher, limiter, records, loop,
                          recommender, events)
@@ -197,6 +196,15 @@ def serve(settings: Settings) -> int:
 def _serve_one(settings: Settings, reuse_port: bool) -> int:
     if not reuse_port:
         check_can_listen(settings.host, settings.port)
+    if is_worker():  # the parent serves the workers' metrics
+        return _run_one(settings, reuse_port)
+    with endpoint.serving(settings) as metrics_port:
+        if metrics_port:
+            log.info("metrics on port %d", metrics_port)
+        return _run_one(settings, reuse_port)
+
+
+def _run_one(settings: Settings, reuse_port: bool) -> int:
     store = RedisStore(connect(settings), schema.Keys(settings.key_prefix), settings)
     running = build_server(settings, store, reuse_port=reuse_port)
     log.info("recsvc listening on %s:%d (pid %d)", settings.host, running.port, os.getpid())
@@ -222,6 +230,14 @@ def _serve_workers(settings: Settings) -> int:
     check_can_listen(settings.host, settings.port)
     env = dict(os.environ, RECSVC_WORKERS="1", RECSVC_PORT=str(settings.port),
                RECSVC_HOST=settings.host)
-    return run_workers([sys.executable, "-m", "recsvc", "serve"], env, settings.workers,
-                       RestartPolicy(max_deaths=settings.worker_max_deaths,
-                                     grace=settings.grace_seconds + 5.0))
+    command = [sys.executable, "-m", "recsvc", "serve"]
+    policy = RestartPolicy(max_deaths=settings.worker_max_deaths,
+                           grace=settings.grace_seconds + 5.0)
+    if not settings.metrics_port:
+        return run_workers(command, env, settings.workers, policy)
+    # Metrics of N processes: each writes files in a directory of this run, we serve the sum.
+    with endpoint.multiprocess_dir() as directory, \
+            endpoint.serving(settings, directory) as metrics_port:
+        log.info("metrics of %d workers on port %d", settings.workers, metrics_port)
+        env[endpoint.MULTIPROC_ENV] = directory
+        return run_workers(command, env, settings.workers, policy)

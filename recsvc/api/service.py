@@ -12,6 +12,7 @@ from recsvc.api.feedback import FeedbackDesk
 from recsvc.api.guard import CallLimiter, guarded
 from recsvc.core.errors import ModelNotPublishedError
 from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_PERSONALIZED
+from recsvc.ops import metrics
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.recommender import (
     BLENDED,
@@ -58,6 +59,7 @@ def deadline_of(context: Context, default_seconds: float) -> float:
 
 
 def to_response(answer: Answer) -> pb.RecommendResponse:
+    metrics.answer(answer.strategy, getattr(answer, "arm", ""))
     catalogue = answer.model.catalogue
     ids, titles = catalogue.offer_ids, catalogue.titles
     decision = answer.decision

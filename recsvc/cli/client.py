@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
 import grpc
 import redis
@@ -43,13 +44,60 @@ def _target(args: argparse.Namespace, settings: Settings) -> str:
     return str(args.target or f"{host}:{settings.port}")
 
 
+def open_channel(args: argparse.Namespace, target: str, settings: Settings) -> grpc.Channel:
+    """A channel with the TLS, client certificate and token the flags ask for."""
+    if bool(args.cert) != bool(args.key):
+        raise RecsvcError("--cert and --key go together (the client's certificate and key)")
+    token = args.token or settings.token
+    secure = args.tls or args.ca or args.cert
+    if not secure:
+        if token:  # grpc refuses call credentials on a plaintext channel: send metadata
+            return grpc.intercept_channel(grpc.insecure_channel(target),
+                                          _BearerInterceptor(token))
+        return grpc.insecure_channel(target)
+    credentials = grpc.ssl_channel_credentials(
+        _read(args.ca), _read(args.key), _read(args.cert))
+    if token:
+        credentials = grpc.composite_channel_credentials(
+            credentials, grpc.access_token_call_credentials(token))
+    return grpc.secure_channel(target, credentials)
+
+
+def _read(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise RecsvcError(f"{path}: {exc.strerror}") from None
+
+
+class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    def __init__(self, token: str) -> None:
+        self.metadata = (("authorization", f"Bearer {token}"),)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        details = details._replace(metadata=(*(details.metadata or ()), *self.metadata))
+        return continuation(details, request)
+
+
+def token_command(args: argparse.Namespace) -> int:
+    from recsvc.api.auth import new_token_line
+
+    token, line = new_token_line(args.scopes.split(","), args.name)
+    print(f"token (give it to the client; it is not stored anywhere): {token}")
+    print(f"line for RECSVC_TOKENS_FILE: {line}")
+    return 0
+
+
 def health_command(args: argparse.Namespace, settings: Settings) -> int:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     target = _target(args, settings)
     serving = health_pb2.HealthCheckResponse.SERVING
     give_up = time.monotonic() + args.wait
-    with grpc.insecure_channel(target) as channel:
+    with open_channel(args, target, settings) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:
@@ -69,7 +117,7 @@ def health_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def print_recommendation(args: argparse.Namespace, settings: Settings) -> int:
     target = _target(args, settings)
-    with grpc.insecure_channel(target) as channel:
+    with open_channel(args, target, settings) as channel:
         stub = pb_grpc.RetentionOfferServiceStub(channel)  # type: ignore[no-untyped-call]
         try:
             response = stub.Recommend(

@@ -41,6 +41,15 @@ def command_plugins() -> list[importlib.metadata.EntryPoint]:
     return sorted(importlib.metadata.entry_points(group=COMMAND_GROUP), key=lambda e: e.name)
 
 
+def add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    """How a client command reaches a server secured with TLS, mutual TLS and tokens."""
+    parser.add_argument("--tls", action="store_true", help="connect with TLS")
+    parser.add_argument("--ca", help="CA certificate (PEM) to verify the server; implies --tls")
+    parser.add_argument("--cert", help="client certificate (PEM) for mutual TLS; implies --tls")
+    parser.add_argument("--key", help="client private key (PEM) for mutual TLS")
+    parser.add_argument("--token", help="API token (default: RECSVC_TOKEN)")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its errors on one line (not a usage block) and exit code 2."""
 
@@ -80,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--segment", default="", help="used when the model does not know the customer")
     rec.add_argument("--target", help="HOST:PORT (default: RECSVC_HOST:RECSVC_PORT)")
     rec.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds")
+    add_connection_flags(rec)
 
     health = sub.add_parser("health", help="exit 0 when a server's gRPC health is SERVING")
     health.add_argument("--target", help="HOST:PORT (default: RECSVC_HOST:RECSVC_PORT)")
@@ -87,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--timeout", type=positive_seconds, default=2.0)
     health.add_argument("--wait", type=float, default=0.0,
                         help="keep asking for up to this many seconds until SERVING")
+    add_connection_flags(health)
+
+    token = sub.add_parser("token", help="make an API token and its RECSVC_TOKENS_FILE line")
+    token.add_argument("--scopes", default="recommend",
+                       help="comma-separated: recommend, feedback, admin")
+    token.add_argument("--name", default="", help="a name for the logs (e.g. the client app)")
 
     models = sub.add_parser("models", help="list, activate or roll back model versions")
     msub = models.add_subparsers(dest="models_command", required=True)
@@ -130,8 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"recsvc: {line}", file=sys.stderr)
     if bad:
         return EXIT_USAGE
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from recsvc.ops import logs
+
+    logs.configure(settings.log_level, settings.log_format, settings.log_salt)
     for message in ignored_variables():
         logging.getLogger("recsvc").warning("%s", message)
     try:
@@ -149,6 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from recsvc.cli.client import health_command
 
             return health_command(args, settings)
+        if args.command == "token":
+            from recsvc.cli.client import token_command
+
+            return token_command(args)
         if args.command == "models":
             from recsvc.cli.client import models_command
 

@@ -37,10 +37,20 @@ class Settings:
     redis_retry_after_failure_ms: int = 1000  # after a failure, skip Redis this long
     model_poll_ms: int = 500  # how often the active version pointer is checked
     grace_seconds: float = 5.0  # in-flight calls get this long on SIGTERM
-    reflection: bool = True
+    reflection: bool = False  # gRPC server reflection (grpcurl without .proto files): opt in
     max_batch_ids: int = 10_000
     batch_chunk: int = 500  # ids fetched per Redis round trip in RecommendBatch
     log_level: str = "INFO"
+    log_format: str = "json"  # json (one object per line) | text (key=value, for a terminal)
+    log_salt: str = ""  # key of the customer-id hashes in logs; empty: random per process
+    metrics_port: int = 0  # Prometheus /metrics on this port; 0 = off (the image sets 9464)
+    metrics_host: str = ""  # empty: the same as host
+    pushgateway_url: str = ""  # `recsvc train` pushes its metrics here when set
+    tokens_file: str = ""  # sha256 hashes of API tokens with their scopes; empty: no auth
+    tls_cert_file: str = ""  # server certificate chain (PEM); with tls_key_file turns TLS on
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # CA of client certificates: set = mutual TLS required
+    token: str = ""  # the API token `recsvc recommend` / `health` send (--token overrides)
     # Feedback (docs/DESIGN.md section 6; bounds and what they cost in the README)
     max_feedback_events: int = 1000  # events per RecordFeedback call; more: INVALID_ARGUMENT
     feedback_future_seconds: int = 300  # an event time further ahead than this is rejected
@@ -142,6 +152,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "holdout_share": _between(0, 1),
     "holdout_baseline": lambda v: None if v in ("none", "popular") else "none or popular",
     "decision_log_max_per_shard": _between(1),
+    "log_format": lambda v: None if v in ("json", "text") else "json or text",
+    "metrics_port": _between(0, 65535),  # 0: no metrics endpoint
 }
 
 

@@ -5,6 +5,8 @@
     ├── ModelNotPublishedError    no active model version     -> FAILED_PRECONDITION
     ├── DeadlineExceededError     no time left for the work   -> DEADLINE_EXCEEDED
     ├── OverloadedError           concurrency cap reached     -> RESOURCE_EXHAUSTED
+    ├── AuthenticationError       missing or unknown token    -> UNAUTHENTICATED
+    ├── PermissionDeniedError     token without the scope     -> PERMISSION_DENIED
     ├── SettingError              a setting outside what is allowed (exit 2)
     ├── ListenError               serve cannot listen on host:port (exit 4)
     ├── StoreError                Redis failed or timed out   -> UNAVAILABLE
@@ -36,6 +38,14 @@ class DeadlineExceededError(RecsvcError):
 
 class OverloadedError(RecsvcError):
     """The server is at its cap of concurrent requests."""
+
+
+class AuthenticationError(RecsvcError):
+    """The call carries no token, or one the server does not know."""
+
+
+class PermissionDeniedError(RecsvcError):
+    """The caller's token lacks the scope the method needs."""
 
 
 class SettingError(RecsvcError):

@@ -29,6 +29,7 @@ from recsvc.decisioning.decider import (
 from recsvc.decisioning.explain import removed_offers
 from recsvc.decisioning.policy import NOTHING_LIVE, LiveView, contact_capped
 from recsvc.decisioning.rules import MISSING_CODE
+from recsvc.ops import metrics
 
 RETENTION_REASON = "retention_priority"
 HIGH_RISK = 0.5  # churn_risk from which a retention-objective answer says retention_priority
@@ -106,6 +107,7 @@ def decide(d: Decider, tables: SegmentTables, scores: npt.NDArray[np.float32] | 
         mask, shared = mask & tables.exempt, False
     if live is not NOTHING_LIVE:
         if contact_capped(live, ask.channel, d.policy):
+            metrics.contact_cap_hit(ask.channel)
             mask, shared = mask & tables.exempt, False
         dropped = [model.catalogue.index_of[o] for o in (*live.accepted, *live.suppressed)
                    if o in model.catalogue.index_of]

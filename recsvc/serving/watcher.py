@@ -26,6 +26,7 @@ from recsvc.core.model import ModelVersion
 from recsvc.decisioning.budgets import budget_state, day_of
 from recsvc.decisioning.decider import build_decider
 from recsvc.decisioning.live import Poll
+from recsvc.ops import metrics
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.ports import Store
 
@@ -44,6 +45,7 @@ class ModelWatcher:
         self._thread: threading.Thread | None = None
         self._failed_version: str | None = None
         self._applied: tuple[tuple[int, int, int], str] | None = None  # revisions, UTC day
+        self._redis_down_since: float | None = None  # for one log line when down, one when back
 
     def check_once(self) -> None:
         """One poll: read pointer and revisions; load and swap what moved; notice a model
@@ -54,9 +56,11 @@ class ModelWatcher:
             polled = self.store.poll()
             if current is not None and polled.active == current.version:
                 intact = self.store.version_intact(current.version)
-        except StoreError:
+        except StoreError as exc:
+            self._redis_state(False, exc)
             self._report(redis_ok=False)
             return
+        self._redis_state(True)
         active = polled.active
         if current is not None and active is None:
             self._vanished(current.version, "the active version pointer is gone")
@@ -68,14 +72,21 @@ class ModelWatcher:
                 model = self.store.load_version(active)
                 self._apply(model, polled)
                 self.holder.vanished = None
-                log.info("serving model version %s", active)
+                metrics.model_loaded(active, model.trained_at, time.time(), current is not None)
+                log.info("serving model version %s", active, extra={
+                    "version": active, "previous": current and current.version,
+                    "trained_at": model.trained_at})
             except CorruptRecordError as exc:
                 # Retrying cannot help a version that does not decode: skip it until the
                 # pointer moves; the version in memory keeps serving.
-                log.error("cannot switch model version: %s", exc)
+                metrics.model_load_failed("corrupt")
+                log.error("cannot switch model version: %s", exc,
+                          extra={"version": active, "cause": str(exc)})
                 self._failed_version = active
             except StoreError as exc:  # Redis trouble mid-load: the next poll tries again
-                log.warning("model version %s not loaded yet: %s", active, exc)
+                metrics.model_load_failed("store")
+                log.warning("model version %s not loaded yet: %s", active, exc,
+                            extra={"version": active, "cause": str(exc)})
         elif current is not None:
             self._restored(current.version)
             if self._applied != (polled.revisions, day_of(time.time())):
@@ -85,11 +96,25 @@ class ModelWatcher:
                     log.warning("live offer state not reloaded yet: %s", exc)
         self._report(redis_ok=True)
 
+    def _redis_state(self, up: bool, cause: Exception | None = None) -> None:
+        """One log line when Redis stops answering, one when it answers again."""
+        metrics.redis_up(up)
+        down_since = self._redis_down_since
+        if not up and down_since is None:
+            self._redis_down_since = time.monotonic()
+            log.error("Redis unavailable: serving from memory", extra={"cause": str(cause)})
+        elif up and down_since is not None:
+            self._redis_down_since = None
+            log.warning("Redis available again",
+                        extra={"down_seconds": round(time.monotonic() - down_since, 3)})
+
     def _apply(self, model: ModelVersion, polled: Poll) -> None:
         now = time.time()
         live = self.store.load_live()
-        decider = build_decider(model, live.overrides, budget_state(live.budgets, now),
-                                live.dnc, self.objective, polled.revisions)
+        budgets = budget_state(live.budgets, now)
+        metrics.budgets_exhausted(len(budgets.exhausted.union(*budgets.exhausted_in.values())))
+        decider = build_decider(model, live.overrides, budgets, live.dnc, self.objective,
+                                polled.revisions)
         self.holder.swap(model, decider)
         self._applied = (polled.revisions, day_of(now))
 

@@ -26,9 +26,10 @@ from recsvc.core.errors import CorruptRecordError, DeadlineExceededError, StoreE
 from recsvc.core.meta import MetaError, ModelMeta
 from recsvc.core.model import ModelVersion
 from recsvc.decisioning.live import LiveData, Poll
+from recsvc.ops import metrics
 from recsvc.store import budgets as budget_scripts
 from recsvc.store.live import load_live, poll
-from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, PipelinedRedis
+from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, PipelinedRedis, ReplyTimeout
 
 _RESERVE_SHA = hashlib.sha1(budget_scripts.RESERVE_LUA.encode()).hexdigest()
 LIVE_TTL_SECONDS = 90 * 86_400  # live_ttl_days of docs/DESIGN.md section 6, refreshed on write
@@ -49,8 +50,11 @@ class Breaker:
 
     def open(self) -> None:
         self._down_until = time.monotonic() + self.pause
+        metrics.breaker(True)
 
     def close(self) -> None:
+        if self._down_until:
+            metrics.breaker(False)
         self._down_until = 0.0
 
 
@@ -152,37 +156,49 @@ class RecordReader:
     async def _call(self, deadline: float, *command: bytes | str) -> Any:
         """Run ``command``; retry once if the deadline leaves room for another timeout."""
         if not self._breaker.available():
+            metrics.redis_error("breaker_open")
             raise StoreError("Redis marked unavailable after a recent failure")
         for attempt in (1, 2):
-            remaining = deadline - time.monotonic()
+            started = time.monotonic()
+            remaining = deadline - started
             if remaining <= 0:
                 raise DeadlineExceededError("no time left before reading Redis")
             try:
-                return await self._redis.execute(*command, timeout=min(self._timeout, remaining))
+                reply = await self._redis.execute(*command, timeout=min(self._timeout, remaining))
+                metrics.redis_call(str(command[0]), time.monotonic() - started)
+                return reply
             except ConnectionLost as exc:
+                metrics.redis_error("timeout" if isinstance(exc, ReplyTimeout) else "connection")
                 if attempt == 2 or deadline - time.monotonic() < self._timeout:
                     self._breaker.open()
                     raise StoreError(f"Redis did not answer: {exc}") from exc
             except ErrorReply as exc:
+                metrics.redis_error("reply")
                 raise StoreError(f"Redis error: {exc}") from exc
         raise AssertionError("unreachable")
 
     async def _calls(self, deadline: float, commands: list[tuple[bytes | str, ...]]) -> list[Any]:
         """Several commands in one round trip, with ``_call``'s retry and breaker."""
         if not self._breaker.available():
+            metrics.redis_error("breaker_open")
             raise StoreError("Redis marked unavailable after a recent failure")
         for attempt in (1, 2):
-            remaining = deadline - time.monotonic()
+            started = time.monotonic()
+            remaining = deadline - started
             if remaining <= 0:
                 raise DeadlineExceededError("no time left before reading Redis")
             try:
-                return await self._redis.execute_many(commands,
-                                                       timeout=min(self._timeout, remaining))
+                replies = await self._redis.execute_many(commands,
+                                                         timeout=min(self._timeout, remaining))
+                metrics.redis_call("pipeline", time.monotonic() - started)
+                return replies
             except ConnectionLost as exc:
+                metrics.redis_error("timeout" if isinstance(exc, ReplyTimeout) else "connection")
                 if attempt == 2 or deadline - time.monotonic() < self._timeout:
                     self._breaker.open()
                     raise StoreError(f"Redis did not answer: {exc}") from exc
             except ErrorReply as exc:
+                metrics.redis_error("reply")
                 raise StoreError(f"Redis error: {exc}") from exc
         raise AssertionError("unreachable")
 

@@ -116,6 +116,22 @@ class _Protocol(asyncio.Protocol):
                 waiter.set_exception(error)
 
 
+def tls_context(params: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS settings of a ``rediss://`` URL, read as redis-py reads them (query arguments
+    ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``,
+    ``ssl_check_hostname``), so the hot path and redis-py connect the same way."""
+    context = ssl.create_default_context(cafile=params.get("ssl_ca_certs"))
+    reqs = str(params.get("ssl_cert_reqs", "required")).lower()
+    if reqs in ("none", "optional"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE if reqs == "none" else ssl.CERT_OPTIONAL
+    elif params.get("ssl_check_hostname") is False:
+        context.check_hostname = False
+    if params.get("ssl_certfile"):
+        context.load_cert_chain(params["ssl_certfile"], params.get("ssl_keyfile"))
+    return context
+
+
 def _consume(waiter: asyncio.Future[Any]) -> None:
     if not waiter.cancelled():
         waiter.exception()  # marks a failure as seen: no "never retrieved" warning
@@ -129,8 +145,8 @@ class PipelinedRedis:
         self._path: str | None = params.get("path")
         self._host: str = params.get("host", "localhost")
         self._port: int = int(params.get("port", 6379))
-        self._ssl = ssl.create_default_context() \
-            if params.get("connection_class") is SSLConnection else None
+        self._ssl = tls_context(params) if params.get("connection_class") is SSLConnection \
+            else None
         self._handshake: list[tuple[bytes | str, ...]] = []
         if params.get("password"):
             user = params.get("username")
