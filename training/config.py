@@ -4,6 +4,7 @@ Every key, with its default (see also docs/DESIGN.md)::
 
     seed = 42
     algorithm = "als"              # "als" or "bpr"
+    engine = "implicit"            # "implicit" (in process) or "spark" (MLlib ALS; als only)
     half_life_days = 0.0           # recency decay of event confidence; 0 = off
     duplicates = "max"             # repeated (customer, offer, event) rows: "max" or "sum"
     weight_cap = 100.0             # |weight| above this (or non-finite) is a bad row
@@ -33,6 +34,10 @@ Every key, with its default (see also docs/DESIGN.md)::
     quality_tolerance = 0.02       # refuse if overall ndcg@10 drops by more (unless --force)
     batch_size = 1000              # customers per HSET command
     lock_ttl_seconds = 60.0
+    [spark]                        # engine = "spark" only (training/engines/spark.py)
+    master = ""                    # "" = spark-submit's --master, else local[*]; or a URL
+    blocks = 0                     # ALS user and item blocks; 0 = Spark's default parallelism
+    conf = {}                      # more Spark settings, e.g. {"spark.driver.memory" = "8g"}
 """
 
 from __future__ import annotations
@@ -75,9 +80,17 @@ class Publish:
 
 
 @dataclass(frozen=True)
+class Spark:
+    master: str = ""
+    blocks: int = 0
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     seed: int = 42
     algorithm: str = "als"
+    engine: str = "implicit"
     half_life_days: float = 0.0
     duplicates: str = "max"
     weight_cap: float = 100.0
@@ -88,11 +101,18 @@ class TrainConfig:
     tuning: Tuning = field(default_factory=Tuning)
     evaluation: Evaluation = field(default_factory=Evaluation)
     publish: Publish = field(default_factory=Publish)
+    spark: Spark = field(default_factory=Spark)
 
     def __post_init__(self) -> None:
         problems = []
         if self.algorithm not in ("als", "bpr"):
             problems.append(f"algorithm must be 'als' or 'bpr', not {self.algorithm!r}")
+        if self.engine not in ("implicit", "spark"):
+            problems.append(f"engine must be 'implicit' or 'spark', not {self.engine!r}")
+        elif self.engine == "spark" and self.algorithm != "als":
+            problems.append("engine = \"spark\" trains algorithm = \"als\" only (MLlib has no BPR)")
+        if self.spark.blocks < 0:
+            problems.append("[spark] blocks must be >= 0")
         if self.duplicates not in ("max", "sum"):
             problems.append(f"duplicates must be 'max' or 'sum', not {self.duplicates!r}")
         if self.negative_impressions not in ("auto", "true", "false"):
@@ -146,7 +166,7 @@ def load_config(path: str | None, seed: int | None = None) -> TrainConfig:
 
 
 def _apply(config: TrainConfig, raw: dict[str, Any], path: str) -> TrainConfig:
-    sections = {"tuning": Tuning, "evaluation": Evaluation, "publish": Publish}
+    sections = {"tuning": Tuning, "evaluation": Evaluation, "publish": Publish, "spark": Spark}
     top: dict[str, Any] = {}
     for key, value in raw.items():
         if key in sections:
