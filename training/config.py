@@ -4,6 +4,7 @@ Every key, with its default (see also docs/DESIGN.md)::
 
     seed = 42
     algorithm = "als"              # "als" or "bpr"
+    engine = "implicit"            # "implicit" (in process) or "spark" (MLlib ALS; als only)
     half_life_days = 0.0           # recency decay of event confidence; 0 = off
     duplicates = "max"             # repeated (customer, offer, event) rows: "max" or "sum"
     weight_cap = 100.0             # |weight| above this (or non-finite) is a bad row
@@ -43,6 +44,10 @@ Every key, with its default (see also docs/DESIGN.md)::
                                    # ndcg@10, each on its own data) drops by more (unless --force)
     batch_size = 1000              # customers per HSET command
     lock_ttl_seconds = 60.0
+    [spark]                        # engine = "spark" only (training/engines/spark.py)
+    master = ""                    # "" = spark-submit's --master, else local[*]; or a URL
+    blocks = 0                     # ALS user and item blocks; 0 = Spark's default parallelism
+    conf = {}                      # more Spark settings, e.g. {"spark.driver.memory" = "8g"}
 """
 
 from __future__ import annotations
@@ -97,9 +102,17 @@ class Publish:
 
 
 @dataclass(frozen=True)
+class Spark:
+    master: str = ""
+    blocks: int = 0
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     seed: int = 42
     algorithm: str = "als"
+    engine: str = "implicit"
     half_life_days: float = 0.0
     duplicates: str = "max"
     weight_cap: float = 100.0
@@ -112,6 +125,7 @@ class TrainConfig:
     checks: Checks = field(default_factory=Checks)
     publish: Publish = field(default_factory=Publish)
     decisioning: dict[str, Any] = field(default_factory=dict)  # validated by Policy.from_dict
+    spark: Spark = field(default_factory=Spark)
 
     def __post_init__(self) -> None:
         problems = []
@@ -121,6 +135,12 @@ class TrainConfig:
             problems.append(str(exc))
         if self.algorithm not in ("als", "bpr"):
             problems.append(f"algorithm must be 'als' or 'bpr', not {self.algorithm!r}")
+        if self.engine not in ("implicit", "spark"):
+            problems.append(f"engine must be 'implicit' or 'spark', not {self.engine!r}")
+        elif self.engine == "spark" and self.algorithm != "als":
+            problems.append("engine = \"spark\" trains algorithm = \"als\" only (MLlib has no BPR)")
+        if self.spark.blocks < 0:
+            problems.append("[spark] blocks must be >= 0")
         if self.duplicates not in ("max", "sum"):
             problems.append(f"duplicates must be 'max' or 'sum', not {self.duplicates!r}")
         if self.negative_impressions not in ("auto", "true", "false"):
@@ -183,7 +203,7 @@ def load_config(path: str | None, seed: int | None = None) -> TrainConfig:
 
 def _apply(config: TrainConfig, raw: dict[str, Any], path: str) -> TrainConfig:
     sections = {"tuning": Tuning, "evaluation": Evaluation, "checks": Checks,
-                "publish": Publish}
+                "publish": Publish, "spark": Spark}
     top: dict[str, Any] = {}
     for key, value in raw.items():
         if key in sections:
