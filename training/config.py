@@ -29,6 +29,18 @@ Every key, with its default (see also docs/DESIGN.md)::
     min_evaluated = 20             # fewer evaluable customers: the segment serves popularity
     max_customers = 20000          # evaluation sample per segment
     max_tuning_customers = 100000  # validation fits use a customer sample of this size
+    [exposure]                     # learning from logged exposure (training/exposure.py)
+    model = "auto"                 # "auto": validation chooses between implicit's models and
+                                   # the exposure model; "implicit" or "exposure" alone
+    factors = [8]                  # exposure model: factors, ridge, offer-bias ridge, sweeps
+    regularization = [3.0, 10.0]
+    bias_regularization = 20.0
+    iterations = 8
+    select_on = "debiased"         # tuning maximises de-biased ("debiased") or naive ndcg@10
+    max_weight = 20.0              # inverse-propensity weights are clipped here
+    competitors = true             # also measure implicit ALS with implicit's default settings
+    competitor_customers = 100000  # ... fit on a sample of this many customers
+    calibration_share = 0.1        # shown cells held out of the test fit to calibrate p_accept
     [publish]
     quality_tolerance = 0.02       # refuse if overall ndcg@10 drops by more (unless --force)
     batch_size = 1000              # customers per HSET command
@@ -68,6 +80,36 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class Exposure:
+    model: str = "auto"
+    factors: tuple[int, ...] = (8,)
+    regularization: tuple[float, ...] = (3.0, 10.0)
+    bias_regularization: float = 20.0
+    iterations: int = 8
+    select_on: str = "debiased"
+    max_weight: float = 20.0
+    competitors: bool = True
+    competitor_customers: int = 100_000
+    calibration_share: float = 0.1
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.model not in ("auto", "implicit", "exposure"):
+            found.append(f"[exposure] model must be auto, implicit or exposure, not {self.model!r}")
+        if self.select_on not in ("debiased", "naive"):
+            found.append(f"[exposure] select_on must be debiased or naive, not {self.select_on!r}")
+        if not self.factors or min(self.factors) < 1 or not self.regularization \
+                or min(self.regularization) <= 0 or self.bias_regularization <= 0:
+            found.append("[exposure] needs factors >= 1 and regularization > 0")
+        if self.iterations < 1 or self.max_weight < 1 or self.competitor_customers < 1:
+            found.append("[exposure] needs iterations >= 1, max_weight >= 1, "
+                         "competitor_customers >= 1")
+        if not 0 <= self.calibration_share < 0.5:
+            found.append("[exposure] calibration_share must lie in [0, 0.5)")
+        return found
+
+
+@dataclass(frozen=True)
 class Publish:
     quality_tolerance: float = 0.02
     batch_size: int = 1000
@@ -88,9 +130,10 @@ class TrainConfig:
     tuning: Tuning = field(default_factory=Tuning)
     evaluation: Evaluation = field(default_factory=Evaluation)
     publish: Publish = field(default_factory=Publish)
+    exposure: Exposure = field(default_factory=Exposure)
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = self.exposure.problems()
         if self.algorithm not in ("als", "bpr"):
             problems.append(f"algorithm must be 'als' or 'bpr', not {self.algorithm!r}")
         if self.duplicates not in ("max", "sum"):
@@ -146,7 +189,8 @@ def load_config(path: str | None, seed: int | None = None) -> TrainConfig:
 
 
 def _apply(config: TrainConfig, raw: dict[str, Any], path: str) -> TrainConfig:
-    sections = {"tuning": Tuning, "evaluation": Evaluation, "publish": Publish}
+    sections = {"tuning": Tuning, "evaluation": Evaluation, "publish": Publish,
+                "exposure": Exposure}
     top: dict[str, Any] = {}
     for key, value in raw.items():
         if key in sections:

@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from recsvc.core import schema
+from recsvc.core import calibration, schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import DataError, QualityGateError, RecsvcError
 from recsvc.store.reader import connect
 from recsvc.store.registry import Registry, TrainLock
 from training import data as data_module
+from training.calibrate import base_rate, global_calibration
 from training.config import TrainConfig, load_config
 from training.matrix import Cells, build_cells, global_popularity
 from training.progress import Progress
@@ -42,6 +43,7 @@ class Run:
 
     config: TrainConfig
     phases: dict[str, float] = field(default_factory=dict)
+    global_calibration: dict[str, Any] | None = None  # p_accept of global popularity
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -117,6 +119,7 @@ def _meta(run: Run, data: data_module.Dataset, results: list[SegmentResult], ver
         "overall_ndcg_at_10": overall,
         "previous_version": previous,
         "segments": [segment_report(r) for r in results],
+        "global_calibration": run.global_calibration,
     }
 
 
@@ -135,6 +138,9 @@ def segment_report(result: SegmentResult) -> dict[str, Any]:
         "model_metrics": result.metrics.get("model"),
         "baseline_metrics": result.metrics.get("baseline"),
         "notes": result.notes,
+        "implicit_default_metrics": result.metrics.get("implicit_default"),
+        "calibration": result.calibration,
+        "calibration_reliability": result.reliability,
         "fit_seconds": round(result.fit_seconds, 3),
         "evaluate_seconds": round(result.evaluate_seconds, 3),
     }
@@ -180,6 +186,9 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
             results.append(result)
             progress.advance(1)
         progress.close()
+        for result in results:  # a segment without shown cells: the overall acceptance rate
+            if result.calibration is None:
+                result.calibration = calibration.constant(base_rate(cells))
         overall = overall_ndcg(results)
         report["segments"] = [segment_report(r) for r in results]
         report["overall_ndcg_at_10"] = overall
@@ -191,6 +200,8 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
         version = schema.new_version_id()
         with run.phase("publish"):
             offer_index, offer_pop = global_popularity(data, cells)
+            run.global_calibration, report["global_calibration_reliability"] = \
+                global_calibration(cells, offer_index, offer_pop, config.seed)
             artifacts = [SegmentArtifact(c.offers, r.popularity,
                                          None if r.factors is None else r.factors.items)
                          for c, r in zip(cells, results, strict=True)]
