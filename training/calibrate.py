@@ -65,17 +65,21 @@ def fit_map(scores: npt.NDArray[np.float64], accepted: npt.NDArray[np.bool_],
 
 def reliability(scores: npt.NDArray[np.float64], accepted: npt.NDArray[np.bool_],
                 calibration: dict[str, Any], bins: int = TABLE_BINS) -> dict[str, Any]:
-    """Reliability table (equal-count bins of predicted p) and expected calibration error."""
+    """Reliability table and expected calibration error: bins of about equal count by predicted
+    p, cut at its quantiles (equal predictions always share a bin)."""
     predicted = p_accept(scores, calibration)
     if not len(predicted):
         return {"cells": 0, "ece": None, "table": []}
-    order = np.argsort(predicted, kind="stable")
+    edges = np.unique(np.quantile(predicted, np.linspace(0, 1, bins + 1)[1:-1]))
+    which = np.searchsorted(edges, predicted, side="right")
     table = []
     ece = 0.0
-    for chunk in np.array_split(order, min(bins, len(order))):
+    for b in np.unique(which):
+        chunk = which == b
+        count = int(chunk.sum())
         mean_p, rate = float(predicted[chunk].mean()), float(accepted[chunk].mean())
-        ece += len(chunk) * abs(mean_p - rate)
-        table.append({"cells": len(chunk), "predicted": round(mean_p, 4),
+        ece += count * abs(mean_p - rate)
+        table.append({"cells": count, "predicted": round(mean_p, 4),
                       "observed": round(rate, 4)})
     return {"cells": len(predicted), "ece": round(ece / len(predicted), 5), "table": table}
 

@@ -39,7 +39,7 @@ Every key, with its default (see also docs/DESIGN.md)::
     select_on = "debiased"         # tuning maximises de-biased ("debiased") or naive ndcg@10
     max_weight = 20.0              # inverse-propensity weights are clipped here
     competitors = true             # also measure implicit ALS with implicit's default settings
-    competitor_customers = 100000  # ... fit on a sample of this many customers
+    competitor_customers = 20000   # ... fit on the test customers and a sample of this many
     calibration_share = 0.1        # shown cells held out of the test fit to calibrate p_accept
     [publish]
     quality_tolerance = 0.02       # refuse if overall ndcg@10 drops by more (unless --force)
@@ -89,7 +89,7 @@ class Exposure:
     select_on: str = "debiased"
     max_weight: float = 20.0
     competitors: bool = True
-    competitor_customers: int = 100_000
+    competitor_customers: int = 20_000
     calibration_share: float = 0.1
 
     def problems(self) -> list[str]:

@@ -183,6 +183,9 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
             result = train_segment(name, segment_cells, config, on_step=progress.note)
             run.phases["fit"] = run.phases.get("fit", 0.0) + result.fit_seconds
             run.phases["evaluate"] = run.phases.get("evaluate", 0.0) + result.evaluate_seconds
+            if result.competitor_seconds:
+                run.phases["competitors"] = (run.phases.get("competitors", 0.0)
+                                             + result.competitor_seconds)
             results.append(result)
             progress.advance(1)
         progress.close()
