@@ -140,6 +140,7 @@ def segment_report(result: SegmentResult) -> dict[str, Any]:
         "notes": result.notes,
         "implicit_default_metrics": result.metrics.get("implicit_default"),
         "calibration": result.calibration,
+        "popularity_calibration": result.popularity_calibration,
         "calibration_reliability": result.reliability,
         "fit_seconds": round(result.fit_seconds, 3),
         "evaluate_seconds": round(result.evaluate_seconds, 3),

@@ -69,6 +69,8 @@ class SegmentResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # model/baseline/served
     trials: list[dict[str, Any]] = field(default_factory=list)
     calibration: dict[str, Any] | None = None  # score -> p_accept (recsvc.core.calibration)
+    # The map of segment popularity for a modelled segment's customers without a vector.
+    popularity_calibration: dict[str, Any] | None = None
     reliability: dict[str, Any] | None = None  # out-of-sample reliability table and ECE
     notes: list[str] = field(default_factory=list)
     fit_seconds: float = 0.0
@@ -281,11 +283,15 @@ def _calibrate(result: SegmentResult, cells: Cells, factors: Factors | None,
     it was blended with.
     """
     rows, cols = cells.rows[held].astype(np.int64), cells.cols[held].astype(np.int64)
+    popular = segment_model(STRATEGY_POPULAR, None, cells.popularity(), 0.0)
+    popular_scores = cell_scores(popular, None, rows, cols)
     if factors is None:
-        model = segment_model(STRATEGY_POPULAR, None, cells.popularity(), 0.0)
-        scores = cell_scores(model, None, rows, cols)
-    else:
-        model = segment_model(result.strategy, factors.items, cells.popularity(keep=train),
-                              result.blend_weight)
-        scores = cell_scores(model, factors.users, rows, cols)
+        result.calibration, result.reliability = calibrate(popular_scores, cells.accepted[held],
+                                                           config.seed)
+        return
+    model = segment_model(result.strategy, factors.items, cells.popularity(keep=train),
+                          result.blend_weight)
+    scores = cell_scores(model, factors.users, rows, cols)
     result.calibration, result.reliability = calibrate(scores, cells.accepted[held], config.seed)
+    result.popularity_calibration, _ = calibrate(popular_scores, cells.accepted[held],
+                                                 config.seed)
