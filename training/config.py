@@ -40,7 +40,7 @@ Every key, with its default (see also docs/DESIGN.md)::
     max_weight = 20.0              # inverse-propensity weights are clipped here
     competitors = true             # also measure implicit ALS with implicit's default settings
     competitor_customers = 20000   # ... fit on the test customers and a sample of this many
-    calibration_share = 0.1        # shown cells held out of the test fit to calibrate p_accept
+    calibration_share = 0.1        # shown cells held out of validation fits: p_accept's map
     [publish]
     quality_tolerance = 0.02       # refuse if overall ndcg@10 drops by more (unless --force)
     batch_size = 1000              # customers per HSET command

@@ -8,10 +8,10 @@ Strategies compared on val_V: the model alone, popularity alone, and blends of t
 (``tuning.blend_weights``); a small segment where the model loses serves popularity. Models are
 implicit's (``algorithm``) and the exposure model of shown cells (training/exposure.py), as
 ``[exposure] model`` says; the choice maximises the de-biased precision@10, then ndcg@10
-(``select_on``). On the
-test split the report also measures implicit ALS with implicit's default settings, a competitor
-that is never served. A share of the test split's shown cells is held out of the test fit to
-calibrate p_accept (training/calibrate.py).
+(``select_on``). On the test split the report also measures implicit ALS with implicit's
+default settings, a competitor that is never served. A share of the validation sample's shown
+cells is held out of the validation fits: the chosen candidate's fit scores them to calibrate
+p_accept (training/calibrate.py).
 """
 
 from __future__ import annotations
@@ -192,13 +192,19 @@ def train_segment(name: str, cells: Cells, config: TrainConfig,
     tuning_rows = _sample(np.arange(customers), evaluation.max_tuning_customers, rng)
     in_sample = np.zeros(customers, dtype=bool)
     in_sample[tuning_rows] = True
-    tuning_train = validation.train & in_sample[cells.rows]
+    # Shown cells held out of every validation fit: the calibration set of p_accept. Drawn
+    # from their own generator, so the evaluation samples are those of a run without them.
+    held_for_calibration = validation.train & in_sample[cells.rows] & (
+        np.random.default_rng([config.seed, 1]).random(len(cells.rows))
+        < exposure.calibration_share)
+    tuning_train = validation.train & in_sample[cells.rows] & ~held_for_calibration
     val_rows = validation.rows[in_sample[validation.rows]]
     val_eval = timed(lambda: _Evaluator(cells, validation,
                                         _sample(val_rows, evaluation.max_customers, rng),
                                         weights))
     candidates = candidate_params(config)
     best: tuple[tuple[float, float], Params, float] | None = None
+    best_factors: dict[Params, Factors] = {}
 
     def try_params(params: Params) -> None:
         nonlocal best
@@ -213,6 +219,8 @@ def train_segment(name: str, cells: Cells, config: TrainConfig,
                                   "validation": metrics.as_dict()})
             if best is None or metrics.key(select_on) > best[0]:
                 best = (metrics.key(select_on), params, weight)
+                best_factors.clear()
+                best_factors[params] = factors
 
     for params in candidates:
         try_params(params)
@@ -242,9 +250,7 @@ def train_segment(name: str, cells: Cells, config: TrainConfig,
                                          _sample(test.rows, evaluation.max_customers, rng),
                                          weights))
     # Shown cells held out of the test fit: the calibration set of p_accept.
-    held_for_calibration = test.train & (rng.random(len(cells.rows)) < exposure.calibration_share)
-    test_fit = test.train & ~held_for_calibration
-    factors = fit_on(params, test_fit)
+    factors = fit_on(params, test.train)
     result.evaluated = len(test_eval.rows)
     result.metrics = {
         "model": timed(lambda: test_eval.metrics(factors.items, factors.users, 1.0)).as_dict(),
@@ -265,8 +271,8 @@ def train_segment(name: str, cells: Cells, config: TrainConfig,
                                                                1.0).as_dict()
         result.competitor_seconds += time.perf_counter() - started
     if held_for_calibration.any():
-        _calibrate(result, cells, factors if weight > 0 else None, test.train, held_for_calibration,
-                   config)
+        _calibrate(result, cells, best_factors[params] if weight > 0 else None, tuning_train,
+                   held_for_calibration, config)
     if result.strategy != STRATEGY_POPULAR:
         on_step(f"{name}: fitting on all data")
         result.factors = fit_on(params, None)
