@@ -7,8 +7,9 @@ Every customer and offer has a known true acceptance probability *if shown*:
 (taste: the segment persona plus personal noise; appeal: how well liked the offer is overall).
 The logged window is what an incumbent targeting policy showed: exposure leans on a Zipf
 "popularity" that has nothing to do with appeal, on offers marketing pushes to each segment, and
-some segments are contacted far more than others. Accepts are drawn from the true p of what was
-shown, so the logged accepts mostly replay the old targeting.
+some segments are contacted far more than others (each customer sees an offer at most once,
+up to all the offers open to the segment). Accepts are drawn from the true p of what was shown,
+so the logged accepts mostly replay the old targeting.
 
 The held-out, unbiased window is counterfactual: every evaluated customer is "shown" every offer
 open to their segment once, and accepts with the true p. What a test compares against (written
@@ -17,7 +18,8 @@ next to the three input tables):
   unbiased window's outcome);
 - ``truth.json``: the oracle (ranking by true p, the customer's logged accepts excluded as
   serving excludes them): its precision@10 on the unbiased accepts and its expected precision.
-Vectorized in customer chunks: 1M customers x 500 offers generate in well under a minute.
+Vectorized, in chunks of customers: memory stays bounded at any size. The constants below are
+the world's design; docs/DESIGN.md (section 4) and docs/PERFORMANCE.md report what they give.
 """
 
 from __future__ import annotations

@@ -4,12 +4,14 @@ biased world's ground truth, each against a known answer."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from recsvc.core.errors import DataError
 from training import datagen, world
-from training.config import TrainConfig
+from training.config import TrainConfig, load_config
 from training.evaluate import inverse_propensity, score_metrics
 from training.exposure import ExposureParams, fit_exposure
 from training.tune import candidate_params
@@ -132,3 +134,13 @@ def test_biased_world_exposure_leans_on_popular_offers_and_differs_by_segment() 
             contacted.setdefault(segment, set()).add(customer)
     per_customer = [impressions[s] / len(contacted[s]) for s in impressions]
     assert max(per_customer) > 1.25 * min(per_customer)  # some segments are contacted more
+
+
+def test_a_bad_exposure_section_is_refused_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[exposure]\nselect_on = "ndcg"\nmodel = "magic"\n')
+    with pytest.raises(DataError) as info:
+        load_config(str(path))
+    assert "[exposure] select_on" in str(info.value) and "[exposure] model" in str(info.value)
+    path.write_text('[exposure]\nselect_on = "naive"\nfactors = [4]\n')
+    assert load_config(str(path)).exposure.factors == (4,)
