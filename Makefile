@@ -74,6 +74,7 @@ proto: $(STAMP)
 
 bench: $(STAMP) redis-bin
 	$(PY) -m bench all
+	$(PY) -m bench exposure
 
 bench-quick: $(STAMP) redis-bin
 	$(PY) -m bench all --quick

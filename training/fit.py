@@ -31,6 +31,7 @@ class Params:
     alpha: float
     iterations: int
     negative_impressions: bool
+    model: str = "implicit"  # or "exposure": training.exposure's model of shown cells
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
