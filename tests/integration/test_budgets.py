@@ -23,7 +23,7 @@ from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 from tests.integration import decisioning_data
 from tests.integration.helpers import cli
-from tests.integration.test_decisioning import eventually, ids, publish
+from tests.integration.test_decisioning import eventually, ids, publish, served
 from training import localredis
 
 pytestmark = pytest.mark.integration
@@ -128,7 +128,6 @@ def test_record_feedback_counts_a_voucher_once_per_customer_and_offer(
     """Through the real RecordFeedback: an accept uses one unit of an on-accept budget, the same
     customer's redemption and a retried event id use none, and the offer leaves the answers when
     the last voucher is gone."""
-    from tests.integration.serving import running
 
     data = decisioning_data.write(tmp_path)
     publish(data, settings)
@@ -141,7 +140,7 @@ def test_record_feedback_counts_a_voucher_once_per_customer_and_offer(
         return pb.FeedbackEvent(event_id=event_id, customer_id=customer, offer_id="a5",
                                 event=name)
 
-    with running(settings) as (_, stub, _channel):
+    with served(settings) as (_, stub, _channel):
         eventually(lambda: ids(stub.Recommend(
             pb.RecommendRequest(customer_id="a-test"), timeout=5))[0] == "a5", within=10)
         stub.RecordFeedback(pb.RecordFeedbackRequest(events=[
@@ -153,5 +152,26 @@ def test_record_feedback_counts_a_voucher_once_per_customer_and_offer(
         stub.RecordFeedback(pb.RecordFeedbackRequest(events=[event("v3", "a1", "accept")]),
                             timeout=5)
         assert client.hget(keys.budgets, "a5:used") == b"2"
+        eventually(lambda: "a5" not in ids(stub.Recommend(
+            pb.RecommendRequest(customer_id="a-test"), timeout=5)))
+
+
+def test_accepts_reported_through_record_feedback_use_vouchers_until_the_offer_is_gone(
+        tmp_path: Path, settings: Settings, client: redis.Redis) -> None:
+    data = decisioning_data.write(tmp_path)
+    publish(data, settings)
+    keys = schema.Keys(settings.key_prefix)
+    result = cli(["offers", "budget", "a5", "--count", "accept", "--total", "2"],
+                 settings.redis_url, settings.key_prefix)
+    assert result.returncode == 0, result.stderr
+    with served(settings) as (_, stub, _channel):
+        eventually(lambda: ids(stub.Recommend(
+            pb.RecommendRequest(customer_id="a-test"), timeout=5))[0] == "a5", within=30)
+        events = [pb.FeedbackEvent(event_id=f"e{i}", customer_id=f"b{i}", offer_id="a5",
+                                   event="accept") for i in range(2)]
+        again = pb.FeedbackEvent(event_id="e9", customer_id="b0", offer_id="a5", event="redeem")
+        reply = stub.RecordFeedback(pb.RecordFeedbackRequest(events=[*events, again]), timeout=5)
+        assert [r.status for r in reply.results] == [pb.FEEDBACK_STATUS_RECORDED] * 3
+        assert client.hget(keys.budgets, "a5:used") == b"2"  # a redemption uses no 2nd unit
         eventually(lambda: "a5" not in ids(stub.Recommend(
             pb.RecommendRequest(customer_id="a-test"), timeout=5)))
