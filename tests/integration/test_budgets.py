@@ -155,23 +155,3 @@ def test_record_feedback_counts_a_voucher_once_per_customer_and_offer(
         eventually(lambda: "a5" not in ids(stub.Recommend(
             pb.RecommendRequest(customer_id="a-test"), timeout=5)))
 
-
-def test_accepts_reported_through_record_feedback_use_vouchers_until_the_offer_is_gone(
-        tmp_path: Path, settings: Settings, client: redis.Redis) -> None:
-    data = decisioning_data.write(tmp_path)
-    publish(data, settings)
-    keys = schema.Keys(settings.key_prefix)
-    result = cli(["offers", "budget", "a5", "--count", "accept", "--total", "2"],
-                 settings.redis_url, settings.key_prefix)
-    assert result.returncode == 0, result.stderr
-    with served(settings) as (_, stub, _channel):
-        eventually(lambda: ids(stub.Recommend(
-            pb.RecommendRequest(customer_id="a-test"), timeout=5))[0] == "a5", within=30)
-        events = [pb.FeedbackEvent(event_id=f"e{i}", customer_id=f"b{i}", offer_id="a5",
-                                   event="accept") for i in range(2)]
-        again = pb.FeedbackEvent(event_id="e9", customer_id="b0", offer_id="a5", event="redeem")
-        reply = stub.RecordFeedback(pb.RecordFeedbackRequest(events=[*events, again]), timeout=5)
-        assert [r.status for r in reply.results] == [pb.FEEDBACK_STATUS_RECORDED] * 3
-        assert client.hget(keys.budgets, "a5:used") == b"2"  # a redemption uses no 2nd unit
-        eventually(lambda: "a5" not in ids(stub.Recommend(
-            pb.RecommendRequest(customer_id="a-test"), timeout=5)))
