@@ -138,7 +138,8 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
     holder = ModelHolder()
     records = RecordReader(store.keys, settings, store.breaker)
     recommender = Recommender(holder, records, settings.max_batch_ids, settings.batch_chunk,
-                              holdout_of(settings), settings.decision_log)
+                              holdout_of(settings), settings.decision_log,
+                              settings.explore_share)
     limiter = CallLimiter(settings.max_concurrent_rpcs, auth.from_settings(settings.tokens_file))
     server = make_grpc_server(settings, reuse_port)
     events = EventLog(store.keys, settings)  # its own pipelined connection (longer timeout)

@@ -54,6 +54,10 @@ class Ask:
     excluded: Sequence[str] = ()
     context: Mapping[str, str] = field(default_factory=dict)
     explain: bool = False
+    # Exploration (epsilon-greedy): with probability ``epsilon`` (drawn by the caller into
+    # ``explore``) the answer shows eligible offers chosen uniformly at random instead.
+    epsilon: float = 0.0
+    explore: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,10 @@ class Decision:
     # script granted units; ``finish`` keeps the first ``limit`` unbudgeted or granted ones.
     pending: bool = False
     limit: int = 0
+    # The probability with which the policy showed each offer: 1 for a deterministic answer;
+    # with exploration, (1 - epsilon) [greedy pick] + epsilon k / eligible (logged either way).
+    propensities: list[float] = field(default_factory=list)
+    explored: bool = False
 
 
 _NO_NUMBERS: list[float] = []
@@ -137,10 +145,25 @@ def decide(d: Decider, tables: SegmentTables, scores: npt.NDArray[np.float32] | 
     assert order is not None
     best = _top(order, mask, count)
     pending = False
+    propensities = [1.0] * len(best)
+    # Segments with on-serve budgets never explore: their answers are reserved unit by unit.
+    exploring = ask.epsilon > 0 and count > 0 and not tables.any_on_serve
+    explore = exploring and ask.explore
+    if exploring:
+        greedy = best
+        if explore:
+            best = _EXPLORE_RNG.permutation(np.flatnonzero(mask))[:count]
+        random_share = ask.epsilon * count / eligible
+        in_greedy = np.isin(best, greedy)
+        propensities = np.where(in_greedy, 1.0 - ask.epsilon + random_share,
+                                random_share).tolist()
     if count and tables.any_on_serve and tables.on_serve[best].any():
         # Units are reserved before the answer; candidates beyond the limit stand in for
         # budgeted offers the reserve script cannot grant.
         best, pending = _top(order, mask, min(eligible, 2 * ask.limit)), True
+    if explore and p is None and scores is not None:
+        p = _p_accept(tables, scores)  # the random picks need their own p_accept
+        value = p
     if p is None or value is None:
         assert scores is not None
         chosen = _p_chosen(tables, scores, best)
@@ -154,10 +177,16 @@ def decide(d: Decider, tables: SegmentTables, scores: npt.NDArray[np.float32] | 
         reasons = [(*by_kind[i], RETENTION_REASON) for i in best.tolist()]
     else:
         reasons = [by_kind[i] for i in best.tolist()]
+    if explore:
+        reasons = [(*r, EXPLORATION_REASON) for r in reasons]
     removed = removed_offers(d, tables, mask, numbers, codes, live, accepted, ask) \
         if ask.explain else []
     return Decision(segment.offers[best].tolist(), p_list, value_list, reasons, removed,
-                    new_decision_id(), pending, ask.limit)
+                    new_decision_id(), pending, ask.limit, propensities, explore)
+
+
+EXPLORATION_REASON = "exploration"  # an offer shown at random so it keeps getting evidence
+_EXPLORE_RNG = np.random.default_rng()
 
 
 def finish(decision: Decision, budgeted: set[int], granted: set[int]) -> Decision:
@@ -167,7 +196,10 @@ def finish(decision: Decision, budgeted: set[int], granted: set[int]) -> Decisio
     keep = keep[:decision.limit]
     return Decision([decision.offers[k] for k in keep], [decision.p_accept[k] for k in keep],
                     [decision.objective[k] for k in keep], [decision.reasons[k] for k in keep],
-                    decision.removed, decision.decision_id)
+                    decision.removed, decision.decision_id,
+                    propensities=[decision.propensities[k] for k in keep]
+                    if decision.propensities else [],
+                    explored=decision.explored)
 
 
 def _indices(index_of: Mapping[str, int], ids: Sequence[str]) -> npt.NDArray[np.int64] | None:

@@ -7,6 +7,7 @@ event loop: the only await is the Redis read, ranking is synchronous numpy.
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -139,11 +140,13 @@ def validate_question(question: Question) -> int:
 class Recommender:
     def __init__(self, holder: ModelHolder, records: Records, max_batch_ids: int,
                  batch_chunk: int, holdout: Holdout | None = None,
-                 log_decisions: bool = False):
+                 log_decisions: bool = False, explore_share: float = 0.0):
         self.holder = holder
         self.records = records
         self.holdout = holdout or Holdout()
         self.log_decisions = log_decisions
+        self.epsilon = explore_share  # share of answers that explore (epsilon-greedy)
+        self._draw = random.Random().random
         self.max_batch_ids = max_batch_ids
         self.batch_chunk = batch_chunk
         self.failures = RateLimitedLog(log)
@@ -152,7 +155,8 @@ class Recommender:
         limit = validate_question(question)
         d = self.holder.require_decider()
         ask = Ask(question.customer_id, limit, time.time(), question.channel,
-                  question.exclude_offer_ids, question.context, question.explain)
+                  question.exclude_offer_ids, question.context, question.explain,
+                  self.epsilon, self.epsilon > 0 and self._draw() < self.epsilon)
         vanished = self.holder.vanished  # the version's records are gone: do not ask Redis
         try:
             if vanished is not None:
@@ -243,7 +247,7 @@ class Recommender:
         entry = LoggedDecision(
             decision.decision_id, ask.now, ask.customer_id, answer.segment, d.version,
             answer.arm, answer.strategy, ask.channel, tuple(ids[i] for i in decision.offers),
-            p_accept, np.ones(n, np.float32),  # a deterministic policy showed each for sure
+            p_accept, np.asarray(decision.propensities or [1.0] * n, np.float32),
             p_accept, np.asarray(answer.value, np.float32), np.asarray(answer.cost, np.float32))
         self.records.log_decision(ask.customer_id, entry.fields())
 
@@ -335,7 +339,8 @@ class Recommender:
             records.append(record)
         out = []
         for pos, (customer_id, (raw, fields)) in enumerate(zip(ids, states, strict=True)):
-            ask = Ask(customer_id, limit, now, channel)
+            ask = Ask(customer_id, limit, now, channel, epsilon=self.epsilon,
+                      explore=self.epsilon > 0 and self._draw() < self.epsilon)
             live = read_live(fields, now, channel, d.policy)
             record = records[pos]
             if raw is not None and record is None:  # unreadable

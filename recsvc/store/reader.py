@@ -148,6 +148,10 @@ class RecordReader:
 
     def __init__(self, keys: schema.Keys, settings: Settings, breaker: Breaker) -> None:
         self._redis = PipelinedRedis(settings.redis_url)
+        # Writes after the answer (decision log, contacts) on a connection of their own, with a
+        # longer timeout: a slow write reply must never close the connection reads wait on.
+        self._writes = PipelinedRedis(settings.redis_url)
+        self._write_timeout = settings.feedback_timeout_ms / 1000.0
         self._keys = keys
         self._timeout = settings.redis_timeout_ms / 1000.0
         self._decision_log_max = str(settings.decision_log_max_per_shard)
@@ -235,15 +239,23 @@ class RecordReader:
     def log_decision(self, customer_id: str, fields: list[bytes | str]) -> None:
         """After the answer, not awaited: one entry of the customer's shard's decision log,
         the stream trimmed to about ``decision_log_max_per_shard`` entries."""
-        self._redis.send_nowait("XADD", self._keys.decisions(schema.shard_of(customer_id)),
-                                "MAXLEN", "~", self._decision_log_max, "*", *fields,
-                                timeout=self._timeout)
+        if self._breaker.available():  # Redis known down: not one connect attempt per answer
+            self._writes.send_nowait(
+                "XADD", self._keys.decisions(schema.shard_of(customer_id)), "MAXLEN", "~",
+                self._decision_log_max, "*", *fields, timeout=self._write_timeout)
 
     def record_contact(self, customer_id: str, channel: str, now: float, keep: int) -> None:
         """After the answer, not awaited: a contact on ``channel`` (contacts counted on serve)."""
-        self._redis.send_nowait("EVAL", budget_scripts.CONTACT_LUA, "1",
-                                self._keys.live(customer_id), f"c:{channel}", f"{now:.0f}",
-                                str(keep), str(LIVE_TTL_SECONDS), timeout=self._timeout)
+        if self._breaker.available():
+            self._writes.send_nowait("EVAL", budget_scripts.CONTACT_LUA, "1",
+                                     self._keys.live(customer_id), f"c:{channel}", f"{now:.0f}",
+                                     str(keep), str(LIVE_TTL_SECONDS),
+                                     timeout=self._write_timeout)
+
+    @property
+    def writes_dropped(self) -> int:
+        """Writes after the answer (decision log, contacts) that failed: a metric to watch."""
+        return self._writes.dropped
 
     async def customer_record(self, version: str, customer_id: str,
                               deadline: float) -> bytes | None:
@@ -260,6 +272,7 @@ class RecordReader:
 
     async def close(self) -> None:
         await self._redis.close()
+        await self._writes.close()
 
 
 def _pairs(reply: Any) -> dict[bytes, bytes]:
