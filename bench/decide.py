@@ -41,7 +41,8 @@ def version(rules: dict[int, str], objective: str = "relevance") -> ModelVersion
          "cost": float(rng.integers(0, 10))} for i in range(OFFERS)]
     for i, rule in rules.items():
         offers[i]["rule"] = rule
-    meta = {"version": "v", "trained_at": "2026-12-01T00:00:00Z", "segments": [{"name": "s", "strategy": "personalized", "factors": FACTORS,
+    meta = {"version": "v", "trained_at": "2026-12-01T00:00:00Z",
+            "segments": [{"name": "s", "strategy": "personalized", "factors": FACTORS,
                           "base_accept_rate": 0.1}],
             "attributes": [{"name": "clv", "kind": "number"},
                            {"name": "churn_risk", "kind": "number"},
