@@ -236,14 +236,15 @@ def train_segment(name: str, cells: Cells, config: TrainConfig,
     if 0.0 in tuning.blend_weights and popular_val.key(select_on) >= best[0]:
         weight = 0.0
         result.notes.append(
-            f"popularity validated better than every model ({select_on} precision@10 "
+            f"popularity validated better than every model ({select_on} key "
             f"{popular_val.key(select_on)[0]:.4f} vs {best[0][0]:.4f}): served by segment "
             "popularity")
     result.params = params
     result.blend_weight = weight
     result.strategy = strategy_for(weight)
-    result.notes.append(f"chosen on the {select_on} precision@10 (then ndcg@10) of the "
-                        "validation split")
+    result.notes.append("chosen on the debiased precision@10 (then ndcg@10) of the validation "
+                        "split" if select_on == "debiased" else
+                        "chosen on the naive ndcg@10 (then precision@10) of the validation split")
 
     on_step(f"{name}: measuring {params} on the test split")
     test_eval = timed(lambda: _Evaluator(cells, test,
