@@ -114,6 +114,8 @@ def _recommend(client: redis.Redis, srv: subprocess.Popen[bytes], port: int, cus
         (sum(after.values()) - sum(before.values()) - 1) / calls, 3)
     result["redis_hget_per_call"] = round(
         (after.get("hget", 0) - before.get("hget", 0)) / calls, 3)
+    result["redis_hgetall_per_call"] = round(
+        (after.get("hgetall", 0) - before.get("hgetall", 0)) / calls, 3)
     return result
 
 

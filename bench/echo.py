@@ -15,7 +15,9 @@ import sys
 from typing import Any
 
 from recsvc.api.guard import CallLimiter, guarded
-from recsvc.api.server import is_worker, make_grpc_server, pin_worker_cpu, run_workers
+from recsvc.api.handlers import add_servicer
+from recsvc.api.server import make_grpc_server
+from recsvc.api.workers import is_worker, pin_worker_cpu, run_workers
 from recsvc.core.config import Settings
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
@@ -37,11 +39,11 @@ class EchoServicer(pb_grpc.RetentionOfferServiceServicer):
     def __init__(self, limiter: CallLimiter) -> None:
         self.limiter = limiter
 
-    @guarded
+    @guarded(pb.RecommendRequest)
     async def Recommend(self, request: pb.RecommendRequest, context: Any) -> pb.RecommendResponse:
         return echo_response(request.customer_id)
 
-    @guarded
+    @guarded(pb.RecommendBatchRequest)
     async def RecommendBatch(self, request: pb.RecommendBatchRequest, context: Any) -> None:
         for customer_id in request.customer_ids:
             await context.write(echo_response(customer_id))
@@ -50,8 +52,7 @@ class EchoServicer(pb_grpc.RetentionOfferServiceServicer):
 async def run(port: int, reuse_port: bool) -> None:
     settings = Settings.from_env()
     server = make_grpc_server(settings, reuse_port=reuse_port)
-    pb_grpc.add_RetentionOfferServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        EchoServicer(CallLimiter(settings.max_concurrent_rpcs)), server)
+    add_servicer(server, EchoServicer(CallLimiter(settings.max_concurrent_rpcs)))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stopped = asyncio.Event()

@@ -59,6 +59,8 @@ def fit_map(scores: npt.NDArray[np.float64], accepted: npt.NDArray[np.bool_],
     x, y = x[keep], y[keep]
     unique = np.r_[True, np.diff(x) > 0]
     x, y = x[unique], y[unique]
+    if len(x) < 2:  # every score equal: nothing to map but the rate
+        return constant(float(y[0]), "isotonic")
     return {"method": "isotonic", "score": [round(float(v), 6) for v in x],
             "p_accept": [round(float(v), 6) for v in np.clip(y, 0.0, 1.0)]}
 

@@ -47,6 +47,8 @@ def add_train(sub: Any) -> None:
     train.add_argument("--interactions", required=True)
     train.add_argument("--config", help="TOML file (see docs/DESIGN.md for every key)")
     train.add_argument("--report", help="write the run report as JSON here")
+    train.add_argument("--metrics-file", help="write the run's Prometheus metrics here (a "
+                       "node-exporter textfile, e.g. .../textfile/recsvc_train.prom)")
     train.add_argument("--no-activate", action="store_true",
                        help="publish the version but leave the active one in place")
     train.add_argument("--strict", action="store_true", help="any bad row fails the run")
@@ -69,3 +71,32 @@ def add_datagen(sub: Any) -> None:
                      help="biased: exposure by an incumbent policy, with ground truth "
                           "(truth.parquet, truth.json)")
     gen.set_defaults(run=run_datagen)
+
+
+def run_events(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from recsvc.core import schema
+        from recsvc.store.reader import connect
+        from training import events
+    except ImportError as exc:
+        return _missing_stack("events", exc)
+    client = connect(settings, timeout_ms=30_000)
+    keys = schema.Keys(settings.key_prefix)
+    if args.events_command == "export":
+        exported = events.export(client, keys, args.out)
+        print(f"{exported.table.num_rows} events written to {args.out} (from "
+              f"{len(exported.cutoff)} shard streams; they are trimmed only by training)")
+        return 0
+    removed = events.trim(client, keys)
+    print(f"{removed} events trimmed (held by every kept model version and the consumers)")
+    return 0
+
+
+def add_events(sub: Any) -> None:
+    events: argparse.ArgumentParser = sub.add_parser(
+        "events", help="the logged feedback events: export them, trim what is safe")
+    esub = events.add_subparsers(dest="events_command", required=True)
+    export = esub.add_parser("export", help="write every logged event to a file")
+    export.add_argument("--out", required=True, help="FILE.parquet or FILE.csv")
+    esub.add_parser("trim", help="drop events every kept version was trained on")
+    events.set_defaults(run=run_events)

@@ -4,6 +4,7 @@ Every key, with its default (see also docs/DESIGN.md)::
 
     seed = 42
     algorithm = "als"              # "als" or "bpr"
+    engine = "implicit"            # "implicit" (in process) or "spark" (MLlib ALS; als only)
     half_life_days = 0.0           # recency decay of event confidence; 0 = off
     duplicates = "max"             # repeated (customer, offer, event) rows: "max" or "sum"
     weight_cap = 100.0             # |weight| above this (or non-finite) is a bad row
@@ -41,10 +42,24 @@ Every key, with its default (see also docs/DESIGN.md)::
     competitors = true             # also measure implicit ALS with implicit's default settings
     competitor_customers = 20000   # ... fit on the test customers and a sample of this many
     calibration_share = 0.1        # shown cells held out of validation fits: p_accept's map
+    [checks]                       # the data, before anything is fit (docs/DESIGN.md, 4)
+    max_bad_row_share = 0.01       # a file with a larger share of bad rows fails the run
+    max_interaction_drop = 0.5     # refuse if interactions fall by more than this share ...
+    max_event_mix_shift = 0.2      # ... or an event's share of them moves by more than this ...
+    min_segment_interactions = 50  # ... or a personalized segment has fewer (vs the active
+    min_interactions = 100         # version); a first deploy needs this many interactions
+    [decisioning]                  # objective, levers, contact policy, suppression: see
+    objective = "relevance"        # recsvc/decisioning/policy.py for every key (kept in the
+                                   # version's meta; serving applies it)
     [publish]
-    quality_tolerance = 0.02       # refuse if overall ndcg@10 drops by more (unless --force)
+    quality_tolerance = 0.1        # refuse if the lift over popularity (served ndcg@10 / baseline
+                                   # ndcg@10, each on its own data) drops by more (unless --force)
     batch_size = 1000              # customers per HSET command
     lock_ttl_seconds = 60.0
+    [spark]                        # engine = "spark" only (training/engines/spark.py)
+    master = ""                    # "" = spark-submit's --master, else local[*]; or a URL
+    blocks = 0                     # ALS user and item blocks; 0 = Spark's default parallelism
+    conf = {}                      # more Spark settings, e.g. {"spark.driver.memory" = "8g"}
 """
 
 from __future__ import annotations
@@ -55,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from recsvc.core.errors import DataError
+from recsvc.decisioning.policy import Policy
 
 EVENTS = ("impression", "click", "accept", "redeem", "decline")
 
@@ -110,16 +126,35 @@ class Exposure:
 
 
 @dataclass(frozen=True)
+class Checks:
+    """Data checks: bad rows, and the new data's profile against the active version's."""
+
+    max_bad_row_share: float = 0.01
+    max_interaction_drop: float = 0.5
+    max_event_mix_shift: float = 0.2
+    min_segment_interactions: int = 50
+    min_interactions: int = 100
+
+
+@dataclass(frozen=True)
 class Publish:
-    quality_tolerance: float = 0.02
+    quality_tolerance: float = 0.1
     batch_size: int = 1000
     lock_ttl_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class Spark:
+    master: str = ""
+    blocks: int = 0
+    conf: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 42
     algorithm: str = "als"
+    engine: str = "implicit"
     half_life_days: float = 0.0
     duplicates: str = "max"
     weight_cap: float = 100.0
@@ -129,13 +164,26 @@ class TrainConfig:
         "impression": 0.0, "click": 1.0, "accept": 4.0, "redeem": 6.0, "decline": -2.0})
     tuning: Tuning = field(default_factory=Tuning)
     evaluation: Evaluation = field(default_factory=Evaluation)
+    checks: Checks = field(default_factory=Checks)
     publish: Publish = field(default_factory=Publish)
+    decisioning: dict[str, Any] = field(default_factory=dict)  # validated by Policy.from_dict
+    spark: Spark = field(default_factory=Spark)
     exposure: Exposure = field(default_factory=Exposure)
 
     def __post_init__(self) -> None:
         problems = self.exposure.problems()
+        try:
+            Policy.from_dict(self.decisioning)
+        except ValueError as exc:
+            problems.append(str(exc))
         if self.algorithm not in ("als", "bpr"):
             problems.append(f"algorithm must be 'als' or 'bpr', not {self.algorithm!r}")
+        if self.engine not in ("implicit", "spark"):
+            problems.append(f"engine must be 'implicit' or 'spark', not {self.engine!r}")
+        elif self.engine == "spark" and self.algorithm != "als":
+            problems.append("engine = \"spark\" trains algorithm = \"als\" only (MLlib has no BPR)")
+        if self.spark.blocks < 0:
+            problems.append("[spark] blocks must be >= 0")
         if self.duplicates not in ("max", "sum"):
             problems.append(f"duplicates must be 'max' or 'sum', not {self.duplicates!r}")
         if self.negative_impressions not in ("auto", "true", "false"):
@@ -156,6 +204,14 @@ class TrainConfig:
             problems.append("[tuning] blend_weights must lie in [0, 1]")
         if self.evaluation.holdout < 1 or self.evaluation.min_history <= self.evaluation.holdout:
             problems.append("[evaluation] needs holdout >= 1 and min_history > holdout")
+        checks = self.checks
+        for name in ("max_bad_row_share", "max_interaction_drop", "max_event_mix_shift"):
+            if not 0 <= getattr(checks, name) <= 1:
+                problems.append(f"[checks] {name} must lie in [0, 1]")
+        if checks.min_segment_interactions < 0 or checks.min_interactions < 0:
+            problems.append("[checks] minimums must be >= 0")
+        if self.publish.quality_tolerance < 0:
+            problems.append("[publish] quality_tolerance must be >= 0")
         if problems:
             raise DataError("bad training config: " + "; ".join(problems))
 
@@ -189,8 +245,8 @@ def load_config(path: str | None, seed: int | None = None) -> TrainConfig:
 
 
 def _apply(config: TrainConfig, raw: dict[str, Any], path: str) -> TrainConfig:
-    sections = {"tuning": Tuning, "evaluation": Evaluation, "publish": Publish,
-                "exposure": Exposure}
+    sections = {"tuning": Tuning, "evaluation": Evaluation, "checks": Checks,
+                "publish": Publish, "spark": Spark, "exposure": Exposure}
     top: dict[str, Any] = {}
     for key, value in raw.items():
         if key in sections:
@@ -203,6 +259,8 @@ def _apply(config: TrainConfig, raw: dict[str, Any], path: str) -> TrainConfig:
             top[key] = replace(current, **converted)
         elif key == "events":
             top[key] = {**config.events, **{k: float(v) for k, v in value.items()}}
+        elif key == "decisioning":
+            top[key] = dict(value)
         elif key == "negative_impressions":
             top[key] = str(value).lower()
         elif key in {f.name for f in fields(config)}:

@@ -3,40 +3,53 @@
 Every check is vectorized (pyarrow/numpy): the job reads tens of millions of interactions. A bad
 row is counted under the first rule it breaks, in the order of ``*_KINDS``, and reported with its
 file and row number: the 1-based data row (for a CSV without embedded newlines, the line number
-is the row number + 1, the header being line 1).
+is the row number + 1, the header being line 1; the report lists both).
+
+A CSV line that does not parse (wrong number of fields) is a bad row of kind ``malformed_line``,
+located by its line number; the rows after it keep their own numbers. An invalid optional value
+(``clv``, ``churn_risk``) never drops its customer: it is read as missing and counted under
+``invalid_values``. Numeric timestamps in milliseconds, microseconds or nanoseconds (any value at
+or above 1e11, i.e. past the year 5138 if read as seconds) are converted to seconds and counted.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import hashlib
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
-from recsvc.core.errors import DataError
 from training.config import EVENTS
+from training.tables import (
+    DICT,
+    MAX_LISTED_VALUES,
+    fingerprint,
+    first_occurrence,
+    is_csv,
+    lookup,
+    mask,
+    optional_float,
+    parse_epoch_time,
+    parse_float,
+    parse_time,
+    read_table,
+    text,
+)
 
-CUSTOMER_KINDS = ("missing_customer_id", "duplicate_customer_id", "missing_segment",
-                  "bad_clv", "bad_churn_risk")
+CUSTOMER_KINDS = ("missing_customer_id", "duplicate_customer_id", "missing_segment")
+# Optional customer values: an invalid one is read as missing; the customer stays.
+INVALID_VALUE_KINDS = ("bad_clv", "bad_churn_risk")
+MALFORMED = "malformed_line"  # a CSV line that does not parse; counted for every table
 OFFER_KINDS = ("missing_offer_id", "duplicate_offer_id", "missing_segments", "bad_cost",
-               "bad_value", "bad_valid_from", "bad_valid_to", "empty_validity_window")
+               "bad_value", "bad_valid_from", "bad_valid_to", "empty_validity_window",
+               "bad_lever")
 INTERACTION_KINDS = ("unknown_customer", "unknown_offer", "unknown_event", "bad_ts",
                      "bad_weight")
 MAX_LISTED_ROWS = 1000  # row numbers listed per kind in the report (counts are always exact)
-
-_NUMBER = r"^\s*[-+]?((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)\s*$"
-_ZONED = r"(Z|z|[+-]\d\d:?\d\d)$"
 
 
 @dataclass
@@ -44,13 +57,26 @@ class BadRows:
     """Bad rows per (file, kind): exact counts and the first MAX_LISTED_ROWS row numbers."""
 
     entries: dict[tuple[str, str], tuple[int, list[int]]] = field(default_factory=dict)
+    # What was seen, per (file, kind): unknown values with counts, or malformed lines' text.
+    seen: dict[tuple[str, str], dict[str, int] | list[str]] = field(default_factory=dict)
+    # Per file, the 1-based data row of each parsed row, when malformed lines were skipped.
+    numbers: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
 
     def add(self, path: str, kind: str, mask: npt.NDArray[np.bool_]) -> None:
         rows = np.flatnonzero(mask)
         if len(rows):
+            numbers = self.numbers.get(path)
+            self.add_rows(path, kind, numbers[rows] if numbers is not None else rows + 1)
+
+    def add_rows(self, path: str, kind: str, rows: npt.NDArray[np.int64] | list[int]) -> None:
+        """Rows given by their 1-based data row number."""
+        if len(rows):
             count, listed = self.entries.get((path, kind), (0, []))
-            listed = listed + (rows[: MAX_LISTED_ROWS - len(listed)] + 1).tolist()
+            listed = listed + [int(r) for r in rows[: MAX_LISTED_ROWS - len(listed)]]
             self.entries[(path, kind)] = (count + len(rows), listed)
+
+    def in_file(self, path: str) -> int:
+        return sum(c for (p, _), (c, _) in self.entries.items() if p == path)
 
     @property
     def total(self) -> int:
@@ -60,8 +86,15 @@ class BadRows:
         return sum(c for (_, k), (c, _) in self.entries.items() if k == kind)
 
     def as_list(self) -> list[dict[str, Any]]:
-        return [{"file": path, "kind": kind, "count": count, "rows": rows}
-                for (path, kind), (count, rows) in self.entries.items()]
+        listed = []
+        for (path, kind), (count, rows) in self.entries.items():
+            entry: dict[str, Any] = {"file": path, "kind": kind, "count": count, "rows": rows}
+            if is_csv(path):
+                entry["lines"] = [r + 1 for r in rows]
+            if (path, kind) in self.seen:
+                entry["seen"] = self.seen[(path, kind)]
+            listed.append(entry)
+        return listed
 
 
 @dataclass
@@ -81,7 +114,13 @@ class Dataset:
     bad: BadRows
     ineligible: int  # interactions with an offer not open to the customer's segment
     fingerprint: str
-    rows_read: dict[str, int]
+    rows_read: dict[str, int]  # rows in each file, malformed lines included
+    invalid_values: BadRows = field(default_factory=BadRows)  # read as missing, rows kept
+    ts_converted: dict[str, int] = field(default_factory=dict)  # unit -> rows converted
+    # Kept customers' columns other than id and segment (clv, churn_risk, extra attributes),
+    # for decisioning's customer attributes (training/attributes.py); invalid clv/churn_risk
+    # values are missing there too.
+    customer_columns: dict[str, pa.Array] = field(default_factory=dict)
 
     def drop_interactions(self) -> None:
         """Free the per-row arrays once the cells are built (they are the bulk of memory)."""
@@ -97,217 +136,50 @@ class Dataset:
         return [o["offer_id"] for o in self.offers]
 
 
-DICT = pa.dictionary(pa.int32(), pa.string())
-
-
-def read_table(path: str, required: tuple[str, ...],
-               types: dict[str, pa.DataType] | None = None) -> pa.Table:
-    """CSV (every column as text unless ``types`` says otherwise), CSV.gz or Parquet.
-
-    ``types`` is a memory optimisation for big files: ids read as dictionaries, numbers as
-    float64. When a typed column holds a value that is not of its type, the file is read again
-    with that column as text, so the value is reported as a bad row instead of failing the run.
-    """
-    if not Path(path).is_file():
-        raise DataError(f"{path}: no such file")
-    lowered = path.lower()
-    try:
-        if lowered.endswith(".parquet"):
-            table = pq.read_table(path)
-        elif lowered.endswith((".csv", ".csv.gz")):
-            opener = gzip.open if lowered.endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8", newline="") as handle:
-                header = next(csv.reader([handle.readline()]), [])
-            if not header:
-                raise DataError(f"{path}: empty file, expected a header line")
-            column_types = {name: pa.string() for name in header}
-            typed = {k: v for k, v in (types or {}).items() if k in column_types}
-            try:
-                table = _read_csv(path, {**column_types, **typed})
-            except pa.ArrowInvalid:
-                numeric = [k for k, v in typed.items() if pa.types.is_floating(v)]
-                table = _read_csv(path, {**column_types, **{k: v for k, v in typed.items()
-                                                            if k not in numeric}})
-        else:
-            raise DataError(f"{path}: unknown format; use .csv, .csv.gz or .parquet")
-    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read: {exc}") from exc
-    missing = [c for c in required if c not in table.column_names]
-    if missing:
-        raise DataError(f"{path}: missing required column(s) {missing}; found "
-                        f"{table.column_names}")
+def read(path: str, required: tuple[str, ...], bad: BadRows,
+         types: dict[str, pa.DataType] | None = None) -> pa.Table:
+    """read_table, with malformed lines recorded as bad rows and later rows renumbered."""
+    table, malformed = read_table(path, required, types)
+    if malformed.lines:
+        skipped = np.asarray(malformed.lines, dtype=np.int64) - 1  # data rows (header: line 1)
+        total = table.num_rows + len(skipped)
+        bad.add_rows(path, MALFORMED, skipped)
+        bad.seen[(path, MALFORMED)] = malformed.texts
+        bad.numbers[path] = np.delete(np.arange(1, total + 1, dtype=np.int64), skipped - 1)
     return table
-
-
-def _read_csv(path: str, column_types: dict[str, pa.DataType]) -> pa.Table:
-    return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-        column_types=column_types, strings_can_be_null=False,
-        quoted_strings_can_be_null=False, null_values=[""]))
-
-
-def lookup(table: pa.Table, name: str, values: pa.Array) -> npt.NDArray[np.int32]:
-    """Position of each row's (trimmed) value in ``values``, -1 when absent.
-
-    Dictionary columns are looked up once per distinct value, not once per row.
-    """
-    column = table.column(name)
-    if pa.types.is_dictionary(column.type):
-        column = column.unify_dictionaries()  # one dictionary shared by every chunk
-        if not column.num_chunks:
-            return np.empty(0, dtype=np.int32)
-        mapping = pc.index_in(pc.utf8_trim_whitespace(column.chunk(0).dictionary),
-                              value_set=values)
-        codes = np.asarray(pc.fill_null(mapping, -1).to_numpy(zero_copy_only=False),
-                           dtype=np.int32)
-        parts = []
-        for chunk in column.chunks:
-            indices = chunk.indices
-            found = codes[np.asarray(pc.fill_null(indices, 0).to_numpy(zero_copy_only=False))]
-            if indices.null_count:
-                found[_mask(pc.is_null(indices))] = -1
-            parts.append(found)
-        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)
-    position = pc.index_in(text(table, name), value_set=values)
-    return np.asarray(pc.fill_null(position, -1).to_numpy(zero_copy_only=False), dtype=np.int32)
-
-
-def text(table: pa.Table, name: str) -> pa.Array:
-    """A column as trimmed text ('' for null); absent columns read as all ''."""
-    if name not in table.column_names:
-        return pa.array([""] * table.num_rows, type=pa.string())
-    column = table.column(name).combine_chunks()
-    if pa.types.is_dictionary(column.type):
-        column = column.dictionary_decode()
-    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
-        column = pc.cast(column, pa.string())
-    return pc.utf8_trim_whitespace(pc.fill_null(column, ""))
-
-
-def _mask(array: pa.Array) -> npt.NDArray[np.bool_]:
-    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _column(table: pa.Table, name: str) -> tuple[
-        pa.Array | None, tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]]:
-    """The column, or None and what an absent optional column parses to (all NaN, none bad)."""
-    n = table.num_rows
-    absent = (np.full(n, np.nan), np.zeros(n, dtype=bool))
-    if name not in table.column_names:
-        return None, absent
-    return table.column(name).combine_chunks(), absent
-
-
-def parse_float(table: pa.Table, name: str) -> tuple[npt.NDArray[np.float64],
-                                                       npt.NDArray[np.bool_]]:
-    """Values (NaN when empty) and a mask of unparseable ones."""
-    column, nothing = _column(table, name)
-    if column is None:
-        return nothing
-    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-        values = np.array(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False),
-                          dtype=np.float64)  # nulls become NaN
-        return values, nothing[1]  # nothing is bad in a numeric column
-    strings = text(table, name)
-    empty = _mask(pc.equal(strings, ""))
-    numeric = _mask(pc.match_substring_regex(strings, _NUMBER, ignore_case=True))
-    safe = pc.if_else(pa.array(numeric), strings, "nan")
-    values = np.array(pc.cast(safe, pa.float64()).to_numpy(zero_copy_only=False),
-                      dtype=np.float64)
-    return values, ~numeric & ~empty
-
-
-def parse_time(table: pa.Table, name: str) -> tuple[npt.NDArray[np.float64],
-                                                      npt.NDArray[np.bool_]]:
-    """Epoch seconds (NaN when empty) from ISO-8601 text or Unix seconds; and a bad mask."""
-    column, nothing = _column(table, name)
-    if column is None:
-        return nothing
-    n = table.num_rows
-    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
-        micros = pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64())
-        values = np.asarray(micros.to_numpy(zero_copy_only=False), dtype=np.float64) / 1e6
-        return values, np.zeros(n, dtype=bool)
-    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-        return parse_float(table, name)
-    strings = text(table, name)
-    values, not_number = parse_float(table, name)
-    empty = _mask(pc.equal(strings, ""))
-    iso_rows = np.flatnonzero(not_number)
-    bad = np.zeros(n, dtype=bool)
-    if len(iso_rows):
-        subset = strings.take(pa.array(iso_rows))
-        zoned = _mask(pc.match_substring_regex(subset, _ZONED))
-        for rows, tz in ((iso_rows[zoned], "UTC"), (iso_rows[~zoned], None)):
-            if len(rows):
-                parsed, failed = _parse_iso(strings.take(pa.array(rows)), tz)
-                values[rows] = parsed
-                bad[rows] = failed
-    values[empty] = np.nan
-    return values, bad
-
-
-def _parse_iso(strings: pa.Array, tz: str | None) -> tuple[npt.NDArray[np.float64],
-                                                           npt.NDArray[np.bool_]]:
-    try:
-        stamps = pc.cast(strings, pa.timestamp("us", tz=tz))
-        micros = np.asarray(pc.cast(stamps, pa.int64()).to_numpy(zero_copy_only=False))
-        return micros.astype(np.float64) / 1e6, np.zeros(len(strings), dtype=bool)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass  # at least one value is not ISO-8601 for Arrow: decide row by row
-    values = np.full(len(strings), np.nan)
-    bad = np.zeros(len(strings), dtype=bool)
-    for i, raw in enumerate(strings.to_pylist()):
-        try:
-            moment = datetime.fromisoformat(raw.replace("z", "Z"))
-        except ValueError:
-            bad[i] = True
-            continue
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        values[i] = moment.timestamp()
-    return values, bad
-
-
-def first_occurrence(ids: pa.Array) -> npt.NDArray[np.bool_]:
-    """True at the first row of each distinct id."""
-    codes = np.asarray(pc.dictionary_encode(ids).indices.to_numpy(zero_copy_only=False))
-    first = np.zeros(len(ids), dtype=bool)
-    first[np.unique(codes, return_index=True)[1]] = True
-    return first
-
-
-def fingerprint(paths: list[str]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(Path(path).name.encode())
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load(customers_path: str, offers_path: str, interactions_path: str,
          weight_cap: float) -> Dataset:
     bad = BadRows()
-    customers = read_table(customers_path, ("customer_id", "segment"))
-    offers_table = read_table(offers_path, ("offer_id",))
-    interactions = read_table(interactions_path, ("customer_id", "offer_id", "event", "ts"),
-                              types={"customer_id": DICT, "offer_id": DICT, "event": DICT,
-                                     "ts": pa.float64(), "weight": pa.float64()})
+    customers = read(customers_path, ("customer_id", "segment"), bad)
+    offers_table = read(offers_path, ("offer_id",), bad)
+    interactions = read(interactions_path, ("customer_id", "offer_id", "event", "ts"), bad,
+                        types={"customer_id": DICT, "offer_id": DICT, "event": DICT,
+                               "ts": pa.float64(), "weight": pa.float64()})
 
     # Customers
     ids = text(customers, "customer_id")
     segment = text(customers, "segment")
-    clv, clv_bad = parse_float(customers, "clv")
-    churn, churn_bad = parse_float(customers, "churn_risk")
     checks = [
-        ("missing_customer_id", _mask(pc.equal(ids, ""))),
+        ("missing_customer_id", mask(pc.equal(ids, ""))),
         ("duplicate_customer_id", ~first_occurrence(ids)),
-        ("missing_segment", _mask(pc.equal(segment, ""))),
-        ("bad_clv", clv_bad | ~(np.isnan(clv) | ((clv >= 0) & np.isfinite(clv)))),
-        ("bad_churn_risk", churn_bad | ~(np.isnan(churn) | ((churn >= 0) & (churn <= 1)))),
+        ("missing_segment", mask(pc.equal(segment, ""))),
     ]
     keep_customers = _first_failure(customers_path, checks, bad)
+    invalid_values = BadRows(numbers={k: v for k, v in bad.numbers.items()
+                                      if k == customers_path})
+    for kind, column, low, high in (("bad_clv", "clv", 0.0, math.inf),
+                                    ("bad_churn_risk", "churn_risk", 0.0, 1.0)):
+        _, invalid = optional_float(customers, column, low, high)
+        invalid_values.add(customers_path, kind, invalid & keep_customers)
+    customer_columns = {name: customers.column(name).combine_chunks().filter(
+        pa.array(keep_customers)) for name in customers.column_names
+        if name not in ("customer_id", "segment")}
+    for column, low, high in (("clv", 0.0, math.inf), ("churn_risk", 0.0, 1.0)):
+        if column in customer_columns:  # the parsed number, NaN where invalid or missing
+            parsed, _ = optional_float(customers, column, low, high)
+            customer_columns[column] = pa.array(parsed[keep_customers], type=pa.float64())
     customer_ids = ids.filter(pa.array(keep_customers))
     encoded = pc.dictionary_encode(segment.filter(pa.array(keep_customers)))
     segment_names = [str(s) for s in encoded.dictionary.to_pylist()]
@@ -321,10 +193,15 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
     cust = lookup(interactions, "customer_id", customer_ids)
     offer = lookup(interactions, "offer_id", offer_ids)
     event = lookup(interactions, "event", pa.array(EVENTS))
-    ts, ts_bad = parse_time(interactions, "ts")
+    ts, ts_bad, ts_converted = parse_epoch_time(interactions, "ts")
     has_weight = "weight" in interactions.column_names
     weight, weight_bad = parse_float(interactions, "weight") if has_weight else (None, None)
-    rows_read = interactions.num_rows
+    unknown_events = _values_seen(interactions, "event", (event < 0) & (cust >= 0) & (offer >= 0))
+    rows_read = {"customers": customers.num_rows, "offers": offers_table.num_rows,
+                 "interactions": interactions.num_rows}
+    for name, path in (("customers", customers_path), ("offers", offers_path),
+                       ("interactions", interactions_path)):
+        rows_read[name] += bad.entries.get((path, MALFORMED), (0, []))[0]
     del interactions  # the arrays below are all that is needed from here on
     no_rows = np.zeros(len(cust), dtype=bool)
     weight_out = no_rows if weight is None else \
@@ -337,6 +214,8 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
         ("bad_weight", weight_out if weight_bad is None else weight_bad | weight_out),
     ]
     keep = _first_failure(interactions_path, checks, bad)
+    if unknown_events:
+        bad.seen[(interactions_path, "unknown_event")] = unknown_events
     cust_idx, offer_idx, event_idx = cust[keep], offer[keep], event[keep].astype(np.int8)
     del cust, offer, event
     open_to_customer = eligible[customer_segment[cust_idx], offer_idx]
@@ -355,18 +234,30 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
         bad=bad,
         ineligible=int((~open_to_customer).sum()),
         fingerprint=fingerprint([customers_path, offers_path, interactions_path]),
-        rows_read={"customers": customers.num_rows, "offers": offers_table.num_rows,
-                   "interactions": rows_read},
+        rows_read=rows_read,
+        invalid_values=invalid_values,
+        ts_converted=ts_converted,
+        customer_columns=customer_columns,
     )
+
+
+def _values_seen(table: pa.Table, name: str, mask: npt.NDArray[np.bool_]) -> dict[str, int]:
+    """The most frequent distinct values of ``name`` among the rows in ``mask``, with counts."""
+    rows = np.flatnonzero(mask)
+    if not len(rows):
+        return {}
+    counts = pc.value_counts(text(table, name).take(pa.array(rows))).to_pylist()
+    counts.sort(key=lambda c: (-c["counts"], c["values"]))
+    return {str(c["values"]): int(c["counts"]) for c in counts[:MAX_LISTED_VALUES]}
 
 
 def _first_failure(path: str, checks: list[tuple[str, npt.NDArray[np.bool_]]],
                    bad: BadRows) -> npt.NDArray[np.bool_]:
     """Counts each row under the first check it fails; returns the mask of good rows."""
     failed = np.zeros(len(checks[0][1]), dtype=bool)
-    for kind, mask in checks:
-        bad.add(path, kind, mask & ~failed)
-        failed |= mask
+    for kind, rows in checks:
+        bad.add(path, kind, rows & ~failed)
+        failed |= rows
     return ~failed
 
 
@@ -378,10 +269,11 @@ def _load_offers(path: str, table: pa.Table, segment_names: list[str],
     value, value_bad = parse_float(table, "value")
     valid_from, from_bad = parse_time(table, "valid_from")
     valid_to, to_bad = parse_time(table, "valid_to")
+    lever, lever_bad = parse_float(table, "lever")
     no_segments = (np.zeros(table.num_rows, dtype=bool) if segments is None
-                   else _mask(pc.equal(segments, "")))
+                   else mask(pc.equal(segments, "")))
     checks = [
-        ("missing_offer_id", _mask(pc.equal(ids, ""))),
+        ("missing_offer_id", mask(pc.equal(ids, ""))),
         ("duplicate_offer_id", ~first_occurrence(ids)),
         ("missing_segments", no_segments),
         ("bad_cost", cost_bad | ~(np.isnan(cost) | ((cost >= 0) & np.isfinite(cost)))),
@@ -390,10 +282,13 @@ def _load_offers(path: str, table: pa.Table, segment_names: list[str],
         ("bad_valid_to", to_bad),
         ("empty_validity_window", ~np.isnan(valid_from) & ~np.isnan(valid_to)
          & (valid_to <= valid_from)),
+        ("bad_lever", lever_bad | ~(np.isnan(lever) | ((lever > 0) & np.isfinite(lever)))),
     ]
     keep = _first_failure(path, checks, bad)
     titles = text(table, "title").to_pylist()
     channels = text(table, "channels").to_pylist()
+    rules = text(table, "rule").to_pylist()
+    types = text(table, "type").to_pylist()
     seg_specs = segments.to_pylist() if segments is not None else ["*"] * table.num_rows
     position = {name: i for i, name in enumerate(segment_names)}
     offers: list[dict[str, Any]] = []
@@ -418,6 +313,10 @@ def _load_offers(path: str, table: pa.Table, segment_names: list[str],
             "valid_to": _finite_or_none(valid_to[row]),
             "cost": _finite_or_none(cost[row]),
             "value": _finite_or_none(value[row]),
+            # Decisioning (optional columns): a customer rule, a business lever, a type.
+            **({"rule": rules[row]} if rules[row] else {}),
+            **({"lever": float(lever[row])} if not np.isnan(lever[row]) else {}),
+            **({"type": types[row]} if types[row] else {}),
         })
     eligible = (np.stack(rows_eligible, axis=1) if rows_eligible
                 else np.zeros((len(segment_names), 0), dtype=bool))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
@@ -166,25 +167,56 @@ def write(tables: dict[str, pa.Table], out: str, fmt: str) -> dict[str, str]:
     return paths
 
 
-def main(args: argparse.Namespace) -> int:
-    if args.customers < 1 or args.offers < 1 or args.segments < 1:
-        print("recsvc datagen: --customers, --offers and --segments must be >= 1")
-        return 2
-    started = time.perf_counter()
-    if getattr(args, "world", "default") == "biased":
-        from training import world
+# The generator draws a persona's favourites from the offers open to each segment: it needs
+# about 10 offers per segment (fewer failed with IndexError).
+OFFERS_PER_SEGMENT = 10
+MAX_SEGMENTS = 1000
+EXIT_USAGE = 2
 
-        tables, truth, summary = world.generate(args.customers, args.offers, args.segments,
-                                                args.seed)
-        paths = write(tables, args.out, args.format)
-        paths.update(world.write_truth(truth, summary, args.out))
-        tables = {**tables, "truth": truth}
-        print(f"oracle precision@10 on the unbiased window: "
-              f"{summary['oracle_precision_at_10']:.4f} ({summary['evaluated_customers']:,} "
-              "customers)")
-    else:
-        tables = generate(args.customers, args.offers, args.segments, args.seed)
-        paths = write(tables, args.out, args.format)
+
+def argument_problems(args: argparse.Namespace) -> list[str]:
+    """One line per argument outside what the generator allows, naming it and what is."""
+    lines = []
+    if not 1 <= args.segments <= MAX_SEGMENTS:
+        lines.append(f"--segments: {args.segments} is not allowed (allowed: 1 to {MAX_SEGMENTS})")
+    elif args.offers < OFFERS_PER_SEGMENT * args.segments:
+        lines.append(f"--offers: {args.offers} is not allowed (allowed: at least "
+                     f"{OFFERS_PER_SEGMENT} per segment, {OFFERS_PER_SEGMENT * args.segments} "
+                     f"for {args.segments} segments)")
+    if args.customers < 1:
+        lines.append(f"--customers: {args.customers} is not allowed (allowed: 1 or more)")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        lines.append(f"--out: {args.out} is an existing file (allowed: a directory, created "
+                     "when missing; its data files are overwritten)")
+    return lines
+
+
+def main(args: argparse.Namespace) -> int:
+    bad = argument_problems(args)
+    for line in bad:
+        print(f"recsvc datagen: {line}", file=sys.stderr)
+    if bad:
+        return EXIT_USAGE
+    started = time.perf_counter()
+    try:
+        if getattr(args, "world", "default") == "biased":
+            from training import world
+
+            tables, truth, summary = world.generate(args.customers, args.offers, args.segments,
+                                                    args.seed)
+            paths = write(tables, args.out, args.format)
+            paths.update(world.write_truth(truth, summary, args.out))
+            tables = {**tables, "truth": truth}
+            print(f"oracle precision@10 on the unbiased window: "
+                  f"{summary['oracle_precision_at_10']:.4f} ({summary['evaluated_customers']:,} "
+                  "customers)")
+        else:
+            tables = generate(args.customers, args.offers, args.segments, args.seed)
+            paths = write(tables, args.out, args.format)
+    except OSError as exc:
+        print(f"recsvc datagen: --out: cannot write {args.out} ({exc.strerror or exc})",
+              file=sys.stderr)
+        return 1
     for name, path in paths.items():
         if name not in tables:
             print(f"{name:<12} {'':>12}       {path}")

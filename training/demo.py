@@ -11,9 +11,6 @@ import sys
 import tempfile
 import time
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from training import localredis
 
 CUSTOMERS, OFFERS, SEGMENTS = 20_000, 200, 4
@@ -31,21 +28,6 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
         print(result.stderr, file=sys.stderr)
         raise SystemExit(f"demo: `{' '.join(args)}` failed with exit code {result.returncode}")
     return result
-
-
-def wait_serving(target: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-                        health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise SystemExit(f"demo: the server at {target} did not become SERVING in {timeout:.0f} s")
 
 
 def main() -> int:
@@ -77,9 +59,8 @@ def main() -> int:
                  "--report", f"{out}/report.json"], env)
         step(f"starting the gRPC server on 127.0.0.1:{port}")
         server = subprocess.Popen([*recsvc, "serve"], env=env)
-        wait_serving(f"127.0.0.1:{port}")
-        print("health: SERVING")
         target = ["--target", f"127.0.0.1:{port}"]
+        run([*recsvc, "health", "--wait", "30", *target], env)  # what an orchestrator would do
         step("a known customer: personal ranking")
         run([*recsvc, "recommend", "C0000001", "--limit", "5", *target], env)
         step("a customer the model does not know, with a segment from the caller")

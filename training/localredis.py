@@ -30,6 +30,7 @@ class LocalRedis:
     port: int
     workdir: str
     persist: bool = False
+    appendfsync: str = "always"
 
     @property
     def url(self) -> str:
@@ -49,7 +50,7 @@ class LocalRedis:
     def restart(self) -> None:
         """Start again on the same port and folder after ``kill`` (with ``persist``, the
         append-only file brings the data back)."""
-        self.process = _launch(self.port, self.workdir, self.persist, "0")
+        self.process = _launch(self.port, self.workdir, self.persist, "0", self.appendfsync)
         _wait_ready(self.process, self.port)
 
     def stop(self) -> None:
@@ -63,22 +64,25 @@ class LocalRedis:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start(port: int | None = None, maxmemory: str = "0", persist: bool = False) -> LocalRedis:
-    """A fresh redis-server; ``persist`` turns on an fsync-always append-only file."""
+def start(port: int | None = None, maxmemory: str = "0", persist: bool = False,
+          appendfsync: str = "always") -> LocalRedis:
+    """A fresh redis-server; ``persist`` turns on an append-only file, fsynced ``appendfsync``
+    ("always", or "everysec": what a process crash cannot lose, at a fraction of the cost)."""
     port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="recsvc-redis-")
-    process = _launch(port, workdir, persist, maxmemory)
+    process = _launch(port, workdir, persist, maxmemory, appendfsync)
     _wait_ready(process, port)
-    return LocalRedis(process, port, workdir, persist)
+    return LocalRedis(process, port, workdir, persist, appendfsync)
 
 
-def _launch(port: int, workdir: str, persist: bool, maxmemory: str) -> subprocess.Popen[bytes]:
+def _launch(port: int, workdir: str, persist: bool, maxmemory: str,
+            appendfsync: str = "always") -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(INSTALL_HINT)
     return subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "yes" if persist else "no", "--appendfsync", "always",
+         "--appendonly", "yes" if persist else "no", "--appendfsync", appendfsync,
          "--dir", workdir, "--maxmemory", maxmemory, "--maxmemory-policy", "noeviction",
          "--lazyfree-lazy-user-del", "yes"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -6,7 +6,9 @@ Order of a publish (a kill at any step leaves the active version whole and servi
    pipelined batches (HSET of ``batch_size`` customers per command, ``transaction=False``);
 3. meta is written last, then everything is read back and checked (counts, byte lengths,
    finite values, a sample of customer records byte for byte);
-4. the manifest says ``complete`` and one Lua compare-and-set moves the active pointer (it also
+4. the manifest says ``complete``, with the customer count and a digest of the small keys
+   (``Registry.check`` verifies both before an operator activates the version), and one Lua
+   compare-and-set moves the active pointer (it also
    checks that this run still holds the training lock);
 5. versions other than active, previous and this one are deleted.
 """
@@ -25,7 +27,8 @@ import numpy.typing as npt
 import redis
 
 from recsvc.core import schema
-from recsvc.core.errors import PublishError
+from recsvc.core.errors import PublishError, RecsvcError
+from recsvc.core.meta import ModelMeta
 from recsvc.store.registry import Registry, TrainLock
 
 log = logging.getLogger(__name__)
@@ -62,16 +65,19 @@ def _segment_fields(artifact: SegmentArtifact) -> dict[Any, bytes]:
     return fields
 
 
-def _check_finite(name: str, values: npt.NDArray[np.float32] | None) -> None:
+def check_finite(name: str, values: npt.NDArray[np.float32] | None) -> None:
+    """Refuse NaN or infinite factors, popularity or customer vectors before anything is written
+    (serving would rank by them: NaN sorts anywhere)."""
     if values is not None and not np.isfinite(values).all():
-        raise PublishError(f"{name} holds non-finite values; not publishing")
+        bad = int((~np.isfinite(values)).sum())
+        raise PublishError(f"{name}: {bad} NaN or infinite values; not publishing")
 
 
 def publish(
     client: redis.Redis,
     keys: schema.Keys,
     version: str,
-    meta: dict[str, Any],
+    meta: ModelMeta,
     catalogue: list[dict[str, Any]],
     segments: list[SegmentArtifact],
     global_popular: SegmentArtifact,
@@ -82,11 +88,64 @@ def publish(
     expected_active: str | None,
     progress: Callable[[int], None] = lambda n: None,
 ) -> PublishResult:
-    started = time.perf_counter()
-    registry = Registry(client, keys)
+    """Write, check and (with ``activate``) switch to ``version``; on any failure its keys are
+    deleted (best effort; a later run's garbage collection finishes the job) and PublishError
+    says why in one line."""
     for i, artifact in enumerate(segments):
-        _check_finite(f"segment {i} popularity", artifact.popularity)
-        _check_finite(f"segment {i} factors", artifact.items)
+        check_finite(f"segment {i} popularity", artifact.popularity)
+        check_finite(f"segment {i} factors", artifact.items)
+    check_finite("global popularity", global_popular.popularity)
+    registry = Registry(client, keys)
+    try:
+        return _publish(client, keys, registry, version, meta, catalogue, segments,
+                        global_popular, customer_batches, customer_count, lock, activate,
+                        expected_active, progress)
+    except redis.RedisError as exc:
+        _discard(registry, version)
+        raise PublishError(f"Redis failed while publishing version {version}: "
+                           f"{redis_reason(exc)}; the active version is unchanged") from None
+    except PublishError:
+        _discard(registry, version)
+        raise
+
+
+def redis_reason(exc: redis.RedisError) -> str:
+    """A one-line, printable reason for a Redis error, without the command's (binary) args."""
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return ("Redis is out of memory (maxmemory reached); give it room for about three "
+                "model versions, or delete old ones with `recsvc models`")
+    text = str(exc)
+    # redis-py prefixes pipeline errors with the failing command and its arguments.
+    text = text.split("of pipeline caused error: ", 1)[-1]
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text[:200] or type(exc).__name__
+
+
+def _discard(registry: Registry, version: str) -> None:
+    try:
+        registry.delete(version)
+    except (redis.RedisError, RecsvcError) as exc:  # refused when active, or Redis is away
+        log.warning("version %s not deleted after the failed publish: %s", version,
+                    redis_reason(exc) if isinstance(exc, redis.RedisError) else exc)
+
+
+def _publish(
+    client: redis.Redis,
+    keys: schema.Keys,
+    registry: Registry,
+    version: str,
+    meta: ModelMeta,
+    catalogue: list[dict[str, Any]],
+    segments: list[SegmentArtifact],
+    global_popular: SegmentArtifact,
+    customer_batches: Iterable[list[tuple[str, bytes]]],
+    customer_count: int,
+    lock: TrainLock,
+    activate: bool,
+    expected_active: str | None,
+    progress: Callable[[int], None],
+) -> PublishResult:
+    started = time.perf_counter()
     registry.begin(version, len(segments))
 
     pipe = client.pipeline(transaction=False)
@@ -113,10 +172,12 @@ def publish(
         progress(sum(len(b) for b in chunk))
     if written != customer_count:
         raise PublishError(f"wrote {written} customer records, expected {customer_count}")
-    client.set(keys.meta(version), json.dumps(meta))
+    client.set(keys.meta(version), meta.to_json())
 
     verify(client, keys, version, segments, global_popular, customer_count, samples)
-    registry.complete(version, len(segments))
+    # What `recsvc models activate/rollback` re-checks later (Registry.check)
+    registry.complete(version, len(segments), customers=customer_count,
+                      digest=registry.digest(version, len(segments)))
     previous = None
     if activate:
         previous = registry.activate(version, expected_active, lock.token)
@@ -161,7 +222,7 @@ def verify(client: redis.Redis, keys: schema.Keys, version: str,
         if blob != expected:
             raise PublishError(f"version {version}: segment hash {i} differs from what was "
                                "written")
-        _check_finite(f"stored segment {i}", schema.decode_f32(blob[b"popularity"]))
+        check_finite(f"stored segment {i}", schema.decode_f32(blob[b"popularity"]))
     if samples:
         values = client.hmget(keys.customers(version), [cid for cid, _ in samples])
         for (customer_id, record), value in zip(samples, values, strict=True):

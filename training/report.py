@@ -18,23 +18,56 @@ def _fmt(metrics: dict[str, float] | None) -> str:
     return line
 
 
+def _entry_lines(entries: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for entry in entries:
+        where = "lines" if "lines" in entry else "rows"
+        shown = ", ".join(map(str, entry[where][:5]))
+        more = " ..." if entry["count"] > 5 else ""
+        seen = entry.get("seen")
+        if isinstance(seen, dict):
+            more += "; seen: " + ", ".join(f"{v!r} x{n:,}" for v, n in list(seen.items())[:5])
+        elif seen:
+            more += f"; e.g. {seen[0]!r}"
+        lines.append(f"  {entry['file']}: {entry['kind']} x{entry['count']:,} "
+                     f"({where} {shown}{more})")
+    return lines
+
+
+def _check_lines(checks: dict[str, Any] | None) -> list[str]:
+    """The data checks side by side: active version's data | this run's | verdict."""
+    if not checks:
+        return []
+    verdict = "passed" if checks["passed"] else "FORCED" if checks["forced"] else "REFUSED"
+    lines = [f"data checks against {checks['against'] or 'absolute minimums'}: {verdict}"]
+    for check in checks["checks"]:
+        lines.append(f"  {'ok  ' if check['passed'] else 'FAIL'} {check['name']}: "
+                     f"{check['message']}")
+    return lines
+
+
 def summary_lines(report: dict[str, Any]) -> list[str]:
     lines = [f"training run: {report.get('status', '?')}"]
     rows = report.get("rows_read")
     if rows:
         lines.append("rows read: " + ", ".join(f"{k} {v:,}" for k, v in rows.items()))
-    bad = report.get("bad_rows", {})
-    if bad.get("total"):
-        lines.append(f"bad rows skipped: {bad['total']:,}")
-        for entry in bad["by_file_and_kind"]:
-            shown = ", ".join(map(str, entry["rows"][:5]))
-            more = " ..." if entry["count"] > 5 else ""
-            lines.append(f"  {entry['file']}: {entry['kind']} x{entry['count']} "
-                         f"(rows {shown}{more})")
+    for warning in report.get("warnings", []):
+        lines.append(f"WARNING: {warning}")
+    for key, title in (("bad_rows", "bad rows skipped"),
+                       ("invalid_values", "invalid values read as missing (rows kept)")):
+        section = report.get(key, {})
+        if section.get("total"):
+            lines.append(f"{title}: {section['total']:,}")
+            lines.extend(_entry_lines(section["by_file_and_kind"]))
+    converted = report.get("ts_converted_to_seconds")
+    if converted:
+        lines.append("ts converted to seconds: " + ", ".join(
+            f"{n:,} rows in {unit}" for unit, n in converted.items()))
     ignored = report.get("ignored", {}).get("offer_not_open_to_customer_segment")
     if ignored:
         lines.append(f"interactions ignored (offer not open to the customer's segment): "
                      f"{ignored:,}")
+    lines.extend(_check_lines(report.get("data_checks")))
     for seg in report.get("segments", []):
         params = seg.get("params") or {}
         chosen = (f"factors {params['factors']} reg {params['regularization']} alpha "
@@ -62,6 +95,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if gate:
         lines.append(f"quality gate: {'passed' if gate['passed'] else 'REFUSED'}: "
                      f"{gate['message']}")
+    if report.get("forced"):
+        lines.append("FORCED (--force): " + ", ".join(report["forced"]) + " overridden")
     phases = report.get("phases", {})
     if phases:
         lines.append("phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))

@@ -178,7 +178,7 @@ def train_segment(name: str, cells: Cells, config: TrainConfig,
             matrix = cells.matrix(negative_weight if params.negative_impressions else None,
                                   keep, config.positive_cells_only)
             factors, _ = fit(matrix, config.algorithm, params, config.seed,
-                             tuning.learning_rate, name)
+                             tuning.learning_rate, name, config.engine, config.spark)
         result.fit_seconds += time.perf_counter() - started
         return factors
 

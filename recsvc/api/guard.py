@@ -1,28 +1,49 @@
-"""Around every recsvc RPC: the concurrency cap, and the one place domain errors become statuses.
+"""Around every recsvc RPC: parsing the request, the concurrency cap, and the one place domain
+errors become statuses.
 
 A decorator on the servicer's methods rather than a server interceptor: grpc.aio builds a new
 handler per call for every interceptor, and health checks and reflection, which are not
-decorated, are never counted or rejected (grpcio's own ``maximum_concurrent_rpcs`` would reject
-them under load). Everything runs on the event loop, so the counter needs no lock.
+decorated, are never counted, rejected or asked for a token (grpcio's own
+``maximum_concurrent_rpcs`` would reject them under load). Everything runs on the event loop, so
+the counter needs no lock. Per call it also binds the request id (``x-request-id`` metadata, or a
+new one) to the call's log lines, checks the token when auth is on (``authorize``), and records
+the call's latency and status in the metrics.
+
+Requests arrive as bytes (``handlers.add_servicer`` registers no deserializer) and ``parse``
+decodes them here: bytes that are not a valid message (wire format, bad UTF-8 in a string) are
+INVALID_ARGUMENT, where grpcio's own deserializer answered INTERNAL and logged a traceback per
+call. Failures are logged through ``RateLimitedLog``: one line per kind and interval with the
+count of the others, so a fuzzer cannot fill the disk. ``parse`` and ``status_for`` are plain
+functions a synchronous servicer's wrapper can use too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError, Message
 
+from recsvc.api.auth import Authenticator
 from recsvc.core.errors import (
+    AuthenticationError,
     DeadlineExceededError,
     InvalidRequestError,
     ModelNotPublishedError,
     OverloadedError,
+    PermissionDeniedError,
     StoreError,
 )
+from recsvc.core.ratelog import RateLimitedLog
+from recsvc.ops import logs, metrics
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +52,33 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     ModelNotPublishedError: grpc.StatusCode.FAILED_PRECONDITION,
     DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
     OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    AuthenticationError: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
     StoreError: grpc.StatusCode.UNAVAILABLE,
 }   # anything else: INTERNAL with a generic message; the traceback goes to the log only
+
+
+failures = RateLimitedLog(log)
+
+M = TypeVar("M", bound=Message)
+
+
+def parse(message_type: type[M], raw: bytes | M) -> M:
+    """Decode request bytes; InvalidRequestError (INVALID_ARGUMENT) when they are no message."""
+    if isinstance(raw, message_type):  # a caller that registered a deserializer after all
+        return raw
+    try:
+        return message_type.FromString(raw)  # type: ignore[arg-type]
+    except DecodeError as exc:
+        name = message_type.DESCRIPTOR.name
+        failures.log(logging.WARNING, "undecodable_request",
+                     f"undecodable {name} ({len(raw)} bytes): {exc}")  # type: ignore[arg-type]
+        raise InvalidRequestError(f"request is not a valid {name}: {_reason(exc)}") from None
+
+
+def _reason(exc: DecodeError) -> str:
+    # upb says "Error parsing message with type 'x': String field had bad UTF-8".
+    return str(exc).rsplit(": ", 1)[-1] or "malformed bytes"
 
 
 def status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
@@ -43,11 +89,51 @@ def status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
 
 
 class CallLimiter:
-    """At most ``limit`` recsvc calls in flight per process; beyond: RESOURCE_EXHAUSTED."""
+    """At most ``limit`` recsvc calls in flight per process; beyond: RESOURCE_EXHAUSTED.
 
-    def __init__(self, limit: int) -> None:
+    The grpc.aio path counts on the event loop without a lock; a synchronous server's threads
+    use ``enter``/``leave``.
+    """
+
+    def __init__(self, limit: int, auth: Authenticator | None = None) -> None:
         self.limit = limit
         self.in_flight = 0
+        self.auth = auth  # None: no token needed
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        with self._lock:
+            if self.in_flight >= self.limit:
+                return False
+            self.in_flight += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def busy_message(self) -> str:
+        return (f"server busy: {self.limit} calls already in flight; retry with backoff or add "
+                "instances")
+
+
+def request_id_of(metadata: dict[str, Any]) -> str:
+    """The caller's ``x-request-id`` when it is a sane one (<= 64 printable ASCII), else new."""
+    given = metadata.get("x-request-id")
+    if isinstance(given, str) and 0 < len(given) <= 64 and given.isascii() \
+            and given.isprintable():
+        return given
+    return logs.new_request_id()
+
+
+def authorize(limiter: CallLimiter, metadata: dict[str, Any], method: str) -> None:
+    """Raises AuthenticationError/PermissionDeniedError unless the call may run ``method``."""
+    if limiter.auth is not None:
+        try:
+            limiter.auth.check(metadata.get("authorization"), method)
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            failures.log(logging.INFO, f"refused:{method}", f"call to {method} refused: {exc}")
+            raise
 
 
 class Limited(Protocol):
@@ -58,25 +144,102 @@ S = TypeVar("S", bound=Limited)
 Method = Callable[[S, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
-def guarded(method: Method[S]) -> Method[S]:
-    @functools.wraps(method)
-    async def call(self: S, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        limiter = self.limiter
-        if limiter.in_flight >= limiter.limit:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"server busy: {limiter.limit} calls already in flight; retry "
-                                "with backoff or add instances")
-        limiter.in_flight += 1
-        try:
-            return await method(self, request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            code, message = status_for(exc)
-            if code == grpc.StatusCode.INTERNAL:
-                log.exception("unexpected error in %s", method.__name__)
-            await context.abort(code, message)
-        finally:
-            limiter.in_flight -= 1
+def log_unexpected(method_name: str, exc: BaseException | bool = True) -> None:
+    """Log ``exc`` (default: the one being handled): its traceback at most once per interval
+    per method."""
+    failures.log(logging.ERROR, f"internal:{method_name}", f"unexpected error in {method_name}",
+                 exc_info=exc)
 
-    return call
+
+def guarded(request_type: type[Message]) -> Callable[[Method[S]], Method[S]]:
+    """Parse the request bytes as ``request_type``, apply the cap, map errors to statuses."""
+    def wrap(method: Method[S]) -> Method[S]:
+        name = method.__name__
+
+        @functools.wraps(method)
+        async def call(self: S, raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            limiter = self.limiter
+            metadata = dict(context.invocation_metadata() or ())
+            bound = logs.bind_request(request_id_of(metadata))
+            code = grpc.StatusCode.OK
+            try:
+                if limiter.in_flight >= limiter.limit:
+                    raise OverloadedError(limiter.busy_message())
+                authorize(limiter, metadata, name)
+                limiter.in_flight += 1
+                try:
+                    return await method(self, parse(request_type, raw), context)
+                finally:
+                    limiter.in_flight -= 1
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                code, message = status_for(exc)
+                if code == grpc.StatusCode.INTERNAL:
+                    log_unexpected(name)
+                await context.abort(code, message)
+            finally:
+                metrics.rpc(name, code.name, time.perf_counter() - started)
+                logs.unbind_request(bound)
+
+        return call
+    return wrap
+
+
+SyncMethod = Callable[[S, Any, grpc.ServicerContext], Any]
+
+
+def guarded_sync(request_type: type[Message]) -> Callable[[SyncMethod[S]], SyncMethod[S]]:
+    """``guarded`` for a synchronous ``grpc.server`` servicer: plain methods for unary answers,
+    generator methods for streams. Register the servicer with ``handlers.add_servicer``."""
+    def wrap(method: SyncMethod[S]) -> SyncMethod[S]:
+        if inspect.isgeneratorfunction(method):
+            @functools.wraps(method)
+            def stream(self: S, raw: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                _enter(self.limiter, context, method.__name__)
+                failure = None
+                try:
+                    yield from method(self, parse(request_type, raw), context)
+                except Exception as exc:
+                    failure = exc
+                finally:
+                    self.limiter.leave()
+                if failure is not None:
+                    _abort(context, method.__name__, failure)
+            return stream
+
+        @functools.wraps(method)
+        def unary(self: S, raw: Any, context: grpc.ServicerContext) -> Any:
+            _enter(self.limiter, context, method.__name__)
+            try:
+                return method(self, parse(request_type, raw), context)
+            except Exception as exc:
+                failure = exc
+            finally:
+                self.limiter.leave()
+            _abort(context, method.__name__, failure)
+        return unary
+    return wrap
+
+
+def _enter(limiter: CallLimiter, context: grpc.ServicerContext, method_name: str) -> None:
+    try:  # the same token check as the grpc.aio path
+        authorize(limiter, dict(context.invocation_metadata() or ()), method_name)
+    except (AuthenticationError, PermissionDeniedError) as exc:
+        code, message = status_for(exc)
+        context.abort(code, message)
+    if not limiter.enter():
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, limiter.busy_message())
+
+
+def _abort(context: grpc.ServicerContext, method_name: str, failure: Exception) -> NoReturn:
+    # Outside the except block: a synchronous abort raises a plain Exception of its own.
+    code, message = status_for(failure)
+    if code == grpc.StatusCode.INTERNAL:
+        log_unexpected(method_name, failure)
+    context.abort(code, message)

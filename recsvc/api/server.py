@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -23,23 +22,38 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from recsvc.api import auth, tls
+from recsvc.api.feedback import FeedbackDesk
 from recsvc.api.guard import CallLimiter
+from recsvc.api.handlers import SERVICE_NAME, add_servicer
 from recsvc.api.service import RetentionOfferServicer
+from recsvc.api.workers import RestartPolicy, check_can_listen, is_worker, run_workers
 from recsvc.core import schema
 from recsvc.core.config import Settings
+from recsvc.core.errors import ListenError, SettingError
+from recsvc.experiments.holdout import Holdout
+from recsvc.ops import endpoint
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.recommender import Recommender
 from recsvc.serving.watcher import ModelWatcher
+from recsvc.store.events import EventLog
 from recsvc.store.reader import RecordReader, RedisStore, connect
-from recsvc.v1 import offers_pb2 as pb
-from recsvc.v1 import offers_pb2_grpc as pb_grpc
+from recsvc.store.registry import eviction_risk
 
 log = logging.getLogger(__name__)
+
+
+def holdout_of(settings: Settings) -> Holdout:
+    """The control group the settings describe (validated at start: one clear line)."""
+    try:
+        return Holdout.parse(settings.holdout_share, settings.holdout_segments,
+                             settings.holdout_salt, settings.holdout_baseline)
+    except ValueError as exc:
+        raise SettingError(f"RECSVC_HOLDOUT_*: {exc}") from exc
 
 # grpcio-health-checking's asyncio servicer (health.aio, which its type stubs do not declare).
 AioHealthServicer: Any = health.aio.HealthServicer  # type: ignore[attr-defined]
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RetentionOfferService"].full_name
 
 
 class LoopThread:
@@ -70,6 +84,8 @@ class RunningServer:
     limiter: CallLimiter
     records: RecordReader
     loop: LoopThread
+    recommender: Recommender  # its ``failures.counts`` say how many records were corrupt
+    events: EventLog | None = None
 
     _stopping: threading.Lock = field(default_factory=threading.Lock)
 
@@ -89,6 +105,8 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.records.close()
+        if self.events is not None:
+            await self.events.close()
 
 
 def make_grpc_server(settings: Settings, reuse_port: bool = False) -> grpc.aio.Server:
@@ -119,49 +137,74 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
                  loop: LoopThread) -> RunningServer:
     holder = ModelHolder()
     records = RecordReader(store.keys, settings, store.breaker)
-    recommender = Recommender(holder, records, settings.max_batch_ids, settings.batch_chunk)
-    limiter = CallLimiter(settings.max_concurrent_rpcs)
+    recommender = Recommender(holder, records, settings.max_batch_ids, settings.batch_chunk,
+                              holdout_of(settings), settings.decision_log)
+    limiter = CallLimiter(settings.max_concurrent_rpcs, auth.from_settings(settings.tokens_file))
     server = make_grpc_server(settings, reuse_port)
-    pb_grpc.add_RetentionOfferServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        RetentionOfferServicer(recommender, holder, settings.default_deadline_ms / 1000.0,
-                               limiter), server)
+    events = EventLog(store.keys, settings)  # its own pipelined connection (longer timeout)
+    add_servicer(server, RetentionOfferServicer(
+        recommender, holder, settings.default_deadline_ms / 1000.0, limiter,
+        batch_seconds_per_id=settings.batch_deadline_per_id_ms / 1000.0,
+        feedback=FeedbackDesk.build(holder, events, settings)))
     health_servicer = AioHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
-    async def set_health(model_loaded: bool, redis_ok: bool) -> None:
+    async def set_health(model_loaded: bool, redis_ok: bool, model_in_redis: bool) -> None:
         # "" answers "can this instance answer?": yes once a model is in memory, even while
-        # Redis is away (it then serves popularity). The service name also needs Redis.
+        # Redis is away or the model vanished from it (it then serves popularity). The service
+        # name also needs Redis, holding the model in memory.
         serving, not_serving = (health_pb2.HealthCheckResponse.SERVING,
                                 health_pb2.HealthCheckResponse.NOT_SERVING)
         await health_servicer.set("", serving if model_loaded else not_serving)
-        await health_servicer.set(SERVICE_NAME,
-                                  serving if model_loaded and redis_ok else not_serving)
+        await health_servicer.set(
+            SERVICE_NAME,
+            serving if model_loaded and redis_ok and model_in_redis else not_serving)
 
-    def on_health(model_loaded: bool, redis_ok: bool) -> None:  # called from the watcher thread
-        asyncio.run_coroutine_threadsafe(set_health(model_loaded, redis_ok), loop.loop)
+    def on_health(model_loaded: bool, redis_ok: bool, model_in_redis: bool) -> None:
+        # called from the watcher thread
+        asyncio.run_coroutine_threadsafe(set_health(model_loaded, redis_ok, model_in_redis),
+                                         loop.loop)
 
-    watcher = ModelWatcher(store, holder, settings.model_poll_ms / 1000.0, on_health)
+    watcher = ModelWatcher(store, holder, settings.model_poll_ms / 1000.0, on_health,
+                           objective=settings.objective)
     # Start with the active model when there is one (blocking reads: off the loop).
     await asyncio.to_thread(watcher.check_once)
     watcher.start()
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
-    if port == 0:
-        raise OSError(f"cannot bind {settings.host}:{settings.port}")
+    try:
+        port = tls.add_port(server, f"{settings.host}:{settings.port}", settings)
+    except (RuntimeError, OSError) as exc:  # grpcio: "Failed to bind to address ..."
+        raise ListenError(f"--port / RECSVC_PORT: cannot listen on {settings.host}:"
+                          f"{settings.port} ({exc})") from None
     await server.start()
-    return RunningServer(server, port, health_servicer, watcher, limiter, records, loop)
+    return RunningServer(server, port, health_servicer, watcher, limiter, records, loop,
+                         recommender, events)
 
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; with ``workers`` > 1, run that many processes on one port."""
+    risk = eviction_risk(connect(settings, timeout_ms=1000))
+    if risk:  # an allkeys-* policy can drop part of a live version (docs/DESIGN.md, 2)
+        log.warning("%s", risk)
     if settings.workers > 1:
         return _serve_workers(settings)
     return _serve_one(settings, reuse_port=is_worker())
 
 
 def _serve_one(settings: Settings, reuse_port: bool) -> int:
+    if not reuse_port:
+        check_can_listen(settings.host, settings.port)
+    if is_worker():  # the parent serves the workers' metrics
+        return _run_one(settings, reuse_port)
+    with endpoint.serving(settings) as metrics_port:
+        if metrics_port:
+            log.info("metrics on port %d", metrics_port)
+        return _run_one(settings, reuse_port)
+
+
+def _run_one(settings: Settings, reuse_port: bool) -> int:
     store = RedisStore(connect(settings), schema.Keys(settings.key_prefix), settings)
     running = build_server(settings, store, reuse_port=reuse_port)
     log.info("recsvc listening on %s:%d (pid %d)", settings.host, running.port, os.getpid())
@@ -184,42 +227,17 @@ def _serve_workers(settings: Settings) -> int:
     The kernel balances connections (not requests) across processes: clients need several
     connections, or a balancer in front, to use every worker.
     """
+    check_can_listen(settings.host, settings.port)
     env = dict(os.environ, RECSVC_WORKERS="1", RECSVC_PORT=str(settings.port),
                RECSVC_HOST=settings.host)
-    return run_workers([sys.executable, "-m", "recsvc", "serve"], env, settings.workers)
-
-
-def run_workers(command: list[str], env: dict[str, str], count: int) -> int:
-    """Run ``count`` copies of ``command``, each told to reuse the port and pinned to a CPU.
-
-    SIGTERM and SIGINT are passed on to every copy; returns the worst exit code. The benchmark's
-    echo starts its workers the same way.
-    """
-    cpus = sorted(os.sched_getaffinity(0))
-    children = [subprocess.Popen(command, env=dict(env, _RECSVC_WORKER="1",
-                                                   _RECSVC_CPU=str(cpus[i % len(cpus)])))
-                for i in range(count)]
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    return max((child.wait() for child in children), default=0)
-
-
-def is_worker() -> bool:
-    """True in a process started by ``run_workers`` (it shares the port with its siblings)."""
-    return os.environ.get("_RECSVC_WORKER") == "1"
-
-
-def pin_worker_cpu() -> None:
-    """A worker started by ``run_workers`` runs on its own CPU (less cache and GIL churn)."""
-    cpu = os.environ.get("_RECSVC_CPU")
-    if cpu is not None:
-        try:
-            os.sched_setaffinity(0, {int(cpu)})
-        except OSError:
-            log.warning("cannot pin worker to CPU %s", cpu)
+    command = [sys.executable, "-m", "recsvc", "serve"]
+    policy = RestartPolicy(max_deaths=settings.worker_max_deaths,
+                           grace=settings.grace_seconds + 5.0)
+    if not settings.metrics_port:
+        return run_workers(command, env, settings.workers, policy)
+    # Metrics of N processes: each writes files in a directory of this run, we serve the sum.
+    with endpoint.multiprocess_dir() as directory, \
+            endpoint.serving(settings, directory) as metrics_port:
+        log.info("metrics of %d workers on port %d", settings.workers, metrics_port)
+        env[endpoint.MULTIPROC_ENV] = directory
+        return run_workers(command, env, settings.workers, policy)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from typing import Any
 
 import grpc
+import redis
 
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import RecsvcError
 from recsvc.store.reader import connect
-from recsvc.store.registry import Registry
+from recsvc.store.registry import Registry, eviction_risk, redis_problem
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 
@@ -41,13 +44,60 @@ def _target(args: argparse.Namespace, settings: Settings) -> str:
     return str(args.target or f"{host}:{settings.port}")
 
 
+def open_channel(args: argparse.Namespace, target: str, settings: Settings) -> grpc.Channel:
+    """A channel with the TLS, client certificate and token the flags ask for."""
+    if bool(args.cert) != bool(args.key):
+        raise RecsvcError("--cert and --key go together (the client's certificate and key)")
+    token = args.token or settings.token
+    secure = args.tls or args.ca or args.cert
+    if not secure:
+        if token:  # grpc refuses call credentials on a plaintext channel: send metadata
+            return grpc.intercept_channel(grpc.insecure_channel(target),
+                                          _BearerInterceptor(token))
+        return grpc.insecure_channel(target)
+    credentials = grpc.ssl_channel_credentials(
+        _read(args.ca), _read(args.key), _read(args.cert))
+    if token:
+        credentials = grpc.composite_channel_credentials(
+            credentials, grpc.access_token_call_credentials(token))
+    return grpc.secure_channel(target, credentials)
+
+
+def _read(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise RecsvcError(f"{path}: {exc.strerror}") from None
+
+
+class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    def __init__(self, token: str) -> None:
+        self.metadata = (("authorization", f"Bearer {token}"),)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        details = details._replace(metadata=(*(details.metadata or ()), *self.metadata))
+        return continuation(details, request)
+
+
+def token_command(args: argparse.Namespace) -> int:
+    from recsvc.api.auth import new_token_line
+
+    token, line = new_token_line(args.scopes.split(","), args.name)
+    print(f"token (give it to the client; it is not stored anywhere): {token}")
+    print(f"line for RECSVC_TOKENS_FILE: {line}")
+    return 0
+
+
 def health_command(args: argparse.Namespace, settings: Settings) -> int:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     target = _target(args, settings)
     serving = health_pb2.HealthCheckResponse.SERVING
     give_up = time.monotonic() + args.wait
-    with grpc.insecure_channel(target) as channel:
+    with open_channel(args, target, settings) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:
@@ -67,7 +117,7 @@ def health_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def print_recommendation(args: argparse.Namespace, settings: Settings) -> int:
     target = _target(args, settings)
-    with grpc.insecure_channel(target) as channel:
+    with open_channel(args, target, settings) as channel:
         stub = pb_grpc.RetentionOfferServiceStub(channel)  # type: ignore[no-untyped-call]
         try:
             response = stub.Recommend(
@@ -81,7 +131,16 @@ def print_recommendation(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def models_command(args: argparse.Namespace, settings: Settings) -> int:
-    registry = Registry(connect(settings, timeout_ms=5000), schema.Keys(settings.key_prefix))
+    """list, activate, rollback; a Redis failure is one line (RecsvcError), never a traceback."""
+    try:
+        return _models(args, settings)
+    except redis.RedisError as exc:
+        raise RecsvcError(redis_problem(exc, settings.redis_url)) from None
+
+
+def _models(args: argparse.Namespace, settings: Settings) -> int:
+    client = connect(settings, timeout_ms=5000)
+    registry = Registry(client, schema.Keys(settings.key_prefix))
     if args.models_command == "list":
         infos = registry.all()
         if not infos:
@@ -90,10 +149,14 @@ def models_command(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{info.version}  {info.state:<8}  segments {info.segment_count:<3}  "
                   f"created {info.created_at}  {info.role}")
         return 0
+    risk = eviction_risk(client)
+    if risk:
+        print(f"warning: {risk}", file=sys.stderr)
     if args.models_command == "activate":
         active, _ = registry.pointers()
+        checked = registry.check(args.version)
         registry.activate(args.version, active)
-        print(f"active version: {args.version} (previous: {active or '-'})")
+        print(f"active version: {args.version} (previous: {active or '-'}; checked: {checked})")
         return 0
     version = registry.rollback()
     print(f"rolled back: active version is now {version}")

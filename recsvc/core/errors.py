@@ -1,10 +1,14 @@
-"""The recsvc error tree. No grpc import here: the interceptor maps these to status codes.
+"""The recsvc error tree. No grpc import here: `recsvc.api.guard` maps these to statuses.
 
     RecsvcError
     ├── InvalidRequestError       bad client input            -> INVALID_ARGUMENT
     ├── ModelNotPublishedError    no active model version     -> FAILED_PRECONDITION
     ├── DeadlineExceededError     no time left for the work   -> DEADLINE_EXCEEDED
     ├── OverloadedError           concurrency cap reached     -> RESOURCE_EXHAUSTED
+    ├── AuthenticationError       missing or unknown token    -> UNAUTHENTICATED
+    ├── PermissionDeniedError     token without the scope     -> PERMISSION_DENIED
+    ├── SettingError              a setting outside what is allowed (exit 2)
+    ├── ListenError               serve cannot listen on host:port (exit 4)
     ├── StoreError                Redis failed or timed out   -> UNAVAILABLE
     │   └── CorruptRecordError    a stored value cannot be decoded
     ├── PublishError              a training run could not publish (never half-published)
@@ -34,6 +38,22 @@ class DeadlineExceededError(RecsvcError):
 
 class OverloadedError(RecsvcError):
     """The server is at its cap of concurrent requests."""
+
+
+class AuthenticationError(RecsvcError):
+    """The call carries no token, or one the server does not know."""
+
+
+class PermissionDeniedError(RecsvcError):
+    """The caller's token lacks the scope the method needs."""
+
+
+class SettingError(RecsvcError):
+    """A setting or argument outside what is allowed; the message names it and what is."""
+
+
+class ListenError(RecsvcError):
+    """The server cannot listen on its host and port (in use, or not an address of this host)."""
 
 
 class StoreError(RecsvcError):

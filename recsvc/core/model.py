@@ -15,11 +15,16 @@ import numpy as np
 import numpy.typing as npt
 
 from recsvc.core import schema
+from recsvc.core.meta import (
+    SEGMENT_STRATEGIES,
+    STRATEGY_BLENDED,
+    STRATEGY_PERSONALIZED,
+    STRATEGY_POPULAR,
+    ModelMeta,
+)
 
-STRATEGY_PERSONALIZED = "personalized"
-STRATEGY_BLENDED = "blended"
-STRATEGY_POPULAR = "popular"
-SEGMENT_STRATEGIES = (STRATEGY_PERSONALIZED, STRATEGY_BLENDED, STRATEGY_POPULAR)
+__all__ = ["SEGMENT_STRATEGIES", "STRATEGY_BLENDED", "STRATEGY_PERSONALIZED", "STRATEGY_POPULAR",
+           "Catalogue", "ModelVersion", "SegmentModel", "standardize"]
 
 
 def standardize(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -158,15 +163,17 @@ class ModelVersion:
     """Everything the service keeps in memory for one published version."""
 
     version: str
-    meta: dict[str, Any]
+    meta: ModelMeta
     catalogue: Catalogue
     segments: list[SegmentModel]
     global_popular: SegmentModel
     segment_index: dict[str, int] = field(repr=False)
+    # The catalogue as published (JSON objects in index order): value, cost, rule, lever, type.
+    offers: list[dict[str, Any]] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def trained_at(self) -> str:
-        return str(self.meta.get("trained_at", ""))
+        return self.meta.trained_at
 
     def segment_named(self, name: str) -> SegmentModel | None:
         index = self.segment_index.get(name)
@@ -176,22 +183,21 @@ class ModelVersion:
     def from_blobs(
         cls,
         version: str,
-        meta_json: bytes,
+        meta: ModelMeta,
         offers_json: bytes,
         segment_blobs: list[dict[bytes, bytes]],
         global_blob: dict[bytes, bytes],
     ) -> ModelVersion:
         """Decode what the store read; raises ValueError when anything is inconsistent."""
-        meta = json.loads(meta_json)
-        catalogue = Catalogue.from_json(json.loads(offers_json))
+        offers = json.loads(offers_json)
+        catalogue = Catalogue.from_json(offers)
         size = len(catalogue.offer_ids)
-        seg_meta: list[dict[str, Any]] = meta["segments"]
-        if len(seg_meta) != len(segment_blobs):
-            raise ValueError(f"meta lists {len(seg_meta)} segments, {len(segment_blobs)} stored")
+        if len(meta.segments) != len(segment_blobs):
+            raise ValueError(f"meta lists {len(meta.segments)} segments, "
+                             f"{len(segment_blobs)} stored")
         segments = [
-            _segment_from_blob(m["name"], m["strategy"], float(m.get("blend_weight", 1.0)),
-                               m.get("factors", 0), blob, size)
-            for m, blob in zip(seg_meta, segment_blobs, strict=True)
+            _segment_from_blob(m.name, m.strategy, m.blend_weight, m.factors, blob, size)
+            for m, blob in zip(meta.segments, segment_blobs, strict=True)
         ]
         global_popular = _segment_from_blob("", STRATEGY_POPULAR, 0.0, 0, global_blob, size)
         return cls(
@@ -201,6 +207,7 @@ class ModelVersion:
             segments=segments,
             global_popular=global_popular,
             segment_index={s.name: i for i, s in enumerate(segments)},
+            offers=offers,
         )
 
 

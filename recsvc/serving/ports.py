@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from recsvc.core.model import ModelVersion
+from recsvc.decisioning.live import LiveData, Poll
 
 
 class Store(Protocol):
@@ -18,11 +19,23 @@ class Store(Protocol):
         """The active pointer; raises StoreError when Redis does not answer."""
         ...
 
+    def poll(self) -> Poll:
+        """The active pointer and the live revision counters, in one round trip."""
+        ...
+
     def load_version(self, version: str) -> ModelVersion: ...
+
+    def load_live(self) -> LiveData:
+        """Offer overrides, budgets and the do-not-contact list."""
+        ...
+
+    def version_intact(self, version: str) -> bool:
+        """Whether ``version``'s keys are still in Redis (a flush or eviction removes them)."""
+        ...
 
 
 class Records(Protocol):
-    """What requests need: customer records, read on the event loop."""
+    """What requests need: customer records and live state, read on the event loop."""
 
     async def customer_record(self, version: str, customer_id: str,
                               deadline: float) -> bytes | None: ...
@@ -30,3 +43,24 @@ class Records(Protocol):
     async def customer_records(
         self, version: str, customer_ids: Sequence[str], deadline: float
     ) -> list[bytes | None]: ...
+
+    async def customer_state(self, version: str, customer_id: str, deadline: float
+                             ) -> tuple[bytes | None, dict[bytes, bytes]]:
+        """The record and the live hash, in one round trip."""
+        ...
+
+    async def customer_states(self, version: str, customer_ids: Sequence[str], deadline: float
+                              ) -> list[tuple[bytes | None, dict[bytes, bytes]]]: ...
+
+    async def reserve(self, day: str, segment: str, limit: int,
+                      candidates: list[tuple[str, bool]], deadline: float) -> set[str]:
+        """On-serve budgets: the budgeted offers granted a unit, atomically."""
+        ...
+
+    def log_decision(self, customer_id: str, fields: list[bytes | str]) -> None:
+        """After the answer, not awaited: append one entry to the decision log."""
+        ...
+
+    def record_contact(self, customer_id: str, channel: str, now: float, keep: int) -> None:
+        """A contact on ``channel``, written after the answer and not awaited."""
+        ...

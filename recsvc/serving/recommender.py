@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -21,7 +21,16 @@ from recsvc.core.errors import (
     StoreError,
 )
 from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_POPULAR, ModelVersion, SegmentModel
-from recsvc.core.ranking import Ranked, Rules, rank, rank_many
+from recsvc.core.ranking import Ranked, segment_scores
+from recsvc.core.ratelog import RateLimitedLog
+from recsvc.decisioning.budgets import day_of
+from recsvc.decisioning.decide import Ask, Decision, decide, finish
+from recsvc.decisioning.decider import Decider
+from recsvc.decisioning.policy import NOTHING_LIVE, LiveView, read_live
+from recsvc.experiments.arms import CONTROL, TREATMENT
+from recsvc.experiments.decision_log import Decision as LoggedDecision
+from recsvc.experiments.holdout import Holdout
+from recsvc.feedback.foldin import record_for
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.ports import Records
 
@@ -36,6 +45,9 @@ MAX_EXCLUDED = 1000
 # 9.3 ms, 500: 56 ms), at the same CPU per customer.
 RANK_SLICE = 50
 _CHANNEL = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_CONTEXT_KEY = re.compile(r"[A-Za-z0-9_]{1,64}")
+MAX_CONTEXT = 64
+MAX_CONTEXT_VALUE = 256
 
 # Strategy names of an answer (the servicer maps them to the proto enum).
 PERSONALIZED = "personalized"
@@ -53,16 +65,22 @@ class Question:
     channel: str = ""
     segment: str = ""
     exclude_offer_ids: Sequence[str] = ()
+    context: Mapping[str, str] = field(default_factory=dict)
+    explain: bool = False
 
 
 @dataclass(frozen=True)
 class Answer:
     customer_id: str
     segment: str
-    model: ModelVersion
+    model: ModelVersion  # with live changes applied: ids and titles of every answered offer
     strategy: str
-    ranked: Ranked
+    ranked: Ranked  # catalogue indices and scores (the score is p_accept)
     reason: str = ""
+    decision: Decision | None = None  # objective, reasons, removed offers, decision id
+    value: Sequence[float] = ()
+    cost: Sequence[float] = ()
+    arm: str = TREATMENT  # the experiment arm that answered (control: the holdout's baseline)
 
 
 def validate_customer_id(customer_id: str, field: str = "customer_id") -> None:
@@ -87,6 +105,18 @@ def validate_channel(channel: str) -> None:
         )
 
 
+def validate_context(context: Mapping[str, str]) -> None:
+    if len(context) > MAX_CONTEXT:
+        raise InvalidRequestError(f"context: at most {MAX_CONTEXT} entries, got {len(context)}")
+    for key, value in context.items():
+        if not _CONTEXT_KEY.fullmatch(key):
+            raise InvalidRequestError(f"context: key {key[:70]!r} must be 1 to 64 letters, "
+                                      "digits or '_'")
+        if len(value) > MAX_CONTEXT_VALUE:
+            raise InvalidRequestError(f"context[{key!r}]: longer than {MAX_CONTEXT_VALUE} "
+                                      "characters")
+
+
 def validate_question(question: Question) -> int:
     """Checks every field; returns the effective limit."""
     validate_customer_id(question.customer_id)
@@ -102,65 +132,157 @@ def validate_question(question: Question) -> int:
     for i, offer_id in enumerate(question.exclude_offer_ids):
         if len(offer_id.encode()) > MAX_ID_BYTES:
             raise InvalidRequestError(f"exclude_offer_ids[{i}]: longer than {MAX_ID_BYTES} bytes")
+    validate_context(question.context)
     return limit
 
 
 class Recommender:
     def __init__(self, holder: ModelHolder, records: Records, max_batch_ids: int,
-                 batch_chunk: int):
+                 batch_chunk: int, holdout: Holdout | None = None,
+                 log_decisions: bool = False):
         self.holder = holder
         self.records = records
+        self.holdout = holdout or Holdout()
+        self.log_decisions = log_decisions
         self.max_batch_ids = max_batch_ids
         self.batch_chunk = batch_chunk
+        self.failures = RateLimitedLog(log)
 
     async def recommend(self, question: Question, deadline: float) -> Answer:
         limit = validate_question(question)
-        model = self.holder.require()
-        catalogue = model.catalogue
-        excluded = [catalogue.index_of[o] for o in question.exclude_offer_ids
-                    if o in catalogue.index_of]
-        rules = Rules(limit, time.time(), question.channel,
-                      np.asarray(excluded, dtype=np.int64) if excluded else None)
+        d = self.holder.require_decider()
+        ask = Ask(question.customer_id, limit, time.time(), question.channel,
+                  question.exclude_offer_ids, question.context, question.explain)
+        vanished = self.holder.vanished  # the version's records are gone: do not ask Redis
         try:
-            raw = await self.records.customer_record(model.version, question.customer_id,
-                                                     deadline)
+            if vanished is not None:
+                raise StoreError(vanished)
+            raw, fields = await self.records.customer_state(d.version, question.customer_id,
+                                                            deadline)
         except StoreError as exc:
             log.debug("serving popularity, store failed: %s", exc)
-            return self._popular(question.customer_id, question.segment, model, rules,
-                                 degraded=True, reason=f"model store unavailable: {exc}")
-        if raw is None:
-            return self._popular(question.customer_id, question.segment, model, rules,
-                                 degraded=False, reason="customer unknown to the model")
-        try:
-            record = decode(raw, model)
-        except CorruptRecordError as exc:
-            log.error("customer %r: %s", question.customer_id, exc)
-            return self._popular(question.customer_id, question.segment, model, rules,
-                                 degraded=True, reason="customer record unreadable")
-        segment = model.segments[record.segment_index]
-        strategy, reason = segment_strategy(segment, record)
-        vector = record.vector if strategy != SEGMENT_POPULAR else None
-        ranked = rank(segment, catalogue, rules, vector, record.accepted)
-        return Answer(question.customer_id, segment.name, model, strategy, ranked, reason)
+            answer = self._popular(d, ask, question.segment, NOTHING_LIVE, degraded=True,
+                                   reason=vanished or f"model store unavailable: {exc}")
+            return await self._settle(d, ask, answer, deadline, store_up=False)
+        live = read_live(fields, ask.now, ask.channel, d.policy)
+        # The fold-in consumer's record for this version (r:<version>) wins over the published
+        # one: it holds the customer's events since training.
+        answer = self._answer(d, ask, question.segment, record_for(d.version, raw, fields), live)
+        return await self._settle(d, ask, self._arm(d, ask, answer, live), deadline)
 
-    def _popular(self, customer_id: str, segment_name: str, model: ModelVersion, rules: Rules,
+    def _corrupt(self, d: Decider, exc: CorruptRecordError) -> None:
+        """A record that does not decode answers its customer from popularity, never an error;
+        counted in ``failures.counts["corrupt_record"]``, logged at most once per interval (the
+        customer id is not logged: no personal data in logs)."""
+        self.failures.log(logging.ERROR, "corrupt_record",
+                          f"corrupt customer record in version {d.base.version}: {exc}")
+
+    def _answer(self, d: Decider, ask: Ask, segment_hint: str, raw: bytes | None,
+                live: LiveView, record: schema.CustomerRecord | None = None) -> Answer:
+        """The decision for one customer whose record (maybe None) and live state were read."""
+        if raw is None and record is None:
+            return self._popular(d, ask, segment_hint or live.segment, live, degraded=False,
+                                 reason="customer unknown to the model")
+        if record is None:
+            try:
+                record = decode(raw or b"", d.base)
+            except CorruptRecordError as exc:
+                self._corrupt(d, exc)
+                return self._popular(d, ask, "", live, degraded=True,
+                                     reason=f"customer record unreadable ({exc})")
+        tables = d.segments[record.segment_index]
+        strategy, reason = segment_strategy(d.base.segments[record.segment_index], record)
+        # One customer's product, in batch too: a many-row product can differ in the last bits
+        # (another BLAS kernel), and batch answers must equal single ones exactly.
+        scores = None if strategy == SEGMENT_POPULAR else \
+            segment_scores(tables.model, record.vector[np.newaxis, :])[0]
+        decision = decide(d, tables, scores, record.accepted, record.attributes, live, ask)
+        return _answer(d, ask.customer_id, tables.model.name, strategy, decision, reason)
+
+    def _popular(self, d: Decider, ask: Ask, segment_name: str, live: LiveView,
                  degraded: bool, reason: str) -> Answer:
-        segment = model.segment_named(segment_name) if segment_name else None
-        if segment is not None:
+        tables = d.tables_named(segment_name) if segment_name else None
+        if tables is not None:
             strategy = DEGRADED_SEGMENT_POPULAR if degraded else SEGMENT_POPULAR
-            ranked = rank(segment, model.catalogue, rules)
-            return Answer(customer_id, segment.name, model, strategy, ranked,
-                          f"{reason}; popular offers of segment {segment.name!r}")
+            decision = decide(d, tables, None, None, None, live, ask)
+            return _answer(d, ask.customer_id, tables.model.name, strategy, decision,
+                           f"{reason}; popular offers of segment {tables.model.name!r}")
         if segment_name:
             reason += f"; segment {segment_name!r} unknown to the model"
         strategy = DEGRADED_GLOBAL_POPULAR if degraded else GLOBAL_POPULAR
-        ranked = rank(model.global_popular, model.catalogue, rules)
-        return Answer(customer_id, "", model, strategy, ranked,
-                      f"{reason}; popular offers open to every segment")
+        decision = decide(d, d.global_, None, None, None, live, ask, global_list=True)
+        return _answer(d, ask.customer_id, "", strategy, decision,
+                       f"{reason}; popular offers open to every segment")
+
+    def _arm(self, d: Decider, ask: Ask, answer: Answer, live: LiveView) -> Answer:
+        """The holdout: a control customer gets the configured baseline instead, and the
+        answer says so (``arm`` and ``reason``)."""
+        if not self.holdout.active or self.holdout.arm(ask.customer_id, answer.segment) \
+                != CONTROL:
+            return answer
+        decision = answer.decision
+        assert decision is not None
+        if self.holdout.baseline == "popular" and answer.segment:
+            base = self._popular(d, ask, answer.segment, live, degraded=False,
+                                 reason="control group (holdout)")
+        else:
+            empty = replace(decision, offers=[], p_accept=[], objective=[], reasons=[],
+                            pending=False)
+            base = replace(answer, ranked=Ranked(np.empty(0, np.int64), np.empty(0, np.float32)),
+                           decision=empty, value=[], cost=[],
+                           reason="control group (holdout): no offer")
+        return replace(base, arm=CONTROL)
+
+    def _log(self, d: Decider, ask: Ask, answer: Answer) -> None:
+        """After the answer, not awaited: its entry in the decision log."""
+        decision = answer.decision
+        assert decision is not None
+        ids = d.model.catalogue.offer_ids
+        n = len(decision.offers)
+        p_accept = np.asarray(decision.p_accept, dtype=np.float32)
+        entry = LoggedDecision(
+            decision.decision_id, ask.now, ask.customer_id, answer.segment, d.version,
+            answer.arm, answer.strategy, ask.channel, tuple(ids[i] for i in decision.offers),
+            p_accept, np.ones(n, np.float32),  # a deterministic policy showed each for sure
+            p_accept, np.asarray(answer.value, np.float32), np.asarray(answer.cost, np.float32))
+        self.records.log_decision(ask.customer_id, entry.fields())
+
+    async def _settle(self, d: Decider, ask: Ask, answer: Answer, deadline: float,
+                      store_up: bool = True) -> Answer:
+        """Reserve on-serve budget units (a second round trip, only for answers holding such an
+        offer); then count the contact when contacts count on serve (not awaited)."""
+        decision = answer.decision
+        assert decision is not None
+        if decision.pending:
+            ids = d.model.catalogue.offer_ids
+            on_serve = d.budgets.on_serve()
+            budgeted = {i for i in decision.offers if ids[i] in on_serve}
+            granted: set[str] = set()
+            if store_up:
+                try:
+                    granted = await self.records.reserve(
+                        d.budgets.day or day_of(ask.now), answer.segment, ask.limit,
+                        [(ids[i], i in budgeted) for i in decision.offers], deadline)
+                except StoreError as exc:  # no unit can be proven: budgeted offers are left out
+                    log.warning("budget reserve failed: %s", exc)
+            decision = finish(decision, budgeted, {d.model.catalogue.index_of[g]
+                                                   for g in granted
+                                                   if g in d.model.catalogue.index_of})
+            answer = replace(_answer(d, answer.customer_id, answer.segment, answer.strategy,
+                                     decision, answer.reason), arm=answer.arm)
+        contacts = d.policy.contacts
+        if (store_up and contacts.count_on == "serve" and ask.channel and decision.offers
+                and ask.channel not in contacts.exempt_channels):
+            self.records.record_contact(ask.customer_id, ask.channel, ask.now, contacts.keep)
+        if self.log_decisions and store_up:
+            self._log(d, ask, answer)
+        return answer
 
     async def recommend_batch(self, customer_ids: Sequence[str], limit: int, channel: str,
                               deadline: float) -> AsyncIterator[Answer]:
-        """Answers in request order, one Redis round trip and one matrix product per chunk.
+        """Answers in request order, one Redis round trip and one matrix product per chunk
+        (plus one per answer holding an on-serve budgeted offer). Every rule, objective,
+        budget and policy applies exactly as in ``recommend`` (the same ``decide``).
 
         A caller that goes away cancels the task at its next await: no more chunks are read.
         """
@@ -173,62 +295,64 @@ class Recommender:
             validate_customer_id(customer_id, f"customer_ids[{i}]")
         effective = validate_limit(limit)
         validate_channel(channel)
-        model = self.holder.require()
-        rules = Rules(effective, time.time(), channel)
+        d = self.holder.require_decider()
+        now = time.time()
         for start in range(0, len(customer_ids), self.batch_chunk):
             chunk = customer_ids[start:start + self.batch_chunk]
+            vanished = self.holder.vanished
             try:
-                raws = await self.records.customer_records(model.version, chunk, deadline)
+                if vanished is not None:
+                    raise StoreError(vanished)
+                states = await self.records.customer_states(d.version, chunk, deadline)
             except StoreError as exc:
-                # One popularity ranking answers the whole chunk.
-                degraded = self._popular("", "", model, rules, degraded=True,
-                                         reason=f"model store unavailable: {exc}")
                 for customer_id in chunk:
-                    yield replace(degraded, customer_id=customer_id)
+                    ask = Ask(customer_id, effective, now, channel)
+                    answer = self._popular(d, ask, "", NOTHING_LIVE, degraded=True,
+                                           reason=vanished or f"model store unavailable: {exc}")
+                    yield await self._settle(d, ask, answer, deadline, store_up=False)
                 continue
-            # Ranked a slice at a time: the consumer awaits between answers, so single calls
+            # Decided a slice at a time: the consumer awaits between answers, so single calls
             # get a turn on the event loop at least every slice.
             for at in range(0, len(chunk), RANK_SLICE):
-                for answer in self._batch_chunk(model, chunk[at:at + RANK_SLICE],
-                                                raws[at:at + RANK_SLICE], rules):
-                    yield answer
+                for ask, answer in self._batch_slice(d, chunk[at:at + RANK_SLICE],
+                                                     states[at:at + RANK_SLICE], effective,
+                                                     now, channel):
+                    yield await self._settle(d, ask, answer, deadline)
 
-    def _batch_chunk(self, model: ModelVersion, chunk: Sequence[str],
-                     raws: list[bytes | None], rules: Rules) -> list[Answer]:
-        answers: list[Answer | None] = [None] * len(chunk)
-        # Grouped by segment and strategy: a modelled segment also holds customers without a
-        # vector (no history), who are served by its popularity.
-        groups: dict[tuple[int, str, str], list[tuple[int, schema.CustomerRecord]]] = {}
-        for pos, raw in enumerate(raws):
-            if raw is None:
+    def _batch_slice(self, d: Decider, ids: Sequence[str],
+                     states: list[tuple[bytes | None, dict[bytes, bytes]]], limit: int,
+                     now: float, channel: str) -> list[tuple[Ask, Answer]]:
+        """Decides customer by customer, exactly as ``recommend`` does."""
+        states = [(record_for(d.version, raw, fields), fields) for raw, fields in states]
+        records: list[schema.CustomerRecord | None] = []
+        for raw, _ in states:
+            record = None
+            if raw is not None:
+                try:
+                    record = decode(raw, d.base)
+                except CorruptRecordError as exc:
+                    self._corrupt(d, exc)
+            records.append(record)
+        out = []
+        for pos, (customer_id, (raw, fields)) in enumerate(zip(ids, states, strict=True)):
+            ask = Ask(customer_id, limit, now, channel)
+            live = read_live(fields, now, channel, d.policy)
+            record = records[pos]
+            if raw is not None and record is None:  # unreadable
+                out.append((ask, self._popular(d, ask, "", live, degraded=True,
+                                               reason="customer record unreadable")))
                 continue
-            try:
-                record = decode(raw, model)
-            except CorruptRecordError as exc:
-                log.error("customer %r: %s", chunk[pos], exc)
-                answers[pos] = self._popular(chunk[pos], "", model, rules, degraded=True,
-                                             reason="customer record unreadable")
-                continue
-            strategy, reason = segment_strategy(model.segments[record.segment_index], record)
-            groups.setdefault((record.segment_index, strategy, reason), []).append((pos, record))
-        for (segment_index, strategy, reason), members in groups.items():
-            segment = model.segments[segment_index]
-            vectors = (np.stack([r.vector for _, r in members])
-                       if strategy != SEGMENT_POPULAR else None)
-            ranked = rank_many(segment, model.catalogue, rules, vectors,
-                               [r.accepted for _, r in members])
-            for (pos, _), result in zip(members, ranked, strict=True):
-                answers[pos] = Answer(chunk[pos], segment.name, model, strategy, result, reason)
-        unknown: Answer | None = None
-        in_order = []
-        for pos, answer in enumerate(answers):
-            if answer is None:
-                if unknown is None:  # the same global ranking serves every unknown customer
-                    unknown = self._popular("", "", model, rules, degraded=False,
-                                            reason="customer unknown to the model")
-                answer = replace(unknown, customer_id=chunk[pos])
-            in_order.append(answer)
-        return in_order
+            out.append((ask, self._arm(d, ask, self._answer(d, ask, "", raw, live, record), live)))
+        return out
+
+
+def _answer(d: Decider, customer_id: str, segment: str, strategy: str, decision: Decision,
+            reason: str) -> Answer:
+    offers = decision.offers
+    ranked = Ranked(np.asarray(offers, dtype=np.int64),
+                    np.asarray(decision.p_accept, dtype=np.float32))
+    return Answer(customer_id, segment, d.model, strategy, ranked, reason, decision,
+                  d.value[offers].tolist(), d.cost[offers].tolist())
 
 
 def segment_strategy(segment: SegmentModel, record: schema.CustomerRecord) -> tuple[str, str]:
@@ -253,4 +377,9 @@ def decode(raw: bytes, model: ModelVersion) -> schema.CustomerRecord:
         raise CorruptRecordError(
             f"vector of {len(record.vector)} factors, segment has {segment.factor_count}"
         )
+    if len(record.vector) and not np.isfinite(record.vector).all():
+        raise CorruptRecordError("vector holds NaN or infinite factors")
+    if len(record.accepted) and int(record.accepted.max()) >= len(model.catalogue.offer_ids):
+        raise CorruptRecordError(f"accepted-offer index {int(record.accepted.max())} beyond "
+                                 f"the catalogue of {len(model.catalogue.offer_ids)} offers")
     return record

@@ -11,7 +11,7 @@ active pointer closes it again).
 
 from __future__ import annotations
 
-import json
+import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,8 +23,16 @@ from redis.retry import Retry
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import CorruptRecordError, DeadlineExceededError, StoreError
+from recsvc.core.meta import MetaError, ModelMeta
 from recsvc.core.model import ModelVersion
-from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, PipelinedRedis
+from recsvc.decisioning.live import LiveData, Poll
+from recsvc.ops import metrics
+from recsvc.store import budgets as budget_scripts
+from recsvc.store.live import load_live, poll
+from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, PipelinedRedis, ReplyTimeout
+
+_RESERVE_SHA = hashlib.sha1(budget_scripts.RESERVE_LUA.encode()).hexdigest()
+LIVE_TTL_SECONDS = 90 * 86_400  # live_ttl_days of docs/DESIGN.md section 6, refreshed on write
 
 
 class Breaker:
@@ -42,8 +50,11 @@ class Breaker:
 
     def open(self) -> None:
         self._down_until = time.monotonic() + self.pause
+        metrics.breaker(True)
 
     def close(self) -> None:
+        if self._down_until:
+            metrics.breaker(False)
         self._down_until = 0.0
 
 
@@ -83,6 +94,29 @@ class RedisStore:
         self.breaker.close()
         return None if raw is None else _bytes(raw).decode()
 
+    def version_intact(self, version: str) -> bool:
+        """Meta and customer records still exist (one round trip; once per poll)."""
+        try:
+            present = self._client.exists(self._keys.meta(version), self._keys.customers(version))
+        except redis.RedisError as exc:
+            self.breaker.open()
+            raise StoreError(f"cannot check model version {version}: {exc}") from exc
+        return int(present) == 2
+
+    def poll(self) -> Poll:
+        """The active pointer and the live revision counters in one round trip; like
+        ``active_version`` an answer closes the breaker."""
+        try:
+            result = poll(self._client, self._keys)
+        except redis.RedisError as exc:
+            self.breaker.open()
+            raise StoreError(f"cannot read the active version pointer: {exc}") from exc
+        self.breaker.close()
+        return result
+
+    def load_live(self) -> LiveData:
+        return load_live(self._client, self._keys)
+
     def load_version(self, version: str) -> ModelVersion:
         """Read a whole version's item side (two round trips; once per version, not per call)."""
         try:
@@ -91,16 +125,19 @@ class RedisStore:
             )
             if meta_json is None or offers_json is None:
                 raise StoreError(f"model version {version} is incomplete or deleted")
-            segment_count = len(json.loads(meta_json)["segments"])
+            try:
+                meta = ModelMeta.from_json(_bytes(meta_json))
+            except MetaError as exc:
+                raise CorruptRecordError(f"model version {version}: {exc}") from exc
             pipe = self._client.pipeline(transaction=False)
-            for i in range(segment_count):
+            for i in range(len(meta.segments)):
                 pipe.hgetall(self._keys.segment(version, i))
             pipe.hgetall(self._keys.global_popularity(version))
             *segments, global_blob = pipe.execute()
         except redis.RedisError as exc:
             raise StoreError(f"cannot read model version {version}: {exc}") from exc
         try:
-            return ModelVersion.from_blobs(version, _bytes(meta_json), _bytes(offers_json),
+            return ModelVersion.from_blobs(version, meta, _bytes(offers_json),
                                            segments, global_blob)
         except (ValueError, KeyError) as exc:
             raise CorruptRecordError(f"model version {version} does not decode: {exc}") from exc
@@ -113,25 +150,100 @@ class RecordReader:
         self._redis = PipelinedRedis(settings.redis_url)
         self._keys = keys
         self._timeout = settings.redis_timeout_ms / 1000.0
+        self._decision_log_max = str(settings.decision_log_max_per_shard)
         self._breaker = breaker
 
     async def _call(self, deadline: float, *command: bytes | str) -> Any:
         """Run ``command``; retry once if the deadline leaves room for another timeout."""
         if not self._breaker.available():
+            metrics.redis_error("breaker_open")
             raise StoreError("Redis marked unavailable after a recent failure")
         for attempt in (1, 2):
-            remaining = deadline - time.monotonic()
+            started = time.monotonic()
+            remaining = deadline - started
             if remaining <= 0:
                 raise DeadlineExceededError("no time left before reading Redis")
             try:
-                return await self._redis.execute(*command, timeout=min(self._timeout, remaining))
+                reply = await self._redis.execute(*command, timeout=min(self._timeout, remaining))
+                metrics.redis_call(str(command[0]), time.monotonic() - started)
+                return reply
             except ConnectionLost as exc:
+                metrics.redis_error("timeout" if isinstance(exc, ReplyTimeout) else "connection")
                 if attempt == 2 or deadline - time.monotonic() < self._timeout:
                     self._breaker.open()
                     raise StoreError(f"Redis did not answer: {exc}") from exc
             except ErrorReply as exc:
+                metrics.redis_error("reply")
                 raise StoreError(f"Redis error: {exc}") from exc
         raise AssertionError("unreachable")
+
+    async def _calls(self, deadline: float, commands: list[tuple[bytes | str, ...]]) -> list[Any]:
+        """Several commands in one round trip, with ``_call``'s retry and breaker."""
+        if not self._breaker.available():
+            metrics.redis_error("breaker_open")
+            raise StoreError("Redis marked unavailable after a recent failure")
+        for attempt in (1, 2):
+            started = time.monotonic()
+            remaining = deadline - started
+            if remaining <= 0:
+                raise DeadlineExceededError("no time left before reading Redis")
+            try:
+                replies = await self._redis.execute_many(commands,
+                                                         timeout=min(self._timeout, remaining))
+                metrics.redis_call("pipeline", time.monotonic() - started)
+                return replies
+            except ConnectionLost as exc:
+                metrics.redis_error("timeout" if isinstance(exc, ReplyTimeout) else "connection")
+                if attempt == 2 or deadline - time.monotonic() < self._timeout:
+                    self._breaker.open()
+                    raise StoreError(f"Redis did not answer: {exc}") from exc
+            except ErrorReply as exc:
+                metrics.redis_error("reply")
+                raise StoreError(f"Redis error: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    async def customer_state(self, version: str, customer_id: str, deadline: float
+                             ) -> tuple[bytes | None, dict[bytes, bytes]]:
+        """The customer's record and live hash: one pipeline, one round trip."""
+        raw, live = await self._calls(deadline, [
+            ("HGET", self._keys.customers(version), customer_id),
+            ("HGETALL", self._keys.live(customer_id))])
+        return raw, _pairs(live)
+
+    async def customer_states(self, version: str, customer_ids: Sequence[str], deadline: float
+                              ) -> list[tuple[bytes | None, dict[bytes, bytes]]]:
+        """Records (one HMGET) and live hashes of a batch chunk, in one round trip."""
+        replies = await self._calls(deadline, [
+            ("HMGET", self._keys.customers(version), *customer_ids),
+            *(("HGETALL", self._keys.live(c)) for c in customer_ids)])
+        return [(raw, _pairs(live)) for raw, live in zip(replies[0], replies[1:], strict=True)]
+
+    async def reserve(self, day: str, segment: str, limit: int,
+                      candidates: list[tuple[str, bool]], deadline: float) -> set[str]:
+        """Run the budget reserve script; the budgeted offers granted a unit."""
+        args = budget_scripts.reserve_args(day, segment, limit, candidates)
+        try:
+            granted = await self._call(deadline, "EVALSHA", _RESERVE_SHA, "1",
+                                       self._keys.budgets, *args)
+        except StoreError as exc:
+            if "NOSCRIPT" not in str(exc):
+                raise
+            granted = await self._call(deadline, "EVAL", budget_scripts.RESERVE_LUA, "1",
+                                       self._keys.budgets, *args)
+        return {bytes(g).decode() for g in granted or []}
+
+    def log_decision(self, customer_id: str, fields: list[bytes | str]) -> None:
+        """After the answer, not awaited: one entry of the customer's shard's decision log,
+        the stream trimmed to about ``decision_log_max_per_shard`` entries."""
+        self._redis.send_nowait("XADD", self._keys.decisions(schema.shard_of(customer_id)),
+                                "MAXLEN", "~", self._decision_log_max, "*", *fields,
+                                timeout=self._timeout)
+
+    def record_contact(self, customer_id: str, channel: str, now: float, keep: int) -> None:
+        """After the answer, not awaited: a contact on ``channel`` (contacts counted on serve)."""
+        self._redis.send_nowait("EVAL", budget_scripts.CONTACT_LUA, "1",
+                                self._keys.live(customer_id), f"c:{channel}", f"{now:.0f}",
+                                str(keep), str(LIVE_TTL_SECONDS), timeout=self._timeout)
 
     async def customer_record(self, version: str, customer_id: str,
                               deadline: float) -> bytes | None:
@@ -148,6 +260,16 @@ class RecordReader:
 
     async def close(self) -> None:
         await self._redis.close()
+
+
+def _pairs(reply: Any) -> dict[bytes, bytes]:
+    """HGETALL's flat [field, value, ...] reply (RESP2) as a dict; most live hashes are empty."""
+    if not reply:
+        return {}
+    if isinstance(reply, dict):
+        return reply
+    items = iter(reply)
+    return dict(zip(items, items, strict=True))
 
 
 def _bytes(value: bytes | str) -> bytes:

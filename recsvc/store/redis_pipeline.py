@@ -116,6 +116,27 @@ class _Protocol(asyncio.Protocol):
                 waiter.set_exception(error)
 
 
+def tls_context(params: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS settings of a ``rediss://`` URL, read as redis-py reads them (query arguments
+    ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``,
+    ``ssl_check_hostname``), so the hot path and redis-py connect the same way."""
+    context = ssl.create_default_context(cafile=params.get("ssl_ca_certs"))
+    reqs = str(params.get("ssl_cert_reqs", "required")).lower()
+    if reqs in ("none", "optional"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE if reqs == "none" else ssl.CERT_OPTIONAL
+    elif params.get("ssl_check_hostname") is False:
+        context.check_hostname = False
+    if params.get("ssl_certfile"):
+        context.load_cert_chain(params["ssl_certfile"], params.get("ssl_keyfile"))
+    return context
+
+
+def _consume(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.cancelled():
+        waiter.exception()  # marks a failure as seen: no "never retrieved" warning
+
+
 class PipelinedRedis:
     """``await execute("HGET", key, field, timeout=0.025)``; reconnects lazily after a failure."""
 
@@ -124,8 +145,8 @@ class PipelinedRedis:
         self._path: str | None = params.get("path")
         self._host: str = params.get("host", "localhost")
         self._port: int = int(params.get("port", 6379))
-        self._ssl = ssl.create_default_context() \
-            if params.get("connection_class") is SSLConnection else None
+        self._ssl = tls_context(params) if params.get("connection_class") is SSLConnection \
+            else None
         self._handshake: list[tuple[bytes | str, ...]] = []
         if params.get("password"):
             user = params.get("username")
@@ -144,6 +165,43 @@ class PipelinedRedis:
         # hiredis's type stub declares a one-element tuple; any number of arguments works.
         command = hiredis.pack_command(args)  # type: ignore[arg-type]
         return await protocol.send(command, deadline)
+
+    async def execute_many(self, commands: list[tuple[bytes | str, ...]],
+                           timeout: float) -> list[Any]:
+        """Several commands in one write (one round trip); replies in order. An error reply
+        fails the call after every reply arrived, so the connection stays in step."""
+        deadline = time.monotonic() + timeout
+        protocol = self._protocol
+        if protocol is None or protocol.lost:
+            protocol = await self._connect(deadline)
+        waiters = [protocol.send(hiredis.pack_command(c), deadline)  # type: ignore[arg-type]
+                   for c in commands]
+        results = []
+        failure: PipelineError | None = None
+        try:
+            for waiter in waiters:
+                try:
+                    results.append(await waiter)
+                except ErrorReply as exc:
+                    failure = failure or exc
+                    results.append(None)
+        except BaseException:
+            for waiter in waiters:
+                waiter.add_done_callback(_consume)
+            raise
+        if failure is not None:
+            raise failure
+        return results
+
+    def send_nowait(self, *args: bytes | str, timeout: float) -> None:
+        """Fire and forget on the open connection (skipped when there is none): for writes
+        after the answer that nobody awaits. The reply is read and dropped in order."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost:
+            return
+        waiter = protocol.send(hiredis.pack_command(args),  # type: ignore[arg-type]
+                               time.monotonic() + timeout)
+        waiter.add_done_callback(_consume)
 
     async def close(self) -> None:
         if self._protocol is not None:

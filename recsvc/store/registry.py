@@ -2,25 +2,39 @@
 
 The pointer flip is one Lua script, so a reader sees either the old or the new version, never a
 mix, and a training run whose lock has expired can never activate over a newer run.
+
+A version is checked before an operator activates it or rolls back to it (``check``): its
+manifest records, at publish, the number of customer records and a SHA-256 digest of its small
+keys (meta, catalogue, segment hashes, global popularity). Redis evicts or deletes whole keys,
+never single hash fields, so HLEN of the customers hash plus that digest (a few MB to read at
+any customer count) plus a sample of decoded records finds a partly evicted version in
+milliseconds; a digest over every customer record would cost a full HSCAN (docs/DESIGN.md, 2).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+import numpy as np
 import redis
 
 from recsvc.core import schema
 from recsvc.core.errors import LockHeldError, PublishError, RecsvcError
 
+log = logging.getLogger(__name__)
+
 STATE_WRITING = "writing"
 STATE_COMPLETE = "complete"
+SAMPLE_CHECKED = 64  # customer records decoded by check(): HRANDFIELD, one round trip
 
 # KEYS: active, previous, versions, lock. ARGV: expected active ('' = none), new version,
 # lock token ('' = no lock required). Returns {status, current active}.
@@ -36,10 +50,18 @@ if cur ~= '' then redis.call('SET', KEYS[2], cur) else redis.call('DEL', KEYS[2]
 return {1, cur}
 """
 
-# KEYS: lock. ARGV: token, ttl ms. Extends the lock only while we still hold it.
+# KEYS: lock. ARGV: token, ttl ms. Extends the lock while we hold it; takes it back if it lapsed
+# and nobody took it (1: renewed, 2: taken back, 0: another run holds it). Taking it back is safe:
+# a run that held it in between either deleted our unfinished version (our read-back fails) or
+# moved the active pointer (our compare-and-set fails), so a lapse never publishes silently.
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
 end
 return 0
 """
@@ -91,13 +113,78 @@ class Registry:
         """Record a version before its first key is written, so a crash leaves it findable."""
         self._set_manifest(version, STATE_WRITING, segment_count)
 
-    def complete(self, version: str, segment_count: int) -> None:
-        self._set_manifest(version, STATE_COMPLETE, segment_count)
+    def complete(self, version: str, segment_count: int, customers: int | None = None,
+                 digest: str | None = None) -> None:
+        """Mark a version complete, with what ``check`` verifies later."""
+        extra = {} if customers is None else {"customers": customers, "digest": digest}
+        self._set_manifest(version, STATE_COMPLETE, segment_count, extra)
 
-    def _set_manifest(self, version: str, state: str, segment_count: int) -> None:
+    def _set_manifest(self, version: str, state: str, segment_count: int,
+                      extra: dict[str, Any] | None = None) -> None:
         manifest = {"state": state, "segment_count": segment_count,
-                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    **(extra or {})}
         self.client.hset(self.keys.versions, version, json.dumps(manifest))
+
+    def digest(self, version: str, segment_count: int) -> str:
+        """SHA-256 over the version's small keys: meta, catalogue, segment hashes, global."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.meta(version))
+        pipe.get(self.keys.offers(version))
+        for i in range(segment_count):
+            pipe.hgetall(self.keys.segment(version, i))
+        pipe.hgetall(self.keys.global_popularity(version))
+        digest = hashlib.sha256()
+        for blob in pipe.execute():
+            parts = [b"-"] if blob is None else [blob] if isinstance(blob, bytes) else \
+                [part for field in sorted(blob) for part in (field, blob[field])]
+            for part in parts:
+                digest.update(len(part).to_bytes(8, "little") + part)
+        return digest.hexdigest()
+
+    def check(self, version: str) -> str:
+        """Raise PublishError unless ``version`` is complete in Redis; returns what was checked.
+
+        Checks: manifest complete; meta and catalogue present; customer records = the count
+        recorded at publish; the digest of the small keys; a sample of records decodes, with a
+        segment index in range and finite factors.
+        """
+        manifest = self.manifest(version)
+        if manifest is None:
+            raise PublishError(f"version {version} is not a complete published version (no such "
+                               "version)")
+        if manifest.get("state") != STATE_COMPLETE:
+            raise PublishError(f"version {version} is not a complete published version "
+                               f"(state {manifest.get('state')})")
+        segments = int(manifest.get("segment_count", 0))
+        customers_key = self.keys.customers(version)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hlen(customers_key)
+        pipe.exists(self.keys.meta(version), self.keys.offers(version),
+                    self.keys.global_popularity(version),
+                    *(self.keys.segment(version, i) for i in range(segments)))
+        pipe.hrandfield(customers_key, SAMPLE_CHECKED, withvalues=True)
+        stored, present, sample = pipe.execute()
+        refuse = f"version {version} is incomplete in Redis (evicted or deleted?): "
+        if present != segments + 3:
+            raise PublishError(refuse + f"{segments + 3 - present} of its {segments + 3} model "
+                               "keys (meta, catalogue, segments, global) are missing")
+        expected = manifest.get("customers")
+        if expected is not None and stored != expected:
+            raise PublishError(refuse + f"{stored:,} customer records, {expected:,} published")
+        if manifest.get("digest") and self.digest(version, segments) != manifest["digest"]:
+            raise PublishError(refuse + "meta, catalogue or segment hashes differ from what was "
+                               "published (digest mismatch)")
+        for field, value in zip(sample[::2], sample[1::2], strict=True):
+            try:
+                record = schema.decode_customer_record(value)
+            except ValueError as exc:
+                raise PublishError(refuse + f"customer record {field!r}: {exc}") from None
+            if record.segment_index >= segments or not np.isfinite(record.vector).all():
+                raise PublishError(refuse + f"customer record {field!r} is corrupt")
+        if expected is None:
+            return f"{stored:,} customer records, keys present (published without a digest)"
+        return f"{stored:,} customer records, digest {manifest['digest'][:12]}"
 
     def activate(self, version: str, expected_active: str | None,
                  lock_token: str = "") -> str | None:
@@ -121,10 +208,11 @@ class Registry:
         return current_text
 
     def rollback(self) -> str:
-        """Swap active and previous; returns the version now active."""
+        """Swap active and previous, once previous passes ``check``; returns it."""
         active, previous = self.pointers()
         if not previous:
             raise RecsvcError("no previous version to roll back to")
+        self.check(previous)
         self.activate(previous, active)
         return previous
 
@@ -156,6 +244,48 @@ class Registry:
         return doomed
 
 
+def redis_problem(exc: redis.RedisError, url: str) -> str:
+    """One line for a Redis failure of a command-line tool: where (never the password), what."""
+    parts = urlsplit(url)
+    where = (f"unix://{parts.path}" if parts.scheme == "unix" else
+             f"{parts.scheme}://{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path}")
+    # redis-py quotes the failed pipeline command (keys, binary values): keep only the error.
+    detail = (str(exc).splitlines() or ["no answer"])[0].split(" of pipeline caused error: ")[-1]
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        detail += " (Redis is out of memory: raise maxmemory or free room for one more version)"
+    return f"Redis at {where} failed: {type(exc).__name__}: {detail}"
+
+
+def eviction_risk(client: redis.Redis) -> str | None:
+    """One line when Redis may evict model keys, else None.
+
+    Model keys have no TTL, so ``noeviction`` and every ``volatile-*`` policy leave them alone
+    (under ``volatile-*`` only the training lock, which has a TTL, could go: the activation
+    script then refuses to flip). An ``allkeys-*`` policy may drop any key, i.e. part of a live
+    version, once ``maxmemory`` is reached; with maxmemory 0 (no limit) not yet, but one
+    ``CONFIG SET`` away, so that is reported too. Read with CONFIG GET, or INFO where a managed
+    Redis disables CONFIG. None too when Redis does not answer: the caller's next command says so.
+    """
+    try:
+        try:
+            config = client.config_get("maxmemory*")
+            policy, maxmemory = config.get("maxmemory-policy"), config.get("maxmemory")
+        except redis.ResponseError:
+            info = client.info("memory")
+            policy, maxmemory = info.get("maxmemory_policy"), info.get("maxmemory")
+    except redis.RedisError:
+        return None
+    policy = _text(policy) or ""
+    if not policy.startswith("allkeys"):
+        return None
+    limit = int(_text(maxmemory) or 0)
+    reached = (f"when its maxmemory ({limit / 2**20:,.0f} MiB) is reached" if limit else
+               "once a maxmemory is set (none now)")
+    return (f"Redis maxmemory-policy is {policy}: {reached} Redis may evict parts of a model "
+            "version and answers go silently wrong; set maxmemory-policy noeviction "
+            "(a volatile-* policy is safe too: model keys have no TTL)")
+
+
 class TrainLock:
     """A lock with a TTL, renewed by a heartbeat thread while the run lives.
 
@@ -172,6 +302,7 @@ class TrainLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost = False
+        self.lapses = 0
 
     def __enter__(self) -> TrainLock:
         if not self.client.set(self.key, self.token, nx=True, px=self.ttl_ms):
@@ -187,9 +318,13 @@ class TrainLock:
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.ttl_ms / 3000.0):
             try:
-                if not self._renew(keys=[self.key], args=[self.token, self.ttl_ms]):
+                status = self._renew(keys=[self.key], args=[self.token, self.ttl_ms])
+                if not status:
                     self.lost = True
                     return
+                if status == 2:  # a beat came later than the TTL: an overloaded machine
+                    self.lapses += 1
+                    log.warning("training lock %s lapsed and was taken back", self.key)
             except redis.RedisError:
                 continue  # the next beat retries; the lock expires if Redis stays away
 

@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -16,6 +19,13 @@ class Strategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STRATEGY_BLENDED: _ClassVar[Strategy]
     STRATEGY_DEGRADED_SEGMENT_POPULAR: _ClassVar[Strategy]
     STRATEGY_DEGRADED_GLOBAL_POPULAR: _ClassVar[Strategy]
+
+class FeedbackStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEEDBACK_STATUS_UNSPECIFIED: _ClassVar[FeedbackStatus]
+    FEEDBACK_STATUS_RECORDED: _ClassVar[FeedbackStatus]
+    FEEDBACK_STATUS_DUPLICATE: _ClassVar[FeedbackStatus]
+    FEEDBACK_STATUS_REJECTED: _ClassVar[FeedbackStatus]
 STRATEGY_UNSPECIFIED: Strategy
 STRATEGY_PERSONALIZED: Strategy
 STRATEGY_SEGMENT_POPULAR: Strategy
@@ -23,48 +33,89 @@ STRATEGY_GLOBAL_POPULAR: Strategy
 STRATEGY_BLENDED: Strategy
 STRATEGY_DEGRADED_SEGMENT_POPULAR: Strategy
 STRATEGY_DEGRADED_GLOBAL_POPULAR: Strategy
+FEEDBACK_STATUS_UNSPECIFIED: FeedbackStatus
+FEEDBACK_STATUS_RECORDED: FeedbackStatus
+FEEDBACK_STATUS_DUPLICATE: FeedbackStatus
+FEEDBACK_STATUS_REJECTED: FeedbackStatus
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("customer_id", "limit", "channel", "segment", "exclude_offer_ids")
+    __slots__ = ("customer_id", "limit", "channel", "segment", "exclude_offer_ids", "context", "explain")
+    class ContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_OFFER_IDS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     customer_id: str
     limit: int
     channel: str
     segment: str
     exclude_offer_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, customer_id: _Optional[str] = ..., limit: _Optional[int] = ..., channel: _Optional[str] = ..., segment: _Optional[str] = ..., exclude_offer_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    context: _containers.ScalarMap[str, str]
+    explain: bool
+    def __init__(self, customer_id: _Optional[str] = ..., limit: _Optional[int] = ..., channel: _Optional[str] = ..., segment: _Optional[str] = ..., exclude_offer_ids: _Optional[_Iterable[str]] = ..., context: _Optional[_Mapping[str, str]] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class RankedOffer(_message.Message):
-    __slots__ = ("offer_id", "title", "score", "rank")
+    __slots__ = ("offer_id", "title", "score", "rank", "p_accept", "reasons", "objective", "value", "cost")
     OFFER_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
+    P_ACCEPT_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     offer_id: str
     title: str
     score: float
     rank: int
-    def __init__(self, offer_id: _Optional[str] = ..., title: _Optional[str] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ...) -> None: ...
+    p_accept: float
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    objective: float
+    value: float
+    cost: float
+    def __init__(self, offer_id: _Optional[str] = ..., title: _Optional[str] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., p_accept: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., objective: _Optional[float] = ..., value: _Optional[float] = ..., cost: _Optional[float] = ...) -> None: ...
+
+class RemovedOffer(_message.Message):
+    __slots__ = ("offer_id", "rule", "detail")
+    OFFER_ID_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    offer_id: str
+    rule: str
+    detail: str
+    def __init__(self, offer_id: _Optional[str] = ..., rule: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("customer_id", "segment", "model_version", "strategy", "offers", "reason")
+    __slots__ = ("customer_id", "segment", "model_version", "strategy", "offers", "reason", "decision_id", "arm", "removed")
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     OFFERS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
     customer_id: str
     segment: str
     model_version: str
     strategy: Strategy
     offers: _containers.RepeatedCompositeFieldContainer[RankedOffer]
     reason: str
-    def __init__(self, customer_id: _Optional[str] = ..., segment: _Optional[str] = ..., model_version: _Optional[str] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., offers: _Optional[_Iterable[_Union[RankedOffer, _Mapping]]] = ..., reason: _Optional[str] = ...) -> None: ...
+    decision_id: str
+    arm: str
+    removed: _containers.RepeatedCompositeFieldContainer[RemovedOffer]
+    def __init__(self, customer_id: _Optional[str] = ..., segment: _Optional[str] = ..., model_version: _Optional[str] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., offers: _Optional[_Iterable[_Union[RankedOffer, _Mapping]]] = ..., reason: _Optional[str] = ..., decision_id: _Optional[str] = ..., arm: _Optional[str] = ..., removed: _Optional[_Iterable[_Union[RemovedOffer, _Mapping]]] = ...) -> None: ...
 
 class RecommendBatchRequest(_message.Message):
     __slots__ = ("customer_ids", "limit", "channel")
@@ -125,3 +176,47 @@ class ModelInfo(_message.Message):
     algorithm: str
     data_fingerprint: str
     def __init__(self, active_version: _Optional[str] = ..., trained_at: _Optional[str] = ..., segments: _Optional[_Iterable[_Union[SegmentInfo, _Mapping]]] = ..., previous_version: _Optional[str] = ..., algorithm: _Optional[str] = ..., data_fingerprint: _Optional[str] = ...) -> None: ...
+
+class FeedbackEvent(_message.Message):
+    __slots__ = ("event_id", "customer_id", "offer_id", "event", "time", "decision_id", "channel", "segment", "value")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFER_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    customer_id: str
+    offer_id: str
+    event: str
+    time: _timestamp_pb2.Timestamp
+    decision_id: str
+    channel: str
+    segment: str
+    value: float
+    def __init__(self, event_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., offer_id: _Optional[str] = ..., event: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decision_id: _Optional[str] = ..., channel: _Optional[str] = ..., segment: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+
+class RecordFeedbackRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[FeedbackEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[FeedbackEvent, _Mapping]]] = ...) -> None: ...
+
+class FeedbackResult(_message.Message):
+    __slots__ = ("event_id", "status", "reason")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    status: FeedbackStatus
+    reason: str
+    def __init__(self, event_id: _Optional[str] = ..., status: _Optional[_Union[FeedbackStatus, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RecordFeedbackResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[FeedbackResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[FeedbackResult, _Mapping]]] = ...) -> None: ...

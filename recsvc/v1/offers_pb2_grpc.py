@@ -50,6 +50,11 @@ class RetentionOfferServiceStub:
                 request_serializer=recsvc_dot_v1_dot_offers__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=recsvc_dot_v1_dot_offers__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.RecordFeedback = channel.unary_unary(
+                '/recsvc.v1.RetentionOfferService/RecordFeedback',
+                request_serializer=recsvc_dot_v1_dot_offers__pb2.RecordFeedbackRequest.SerializeToString,
+                response_deserializer=recsvc_dot_v1_dot_offers__pb2.RecordFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class RetentionOfferServiceServicer:
@@ -78,6 +83,15 @@ class RetentionOfferServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordFeedback(self, request, context):
+        """What customers did with offers (and outcomes such as churn or renewal), in batches. Each
+        event is acknowledged only once it is in the durable event log; a repeated `event_id` has
+        effect once. The answer says per event whether it was recorded, a duplicate, or rejected.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetentionOfferServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +109,11 @@ def add_RetentionOfferServiceServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=recsvc_dot_v1_dot_offers__pb2.GetModelInfoRequest.FromString,
                     response_serializer=recsvc_dot_v1_dot_offers__pb2.ModelInfo.SerializeToString,
+            ),
+            'RecordFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordFeedback,
+                    request_deserializer=recsvc_dot_v1_dot_offers__pb2.RecordFeedbackRequest.FromString,
+                    response_serializer=recsvc_dot_v1_dot_offers__pb2.RecordFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +198,33 @@ class RetentionOfferService:
             '/recsvc.v1.RetentionOfferService/GetModelInfo',
             recsvc_dot_v1_dot_offers__pb2.GetModelInfoRequest.SerializeToString,
             recsvc_dot_v1_dot_offers__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsvc.v1.RetentionOfferService/RecordFeedback',
+            recsvc_dot_v1_dot_offers__pb2.RecordFeedbackRequest.SerializeToString,
+            recsvc_dot_v1_dot_offers__pb2.RecordFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

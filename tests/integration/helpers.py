@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-FAST_CONFIG = """
+# Long enough that a loaded machine's heartbeat (every ttl/3) still renews the training lock in
+# time (2 s lost it under a load average of 18); the kill test waits this long for expiry.
+LOCK_TTL_SECONDS = 5.0
+FAST_CONFIG = f"""
 seed = 7
 [tuning]
 factors = [8]
@@ -16,7 +19,7 @@ blend_weights = [0.0, 0.5, 1.0]
 [evaluation]
 min_evaluated = 5
 [publish]
-lock_ttl_seconds = 2.0
+lock_ttl_seconds = {LOCK_TTL_SECONDS}
 """
 
 

@@ -78,11 +78,13 @@ def reference_ranking(client: redis.Redis, prefix: str, version: str, customer_i
     meta = json.loads(client.get(keys.meta(version)))
     catalogue = json.loads(client.get(keys.offers(version)))
     raw = client.hget(keys.customers(version), customer_id)
+    assert raw[0] == 2  # record format 2: a 12-byte header
     segment_index = int.from_bytes(raw[2:4], "little")
     dim = int.from_bytes(raw[4:6], "little")
     n_acc = int.from_bytes(raw[6:8], "little")
-    vector = np.frombuffer(raw[8:8 + 4 * dim], dtype="<f4")
-    accepted = set(np.frombuffer(raw[8 + 4 * dim:8 + 4 * dim + 4 * n_acc], dtype="<u4").tolist())
+    vector = np.frombuffer(raw[12:12 + 4 * dim], dtype="<f4")
+    accepted = set(np.frombuffer(raw[12 + 4 * dim:12 + 4 * dim + 4 * n_acc],
+                                 dtype="<u4").tolist())
     seg = client.hgetall(keys.segment(version, segment_index))
     offers = np.frombuffer(seg[b"offers"], dtype="<u4")
     factors = np.frombuffer(seg[b"factors"], dtype="<f4").reshape(len(offers), -1)

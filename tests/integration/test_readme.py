@@ -43,7 +43,8 @@ def test_readme_shell_and_python_blocks_run(tmp_path: Path,
         "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT",
         shell[0], shell[1], shell[2],
         f"{sys.executable} client.py",
-        train_again, shell[3],
+        shell[3],  # feedback: RecordFeedback, the fold-in consumer, export
+        train_again, shell[4],
     ])
     env = dict(os.environ, RECSVC_REDIS_URL=redis_server.url, RECSVC_KEY_PREFIX="readme",
                PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
@@ -55,7 +56,10 @@ def test_readme_shell_and_python_blocks_run(tmp_path: Path,
     assert "strategy segment_popular" in out  # the unknown customer with a segment
     assert "recsvc.v1.RetentionOfferService" in out  # grpcurl list
     assert '"offer_id"' in out  # grpcurl Recommend
+    assert "\n5000\n" in out  # grpcurl RecommendBatch of all 5,000 customers, no deadline
     assert "STRATEGY_" in out  # the Python client
+    assert "FEEDBACK_STATUS_RECORDED" in out
+    assert "1 events written to events.parquet" in out
     assert "rolled back" in out
 
 
@@ -64,4 +68,4 @@ def test_readme_yaml_parses_as_a_cronjob() -> None:
     job = yaml.safe_load(cron)
     assert job["kind"] == "CronJob" and job["spec"]["concurrencyPolicy"] == "Forbid"
     container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"][:2] == ["recsvc", "train"]
+    assert container["args"][-1].lstrip().startswith("recsvc train")

@@ -110,7 +110,7 @@ def test_no_model_published_is_failed_precondition_and_health_not_serving(
 
 
 def test_health_and_reflection(published: str, settings: Settings) -> None:
-    with running(settings) as (_, _stub, channel):
+    with running(fast_settings(settings, reflection=True)) as (_, _stub, channel):
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "recsvc.v1.RetentionOfferService"):
             assert health.Check(health_pb2.HealthCheckRequest(service=service),

@@ -12,10 +12,18 @@ import pytest
 import redis
 
 from recsvc.core import schema
+from recsvc.core.meta import ModelMeta
 from recsvc.core.model import ModelVersion
 from recsvc.core.ranking import Rules, rank
 from recsvc.store.registry import Registry
-from tests.integration.helpers import FAST_CONFIG, cli, planted, popen_cli, train_args
+from tests.integration.helpers import (
+    FAST_CONFIG,
+    LOCK_TTL_SECONDS,
+    cli,
+    planted,
+    popen_cli,
+    train_args,
+)
 from training import localredis
 
 pytestmark = pytest.mark.integration
@@ -42,7 +50,7 @@ def load_active(client: redis.Redis, prefix: str) -> ModelVersion:
     version = client.get(keys.active).decode()
     meta = json.loads(client.get(keys.meta(version)))
     segments = [client.hgetall(keys.segment(version, i)) for i in range(len(meta["segments"]))]
-    return ModelVersion.from_blobs(version, client.get(keys.meta(version)),
+    return ModelVersion.from_blobs(version, ModelMeta.from_json(client.get(keys.meta(version))),
                                    client.get(keys.offers(version)), segments,
                                    client.hgetall(keys.global_popularity(version)))
 
@@ -151,7 +159,7 @@ def test_a_run_killed_mid_publish_leaves_the_old_version_active_and_the_next_run
     assert client.get(keys.active).decode() == old
     assert client.hlen(keys.customers(old)) == old_count
     assert client.hlen(keys.customers(killed_at)) < old_count
-    time.sleep(2.2)  # the killed run's lock expires (lock_ttl_seconds = 2)
+    time.sleep(LOCK_TTL_SECONDS + 0.2)  # the killed run's lock expires
     second = cli(train_args(dataset, config), redis_server.url, prefix)
     assert second.returncode == 0, second.stderr
     new = client.get(keys.active).decode()
@@ -190,7 +198,7 @@ def test_quality_gate_refuses_a_worse_version_unless_forced(
     assert cli(train_args(dataset, config), redis_server.url, prefix).returncode == 0
     active = client.get(keys.active).decode()
     meta = json.loads(client.get(keys.meta(active)))
-    meta["overall_ndcg_at_10"] = 0.99  # pretend the active version was far better
+    meta["quality"]["lift"] = 9.9  # pretend the active version was far better
     client.set(keys.meta(active), json.dumps(meta))
     refused = cli(train_args(dataset, config), redis_server.url, prefix)
     assert refused.returncode == 3

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from recsvc.core.config import Settings, ignored_variables
+from recsvc.core.config import Settings, ignored_variables, problems
 from recsvc.core.errors import DataError, RecsvcError
 from training.config import load_config
 
@@ -46,3 +46,23 @@ def test_toml_overrides_defaults_and_rejects_unknown_keys(tmp_path: Path) -> Non
     path.write_text('algorithm = "svd"\n')
     with pytest.raises(DataError, match="algorithm must be 'als' or 'bpr'"):
         load_config(str(path))
+
+
+def test_every_bad_value_is_named_with_what_is_allowed_and_defaults_pass() -> None:
+    assert problems(Settings()) == []
+    lines = problems(Settings(port=99999, workers=0, redis_url="http://u:pw@h", log_level="x",
+                              grace_seconds=-1.0, batch_chunk=0))
+    assert lines == [
+        "--redis-url / RECSVC_REDIS_URL: 'http://...' is not allowed (allowed: a URL starting "
+        "redis://, rediss:// (TLS) or unix:// (e.g. redis://localhost:6379/0))",
+        "--port / RECSVC_PORT: 99999 is not allowed (allowed: 0 to 65535)",
+        "--workers / RECSVC_WORKERS: 0 is not allowed (allowed: 1 to 256)",
+        "RECSVC_GRACE_SECONDS: -1.0 is not allowed (allowed: 0 or more)",
+        "RECSVC_BATCH_CHUNK: 0 is not allowed (allowed: 1 or more)",
+        "--log-level / RECSVC_LOG_LEVEL: 'x' is not allowed (allowed: one of DEBUG, INFO, "
+        "WARNING, ERROR, CRITICAL)",
+    ]
+    assert problems(Settings(redis_url="unix:///run/redis.sock", port=0, log_level="debug")) == []
+    assert problems(Settings(port=0, workers=2)) == [
+        "--port / RECSVC_PORT: 0 (any free port) is not allowed with --workers / RECSVC_WORKERS "
+        "2 (allowed: 1 to 65535, one port the workers share)"]

@@ -23,6 +23,7 @@ c4,silver,-5,0.1,
 c5,silver,1,1.5,
 c6,silver,abc,0.1,
 c7,silver,1,0.2,
+c8,silver,NaN,inf,
 """
 OFFERS = """offer_id,segments,title,cost,value,channels,valid_from,valid_to
 o1,*,One,1,2,email|app,,
@@ -75,9 +76,20 @@ def test_each_customer_bad_row_kind_is_reported_with_its_row_number(dataset: dat
     assert rows_of(dataset, "duplicate_customer_id") == [3]
     assert rows_of(dataset, "missing_customer_id") == [4]
     assert rows_of(dataset, "missing_segment") == [5]
-    assert rows_of(dataset, "bad_clv") == [6, 8]
-    assert rows_of(dataset, "bad_churn_risk") == [7]
-    assert dataset.customer_ids.to_pylist() == ["c1", "c2", "c7"]
+    assert dataset.customer_ids.to_pylist() == ["c1", "c2", "c4", "c5", "c6", "c7", "c8"]
+
+
+def test_an_invalid_optional_value_is_read_as_missing_and_counted_and_the_customer_stays(
+        dataset: data.Dataset) -> None:
+    """clv -5, "abc" and the literal NaN; churn_risk 1.5 and inf: counted per column, all kept."""
+    by_kind = {e["kind"]: e for e in dataset.invalid_values.as_list()}
+    assert by_kind["bad_clv"]["rows"] == [6, 8, 10] and by_kind["bad_clv"]["count"] == 3
+    assert by_kind["bad_clv"]["lines"] == [7, 9, 11]
+    assert by_kind["bad_churn_risk"]["rows"] == [7, 10]
+    assert "bad_clv" not in {e["kind"] for e in dataset.bad.as_list()}
+    # c4 (clv -5) keeps its segment and is a customer like any other
+    ids = dataset.customer_ids.to_pylist()
+    assert dataset.segment_names[dataset.customer_segment[ids.index("c4")]] == "silver"
 
 
 def test_each_offer_bad_row_kind_is_reported_with_its_row_number(dataset: data.Dataset) -> None:
@@ -101,7 +113,7 @@ def test_each_interaction_bad_row_kind_is_reported_and_unknown_ids_never_become_
     assert rows_of(dataset, "unknown_event") == [6]
     assert rows_of(dataset, "bad_ts") == [7]
     assert rows_of(dataset, "bad_weight") == [8, 9, 10]
-    assert dataset.bad.total == 6 + 8 + 7
+    assert dataset.bad.total == 3 + 8 + 7
     # c7 is silver; o2 is gold-only: ignored, not a new entity, and counted.
     assert dataset.ineligible == 1
     assert len(dataset.customer) == 4
@@ -139,3 +151,41 @@ def test_a_missing_column_or_file_is_a_clear_error(tmp_path: Path) -> None:
         data.load(str(tmp_path / "nope.csv"), offers, interactions, 100)
     with pytest.raises(DataError, match="unknown format"):
         data.load(write(tmp_path, "c.json", "{}"), offers, interactions, 100)
+
+
+def test_a_malformed_csv_line_is_a_bad_row_with_its_line_number_and_later_rows_keep_theirs(
+        tmp_path: Path) -> None:
+    interactions = INTERACTIONS.replace("zz,o1,click,1700000000,\n",
+                                        "zz,o1,click,1700000000,\nc1,o1\n", 1)
+    ds = data.load(write(tmp_path, "customers.csv", CUSTOMERS),
+                   write(tmp_path, "offers.csv", OFFERS),
+                   write(tmp_path, "interactions.csv", interactions), weight_cap=100)
+    (entry,) = [e for e in ds.bad.as_list() if e["kind"] == "malformed_line"]
+    assert entry["lines"] == [6] and entry["rows"] == [5] and entry["seen"] == ["c1,o1"]
+    assert rows_of(ds, "unknown_offer") == [6]  # was row 5 before the inserted line
+    assert rows_of(ds, "bad_weight") == [9, 10, 11]
+    assert ds.rows_read["interactions"] == 13
+    assert len(ds.customer) == 4
+
+
+def test_an_unknown_event_is_reported_with_the_values_seen(tmp_path: Path) -> None:
+    interactions = INTERACTIONS + "c1,o1,Click,1700000000,\nc2,o2,Click,1700000000,\n"
+    ds = data.load(write(tmp_path, "customers.csv", CUSTOMERS),
+                   write(tmp_path, "offers.csv", OFFERS),
+                   write(tmp_path, "interactions.csv", interactions), weight_cap=100)
+    (entry,) = [e for e in ds.bad.as_list() if e["kind"] == "unknown_event"]
+    assert entry["seen"] == {"Click": 2, "purchase": 1}
+    assert entry["rows"] == [6, 13, 14]
+
+
+def test_millisecond_microsecond_and_nanosecond_timestamps_are_converted_to_seconds(
+        tmp_path: Path) -> None:
+    rows = ["c1,o1,click,1700000000", "c1,o1,click,1700000000123", "c1,o1,click,1700000000123456",
+            "c1,o1,click,1700000000123456789", "c1,o1,click,2026-01-01T00:00:00Z"]
+    ds = data.load(write(tmp_path, "customers.csv", CUSTOMERS),
+                   write(tmp_path, "offers.csv", OFFERS),
+                   write(tmp_path, "i.csv", "customer_id,offer_id,event,ts\n"
+                         + "\n".join(rows) + "\n"), weight_cap=100)
+    assert ds.ts.round(3).tolist() == [1700000000.0, 1700000000.123, 1700000000.123,
+                                       1700000000.123, 1767225600.0]
+    assert ds.ts_converted == {"milliseconds": 1, "microseconds": 1, "nanoseconds": 1}

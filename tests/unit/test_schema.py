@@ -25,6 +25,19 @@ def test_key_names_are_fixed_byte_for_byte() -> None:
     assert len(keys.version_keys(v, 2)) == 6
 
 
+def test_live_state_keys_carry_the_customer_shard_as_a_hash_tag() -> None:
+    keys = schema.Keys("recsvc")
+    shard = schema.shard_of("C0000001")
+    assert shard == 2513447910 % 64 == 38  # CRC-32 of b"C0000001", part of the format
+    assert keys.live("C0000001") == "recsvc:live:{38}:C0000001"
+    assert keys.events(5) == "recsvc:events:{5}"
+    assert keys.dedup(5) == "recsvc:dedup:{5}"
+    assert keys.decisions(5) == "recsvc:decisions:{5}"
+    assert (keys.budgets, keys.offers_live, keys.offers_rev, keys.do_not_contact,
+            keys.experiments) == ("recsvc:budgets", "recsvc:offers:live", "recsvc:offers:rev",
+                                  "recsvc:dnc", "recsvc:experiments")
+
+
 def test_version_ids_sort_by_time_and_are_unique() -> None:
     early = schema.new_version_id(datetime(2026, 1, 1, tzinfo=UTC))
     late = schema.new_version_id(datetime(2026, 1, 2, tzinfo=UTC))
@@ -32,15 +45,32 @@ def test_version_ids_sort_by_time_and_are_unique() -> None:
     assert schema.new_version_id() != schema.new_version_id()
 
 
-def test_customer_record_layout_is_header_then_le_float32_then_le_uint32() -> None:
-    raw = schema.encode_customer_record(2, np.array([1.0, -2.0], dtype=np.float32), [7, 300])
-    assert raw == (bytes([1, 0, 2, 0, 2, 0, 2, 0])
+def test_customer_record_layout_is_header_then_vector_accepted_cells_attributes() -> None:
+    raw = schema.encode_customer_record(2, np.array([1.0, -2.0], dtype=np.float32), [7, 300],
+                                        cell_offers=[7, 9], cell_confidence=[4.0, -1.0],
+                                        attributes=[5])
+    assert raw == (bytes([2, 0, 2, 0, 2, 0, 2, 0, 2, 0, 1, 0])
                    + np.array([1.0, -2.0], dtype="<f4").tobytes()
-                   + np.array([7, 300], dtype="<u4").tobytes())
+                   + np.array([7, 300], dtype="<u4").tobytes()
+                   + np.array([7, 9], dtype="<u4").tobytes()
+                   + np.array([4.0, -1.0], dtype="<f4").tobytes()
+                   + np.array([5], dtype="<u4").tobytes())
     record = schema.decode_customer_record(raw)
     assert record.segment_index == 2
     assert record.vector.tolist() == [1.0, -2.0]
     assert record.accepted.tolist() == [7, 300]
+    assert record.cell_offers.tolist() == [7, 9]
+    assert record.cell_confidence.tolist() == [4.0, -1.0]
+    assert record.attributes.tolist() == [5]
+
+
+def test_format_1_records_of_earlier_versions_still_decode() -> None:
+    raw = (bytes([1, 0, 2, 0, 2, 0, 1, 0]) + np.array([1.0, -2.0], dtype="<f4").tobytes()
+           + np.array([7], dtype="<u4").tobytes())
+    record = schema.decode_customer_record(raw)
+    assert (record.segment_index, record.vector.tolist(), record.accepted.tolist()) == \
+        (2, [1.0, -2.0], [7])
+    assert len(record.cell_offers) == len(record.attributes) == 0
 
 
 def test_a_record_without_vector_decodes_to_an_empty_vector() -> None:
@@ -49,7 +79,7 @@ def test_a_record_without_vector_decodes_to_an_empty_vector() -> None:
     assert len(record.vector) == 0 and len(record.accepted) == 0
 
 
-@pytest.mark.parametrize("raw", [b"", b"\x01\x00", b"\x02" + bytes(7),
+@pytest.mark.parametrize("raw", [b"", b"\x01\x00", b"\x02" + bytes(9), b"\x03" + bytes(11),
                                  schema.pack_record_header(0, 2, 0) + bytes(4)])
 def test_malformed_records_are_refused(raw: bytes) -> None:
     with pytest.raises(ValueError):
@@ -62,3 +92,15 @@ def test_blob_codecs_round_trip() -> None:
     assert schema.decode_u32(schema.encode_u32([1, 2**32 - 1])).tolist() == [1, 2**32 - 1]
     with pytest.raises(ValueError):
         schema.decode_f32(b"abc")
+
+
+def test_feedback_keys_and_live_fields_are_fixed_byte_for_byte() -> None:
+    keys = schema.Keys("recsvc")
+    # crc32(b"c1") = 0x5ed72aa1 = 1591159457; % 64 = 33
+    assert schema.shard_of("c1") == 33
+    assert keys.live("c1") == "recsvc:live:{33}:c1"
+    assert keys.foldin_replayed == "recsvc:foldin:replayed"
+    assert schema.live_record_field("V1") == "r:V1"
+    assert schema.live_folded_field("V1") == "f:V1"
+    assert (schema.LIVE_SEGMENT, schema.LIVE_ACCEPTED, schema.LIVE_DECLINED, schema.LIVE_IGNORED,
+            schema.LIVE_CONTACTS) == ("seg", "a:", "d:", "n:", "c:")

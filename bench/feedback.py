@@ -1,0 +1,299 @@
+"""The feedback loop's numbers: ``python -m bench.feedback [--seconds 8] [--customers 20000]``.
+
+Starts its own redis-server (append-only file, ``--fsync everysec`` by default: the setting
+the README recommends; ``always`` and ``off`` for comparison), generates and
+trains a data set (cached in bench/data/), runs ``recsvc serve`` and ``recsvc feedback consume``
+as processes and measures:
+- RecordFeedback events/s per server process, batches of 100, N calls in flight (the load
+  generator is ``python -m bench.feedback load``, its own process);
+- event-to-next-answer latency: from the RecordFeedback acknowledgement of one accept to (a)
+  the live hash holding it (the next answer excludes the offer) and (b) the fold-in consumer's
+  new record ``r:<version>`` being in Redis (the next answer uses the new vector), idle and
+  under a concurrent feedback stream;
+- fold-in cost: the consumer's CPU seconds per event folded;
+- Recommend (32 in flight) alone and with a concurrent feedback stream of 10% of its rate.
+Prints one JSON object and writes bench/results/feedback.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import redis
+
+from bench import procs
+from recsvc.core import schema
+from recsvc.v1 import offers_pb2 as pb
+from recsvc.v1 import offers_pb2_grpc as pb_grpc
+from training import localredis
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFIX = "fbench"
+OFFERS = 200
+EVENTS = ("impression",) * 6 + ("click",) * 2 + ("accept", "decline")
+CONFIG = "seed = 7\n[tuning]\nfactors = [16]\nalpha = [5.0]\nblend_weights = [1.0]\n"
+
+
+def customer_id(i: int) -> str:
+    return f"C{i:07d}"
+
+
+def offer_id(i: int) -> str:
+    return f"OFF{i:05d}"
+
+
+def batch(rng: random.Random, size: int, customers: int, run: str, start: int) -> list[Any]:
+    return [pb.FeedbackEvent(event_id=f"{run}-{start + i}",
+                             customer_id=customer_id(rng.randrange(customers)),
+                             offer_id=offer_id(rng.randrange(OFFERS)),
+                             event=rng.choice(EVENTS), channel="email")
+            for i in range(size)]
+
+
+async def load(args: argparse.Namespace) -> dict[str, Any]:
+    """N calls in flight for ``seconds`` (after 1 s of warm-up); events per call = ``batch``."""
+    channels = [grpc.aio.insecure_channel(args.target) for _ in range(2)]
+    stubs = [pb_grpc.RetentionOfferServiceStub(c) for c in channels]  # type: ignore[no-untyped-call]
+    rng = random.Random(args.seed)
+    run = uuid.uuid4().hex[:8]
+    counter = 0
+    latencies: list[float] = []
+    statuses: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    warm = time.perf_counter() + 1.0
+    end = warm + args.seconds
+    pause = args.concurrency * args.batch / args.rate if args.rate else 0.0
+
+    async def worker(n: int) -> None:
+        nonlocal counter
+        stub = stubs[n % 2]
+        while (now := time.perf_counter()) < end:
+            events = batch(rng, args.batch, args.customers, run, counter)
+            counter += args.batch
+            try:
+                reply = await stub.RecordFeedback(pb.RecordFeedbackRequest(events=events),
+                                                  timeout=10)
+                if now >= warm:
+                    latencies.append(time.perf_counter() - now)
+                    statuses.update(pb.FeedbackStatus.Name(r.status) for r in reply.results)
+            except grpc.aio.AioRpcError as exc:
+                errors[exc.code().name] += 1
+            if pause:
+                await asyncio.sleep(max(0.0, pause - (time.perf_counter() - now)))
+
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    await asyncio.gather(*(worker(i) for i in range(args.concurrency)))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    for channel in channels:
+        await channel.close()
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 2) \
+            if latencies else 0.0
+
+    return {"calls": len(latencies), "events": len(latencies) * args.batch,
+            "events_per_second": round(len(latencies) * args.batch / args.seconds),
+            "call_p50_ms": pct(0.5), "call_p99_ms": pct(0.99), "statuses": dict(statuses),
+            "errors": dict(errors),
+            "client_cpu_seconds": round(after.ru_utime + after.ru_stime
+                                        - cpu.ru_utime - cpu.ru_stime, 2)}
+
+
+def prepare(url: str, customers: int) -> str:
+    data = ROOT / "bench" / "data" / f"fb-c{customers}-o{OFFERS}"
+    if not (data / "interactions.csv").exists():
+        subprocess.run([sys.executable, "-m", "recsvc", "datagen", "--out", str(data),
+                        "--customers", str(customers), "--offers", str(OFFERS),
+                        "--segments", "4", "--seed", "7"], check=True)
+    (data / "config.toml").write_text(CONFIG)
+    env = dict(os.environ, RECSVC_REDIS_URL=url, RECSVC_KEY_PREFIX=PREFIX)
+    result = subprocess.run(
+        [sys.executable, "-m", "recsvc", "train", "--customers", str(data / "customers.csv"),
+         "--offers", str(data / "offers.csv"), "--interactions", str(data / "interactions.csv"),
+         "--config", str(data / "config.toml"), "--force"], env=env, capture_output=True,
+        text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-2000:])
+    return result.stdout.strip().splitlines()[-1]
+
+
+def caught_up(client: redis.Redis, timeout: float = 120) -> None:
+    """Wait until the fold-in group has read and acked everything."""
+    deadline = time.monotonic() + timeout
+    keys = schema.Keys(PREFIX)
+    while time.monotonic() < deadline:
+        behind = 0
+        for shard in range(schema.SHARDS):
+            for group in client.xinfo_groups(keys.events(shard)):
+                behind += int(group.get("lag") or 0) + int(group["pending"])
+        if not behind:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the fold-in consumer did not catch up")
+
+
+def latency(stub: Any, client: redis.Redis, version: str, customers: int,
+            samples: int) -> dict[str, Any]:
+    """Ack -> live-hash accept visible, and ack -> folded record written, per single event."""
+    keys = schema.Keys(PREFIX)
+    rng = random.Random(3)
+    live_ms, fold_ms = [], []
+    for i in range(samples):
+        customer = customer_id(rng.randrange(customers))
+        offer = offer_id(rng.randrange(OFFERS))
+        field = schema.live_folded_field(version)
+        before = client.hget(keys.live(customer), field)
+        event = pb.FeedbackEvent(event_id=f"lat-{uuid.uuid4().hex}", customer_id=customer,
+                                 offer_id=offer, event="accept")
+        stub.RecordFeedback(pb.RecordFeedbackRequest(events=[event]), timeout=5)
+        acked = time.perf_counter()
+        while client.hget(keys.live(customer), f"a:{offer}") is None:
+            time.sleep(0.0002)
+        live_ms.append((time.perf_counter() - acked) * 1000)
+        while client.hget(keys.live(customer), field) == before:
+            if time.perf_counter() - acked > 5:
+                break
+            time.sleep(0.0005)
+        fold_ms.append((time.perf_counter() - acked) * 1000)
+        time.sleep(0.01 + (i % 3) * 0.005)
+
+    def pcts(values: list[float]) -> dict[str, float]:
+        values = sorted(values)
+        return {"p50_ms": round(values[len(values) // 2], 2),
+                "p99_ms": round(values[min(len(values) - 1, int(0.99 * len(values)))], 2),
+                "max_ms": round(values[-1], 2)}
+
+    return {"samples": samples, "live_state": pcts(live_ms), "fold_in": pcts(fold_ms)}
+
+
+def run_load(port: int, customers: int, seconds: float, concurrency: int, size: int,
+             rate: float = 0.0, seed: int = 1) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.feedback", "load", "--target", f"127.0.0.1:{port}",
+         "--seconds", str(seconds), "--concurrency", str(concurrency), "--batch", str(size),
+         "--customers", str(customers), "--rate", str(rate), "--seed", str(seed)],
+        stdout=subprocess.PIPE, text=True)
+
+
+def recommend_load(port: int, args: argparse.Namespace) -> dict[str, Any]:
+    return procs.run_json(["bench.loadgen", "--target", f"127.0.0.1:{port}", "--concurrency",
+                           "32", "--seconds", str(args.seconds), "--customers",
+                           str(args.customers)], dict(os.environ))
+
+
+def recommend_with_feedback(port: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Recommend alone, then with a feedback stream of 10% of its rate (batches of 10)."""
+    alone = recommend_load(port, args)
+    rate = 0.1 * float(alone["calls_per_second"])
+    background = run_load(port, args.customers, args.seconds + 30, 1, 10, rate=rate, seed=4)
+    time.sleep(1.0)
+    together = recommend_load(port, args)
+    background.terminate()
+    background.wait()
+    return {"alone": alone, "feedback_events_per_second": round(rate),
+            "with_feedback": together}
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    server = localredis.start(persist=args.fsync != "off",
+                              appendfsync="always" if args.fsync == "off" else args.fsync)
+    try:
+        version = prepare(server.url, args.customers)
+        client = redis.Redis.from_url(server.url)
+        env = dict(os.environ, RECSVC_REDIS_URL=server.url, RECSVC_KEY_PREFIX=PREFIX,
+                   RECSVC_LOG_LEVEL="WARNING", RECSVC_HOST="127.0.0.1")
+        port = localredis.free_port()
+        out: dict[str, Any] = {"customers": args.customers, "offers": OFFERS,
+                               "seconds": args.seconds, "redis_appendfsync": args.fsync}
+        with procs.server(["recsvc", "serve"], dict(env, RECSVC_PORT=str(port)), port) as srv:
+            consumer = subprocess.Popen(
+                [sys.executable, "-m", "recsvc", "feedback", "consume"] if args.consumer
+                else [sys.executable, "-c", "import time; time.sleep(3600)"],
+                env=env, stdout=subprocess.DEVNULL)
+            try:
+                time.sleep(2.0)
+                runs = []
+                for concurrency in (4, 16):
+                    cpu = procs.cpu_seconds(srv.pid)
+                    fold_cpu = procs.cpu_seconds(consumer.pid)
+                    redis_cpu = procs.cpu_seconds(server.process.pid)
+                    loader = run_load(port, args.customers, args.seconds, concurrency, 100)
+                    result = json.loads(loader.communicate()[0].strip().splitlines()[-1])
+                    result["concurrency"] = concurrency
+                    result["server_cpu_seconds"] = round(procs.cpu_seconds(srv.pid) - cpu, 2)
+                    result["redis_cpu_seconds"] = round(
+                        procs.cpu_seconds(server.process.pid) - redis_cpu, 2)
+                    if args.consumer:
+                        caught_up(client)
+                    folded_cpu = procs.cpu_seconds(consumer.pid) - fold_cpu
+                    recorded = result["statuses"].get("FEEDBACK_STATUS_RECORDED", 0)
+                    total = recorded * (args.seconds + 1) / args.seconds  # warm-up included
+                    result["fold_in_cpu_seconds"] = round(folded_cpu, 2)
+                    result["fold_in_us_per_event"] = round(1e6 * folded_cpu / max(1.0, total), 1)
+                    runs.append(result)
+                    print(json.dumps(result), flush=True)
+                out["record_feedback"] = runs
+                with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    stub = pb_grpc.RetentionOfferServiceStub(channel)  # type: ignore[no-untyped-call]
+                    out["latency_idle"] = latency(stub, client, version, args.customers,
+                                                  args.samples)
+                    background = run_load(port, args.customers, args.seconds + 30, 2, 100,
+                                          rate=2000, seed=2)
+                    time.sleep(1.5)
+                    out["latency_under_2000_events_per_second"] = latency(
+                        stub, client, version, args.customers, args.samples)
+                    background.terminate()
+                    background.wait()
+                out["recommend_with_feedback"] = recommend_with_feedback(port, args)
+            finally:
+                consumer.terminate()
+                consumer.wait(timeout=15)
+        out["redis_used_memory_mib"] = round(client.info("memory")["used_memory"] / 2**20, 1)
+        return out
+    finally:
+        server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.feedback")
+    parser.add_argument("what", choices=("bench", "load"), nargs="?", default="bench")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--fsync", choices=("everysec", "always", "off"), default="everysec",
+                        help="Redis append-only file fsync policy (off: no AOF)")
+    parser.add_argument("--no-consumer", dest="consumer", action="store_false",
+                        help="RecordFeedback alone, no fold-in consumer running")
+    parser.add_argument("--target", help="(load) HOST:PORT")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=0.0, help="(load) events/s cap, 0 = none")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    if args.what == "load":
+        print(json.dumps(asyncio.run(load(args))))
+        return 0
+    results = bench(args)
+    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "bench" / "results" / "feedback.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""The exact one-customer ALS solve, and the record serving prefers.
+
+implicit's ``recalculate_user`` solves ``(YtY + λI + Σ (|c|-1) y yᵀ) x = Σ_{c>0} c y`` with
+``c = alpha * r`` over the customer's non-zero cells ``r`` (a negative cell means "not liked"
+with confidence |c| and adds nothing to the right side). ``SegmentSolver.solve`` is that
+equation on the customer's whole history: the confidence row they were trained on (carried by
+record format 2) plus the confidences of their new events, so a fold-in is what a retrain would
+give this customer with the item side held fixed, not a heuristic.
+
+New events add their event weight (the training config's ``[events]``, stored in the version's
+meta) to their cell, i.e. the ``sum`` rule; a first impression of an offer adds the
+negative-impression weight when the segment was trained with it. The next training run applies
+the configured rules (``duplicates``, recency) to the whole log again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from recsvc.core import schema
+
+POSITIVE = ("click", "accept", "redeem")
+ACCEPTED = ("accept", "redeem")
+
+
+def record_for(version: str, base_record: bytes | None,
+               live_fields: Mapping[bytes, bytes]) -> bytes | None:
+    """The record serving uses for ``version``: the fold-in's ``r:<version>`` from the live hash
+    when there is one (it holds everything the base record held, plus the new events), else the
+    version's own record (None: the model does not know the customer)."""
+    folded = live_fields.get(schema.live_record_field(version).encode())
+    return folded if folded is not None else base_record
+
+
+@dataclass(frozen=True)
+class SegmentSolver:
+    """One segment's item side and ALS parameters, ready for per-customer solves."""
+
+    offers: npt.NDArray[np.uint32]  # catalogue indices of the segment's offers
+    local_of: npt.NDArray[np.int32]  # catalogue index -> row of ``items`` or -1
+    items: npt.NDArray[np.float64]  # offers x factors
+    yty: npt.NDArray[np.float64]  # items.T @ items, once per version
+    regularization: float
+    alpha: float
+    negative_impression_weight: float | None  # None: the segment was trained without it
+
+    @classmethod
+    def build(cls, offers: npt.NDArray[np.uint32], items: npt.NDArray[np.float32],
+              catalogue_size: int, regularization: float, alpha: float,
+              negative_impression_weight: float | None) -> SegmentSolver:
+        wide = np.asarray(items, dtype=np.float64)
+        local_of = np.full(catalogue_size, -1, dtype=np.int32)
+        local_of[offers] = np.arange(len(offers), dtype=np.int32)
+        return cls(offers, local_of, wide, wide.T @ wide, regularization, alpha,
+                   negative_impression_weight)
+
+    @property
+    def factors(self) -> int:
+        return int(self.items.shape[1])
+
+    def solve(self, cell_offers: npt.NDArray[np.uint32],
+              cell_confidence: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The customer's vector for their cells (catalogue indices and raw confidences)."""
+        local = self.local_of[np.asarray(cell_offers, dtype=np.int64)]
+        confidence = np.asarray(cell_confidence, dtype=np.float64)
+        use = (local >= 0) & (confidence != 0)
+        y = self.items[local[use]]
+        c = self.alpha * confidence[use]
+        a = self.yty + self.regularization * np.eye(self.factors)
+        a += (y.T * (np.abs(c) - 1.0)) @ y
+        b = y.T @ np.where(c > 0, c, 0.0)
+        return np.linalg.solve(a, b).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An interaction event, reduced to what the fold-in needs."""
+
+    offer: int  # catalogue index
+    event: str
+
+
+def add_events(cell_offers: npt.NDArray[np.uint32], cell_confidence: npt.NDArray[np.float32],
+               events: Sequence[NewEvent], weights: Mapping[str, float],
+               negative_impression_weight: float | None
+               ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.float32]]:
+    """The customer's cells after ``events``: each adds its event weight to its cell."""
+    cells: dict[int, float] = dict(zip(np.asarray(cell_offers).tolist(),
+                                       np.asarray(cell_confidence, dtype=np.float64).tolist(),
+                                       strict=True))
+    for e in events:
+        weight = float(weights.get(e.event, 0.0))
+        if e.offer not in cells:
+            first_look = e.event == "impression" and negative_impression_weight is not None
+            cells[e.offer] = weight + (negative_impression_weight  # type: ignore[operator]
+                                       if first_look else 0.0)
+        else:
+            cells[e.offer] += weight
+    offers = np.fromiter(cells.keys(), dtype=np.uint32, count=len(cells))
+    values = np.fromiter(cells.values(), dtype=np.float32, count=len(cells))
+    return offers, values
+
+
+@dataclass(frozen=True)
+class FoldModel:
+    """Everything the fold-in needs of one published version (built once per version)."""
+
+    version: str
+    algorithm: str
+    weights: dict[str, float]  # event -> confidence, from the training config
+    segment_names: list[str]
+    solvers: list[SegmentSolver | None]  # None: the segment has no ALS model
+    offer_index: dict[str, int]
+
+    @classmethod
+    def from_version(cls, version: str, meta: dict[str, Any], offer_ids: list[str],
+                     segments: Sequence[tuple[npt.NDArray[np.uint32],
+                                              npt.NDArray[np.float32] | None]]) -> FoldModel:
+        """``segments``: per segment (in meta order) its catalogue indices and item factors."""
+        parameters = meta.get("parameters") or {}
+        config = parameters.get("config") or {}
+        algorithm = str(parameters.get("algorithm", config.get("algorithm", "als")))
+        weights = {k: float(v) for k, v in (config.get("events") or {}).items()}
+        negative = float(config.get("negative_impression_weight", -1.0))
+        solvers: list[SegmentSolver | None] = []
+        for seg, (offers, items) in zip(meta["segments"], segments, strict=True):
+            params = seg.get("params")
+            # The exposure model (issue 13) is not implicit's ALS: its vectors are not folded.
+            if algorithm != "als" or items is None or not params \
+                    or params.get("model", "implicit") != "implicit":
+                solvers.append(None)
+                continue
+            solvers.append(SegmentSolver.build(
+                offers, items, len(offer_ids), float(params["regularization"]),
+                float(params["alpha"]),
+                negative if params.get("negative_impressions") else None))
+        return cls(version, algorithm, weights, [s["name"] for s in meta["segments"]],
+                   solvers, {o: i for i, o in enumerate(offer_ids)})

@@ -1,0 +1,4 @@
+"""Operations: Prometheus metrics (``metrics``), structured JSON logs (``logs``), the training
+job's textfile/Pushgateway output (``jobmetrics``) and the metrics HTTP endpoint (``endpoint``).
+Imports ``recsvc.core`` and prometheus-client / structlog only; every other room may call it.
+"""

@@ -1,0 +1,67 @@
+"""The Grafana dashboard and the Prometheus alert rules only name metrics recsvc exports."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+
+from recsvc.ops import jobmetrics
+from recsvc.ops import metrics as _metrics  # noqa: F401  (registers the serving metrics)
+
+ROOT = Path(__file__).resolve().parents[2]
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "recsvc.json"
+NAME = re.compile(r"\brecsvc_[a-z0-9_]+")
+
+
+def exported_names() -> set[str]:
+    """Every sample name recsvc can expose (serving and the training job)."""
+    names: set[str] = set()
+    for family in REGISTRY.collect():
+        if family.name.startswith("recsvc_"):
+            base = family.name
+            names |= {base, f"{base}_total", f"{base}_bucket", f"{base}_count", f"{base}_sum"}
+    job = jobmetrics.registry_for({"phases": {"read": 1.0}, "seconds_total": 1.0,
+                                   "bad_rows": {"total": 0}, "overall_ndcg_at_10": 0.5},
+                                  "ok", 1.0, None)
+    names |= {s.name for family in job.collect() for s in family.samples}
+    return names
+
+
+def test_alert_rules_are_well_formed_and_cover_the_issue() -> None:
+    rules = yaml.safe_load(ALERTS.read_text())
+    (group,) = rules["groups"]
+    alerts = {rule["alert"]: rule for rule in group["rules"]}
+    assert {"RecsvcModelTooOld", "RecsvcDegradedShareHigh", "RecsvcRedisDown"} <= set(alerts)
+    for rule in alerts.values():
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}
+        assert rule["expr"].strip() and rule["annotations"]["summary"]
+        assert rule["labels"]["severity"] in ("warning", "critical")
+
+
+def test_alerts_and_dashboard_name_only_exported_metrics() -> None:
+    known = exported_names()
+    texts = [rule["expr"] for rule in yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]]
+    dashboard = json.loads(DASHBOARD.read_text())
+    texts += [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for text in texts for name in NAME.findall(text)}
+    assert used and used <= known, used - known
+    # Every serving metric is on the dashboard.
+    families = {f.name for f in REGISTRY.collect() if f.name.startswith("recsvc_")}
+    shown = {n.removesuffix("_total").removesuffix("_bucket") for n in used}
+    assert families <= shown, families - shown
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool not installed (apt-get install prometheus)")
+def test_promtool_accepts_the_alert_rules() -> None:
+    result = subprocess.run(["promtool", "check", "rules", str(ALERTS)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
