@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from recsvc.core.calibration import constant
 from recsvc.core.model import STRATEGY_POPULAR
-from training.calibrate import calibrate
+from training.calibrate import calibrate, smoothed_rate
 from training.config import TrainConfig
 from training.evaluate import (
     Metrics,
@@ -145,7 +145,8 @@ def train_segment(name: str, cells: Cells, config: TrainConfig,
     result = SegmentResult(name, customers, offers, cells.interactions, STRATEGY_POPULAR, 0.0,
                            None, None, popularity)
     if len(cells.rows):
-        result.calibration = constant(float(cells.accepted.mean()))
+        result.calibration = constant(smoothed_rate(int(cells.accepted.sum()),
+                                                    len(cells.rows)))
     if cells.interactions == 0 or offers == 0:
         result.notes.append("no interactions: served by segment popularity")
         return result

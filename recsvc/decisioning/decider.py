@@ -9,6 +9,7 @@ the compiled customer rules, exempt offers, the p_accept of a popularity ranking
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -225,9 +226,13 @@ def _tables(segment: SegmentModel, arrays: _Arrays, policy: Policy, info: Mappin
     base_rate = float(info.get("base_accept_rate") or DEFAULT_BASE_RATE)
     prior = policy.new_offer_prior or base_rate
     is_new = arrays.is_new[idx]
-    popular_p = (calibration.apply(segment.popularity) if calibration is not None
+    # A modelled segment's map reads its personal scores; popularity has its own (issue 13).
+    popular_map = calibration
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        popular_map = Calibration.from_meta(info.get("popularity_calibration")) or calibration
+    popular_p = (popular_map.apply(segment.popularity) if popular_map is not None
                  else prior_p_accept(segment.popularity[~is_new], base_rate))
-    if calibration is None:
+    if popular_map is None:
         full = np.full(len(idx), prior)
         full[~is_new] = popular_p
         popular_p = full
