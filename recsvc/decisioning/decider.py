@@ -9,6 +9,7 @@ the compiled customer rules, exempt offers, the p_accept of a popularity ranking
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -237,14 +238,16 @@ def _tables(segment: SegmentModel, arrays: _Arrays, policy: Policy, info: Mappin
     base_rate = float(info.get("base_accept_rate") or DEFAULT_BASE_RATE)
     prior = policy.new_offer_prior or base_rate
     is_new = arrays.is_new[idx]
-    # A segment's calibration maps the score it serves: popularity only when the segment is
-    # served by popularity (a personal segment's popularity fallback is on another scale).
-    popular_calibration = calibration if (
-        popularity_calibrated or segment.strategy == STRATEGY_POPULAR) else None
-    popular_p = (popular_calibration.apply(segment.popularity)
-                 if popular_calibration is not None
+    # A segment's calibration maps the score it serves; popularity has its own map when the
+    # training published one (issue 13), else the segment's map only when the segment is served
+    # by popularity (a personal segment's map reads personal scores: another scale).
+    popular_map = calibration if (popularity_calibrated
+                                  or segment.strategy == STRATEGY_POPULAR) else None
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        popular_map = Calibration.from_meta(info.get("popularity_calibration")) or popular_map
+    popular_p = (popular_map.apply(segment.popularity) if popular_map is not None
                  else prior_p_accept(segment.popularity[~is_new], base_rate))
-    if popular_calibration is None:
+    if popular_map is None:
         full = np.full(len(idx), prior)
         full[~is_new] = popular_p
         popular_p = full

@@ -127,9 +127,9 @@ def test_a_published_calibration_maps_scores_to_p_accept() -> None:
     assert decision.p_accept == pytest.approx([0.45, 0.35, 0.25, 0.05])
     with pytest.raises(ValueError, match="segment 'main': calibration: score must be strictly"):
         Calibration.from_meta({"method": "x", "score": [1, 0], "p_accept": [0, 1]}, "main")
-    # one knot (a segment without usable data): a constant, valid
-    constant = build_decider(model(calibration={"method": "base_rate", "score": [0.0],
-                                                "p_accept": [0.2]}))
+    # a constant (a segment without usable data): two knots with the same p
+    constant = build_decider(model(calibration={"method": "base_rate", "score": [0.0, 1.0],
+                                                "p_accept": [0.2, 0.2]}))
     decision = decide(constant, constant.segments[0], SCORES, None, attrs(), NOTHING_LIVE, ask())
     assert ids(constant, decision) == ["o4", "o3", "o1", "o0"]  # still the model's order
     assert decision.p_accept == pytest.approx([0.2] * 4)
