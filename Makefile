@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit integration serve lint fmt proto bench bench-quick redis-bin browser-bin clean
+.PHONY: demo test unit integration serve lint fmt proto bench bench-quick chaos chaos-quick redis-bin browser-bin clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing recsvc[dev]"
@@ -60,6 +60,14 @@ proto: $(STAMP)
 
 bench: $(STAMP) redis-bin
 	$(PY) -m bench all
+
+# Faults under load (Redis stalled/killed/flaky, overload, model switches, killed training,
+# fuzz, memory); writes docs/RELIABILITY.md. Minutes long: not part of `make test`.
+chaos: $(STAMP) redis-bin
+	$(PY) -m bench.chaos
+
+chaos-quick: $(STAMP) redis-bin
+	$(PY) -m bench.chaos --quick
 
 bench-quick: $(STAMP) redis-bin
 	$(PY) -m bench all --quick
