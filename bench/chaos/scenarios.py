@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from typing import Any
 
 import grpc
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.chaos.load import Load, known_request
 from bench.chaos.proxy import FlakyProxy
@@ -49,6 +51,7 @@ class Env:
     data: Path
     customers: int
     quick: bool
+    metrics_port: int = 0  # of the server `serving` started last
 
     @property
     def client(self) -> redis.Redis:
@@ -81,11 +84,31 @@ def prepare(folder: Path, redis_server: LocalRedis, customers: int, quick: bool)
     return Env(redis_server, folder, customers, quick)
 
 
+def server_late(metrics_port: int, deadline: float) -> dict[str, int]:
+    """From the server's own histogram: Recommend calls handled, and those that took longer
+    than ``deadline`` (a bucket bound: 0.25 or 1.0)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    count = within = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("method") != "Recommend":
+                continue
+            if sample.name == "recsvc_rpc_duration_seconds_count":
+                count = sample.value
+            elif sample.name == "recsvc_rpc_duration_seconds_bucket" and \
+                    float(sample.labels["le"]) == deadline:
+                within = sample.value
+    return {"server_handled": int(count), "server_over_deadline": int(count - within)}
+
+
 @contextmanager
 def serving(env: Env, redis_url: str | None = None, **extra: str
             ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
+    env.metrics_port = free_port()
     settings = {"RECSVC_HOST": "127.0.0.1", "RECSVC_PORT": str(port),
+                "RECSVC_METRICS_PORT": str(env.metrics_port),
                 "RECSVC_MODEL_POLL_MS": "100", "RECSVC_REDIS_RETRY_AFTER_FAILURE_MS": "200"}
     settings.update(extra)
     process = subprocess.Popen([sys.executable, "-m", "recsvc", "serve"],
@@ -112,8 +135,10 @@ def serving(env: Env, redis_url: str | None = None, **extra: str
 
 
 def _fault_bar(result: dict[str, Any]) -> bool:
-    """Every call within its deadline (50 ms margin) and no INTERNAL/UNKNOWN."""
-    return result["late"] == 0 and result["internal_or_unknown"] == 0
+    """The server handled every call within its deadline, and none was INTERNAL/UNKNOWN.
+    (Client-side lateness is reported too; on a shared 2-core machine it includes the load
+    generator's own scheduling delays.)"""
+    return result["server_over_deadline"] == 0 and result["internal_or_unknown"] == 0
 
 
 def redis_stalled(env: Env) -> dict[str, Any]:
@@ -124,7 +149,7 @@ def redis_stalled(env: Env) -> dict[str, Any]:
         env.redis.pause()
         time.sleep(3)
         env.redis.resume()
-        result = load.join().summary()
+        result = {**load.join().summary(), **server_late(env.metrics_port, 0.25)}
     return {**result, "fault": "SIGSTOP 3 s", "passed": _fault_bar(result)}
 
 
@@ -137,7 +162,7 @@ def redis_killed(env: Env, version: str) -> dict[str, Any]:
         time.sleep(3)
         env.redis.restart()
         env.train(seed=11)  # the restart lost the data: the nightly job would publish again
-        result = load.join().summary()
+        result = {**load.join().summary(), **server_late(env.metrics_port, 0.25)}
     return {**result, "fault": "SIGKILL, restart after 3 s, publish again",
             "passed": _fault_bar(result)}
 
@@ -147,7 +172,8 @@ def flaky_proxy(env: Env) -> dict[str, Any]:
     proxy = FlakyProxy(env.redis.port).start()
     try:
         with serving(env, f"redis://127.0.0.1:{proxy.port}/0") as (_, port):
-            result = Load(port, 12, 16, known_request(env.customers)).start().join().summary()
+            result = {**Load(port, 12, 16, known_request(env.customers)).start().join().summary(),
+                      **server_late(env.metrics_port, 0.25)}
     finally:
         proxy.stop()
     return {**result, "fault": "5% chunks delayed <= 80 ms, 0.2% connections reset",
