@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 from dataclasses import dataclass, field
@@ -58,7 +59,8 @@ class FlakyProxy:
             self.port = server.sockets[0].getsockname()[1]
             ready.set()
             async with server:
-                await server.serve_forever()
+                with contextlib.suppress(asyncio.CancelledError):  # stop() cancels every task
+                    await server.serve_forever()
 
         self._thread = threading.Thread(target=self._loop.run_until_complete, args=(serve(),),
                                         daemon=True)

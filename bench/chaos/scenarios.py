@@ -153,7 +153,7 @@ def redis_stalled(env: Env) -> dict[str, Any]:
     return {**result, "fault": "SIGSTOP 3 s", "passed": _fault_bar(result)}
 
 
-def redis_killed(env: Env, version: str) -> dict[str, Any]:
+def redis_killed(env: Env) -> dict[str, Any]:
     """SIGKILL Redis under load; after 3 s start it again and publish again (no persistence)."""
     with serving(env) as (_, port):
         load = Load(port, 14, 16, known_request(env.customers)).start()
