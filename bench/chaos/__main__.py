@@ -86,6 +86,25 @@ BARS = {
 }
 
 
+NOTES = [
+    "- *degraded* answers are the design working: while Redis fails, answers come from memory "
+    "(popularity) instead of failing; a reset or a delay beyond `RECSVC_REDIS_TIMEOUT_MS` "
+    "opens the breaker for `RECSVC_REDIS_RETRY_AFTER_FAILURE_MS` (200 ms here).",
+    "- DEADLINE_EXCEEDED at the client with 0 calls over the deadline at the server means the "
+    "time went before or after the handler (queueing in the client or the kernel on a CPU "
+    "shared by load generator, server, Redis and other work).",
+    "- redis_killed is the only fault scenario that also trains and loads a new version while "
+    "the load runs (the restart lost the data). Its calls over the deadline are most likely the "
+    "watcher thread decoding the new version while holding the GIL; this was not measured "
+    "apart, and `bench/version_check.py` measures what loading a version costs.",
+    "- overload: the cap (`RECSVC_MAX_CONCURRENT_RPCS`=16 here) answers the excess "
+    "RESOURCE_EXHAUSTED at once; goodput figures move +-20% between runs on this machine "
+    "(other processes share the 2 CPUs), so one run's ratio above 1 is noise, not a speed-up.",
+    "- A scenario reported with an error did not run to its end; `python -m bench.chaos --only "
+    "NAME` reruns it and merges the result into this page.",
+]
+
+
 def write_report(path: Path, results: dict[str, Any], args: argparse.Namespace) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                             capture_output=True, check=False).stdout.strip() or "unknown"
@@ -110,7 +129,8 @@ def write_report(path: Path, results: dict[str, Any], args: argparse.Namespace) 
     for name, result in results.items():
         verdict = "met" if result.get("passed") else "**not met**"
         lines.append(f"| {name} | {BARS.get(name, '')} | {verdict} | {_figures(name, result)} |")
-    lines += ["", "## Raw figures", "", "```json", json.dumps(results, indent=1), "```", ""]
+    lines += ["", "## Reading the results", "", *NOTES, "",
+              "## Raw figures", "", "```json", json.dumps(results, indent=1), "```", ""]
     path.write_text("\n".join(lines))
 
 
