@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SPARK_STAMP := $(VENV)/.spark
 
-.PHONY: demo test unit integration serve lint fmt proto bench bench-quick chaos chaos-quick redis-bin browser-bin clean
+.PHONY: demo test unit integration serve lint fmt proto bench bench-quick chaos chaos-quick redis-bin browser-bin spark-env clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing recsvc[dev]"
@@ -30,16 +31,29 @@ browser-bin:
 	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "install it with: sudo apt-get install chromium" >&2; exit 1; fi; }
 
+# The spark engine's test needs the `spark` extra (~490 MB, about 2 min to install) and Java 17.
+$(SPARK_STAMP): $(STAMP)
+	@command -v java >/dev/null || { \
+	  echo "==> java missing: installing Debian's openjdk-17-jre-headless"; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null; \
+	  else echo "install it with: sudo apt-get install openjdk-17-jre-headless" >&2; exit 1; fi; }
+	@echo "==> installing recsvc[spark] (pyspark) into $(VENV)"
+	$(PY) -m pip install --quiet -e '.[dev,spark]'
+	@touch $(SPARK_STAMP)
+
+spark-env: $(SPARK_STAMP)
+
 demo: $(STAMP) redis-bin
 	$(PY) -m training.demo
 
-test: $(STAMP) redis-bin browser-bin
+test: $(STAMP) redis-bin browser-bin $(SPARK_STAMP)
 	$(PY) -m pytest -q tests
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
-integration: $(STAMP) redis-bin
+integration: $(STAMP) redis-bin $(SPARK_STAMP)
 	$(PY) -m pytest -q tests/integration
 
 serve: $(STAMP)
@@ -60,6 +74,7 @@ proto: $(STAMP)
 
 bench: $(STAMP) redis-bin
 	$(PY) -m bench all
+	$(PY) -m bench exposure
 
 # Faults under load (Redis stalled/killed/flaky, overload, model switches, killed training,
 # fuzz, memory); writes docs/RELIABILITY.md. Minutes long: not part of `make test`.

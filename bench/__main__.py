@@ -1,4 +1,4 @@
-"""`make bench` / `python -m bench {all,train,serve} [--quick]`.
+"""`make bench` / `python -m bench {all,train,serve,exposure} [--quick]`.
 
 Starts its own redis-server, generates data (cached in bench/data/), measures training and
 serving, writes bench/results/latest.json and regenerates the tables of docs/PERFORMANCE.md.
@@ -114,6 +114,8 @@ def _recommend(client: redis.Redis, srv: subprocess.Popen[bytes], port: int, cus
         (sum(after.values()) - sum(before.values()) - 1) / calls, 3)
     result["redis_hget_per_call"] = round(
         (after.get("hget", 0) - before.get("hget", 0)) / calls, 3)
+    result["redis_hgetall_per_call"] = round(
+        (after.get("hgetall", 0) - before.get("hgetall", 0)) / calls, 3)
     return result
 
 
@@ -162,12 +164,18 @@ def bench_serve(url: str, customers: int, seconds: float) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("what", choices=("all", "train", "serve"), nargs="?", default="all")
+    parser.add_argument("what", choices=("all", "train", "serve", "exposure"), nargs="?",
+                        default="all")
     parser.add_argument("--quick", action="store_true", help="100k customers, shorter runs")
     parser.add_argument("--seconds", type=float, help="seconds per serving measurement")
     args = parser.parse_args()
     command = "make bench" if not args.quick and args.what == "all" else \
         "python -m bench " + " ".join(sys.argv[1:])
+    if args.what == "exposure":  # its own world, results file and section (bench/exposure.py)
+        from bench import exposure
+
+        exposure.run(args.quick, command)
+        return 0
     sizes = [100_000] if args.quick else [100_000, 1_000_000]
     seconds = args.seconds or (4.0 if args.quick else 8.0)
     server = localredis.start()

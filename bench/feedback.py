@@ -10,7 +10,8 @@ as processes and measures:
   the live hash holding it (the next answer excludes the offer) and (b) the fold-in consumer's
   new record ``r:<version>`` being in Redis (the next answer uses the new vector), idle and
   under a concurrent feedback stream;
-- fold-in cost: the consumer's CPU seconds per event folded.
+- fold-in cost: the consumer's CPU seconds per event folded;
+- Recommend (32 in flight) alone and with a concurrent feedback stream of 10% of its rate.
 Prints one JSON object and writes bench/results/feedback.json.
 """
 
@@ -189,6 +190,25 @@ def run_load(port: int, customers: int, seconds: float, concurrency: int, size: 
         stdout=subprocess.PIPE, text=True)
 
 
+def recommend_load(port: int, args: argparse.Namespace) -> dict[str, Any]:
+    return procs.run_json(["bench.loadgen", "--target", f"127.0.0.1:{port}", "--concurrency",
+                           "32", "--seconds", str(args.seconds), "--customers",
+                           str(args.customers)], dict(os.environ))
+
+
+def recommend_with_feedback(port: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Recommend alone, then with a feedback stream of 10% of its rate (batches of 10)."""
+    alone = recommend_load(port, args)
+    rate = 0.1 * float(alone["calls_per_second"])
+    background = run_load(port, args.customers, args.seconds + 30, 1, 10, rate=rate, seed=4)
+    time.sleep(1.0)
+    together = recommend_load(port, args)
+    background.terminate()
+    background.wait()
+    return {"alone": alone, "feedback_events_per_second": round(rate),
+            "with_feedback": together}
+
+
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     server = localredis.start(persist=args.fsync != "off",
                               appendfsync="always" if args.fsync == "off" else args.fsync)
@@ -239,6 +259,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         stub, client, version, args.customers, args.samples)
                     background.terminate()
                     background.wait()
+                out["recommend_with_feedback"] = recommend_with_feedback(port, args)
             finally:
                 consumer.terminate()
                 consumer.wait(timeout=15)

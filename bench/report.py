@@ -90,9 +90,14 @@ def tables(results: dict[str, Any]) -> str:
         targets += [
             ("Recommend p99 <= 2 ms at 1 in flight", f"{one['p99_ms']} ms",
              _ok(one["p99_ms"] <= 2.0)),
-            ("one Redis round trip per Recommend", f"{one['redis_hget_per_call']} HGET/call, "
+            # One pipeline: HGET of the record + HGETALL of the live hash (docs/DESIGN.md s. 6).
+            ("one Redis round trip per Recommend (HGET + HGETALL, one pipeline)",
+             f"{one['redis_hget_per_call']} HGET/call, "
+             f"{one.get('redis_hgetall_per_call', 0)} HGETALL/call, "
              f"{one['redis_commands_per_call']} commands/call",
-             _ok(abs(one["redis_commands_per_call"] - 1) < 0.05)),
+             _ok(abs(one["redis_hget_per_call"] - 1) < 0.05
+                 and one["redis_commands_per_call"] - one.get("redis_hgetall_per_call", 0)
+                 - 1 < 0.05)),
             ("RecommendBatch >= 20,000 customers/s", f"{best_batch:,.0f}",
              _ok(best_batch >= 20_000)),
         ]

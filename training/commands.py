@@ -67,6 +67,9 @@ def add_datagen(sub: Any) -> None:
     gen.add_argument("--segments", type=int, default=4)
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    gen.add_argument("--world", choices=("default", "biased"), default="default",
+                     help="biased: exposure by an incumbent policy, with ground truth "
+                          "(truth.parquet, truth.json)")
     gen.set_defaults(run=run_datagen)
 
 

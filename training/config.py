@@ -4,6 +4,7 @@ Every key, with its default (see also docs/DESIGN.md)::
 
     seed = 42
     algorithm = "als"              # "als" or "bpr"
+    engine = "implicit"            # "implicit" (in process) or "spark" (MLlib ALS; als only)
     half_life_days = 0.0           # recency decay of event confidence; 0 = off
     duplicates = "max"             # repeated (customer, offer, event) rows: "max" or "sum"
     weight_cap = 100.0             # |weight| above this (or non-finite) is a bad row
@@ -38,11 +39,27 @@ Every key, with its default (see also docs/DESIGN.md)::
     [decisioning]                  # objective, levers, contact policy, suppression: see
     objective = "relevance"        # recsvc/decisioning/policy.py for every key (kept in the
                                    # version's meta; serving applies it)
+    [exposure]                     # learning from logged exposure (training/exposure.py)
+    model = "auto"                 # "auto": validation chooses between implicit's models and
+                                   # the exposure model; "implicit" or "exposure" alone
+    factors = [8]                  # exposure model: factors, ridge, offer-bias ridge, sweeps
+    regularization = [3.0, 10.0]
+    bias_regularization = 20.0
+    iterations = 8
+    select_on = "debiased"         # tuning maximises de-biased ("debiased") or naive ndcg@10
+    max_weight = 20.0              # inverse-propensity weights are clipped here
+    competitors = true             # also measure implicit ALS with implicit's default settings
+    competitor_customers = 20000   # ... fit on the test customers and a sample of this many
+    calibration_share = 0.1        # shown cells held out of validation fits: p_accept's map
     [publish]
     quality_tolerance = 0.1        # refuse if the lift over popularity (served ndcg@10 / baseline
                                    # ndcg@10, each on its own data) drops by more (unless --force)
     batch_size = 1000              # customers per HSET command
     lock_ttl_seconds = 60.0
+    [spark]                        # engine = "spark" only (training/engines/spark.py)
+    master = ""                    # "" = spark-submit's --master, else local[*]; or a URL
+    blocks = 0                     # ALS user and item blocks; 0 = Spark's default parallelism
+    conf = {}                      # more Spark settings, e.g. {"spark.driver.memory" = "8g"}
 """
 
 from __future__ import annotations
@@ -90,6 +107,36 @@ class Checks:
 
 
 @dataclass(frozen=True)
+class Exposure:
+    model: str = "auto"
+    factors: tuple[int, ...] = (8,)
+    regularization: tuple[float, ...] = (3.0, 10.0)
+    bias_regularization: float = 20.0
+    iterations: int = 8
+    select_on: str = "debiased"
+    max_weight: float = 20.0
+    competitors: bool = True
+    competitor_customers: int = 20_000
+    calibration_share: float = 0.1
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.model not in ("auto", "implicit", "exposure"):
+            found.append(f"[exposure] model must be auto, implicit or exposure, not {self.model!r}")
+        if self.select_on not in ("debiased", "naive"):
+            found.append(f"[exposure] select_on must be debiased or naive, not {self.select_on!r}")
+        if not self.factors or min(self.factors) < 1 or not self.regularization \
+                or min(self.regularization) <= 0 or self.bias_regularization <= 0:
+            found.append("[exposure] needs factors >= 1 and regularization > 0")
+        if self.iterations < 1 or self.max_weight < 1 or self.competitor_customers < 1:
+            found.append("[exposure] needs iterations >= 1, max_weight >= 1, "
+                         "competitor_customers >= 1")
+        if not 0 <= self.calibration_share < 0.5:
+            found.append("[exposure] calibration_share must lie in [0, 0.5)")
+        return found
+
+
+@dataclass(frozen=True)
 class Publish:
     quality_tolerance: float = 0.1
     batch_size: int = 1000
@@ -97,9 +144,17 @@ class Publish:
 
 
 @dataclass(frozen=True)
+class Spark:
+    master: str = ""
+    blocks: int = 0
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     seed: int = 42
     algorithm: str = "als"
+    engine: str = "implicit"
     half_life_days: float = 0.0
     duplicates: str = "max"
     weight_cap: float = 100.0
@@ -112,15 +167,23 @@ class TrainConfig:
     checks: Checks = field(default_factory=Checks)
     publish: Publish = field(default_factory=Publish)
     decisioning: dict[str, Any] = field(default_factory=dict)  # validated by Policy.from_dict
+    spark: Spark = field(default_factory=Spark)
+    exposure: Exposure = field(default_factory=Exposure)
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = self.exposure.problems()
         try:
             Policy.from_dict(self.decisioning)
         except ValueError as exc:
             problems.append(str(exc))
         if self.algorithm not in ("als", "bpr"):
             problems.append(f"algorithm must be 'als' or 'bpr', not {self.algorithm!r}")
+        if self.engine not in ("implicit", "spark"):
+            problems.append(f"engine must be 'implicit' or 'spark', not {self.engine!r}")
+        elif self.engine == "spark" and self.algorithm != "als":
+            problems.append("engine = \"spark\" trains algorithm = \"als\" only (MLlib has no BPR)")
+        if self.spark.blocks < 0:
+            problems.append("[spark] blocks must be >= 0")
         if self.duplicates not in ("max", "sum"):
             problems.append(f"duplicates must be 'max' or 'sum', not {self.duplicates!r}")
         if self.negative_impressions not in ("auto", "true", "false"):
@@ -183,7 +246,7 @@ def load_config(path: str | None, seed: int | None = None) -> TrainConfig:
 
 def _apply(config: TrainConfig, raw: dict[str, Any], path: str) -> TrainConfig:
     sections = {"tuning": Tuning, "evaluation": Evaluation, "checks": Checks,
-                "publish": Publish}
+                "publish": Publish, "spark": Spark, "exposure": Exposure}
     top: dict[str, Any] = {}
     for key, value in raw.items():
         if key in sections:

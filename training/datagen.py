@@ -1,4 +1,5 @@
-"""``recsvc datagen``: a realistic retention data set of any size, reproducible from a seed.
+"""``recsvc datagen``: a realistic retention data set of any size, reproducible from a seed
+(``--world biased``: training/world.py, a world with ground truth and biased exposure).
 
 Planted structure, so demos and tests can assert that a per-customer model beats popularity:
 - every offer has a latent theme vector; offer exposure follows a long-tailed (Zipf) popularity;
@@ -197,14 +198,29 @@ def main(args: argparse.Namespace) -> int:
     if bad:
         return EXIT_USAGE
     started = time.perf_counter()
-    tables = generate(args.customers, args.offers, args.segments, args.seed)
     try:
-        paths = write(tables, args.out, args.format)
+        if getattr(args, "world", "default") == "biased":
+            from training import world
+
+            tables, truth, summary = world.generate(args.customers, args.offers, args.segments,
+                                                    args.seed)
+            paths = write(tables, args.out, args.format)
+            paths.update(world.write_truth(truth, summary, args.out))
+            tables = {**tables, "truth": truth}
+            print(f"oracle precision@10 on the unbiased window: "
+                  f"{summary['oracle_precision_at_10']:.4f} "
+                  f"({summary['evaluated_customers']:,} customers)")
+        else:
+            tables = generate(args.customers, args.offers, args.segments, args.seed)
+            paths = write(tables, args.out, args.format)
     except OSError as exc:
         print(f"recsvc datagen: --out: cannot write {args.out} ({exc.strerror or exc})",
               file=sys.stderr)
         return 1
     for name, path in paths.items():
+        if name not in tables:
+            print(f"{name:<12} {'':>12}       {path}")
+            continue
         print(f"{name:<12} {tables[name].num_rows:>12,} rows  {path}")
     print(f"generated in {time.perf_counter() - started:.1f} s (seed {args.seed})")
     return 0

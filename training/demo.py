@@ -30,6 +30,39 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
     return result
 
 
+OUTPUT = "demo-output"  # the report is kept here (git ignores it)
+
+
+def feedback_round(target: str, customer_id: str) -> None:
+    """Through the real API: an answer, the customer's acceptance of its first offer recorded
+    with the answer's decision id, then the next answer (the accepted offer is gone)."""
+    import grpc
+
+    from recsvc.v1 import offers_pb2 as pb
+    from recsvc.v1 import offers_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.RetentionOfferServiceStub(channel)  # type: ignore[no-untyped-call]
+        first = stub.Recommend(pb.RecommendRequest(customer_id=customer_id, limit=3),
+                               timeout=5)
+        shown = [o.offer_id for o in first.offers]
+        print(f"answer {first.decision_id} (arm {first.arm}): {shown}")
+        if not shown:
+            print("no offer to accept")
+            return
+        reasons = ", ".join(first.offers[0].reasons) or "-"
+        print(f"{shown[0]}: p_accept {first.offers[0].p_accept:.3f}, reasons: {reasons}")
+        result = stub.RecordFeedback(pb.RecordFeedbackRequest(events=[pb.FeedbackEvent(
+            event_id=f"demo-{first.decision_id}", customer_id=customer_id,
+            offer_id=shown[0], event="accept", decision_id=first.decision_id)]), timeout=5)
+        print(f"RecordFeedback: {pb.FeedbackStatus.Name(result.results[0].status)}")
+        again = stub.Recommend(pb.RecommendRequest(customer_id=customer_id, limit=3,
+                                                   explain=True), timeout=5)
+        print(f"next answer: {[o.offer_id for o in again.offers]}")
+        gone = [r for r in again.removed if r.offer_id == shown[0]]
+        print(f"{shown[0]} removed by rule: {gone[0].rule if gone else '-'}")
+
+
 def main() -> int:
     started = time.monotonic()
     recsvc = [sys.executable, "-m", "recsvc"]
@@ -68,6 +101,12 @@ def main() -> int:
              *target], env)
         step("a customer the model does not know, no segment")
         run([*recsvc, "recommend", "NEW-CUSTOMER-2", "--limit", "5", *target], env)
+        step("the loop closes: the customer accepts the first offer, the next answer changes")
+        feedback_round(f"127.0.0.1:{port}", "C0000001")
+        step("the scorecard: every answer was logged; the report joins it with the feedback")
+        os.makedirs(OUTPUT, exist_ok=True)
+        run([*recsvc, "report", "--out", f"{OUTPUT}/report.html", "--json",
+             f"{OUTPUT}/report.json"], env)
     finally:
         step("stopping what the demo started")
         if server is not None:

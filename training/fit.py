@@ -1,9 +1,13 @@
-"""The one typed adapter around implicit. BLAS runs one thread (set before numpy loads)."""
+"""The one typed adapter around implicit. BLAS runs one thread (set before numpy loads).
+
+``fit(..., engine="spark")`` hands the same matrix to Spark MLlib instead
+(training/engines/spark.py) and returns the same ``Factors``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -11,6 +15,9 @@ from scipy.sparse import csr_matrix
 from threadpoolctl import threadpool_limits
 
 from recsvc.core.errors import RecsvcError
+
+if TYPE_CHECKING:
+    from training.config import Spark
 
 
 class FitError(RecsvcError):
@@ -24,6 +31,7 @@ class Params:
     alpha: float
     iterations: int
     negative_impressions: bool
+    model: str = "implicit"  # or "exposure": training.exposure's model of shown cells
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,8 +61,14 @@ def make_model(algorithm: str, params: Params, seed: int, learning_rate: float) 
 
 
 def fit(matrix: csr_matrix, algorithm: str, params: Params, seed: int, learning_rate: float,
-        segment: str) -> tuple[Factors, Any]:
-    """Fit one model; raise FitError naming the segment when any factor is not finite."""
+        segment: str, engine: str = "implicit", spark: Spark | None = None
+        ) -> tuple[Factors, Any]:
+    """Fit one model; raise FitError naming the segment when any factor is not finite.
+
+    The second value is implicit's model object (None from the spark engine)."""
+    if engine == "spark":
+        from training.engines.spark import fit_spark
+        return fit_spark(matrix, params, seed, segment, spark), None
     from implicit.recommender_base import ModelFitError
 
     model = make_model(algorithm, params, seed, learning_rate)

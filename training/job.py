@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
-from recsvc.core import schema
+from recsvc.core import calibration, schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import DataError, QualityGateError, RecsvcError
 from recsvc.core.meta import ModelMeta, SegmentMeta
@@ -31,6 +31,7 @@ from training import attributes
 from training import data as data_module
 from training import events as feedback_events
 from training import profile as profile_module
+from training.calibrate import base_rate, global_calibration
 from training.config import TrainConfig, load_config
 from training.matrix import Cells, build_cells, global_popularity
 from training.progress import Progress
@@ -49,6 +50,7 @@ class Run:
 
     config: TrainConfig
     phases: dict[str, float] = field(default_factory=dict)
+    global_calibration: dict[str, Any] | None = None  # p_accept of global popularity
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -156,7 +158,7 @@ def _meta(run: Run, data: data_module.Dataset, results: list[SegmentResult], ver
         overall_ndcg_at_10=overall,
         previous_version=previous,
         segments=tuple(segment_meta(r) for r in results),
-        extra=dict(checked or {}),
+        extra={**(checked or {}), "global_calibration": run.global_calibration},
     )
 
 
@@ -175,6 +177,10 @@ def segment_meta(result: SegmentResult) -> SegmentMeta:
         model_metrics=result.metrics.get("model"),
         baseline_metrics=result.metrics.get("baseline"),
         notes=result.notes,
+        extra={"implicit_default_metrics": result.metrics.get("implicit_default"),
+               "calibration": result.calibration,
+               "popularity_calibration": result.popularity_calibration,
+               "calibration_reliability": result.reliability},
         fit_seconds=round(result.fit_seconds, 3),
         evaluate_seconds=round(result.evaluate_seconds, 3),
     )
@@ -222,9 +228,15 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
             result = train_segment(name, segment_cells, config, on_step=progress.note)
             run.phases["fit"] = run.phases.get("fit", 0.0) + result.fit_seconds
             run.phases["evaluate"] = run.phases.get("evaluate", 0.0) + result.evaluate_seconds
+            if result.competitor_seconds:
+                run.phases["competitors"] = (run.phases.get("competitors", 0.0)
+                                             + result.competitor_seconds)
             results.append(result)
             progress.advance(1)
         progress.close()
+        for result in results:  # a segment without shown cells: the overall acceptance rate
+            if result.calibration is None:
+                result.calibration = calibration.constant(base_rate(cells))
         overall = overall_ndcg(results)
         report["segments"] = [segment_meta(r).as_dict() for r in results]
         report["overall_ndcg_at_10"] = overall
@@ -241,6 +253,8 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
         version = schema.new_version_id()
         with run.phase("publish"), _deleted_on_failure(registry, version, report):
             offer_index, offer_pop = global_popularity(data, cells)
+            run.global_calibration, report["global_calibration_reliability"] = \
+                global_calibration(cells, offer_index, offer_pop, config.seed)
             artifacts = [SegmentArtifact(c.offers, r.popularity,
                                          None if r.factors is None else r.factors.items)
                          for c, r in zip(cells, results, strict=True)]
@@ -265,6 +279,10 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
         report["deleted_versions"] = outcome.deleted
         report["publish_customers_per_second"] = round(outcome.customers_per_second)
         report["feedback"]["trimmed"] = feedback_events.trim(client, keys)
+        if lock.lapses:
+            report.setdefault("warnings", []).append(
+                f"the training lock lapsed {lock.lapses} time(s) and was taken back (heartbeats "
+                "came later than lock_ttl_seconds: an overloaded machine?)")
 
 
 @contextmanager

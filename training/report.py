@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from training.calibrate import reliability_lines
+
 
 def _fmt(metrics: dict[str, float] | None) -> str:
     if not metrics:
         return "-"
-    return (f"p@10 {metrics['precision_at_10']:.3f} ndcg@10 {metrics['ndcg_at_10']:.3f} "
+    line = (f"p@10 {metrics['precision_at_10']:.3f} ndcg@10 {metrics['ndcg_at_10']:.3f} "
             f"cov {metrics['coverage']:.2f}")
+    if "debiased_precision_at_10" in metrics:  # naive | de-biased, side by side
+        line += (f" | de-biased p@10 {metrics['debiased_precision_at_10']:.3f} ndcg@10 "
+                 f"{metrics['debiased_ndcg_at_10']:.3f}")
+    return line
 
 
 def _entry_lines(entries: list[dict[str, Any]]) -> list[str]:
@@ -74,8 +80,15 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"  model    {_fmt(seg.get('model_metrics'))}")
         lines.append(f"  baseline {_fmt(seg.get('baseline_metrics'))}")
         lines.append(f"  served   {_fmt(seg.get('metrics'))}")
+        if seg.get("implicit_default_metrics"):
+            lines.append(f"  implicit ALS, default settings (never served) "
+                         f"{_fmt(seg['implicit_default_metrics'])}")
+        lines.extend(reliability_lines(seg["name"], seg.get("calibration_reliability")))
         for note in seg.get("notes", []):
             lines.append(f"  note: {note}")
+    if report.get("global_calibration_reliability"):
+        lines.extend(reliability_lines("global popularity",
+                                       report["global_calibration_reliability"]))
     if report.get("overall_ndcg_at_10") is not None:
         lines.append(f"overall served ndcg@10: {report['overall_ndcg_at_10']:.4f}")
     gate = report.get("quality_gate")

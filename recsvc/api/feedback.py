@@ -1,8 +1,8 @@
 """RecordFeedback, proto <-> domain: validate every event (pure, synchronous), then record the
 valid ones in one Redis round trip (the only I/O, ``FeedbackDesk.record``).
 
-A threaded server calls ``verdicts`` and ``respond`` around ``recsvc.store.events.record_sync``
-the same way the grpc.aio servicer calls them around ``EventLog.record``.
+A threaded server calls ``verdicts`` then ``record_blocking`` (redis-py) where the grpc.aio
+servicer calls ``verdicts`` then ``record`` (the pipelined connection on the event loop).
 """
 
 from __future__ import annotations
@@ -11,10 +11,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import redis
+
 from recsvc.core.config import Settings
 from recsvc.feedback.events import Event, Limits, RawEvent, Rejected, validate
 from recsvc.serving.holder import ModelHolder
-from recsvc.store.events import DUPLICATE, LOG_FULL, LOG_FULL_REASON, RECORDED, EventLog, Outcome
+from recsvc.store.events import (
+    DUPLICATE,
+    LOG_FULL,
+    LOG_FULL_REASON,
+    RECORDED,
+    EventLog,
+    Outcome,
+    record_sync,
+)
 from recsvc.v1 import offers_pb2 as pb
 
 _STATUS = {RECORDED: pb.FEEDBACK_STATUS_RECORDED, DUPLICATE: pb.FEEDBACK_STATUS_DUPLICATE}
@@ -78,3 +88,9 @@ class FeedbackDesk:
         valid = [v for v in verdicts if isinstance(v, Event)]
         outcomes = await self.log.record(valid, deadline)
         return respond(verdicts, outcomes)
+
+    def record_blocking(self, verdicts: Sequence[Event | Rejected],
+                        client: redis.Redis) -> pb.RecordFeedbackResponse:
+        """The same for a threaded server: one redis-py pipeline per batch."""
+        valid = [v for v in verdicts if isinstance(v, Event)]
+        return respond(verdicts, record_sync(client, self.log.keys, self.log.bounds, valid))

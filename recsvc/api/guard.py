@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
+import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 import grpc.aio
@@ -87,12 +89,32 @@ def status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
 
 
 class CallLimiter:
-    """At most ``limit`` recsvc calls in flight per process; beyond: RESOURCE_EXHAUSTED."""
+    """At most ``limit`` recsvc calls in flight per process; beyond: RESOURCE_EXHAUSTED.
+
+    The grpc.aio path counts on the event loop without a lock; a synchronous server's threads
+    use ``enter``/``leave``.
+    """
 
     def __init__(self, limit: int, auth: Authenticator | None = None) -> None:
         self.limit = limit
         self.in_flight = 0
         self.auth = auth  # None: no token needed
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        with self._lock:
+            if self.in_flight >= self.limit:
+                return False
+            self.in_flight += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def busy_message(self) -> str:
+        return (f"server busy: {self.limit} calls already in flight; retry with backoff or add "
+                "instances")
 
 
 def request_id_of(metadata: dict[str, Any]) -> str:
@@ -122,10 +144,11 @@ S = TypeVar("S", bound=Limited)
 Method = Callable[[S, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
-def log_unexpected(method_name: str) -> None:
-    """Log the exception being handled: its traceback at most once per interval per method."""
+def log_unexpected(method_name: str, exc: BaseException | bool = True) -> None:
+    """Log ``exc`` (default: the one being handled): its traceback at most once per interval
+    per method."""
     failures.log(logging.ERROR, f"internal:{method_name}", f"unexpected error in {method_name}",
-                 exc_info=True)
+                 exc_info=exc)
 
 
 def guarded(request_type: type[Message]) -> Callable[[Method[S]], Method[S]]:
@@ -142,8 +165,7 @@ def guarded(request_type: type[Message]) -> Callable[[Method[S]], Method[S]]:
             code = grpc.StatusCode.OK
             try:
                 if limiter.in_flight >= limiter.limit:
-                    raise OverloadedError(f"server busy: {limiter.limit} calls already in "
-                                          "flight; retry with backoff or add instances")
+                    raise OverloadedError(limiter.busy_message())
                 authorize(limiter, metadata, name)
                 limiter.in_flight += 1
                 try:
@@ -167,3 +189,57 @@ def guarded(request_type: type[Message]) -> Callable[[Method[S]], Method[S]]:
 
         return call
     return wrap
+
+
+SyncMethod = Callable[[S, Any, grpc.ServicerContext], Any]
+
+
+def guarded_sync(request_type: type[Message]) -> Callable[[SyncMethod[S]], SyncMethod[S]]:
+    """``guarded`` for a synchronous ``grpc.server`` servicer: plain methods for unary answers,
+    generator methods for streams. Register the servicer with ``handlers.add_servicer``."""
+    def wrap(method: SyncMethod[S]) -> SyncMethod[S]:
+        if inspect.isgeneratorfunction(method):
+            @functools.wraps(method)
+            def stream(self: S, raw: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                _enter(self.limiter, context, method.__name__)
+                failure = None
+                try:
+                    yield from method(self, parse(request_type, raw), context)
+                except Exception as exc:
+                    failure = exc
+                finally:
+                    self.limiter.leave()
+                if failure is not None:
+                    _abort(context, method.__name__, failure)
+            return stream
+
+        @functools.wraps(method)
+        def unary(self: S, raw: Any, context: grpc.ServicerContext) -> Any:
+            _enter(self.limiter, context, method.__name__)
+            try:
+                return method(self, parse(request_type, raw), context)
+            except Exception as exc:
+                failure = exc
+            finally:
+                self.limiter.leave()
+            _abort(context, method.__name__, failure)
+        return unary
+    return wrap
+
+
+def _enter(limiter: CallLimiter, context: grpc.ServicerContext, method_name: str) -> None:
+    try:  # the same token check as the grpc.aio path
+        authorize(limiter, dict(context.invocation_metadata() or ()), method_name)
+    except (AuthenticationError, PermissionDeniedError) as exc:
+        code, message = status_for(exc)
+        context.abort(code, message)
+    if not limiter.enter():
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, limiter.busy_message())
+
+
+def _abort(context: grpc.ServicerContext, method_name: str, failure: Exception) -> NoReturn:
+    # Outside the except block: a synchronous abort raises a plain Exception of its own.
+    code, message = status_for(failure)
+    if code == grpc.StatusCode.INTERNAL:
+        log_unexpected(method_name, failure)
+    context.abort(code, message)

@@ -27,10 +27,11 @@ from recsvc.api.feedback import FeedbackDesk
 from recsvc.api.guard import CallLimiter
 from recsvc.api.handlers import SERVICE_NAME, add_servicer
 from recsvc.api.service import RetentionOfferServicer
-from recsvc.api.workers import check_can_listen, is_worker, run_workers
+from recsvc.api.workers import RestartPolicy, check_can_listen, is_worker, run_workers
 from recsvc.core import schema
 from recsvc.core.config import Settings
-from recsvc.core.errors import ListenError
+from recsvc.core.errors import ListenError, SettingError
+from recsvc.experiments.holdout import Holdout
 from recsvc.ops import endpoint
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.recommender import Recommender
@@ -40,6 +41,15 @@ from recsvc.store.reader import RecordReader, RedisStore, connect
 from recsvc.store.registry import eviction_risk
 
 log = logging.getLogger(__name__)
+
+
+def holdout_of(settings: Settings) -> Holdout:
+    """The control group the settings describe (validated at start: one clear line)."""
+    try:
+        return Holdout.parse(settings.holdout_share, settings.holdout_segments,
+                             settings.holdout_salt, settings.holdout_baseline)
+    except ValueError as exc:
+        raise SettingError(f"RECSVC_HOLDOUT_*: {exc}") from exc
 
 # grpcio-health-checking's asyncio servicer (health.aio, which its type stubs do not declare).
 AioHealthServicer: Any = health.aio.HealthServicer  # type: ignore[attr-defined]
@@ -127,7 +137,9 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
                  loop: LoopThread) -> RunningServer:
     holder = ModelHolder()
     records = RecordReader(store.keys, settings, store.breaker)
-    recommender = Recommender(holder, records, settings.max_batch_ids, settings.batch_chunk)
+    recommender = Recommender(holder, records, settings.max_batch_ids, settings.batch_chunk,
+                              holdout_of(settings), settings.decision_log,
+                              settings.explore_share)
     limiter = CallLimiter(settings.max_concurrent_rpcs, auth.from_settings(settings.tokens_file))
     server = make_grpc_server(settings, reuse_port)
     events = EventLog(store.keys, settings)  # its own pipelined connection (longer timeout)
@@ -141,17 +153,21 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
-    async def set_health(model_loaded: bool, redis_ok: bool) -> None:
+    async def set_health(model_loaded: bool, redis_ok: bool, model_in_redis: bool) -> None:
         # "" answers "can this instance answer?": yes once a model is in memory, even while
-        # Redis is away (it then serves popularity). The service name also needs Redis.
+        # Redis is away or the model vanished from it (it then serves popularity). The service
+        # name also needs Redis, holding the model in memory.
         serving, not_serving = (health_pb2.HealthCheckResponse.SERVING,
                                 health_pb2.HealthCheckResponse.NOT_SERVING)
         await health_servicer.set("", serving if model_loaded else not_serving)
-        await health_servicer.set(SERVICE_NAME,
-                                  serving if model_loaded and redis_ok else not_serving)
+        await health_servicer.set(
+            SERVICE_NAME,
+            serving if model_loaded and redis_ok and model_in_redis else not_serving)
 
-    def on_health(model_loaded: bool, redis_ok: bool) -> None:  # called from the watcher thread
-        asyncio.run_coroutine_threadsafe(set_health(model_loaded, redis_ok), loop.loop)
+    def on_health(model_loaded: bool, redis_ok: bool, model_in_redis: bool) -> None:
+        # called from the watcher thread
+        asyncio.run_coroutine_threadsafe(set_health(model_loaded, redis_ok, model_in_redis),
+                                         loop.loop)
 
     watcher = ModelWatcher(store, holder, settings.model_poll_ms / 1000.0, on_health,
                            objective=settings.objective)
@@ -215,11 +231,14 @@ def _serve_workers(settings: Settings) -> int:
     check_can_listen(settings.host, settings.port)
     env = dict(os.environ, RECSVC_WORKERS="1", RECSVC_PORT=str(settings.port),
                RECSVC_HOST=settings.host)
+    command = [sys.executable, "-m", "recsvc", "serve"]
+    policy = RestartPolicy(max_deaths=settings.worker_max_deaths,
+                           grace=settings.grace_seconds + 5.0)
     if not settings.metrics_port:
-        return run_workers([sys.executable, "-m", "recsvc", "serve"], env, settings.workers)
+        return run_workers(command, env, settings.workers, policy)
     # Metrics of N processes: each writes files in a directory of this run, we serve the sum.
     with endpoint.multiprocess_dir() as directory, \
             endpoint.serving(settings, directory) as metrics_port:
         log.info("metrics of %d workers on port %d", settings.workers, metrics_port)
         env[endpoint.MULTIPROC_ENV] = directory
-        return run_workers([sys.executable, "-m", "recsvc", "serve"], env, settings.workers)
+        return run_workers(command, env, settings.workers, policy)

@@ -70,6 +70,7 @@ def to_response(answer: Answer) -> pb.RecommendResponse:
         strategy=STRATEGY_TO_PROTO[answer.strategy],
         reason=answer.reason,
         decision_id=decision.decision_id if decision is not None else "",
+        arm=answer.arm,
     )
     add = response.offers.add  # a third cheaper than building RankedOffer objects to pass in
     offers, scores = answer.ranked.offers.tolist(), answer.ranked.scores.tolist()

@@ -25,6 +25,7 @@ from typing import NoReturn
 
 from recsvc import __version__
 from recsvc.cli.offers import add_commands as add_offer_commands
+from recsvc.cli.report import add_command as add_report_command
 from recsvc.core.config import LOG_LEVELS, Settings, ignored_variables, problems
 from recsvc.core.errors import ListenError, RecsvcError, SettingError
 
@@ -120,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="take over another consumer's entries pending this long")
 
     add_offer_commands(sub)
+    add_report_command(sub)
 
     for command in command_plugins():
         command.load()(sub)

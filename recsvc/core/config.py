@@ -25,6 +25,7 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 50051
     workers: int = 1  # server processes sharing the port (SO_REUSEPORT)
+    worker_max_deaths: int = 5  # a worker dying this often in 60 s stops the server (exit 5)
     max_concurrent_rpcs: int = 64  # per process; health checks are never counted
     max_message_bytes: int = 4 * 1024 * 1024
     default_deadline_ms: int = 250  # applies when the caller sets no deadline
@@ -60,6 +61,14 @@ class Settings:
     live_ttl_days: float = 90.0  # a customer's live hash expires this long after its last write
     contacts_kept: int = 32  # contact times kept per customer and channel (>= any contact cap)
     objective: str = ""  # overrides the version's [decisioning] objective when set
+    # Experiments (recsvc/experiments/holdout.py): a control group, and the decision log
+    holdout_share: float = 0.0  # share of each segment held out as control
+    holdout_segments: str = ""  # per-segment shares: "at_risk=0.2,loyal=0.05"
+    holdout_salt: str = "holdout-1"  # a new salt draws a new control group
+    holdout_baseline: str = "none"  # what control gets: "none" or "popular"
+    explore_share: float = 0.0  # share of answers showing random eligible offers (epsilon)
+    decision_log: bool = True  # every answer appended to the decision log (docs/DESIGN.md, 6)
+    decision_log_max_per_shard: int = 200_000  # entries kept per shard (64 shards)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -128,6 +137,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "host": _host,
     "port": _between(0, 65535),  # 0: any free port (tests)
     "workers": _between(1, MAX_WORKERS),
+    "worker_max_deaths": _between(1),
     "max_concurrent_rpcs": _between(1),
     "max_message_bytes": _between(1024, 2**31 - 1),
     "default_deadline_ms": _between(1),
@@ -140,6 +150,10 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "max_batch_ids": _between(1),
     "batch_chunk": _between(1),
     "log_level": _log_level,
+    "holdout_share": _between(0, 1),
+    "explore_share": _between(0, 1),
+    "holdout_baseline": lambda v: None if v in ("none", "popular") else "none or popular",
+    "decision_log_max_per_shard": _between(1),
     "log_format": lambda v: None if v in ("json", "text") else "json or text",
     "metrics_port": _between(0, 65535),  # 0: no metrics endpoint
 }
@@ -156,6 +170,10 @@ def problems(settings: Settings) -> list[str]:
             if f.name == "redis_url":  # never echo a URL: it may hold a password
                 value = value.split("://", 1)[0] + "://..." if "://" in value else "(no scheme)"
             lines.append(f"{setting_name(f.name)}: {value!r} is not allowed (allowed: {allowed})")
+    if settings.workers > 1 and settings.port == 0:
+        lines.append(f"{setting_name('port')}: 0 (any free port) is not allowed with "
+                     f"{setting_name('workers')} {settings.workers} (allowed: 1 to 65535, one "
+                     "port the workers share)")
     return lines
 
 

@@ -28,7 +28,8 @@ class RateLimitedLog:
         self._suppressed: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def log(self, level: int, kind: str, message: str, exc_info: bool = False) -> None:
+    def log(self, level: int, kind: str, message: str,
+            exc_info: bool | BaseException = False) -> None:
         now = time.monotonic()
         with self._lock:
             self.counts[kind] += 1

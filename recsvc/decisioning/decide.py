@@ -12,21 +12,25 @@ import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from recsvc.core.ranking import NO_SCORE, base_eligibility, drop_local
 from recsvc.decisioning import objective as obj
-from recsvc.decisioning.decider import Decider, SegmentTables
+from recsvc.decisioning.decider import (
+    GLOBAL_REASON,
+    PERSONAL_REASON,
+    POPULAR_REASON,
+    Decider,
+    SegmentTables,
+)
 from recsvc.decisioning.explain import removed_offers
 from recsvc.decisioning.policy import NOTHING_LIVE, LiveView, contact_capped
 from recsvc.decisioning.rules import MISSING_CODE
 from recsvc.ops import metrics
 
-PERSONAL_REASON = "personal_affinity"
-POPULAR_REASON = "popular_in_segment"
-GLOBAL_REASON = "popular_overall"
 RETENTION_REASON = "retention_priority"
 HIGH_RISK = 0.5  # churn_risk from which a retention-objective answer says retention_priority
 
@@ -50,6 +54,10 @@ class Ask:
     excluded: Sequence[str] = ()
     context: Mapping[str, str] = field(default_factory=dict)
     explain: bool = False
+    # Exploration (epsilon-greedy): with probability ``epsilon`` (drawn by the caller into
+    # ``explore``) the answer shows eligible offers chosen uniformly at random instead.
+    epsilon: float = 0.0
+    explore: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,10 @@ class Decision:
     # script granted units; ``finish`` keeps the first ``limit`` unbudgeted or granted ones.
     pending: bool = False
     limit: int = 0
+    # The probability with which the policy showed each offer: 1 for a deterministic answer;
+    # with exploration, (1 - epsilon) [greedy pick] + epsilon k / eligible (logged either way).
+    propensities: list[float] = field(default_factory=list)
+    explored: bool = False
 
 
 _NO_NUMBERS: list[float] = []
@@ -116,26 +128,65 @@ def decide(d: Decider, tables: SegmentTables, scores: npt.NDArray[np.float32] | 
             if shared:
                 mask, shared = mask.copy(), False
             drop_local(mask, segment, taken)
-    p = _p_accept(tables, scores)
     churn, clv = _churn_clv(d, tables, numbers)
-    value = obj.evaluate(d.objective, p, tables.value, tables.cost, tables.levers, churn, clv)
     eligible = int(np.count_nonzero(mask))
     count = min(eligible, ask.limit)
-    best = _top(value, mask, count)
+    # Relevance without levers or new offers ranks by the served score itself (p_accept is
+    # monotone in it), so p is computed for the answered offers only.
+    by_score = scores is not None and d.objective == obj.RELEVANCE and tables.levers is None \
+        and not tables.any_new
+    p = value = None
+    order: npt.NDArray[np.floating[Any]] | None = scores if by_score else None
+    if order is None:
+        p = _p_accept(tables, scores)
+        value = obj.evaluate(d.objective, p, tables.value, tables.cost, tables.levers, churn,
+                             clv)
+        order = value
+    assert order is not None
+    best = _top(order, mask, count)
     pending = False
-    if count and tables.on_serve.any() and tables.on_serve[best].any():
+    propensities = [1.0] * len(best)
+    # Segments with on-serve budgets never explore: their answers are reserved unit by unit.
+    exploring = ask.epsilon > 0 and count > 0 and not tables.any_on_serve
+    explore = exploring and ask.explore
+    if exploring:
+        greedy = best
+        if explore:
+            best = _EXPLORE_RNG.permutation(np.flatnonzero(mask))[:count]
+        random_share = ask.epsilon * count / eligible
+        in_greedy = np.isin(best, greedy)
+        propensities = np.where(in_greedy, 1.0 - ask.epsilon + random_share,
+                                random_share).tolist()
+    if count and tables.any_on_serve and tables.on_serve[best].any():
         # Units are reserved before the answer; candidates beyond the limit stand in for
         # budgeted offers the reserve script cannot grant.
-        best, pending = _top(value, mask, min(eligible, 2 * ask.limit)), True
+        best, pending = _top(order, mask, min(eligible, 2 * ask.limit)), True
+    if explore and p is None and scores is not None:
+        p = _p_accept(tables, scores)  # the random picks need their own p_accept
+        value = p
+    if p is None or value is None:
+        assert scores is not None
+        chosen = _p_chosen(tables, scores, best)
+        p_list = value_list = chosen
+    else:
+        p_list, value_list = p[best].tolist(), value[best].tolist()
     base_reason = GLOBAL_REASON if global_list else (
         POPULAR_REASON if scores is None else PERSONAL_REASON)
-    extra = (RETENTION_REASON,) if d.objective == obj.RETENTION and churn >= HIGH_RISK else ()
-    reasons = [(base_reason, *tables.reasons[i], *extra) for i in best.tolist()]
+    by_kind = tables.reasons_by_kind[base_reason]
+    if d.objective == obj.RETENTION and churn >= HIGH_RISK:
+        reasons = [(*by_kind[i], RETENTION_REASON) for i in best.tolist()]
+    else:
+        reasons = [by_kind[i] for i in best.tolist()]
+    if explore:
+        reasons = [(*r, EXPLORATION_REASON) for r in reasons]
     removed = removed_offers(d, tables, mask, numbers, codes, live, accepted, ask) \
         if ask.explain else []
-    return Decision(segment.offers[best].astype(np.int64).tolist(), p[best].tolist(),
-                    value[best].tolist(), reasons, removed, new_decision_id(), pending,
-                    ask.limit)
+    return Decision(segment.offers[best].tolist(), p_list, value_list, reasons, removed,
+                    new_decision_id(), pending, ask.limit, propensities, explore)
+
+
+EXPLORATION_REASON = "exploration"  # an offer shown at random so it keeps getting evidence
+_EXPLORE_RNG = np.random.default_rng()
 
 
 def finish(decision: Decision, budgeted: set[int], granted: set[int]) -> Decision:
@@ -145,7 +196,10 @@ def finish(decision: Decision, budgeted: set[int], granted: set[int]) -> Decisio
     keep = keep[:decision.limit]
     return Decision([decision.offers[k] for k in keep], [decision.p_accept[k] for k in keep],
                     [decision.objective[k] for k in keep], [decision.reasons[k] for k in keep],
-                    decision.removed, decision.decision_id)
+                    decision.removed, decision.decision_id,
+                    propensities=[decision.propensities[k] for k in keep]
+                    if decision.propensities else [],
+                    explored=decision.explored)
 
 
 def _indices(index_of: Mapping[str, int], ids: Sequence[str]) -> npt.NDArray[np.int64] | None:
@@ -170,6 +224,15 @@ def _p_accept(tables: SegmentTables, scores: npt.NDArray[np.float32] | None
     return p
 
 
+def _p_chosen(tables: SegmentTables, scores: npt.NDArray[np.float32],
+              best: npt.NDArray[np.intp]) -> list[float]:
+    """p_accept of the answered offers only (the standardization still sees the whole row)."""
+    if tables.calibration is not None:
+        chosen: list[float] = tables.calibration.apply(scores[best]).tolist()
+        return chosen
+    return obj.prior_of(scores, best, tables.logit_base)
+
+
 def _churn_clv(d: Decider, tables: SegmentTables, numbers: list[float]) -> tuple[float, float]:
     """The customer's churn risk and CLV (the segment means when missing)."""
     if d.objective != obj.RETENTION:
@@ -184,7 +247,7 @@ def _churn_clv(d: Decider, tables: SegmentTables, numbers: list[float]) -> tuple
             tables.mean_clv if math.isnan(clv) else clv)
 
 
-def _top(value: npt.NDArray[np.float64], mask: npt.NDArray[np.bool_],
+def _top(value: npt.NDArray[np.floating[Any]], mask: npt.NDArray[np.bool_],
          count: int) -> npt.NDArray[np.intp]:
     """The best ``count`` eligible positions; ties keep catalogue order (stable sort)."""
     if count <= 0:

@@ -24,6 +24,7 @@ from recsvc.decisioning.objective import (
     DEFAULT_BASE_RATE,
     OBJECTIVES,
     Calibration,
+    logit,
     prior_p_accept,
 )
 from recsvc.decisioning.policy import Policy
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 F64 = npt.NDArray[np.float64]
 BOOL = npt.NDArray[np.bool_]
 HIGH_VALUE_QUANTILE = 0.75  # an offer worth more than 3/4 of the catalogue is "high_value"
+# What ranked an offer, the first reason code of every answered offer.
+PERSONAL_REASON, POPULAR_REASON, GLOBAL_REASON = (
+    "personal_affinity", "popular_in_segment", "popular_overall")
+REASON_KINDS = (PERSONAL_REASON, POPULAR_REASON, GLOBAL_REASON)
 
 
 @dataclass(frozen=True)
@@ -58,14 +63,13 @@ class SegmentTables:
     mean_clv: float
     mean_churn: float
     reasons: list[tuple[str, ...]]  # static reason codes per offer
-
-    @property
-    def any_new(self) -> bool:
-        return bool(self.is_new.any())
-
-    @property
-    def has_rules(self) -> bool:
-        return bool(self.rules) or bool(self.broken.any())
+    # Reason codes per offer with the ranking's own code first (personal, popular, global).
+    reasons_by_kind: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
+    logit_base: float = 0.0
+    # Precomputed flags: the hot path tests them on every call.
+    any_new: bool = False
+    has_rules: bool = False
+    any_on_serve: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ class Decider:
     dnc: frozenset[str] = frozenset()
     revisions: tuple[int, int, int] = (0, 0, 0)  # offers, budgets, dnc
     problems: tuple[str, ...] = ()
+    value: F64 = field(default_factory=lambda: np.zeros(0))  # per catalogue index
+    cost: F64 = field(default_factory=lambda: np.zeros(0))
 
     @property
     def version(self) -> str:
@@ -150,7 +156,7 @@ def build_decider(model: ModelVersion, overrides: Mapping[str, Mapping[str, Any]
         log.error("%s", problem)
     return Decider(model, derived, segments, global_tables, schema, policy, kind, offers,
                    Catalogue.from_json(offers), frozenset(paused), budgets, dnc, revisions,
-                   tuple(problems))
+                   tuple(problems), value, cost)
 
 
 @dataclass(frozen=True)
@@ -239,6 +245,11 @@ def _tables(segment: SegmentModel, arrays: _Arrays, policy: Policy, info: Mappin
         mean_clv=float(info.get("mean_clv") or 0.0),
         mean_churn=float(info.get("mean_churn_risk") or 0.0),
         reasons=[arrays.reasons[i] for i in idx.tolist()],
+        reasons_by_kind={kind: [(kind, *arrays.reasons[i]) for i in idx.tolist()]
+                         for kind in REASON_KINDS},
+        logit_base=logit(base_rate),
+        any_new=bool(is_new.any()), has_rules=bool(rules) or bool(broken.any()),
+        any_on_serve=bool(arrays.on_serve[idx].any()),
     )
 
 

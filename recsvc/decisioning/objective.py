@@ -22,6 +22,7 @@ segment's offers and the base rate the segment's share of accepted cells in trai
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,24 @@ def prior_p_accept(scores: npt.NDArray[np.floating[Any]], base_rate: float) -> F
     z = (row - mean) / np.sqrt(variance) if variance > 1e-18 else row * 0.0
     result: F64 = 1.0 / (1.0 + np.exp(-(z + logit(base_rate))))
     return result
+
+
+def prior_of(scores: npt.NDArray[np.floating[Any]], chosen: npt.NDArray[np.intp],
+             logit_base: float) -> list[float]:
+    """``prior_p_accept(scores, base rate)[chosen]`` (``logit_base`` = logit(base rate)),
+    computing the sigmoid for ``chosen`` only."""
+    n = len(scores)
+    if not n or not len(chosen):
+        return []
+    row = scores.astype(np.float64)
+    mean = float(row.sum()) / n
+    variance = float(np.dot(row, row)) / n - mean * mean
+    shift = logit_base
+    if variance <= 1e-18:
+        return [1.0 / (1.0 + math.exp(-shift))] * len(chosen)
+    scale = 1.0 / math.sqrt(variance)
+    return [1.0 / (1.0 + math.exp(-((s - mean) * scale + shift)))
+            for s in scores[chosen].tolist()]
 
 
 def apply_levers(objective: F64, levers: F64) -> F64:

@@ -8,7 +8,6 @@ separator, so appending an entry costs the hot path a few bytes operations, not 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -19,11 +18,6 @@ from recsvc.core.schema import FLOAT32_LE
 
 SEPARATOR = "\x1f"
 _EMPTY = np.empty(0, dtype=np.float32)
-
-
-def new_decision_id() -> str:
-    """Unique per answer: 32 hex characters (a random UUID)."""
-    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True)

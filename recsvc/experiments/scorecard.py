@@ -14,7 +14,7 @@ Attribution (stated in every report):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +45,7 @@ class Decisions:
     candidate_version: list[str]
 
     @classmethod
-    def from_columns(cls, columns: dict[str, Sequence[Any]]) -> Decisions:
+    def from_columns(cls, columns: Mapping[str, Sequence[Any]]) -> Decisions:
         n = len(columns["decision_id"])
         empty: list[list[Any]] = [[] for _ in range(n)]
         return cls(list(columns["decision_id"]), np.asarray(columns["ts"], dtype=np.float64),
@@ -71,7 +71,7 @@ class Events:
     value: npt.NDArray[np.float64]  # NaN when the event carried none
 
     @classmethod
-    def from_columns(cls, columns: dict[str, Sequence[Any]]) -> Events:
+    def from_columns(cls, columns: Mapping[str, Sequence[Any]]) -> Events:
         values = [np.nan if v is None else v for v in columns.get("value",
                                                                     [None] * len(columns["ts"]))]
         return cls(list(columns["customer_id"]), list(columns["offer_id"]),

@@ -272,6 +272,8 @@ class FoldInConsumer:
             segment_index = record.segment_index
             cell_offers, cell_confidence = record.cell_offers, record.cell_confidence
             accepted, attributes = record.accepted, record.attributes
+            if len(record.vector) and not len(cell_offers):
+                return None  # a format-1 record: its training row is unknown, keep its vector
         else:  # unknown to the model: the segment of an event (or of the live hash)
             name = next((e.fields.get("segment") for e in reversed(fresh)
                          if e.fields.get("segment")), None) or live_segment
@@ -282,7 +284,7 @@ class FoldInConsumer:
             cell_confidence = np.empty(0, np.float32)
             accepted = np.empty(0, np.uint32)
             attributes = np.empty(0, np.uint32)
-        solver = model.solvers[segment_index]
+        solver = model.solvers[segment_index] if segment_index < len(model.solvers) else None
         if solver is None:
             return None
         events = [NewEvent(model.offer_index[e.fields["offer"]], e.fields["event"])

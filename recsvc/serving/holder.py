@@ -16,6 +16,10 @@ class ModelHolder:
     def __init__(self) -> None:
         self._state: tuple[ModelVersion, Decider] | None = None
         self._lock = threading.Lock()
+        # Set by the watcher while the in-memory version is gone from Redis (flushed, evicted):
+        # why, for the answers' reason. Requests then serve popularity from memory. Cleared by
+        # the watcher when the keys come back or another version is loaded.
+        self.vanished: str | None = None
 
     @property
     def current(self) -> ModelVersion | None:

@@ -29,6 +29,10 @@ class Store(Protocol):
         """Offer overrides, budgets and the do-not-contact list."""
         ...
 
+    def version_intact(self, version: str) -> bool:
+        """Whether ``version``'s keys are still in Redis (a flush or eviction removes them)."""
+        ...
+
 
 class Records(Protocol):
     """What requests need: customer records and live state, read on the event loop."""
@@ -51,6 +55,10 @@ class Records(Protocol):
     async def reserve(self, day: str, segment: str, limit: int,
                       candidates: list[tuple[str, bool]], deadline: float) -> set[str]:
         """On-serve budgets: the budgeted offers granted a unit, atomically."""
+        ...
+
+    def log_decision(self, customer_id: str, fields: list[bytes | str]) -> None:
+        """After the answer, not awaited: append one entry to the decision log."""
         ...
 
     def record_contact(self, customer_id: str, channel: str, now: float, keep: int) -> None:

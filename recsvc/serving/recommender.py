@@ -7,10 +7,11 @@ event loop: the only await is the Redis read, ranking is synchronous numpy.
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from recsvc.decisioning.budgets import day_of
 from recsvc.decisioning.decide import Ask, Decision, decide, finish
 from recsvc.decisioning.decider import Decider
 from recsvc.decisioning.policy import NOTHING_LIVE, LiveView, read_live
+from recsvc.experiments.arms import CONTROL, TREATMENT
+from recsvc.experiments.decision_log import Decision as LoggedDecision
+from recsvc.experiments.holdout import Holdout
 from recsvc.feedback.foldin import record_for
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.ports import Records
@@ -77,6 +81,7 @@ class Answer:
     decision: Decision | None = None  # objective, reasons, removed offers, decision id
     value: Sequence[float] = ()
     cost: Sequence[float] = ()
+    arm: str = TREATMENT  # the experiment arm that answered (control: the holdout's baseline)
 
 
 def validate_customer_id(customer_id: str, field: str = "customer_id") -> None:
@@ -134,9 +139,14 @@ def validate_question(question: Question) -> int:
 
 class Recommender:
     def __init__(self, holder: ModelHolder, records: Records, max_batch_ids: int,
-                 batch_chunk: int):
+                 batch_chunk: int, holdout: Holdout | None = None,
+                 log_decisions: bool = False, explore_share: float = 0.0):
         self.holder = holder
         self.records = records
+        self.holdout = holdout or Holdout()
+        self.log_decisions = log_decisions
+        self.epsilon = explore_share  # share of answers that explore (epsilon-greedy)
+        self._draw = random.Random().random
         self.max_batch_ids = max_batch_ids
         self.batch_chunk = batch_chunk
         self.failures = RateLimitedLog(log)
@@ -145,20 +155,24 @@ class Recommender:
         limit = validate_question(question)
         d = self.holder.require_decider()
         ask = Ask(question.customer_id, limit, time.time(), question.channel,
-                  question.exclude_offer_ids, question.context, question.explain)
+                  question.exclude_offer_ids, question.context, question.explain,
+                  self.epsilon, self.epsilon > 0 and self._draw() < self.epsilon)
+        vanished = self.holder.vanished  # the version's records are gone: do not ask Redis
         try:
+            if vanished is not None:
+                raise StoreError(vanished)
             raw, fields = await self.records.customer_state(d.version, question.customer_id,
                                                             deadline)
         except StoreError as exc:
             log.debug("serving popularity, store failed: %s", exc)
             answer = self._popular(d, ask, question.segment, NOTHING_LIVE, degraded=True,
-                                   reason=f"model store unavailable: {exc}")
+                                   reason=vanished or f"model store unavailable: {exc}")
             return await self._settle(d, ask, answer, deadline, store_up=False)
         live = read_live(fields, ask.now, ask.channel, d.policy)
         # The fold-in consumer's record for this version (r:<version>) wins over the published
         # one: it holds the customer's events since training.
         answer = self._answer(d, ask, question.segment, record_for(d.version, raw, fields), live)
-        return await self._settle(d, ask, answer, deadline)
+        return await self._settle(d, ask, self._arm(d, ask, answer, live), deadline)
 
     def _corrupt(self, d: Decider, exc: CorruptRecordError) -> None:
         """A record that does not decode answers its customer from popularity, never an error;
@@ -204,6 +218,39 @@ class Recommender:
         return _answer(d, ask.customer_id, "", strategy, decision,
                        f"{reason}; popular offers open to every segment")
 
+    def _arm(self, d: Decider, ask: Ask, answer: Answer, live: LiveView) -> Answer:
+        """The holdout: a control customer gets the configured baseline instead, and the
+        answer says so (``arm`` and ``reason``)."""
+        if not self.holdout.active or self.holdout.arm(ask.customer_id, answer.segment) \
+                != CONTROL:
+            return answer
+        decision = answer.decision
+        assert decision is not None
+        if self.holdout.baseline == "popular" and answer.segment:
+            base = self._popular(d, ask, answer.segment, live, degraded=False,
+                                 reason="control group (holdout)")
+        else:
+            empty = replace(decision, offers=[], p_accept=[], objective=[], reasons=[],
+                            pending=False)
+            base = replace(answer, ranked=Ranked(np.empty(0, np.int64), np.empty(0, np.float32)),
+                           decision=empty, value=[], cost=[],
+                           reason="control group (holdout): no offer")
+        return replace(base, arm=CONTROL)
+
+    def _log(self, d: Decider, ask: Ask, answer: Answer) -> None:
+        """After the answer, not awaited: its entry in the decision log."""
+        decision = answer.decision
+        assert decision is not None
+        ids = d.model.catalogue.offer_ids
+        n = len(decision.offers)
+        p_accept = np.asarray(decision.p_accept, dtype=np.float32)
+        entry = LoggedDecision(
+            decision.decision_id, ask.now, ask.customer_id, answer.segment, d.version,
+            answer.arm, answer.strategy, ask.channel, tuple(ids[i] for i in decision.offers),
+            p_accept, np.asarray(decision.propensities or [1.0] * n, np.float32),
+            p_accept, np.asarray(answer.value, np.float32), np.asarray(answer.cost, np.float32))
+        self.records.log_decision(ask.customer_id, entry.fields())
+
     async def _settle(self, d: Decider, ask: Ask, answer: Answer, deadline: float,
                       store_up: bool = True) -> Answer:
         """Reserve on-serve budget units (a second round trip, only for answers holding such an
@@ -225,12 +272,14 @@ class Recommender:
             decision = finish(decision, budgeted, {d.model.catalogue.index_of[g]
                                                    for g in granted
                                                    if g in d.model.catalogue.index_of})
-            answer = _answer(d, answer.customer_id, answer.segment, answer.strategy, decision,
-                             answer.reason)
+            answer = replace(_answer(d, answer.customer_id, answer.segment, answer.strategy,
+                                     decision, answer.reason), arm=answer.arm)
         contacts = d.policy.contacts
         if (store_up and contacts.count_on == "serve" and ask.channel and decision.offers
                 and ask.channel not in contacts.exempt_channels):
             self.records.record_contact(ask.customer_id, ask.channel, ask.now, contacts.keep)
+        if self.log_decisions and store_up:
+            self._log(d, ask, answer)
         return answer
 
     async def recommend_batch(self, customer_ids: Sequence[str], limit: int, channel: str,
@@ -254,13 +303,16 @@ class Recommender:
         now = time.time()
         for start in range(0, len(customer_ids), self.batch_chunk):
             chunk = customer_ids[start:start + self.batch_chunk]
+            vanished = self.holder.vanished
             try:
+                if vanished is not None:
+                    raise StoreError(vanished)
                 states = await self.records.customer_states(d.version, chunk, deadline)
             except StoreError as exc:
                 for customer_id in chunk:
                     ask = Ask(customer_id, effective, now, channel)
                     answer = self._popular(d, ask, "", NOTHING_LIVE, degraded=True,
-                                           reason=f"model store unavailable: {exc}")
+                                           reason=vanished or f"model store unavailable: {exc}")
                     yield await self._settle(d, ask, answer, deadline, store_up=False)
                 continue
             # Decided a slice at a time: the consumer awaits between answers, so single calls
@@ -287,14 +339,15 @@ class Recommender:
             records.append(record)
         out = []
         for pos, (customer_id, (raw, fields)) in enumerate(zip(ids, states, strict=True)):
-            ask = Ask(customer_id, limit, now, channel)
+            ask = Ask(customer_id, limit, now, channel, epsilon=self.epsilon,
+                      explore=self.epsilon > 0 and self._draw() < self.epsilon)
             live = read_live(fields, now, channel, d.policy)
             record = records[pos]
             if raw is not None and record is None:  # unreadable
                 out.append((ask, self._popular(d, ask, "", live, degraded=True,
                                                reason="customer record unreadable")))
                 continue
-            out.append((ask, self._answer(d, ask, "", raw, live, record)))
+            out.append((ask, self._arm(d, ask, self._answer(d, ask, "", raw, live, record), live)))
         return out
 
 
@@ -304,8 +357,7 @@ def _answer(d: Decider, customer_id: str, segment: str, strategy: str, decision:
     ranked = Ranked(np.asarray(offers, dtype=np.int64),
                     np.asarray(decision.p_accept, dtype=np.float32))
     return Answer(customer_id, segment, d.model, strategy, ranked, reason, decision,
-                  [float(d.offers[i].get("value") or 0.0) for i in offers],
-                  [float(d.offers[i].get("cost") or 0.0) for i in offers])
+                  d.value[offers].tolist(), d.cost[offers].tolist())
 
 
 def segment_strategy(segment: SegmentModel, record: schema.CustomerRecord) -> tuple[str, str]:

@@ -6,6 +6,12 @@ is loaded fully before it is swapped in; when only a revision moved (or the UTC 
 daily budgets) the live state is read again and a new decider is built on the same version. That
 one read is also the Redis health signal, and its success closes the store's breaker, so
 requests use Redis again as soon as it answers.
+
+While the pointer names the version in memory, the poll also checks that the version's keys
+still exist: a Redis restarted without persistence, a FLUSHALL or an eviction would otherwise
+turn every known customer into an "unknown" one served global popularity while health said
+SERVING. The holder is marked ``vanished``: requests answer degraded popularity from memory
+with the reason, the named health service goes NOT_SERVING, one log line says it.
 """
 
 from __future__ import annotations
@@ -29,11 +35,11 @@ log = logging.getLogger(__name__)
 
 class ModelWatcher:
     def __init__(self, store: Store, holder: ModelHolder, poll_seconds: float,
-                 on_health: Callable[[bool, bool], None], objective: str = "") -> None:
+                 on_health: Callable[[bool, bool, bool], None], objective: str = "") -> None:
         self.store = store
         self.holder = holder
         self.poll_seconds = poll_seconds
-        self.on_health = on_health  # (model loaded, redis answers)
+        self.on_health = on_health  # (model loaded, redis answers, model still in redis)
         self.objective = objective  # overrides the version's objective when set
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -42,21 +48,30 @@ class ModelWatcher:
         self._redis_down_since: float | None = None  # for one log line when down, one when back
 
     def check_once(self) -> None:
-        """One poll: read pointer and revisions; load and swap what moved."""
+        """One poll: read pointer and revisions; load and swap what moved; notice a model
+        that vanished from Redis."""
+        current = self.holder.current
+        intact = True
         try:
             polled = self.store.poll()
+            if current is not None and polled.active == current.version:
+                intact = self.store.version_intact(current.version)
         except StoreError as exc:
             self._redis_state(False, exc)
-            self.on_health(self.holder.current is not None, False)
+            self._report(redis_ok=False)
             return
         self._redis_state(True)
         active = polled.active
-        current = self.holder.current
-        if active is not None and active != self._failed_version and (
+        if current is not None and active is None:
+            self._vanished(current.version, "the active version pointer is gone")
+        elif current is not None and active == current.version and not intact:
+            self._vanished(current.version, "its keys are gone")
+        elif active is not None and active != self._failed_version and (
                 current is None or current.version != active):
             try:
                 model = self.store.load_version(active)
                 self._apply(model, polled)
+                self.holder.vanished = None
                 metrics.model_loaded(active, model.trained_at, time.time(), current is not None)
                 log.info("serving model version %s", active, extra={
                     "version": active, "previous": current and current.version,
@@ -72,12 +87,14 @@ class ModelWatcher:
                 metrics.model_load_failed("store")
                 log.warning("model version %s not loaded yet: %s", active, exc,
                             extra={"version": active, "cause": str(exc)})
-        elif current is not None and self._applied != (polled.revisions, day_of(time.time())):
-            try:
-                self._apply(current, polled)
-            except StoreError as exc:
-                log.warning("live offer state not reloaded yet: %s", exc)
-        self.on_health(self.holder.current is not None, True)
+        elif current is not None:
+            self._restored(current.version)
+            if self._applied != (polled.revisions, day_of(time.time())):
+                try:
+                    self._apply(current, polled)
+                except StoreError as exc:
+                    log.warning("live offer state not reloaded yet: %s", exc)
+        self._report(redis_ok=True)
 
     def _redis_state(self, up: bool, cause: Exception | None = None) -> None:
         """One log line when Redis stops answering, one when it answers again."""
@@ -100,6 +117,23 @@ class ModelWatcher:
                                 polled.revisions)
         self.holder.swap(model, decider)
         self._applied = (polled.revisions, day_of(now))
+
+    def _vanished(self, version: str, why: str) -> None:
+        """The model in memory is gone from Redis (a restart without persistence, FLUSHALL,
+        eviction): say so once, and answer from memory by popularity until it is back."""
+        if self.holder.vanished is None:
+            log.error("model version %s vanished from Redis (%s): health NOT_SERVING; serving "
+                      "popularity from memory until a version is published again", version, why)
+        self.holder.vanished = (f"model version {version} vanished from Redis ({why}); "
+                                "popularity served from memory")
+
+    def _restored(self, version: str) -> None:
+        if self.holder.vanished is not None:
+            log.warning("model version %s is back in Redis: personal answers again", version)
+            self.holder.vanished = None
+
+    def _report(self, redis_ok: bool) -> None:
+        self.on_health(self.holder.current is not None, redis_ok, self.holder.vanished is None)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)

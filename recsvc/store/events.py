@@ -26,7 +26,9 @@ import redis
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import StoreError
+from recsvc.decisioning.budgets import day_of
 from recsvc.feedback.events import Event
+from recsvc.store.budgets import ON_ACCEPT_LUA
 from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, PipelinedRedis
 
 # Fields of every stream entry, always all of them in this order: a stream stores the field
@@ -34,8 +36,8 @@ from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, PipelinedRed
 STREAM_FIELDS = ("id", "customer", "offer", "event", "ts", "value", "decision", "channel",
                  "segment")
 
-RECORD_EVENT = """
-local dedup, log, live = KEYS[1], KEYS[2], KEYS[3]
+RECORD_EVENT = ON_ACCEPT_LUA + """
+local dedup, log, live, budgets = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now, window, dedup_max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_len, ttl, kept = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local id, offer, event, ts = ARGV[7], ARGV[9], ARGV[10], ARGV[11]
@@ -62,6 +64,11 @@ local function bump(field)
 end
 local touched = false
 if event == 'accept' or event == 'redeem' then
+  -- The first acceptance of the offer by this customer uses a unit of an on-accept budget
+  -- (a redemption after the acceptance does not use a second one).
+  if redis.call('HEXISTS', live, 'a:' .. offer) == 0 then
+    recsvc_budget_on_accept(budgets, offer, segment, ARGV[16])
+  end
   redis.call('HSET', live, 'a:' .. offer, ts)
   redis.call('HDEL', live, 'n:' .. offer)
   touched = true
@@ -158,10 +165,12 @@ def batch_args(keys: schema.Keys, bounds: Bounds, now: float,
     out = []
     for e in events:
         shard = schema.shard_of(e.customer_id)
-        out.append(["3", dedup[shard], logs[shard], keys.live(e.customer_id), *common,
-                    e.event_id, e.customer_id, e.offer_id, e.event, repr(float(e.ts)),
+        # On one Redis node the budgets hash is reachable from the same script (on a cluster it
+        # lives in another slot: docs/DESIGN.md section 6).
+        out.append(["4", dedup[shard], logs[shard], keys.live(e.customer_id), keys.budgets,
+                    *common, e.event_id, e.customer_id, e.offer_id, e.event, repr(float(e.ts)),
                     "" if e.value is None else repr(float(e.value)), e.decision_id,
-                    e.channel, e.segment])
+                    e.channel, e.segment, day_of(e.ts)])
     return out
 
 
@@ -178,8 +187,8 @@ class EventLog:
 
     def __init__(self, keys: schema.Keys, settings: Settings) -> None:
         self._redis = PipelinedRedis(settings.redis_url)
-        self._keys = keys
-        self._bounds = Bounds.from_settings(settings)
+        self.keys = keys
+        self.bounds = Bounds.from_settings(settings)
         self._timeout = settings.feedback_timeout_ms / 1000.0
 
     async def record(self, events: Sequence[Event], deadline: float) -> list[Outcome]:
@@ -188,7 +197,7 @@ class EventLog:
         if not events:
             return []
         now = time.time()
-        commands = batch_args(self._keys, self._bounds, now, events)
+        commands = batch_args(self.keys, self.bounds, now, events)
         replies = await self._send(commands, deadline)
         missing = [i for i, r in enumerate(replies)
                    if isinstance(r, ErrorReply) and str(r).startswith("NOSCRIPT")]

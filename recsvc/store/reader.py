@@ -94,6 +94,15 @@ class RedisStore:
         self.breaker.close()
         return None if raw is None else _bytes(raw).decode()
 
+    def version_intact(self, version: str) -> bool:
+        """Meta and customer records still exist (one round trip; once per poll)."""
+        try:
+            present = self._client.exists(self._keys.meta(version), self._keys.customers(version))
+        except redis.RedisError as exc:
+            self.breaker.open()
+            raise StoreError(f"cannot check model version {version}: {exc}") from exc
+        return int(present) == 2
+
     def poll(self) -> Poll:
         """The active pointer and the live revision counters in one round trip; like
         ``active_version`` an answer closes the breaker."""
@@ -139,8 +148,13 @@ class RecordReader:
 
     def __init__(self, keys: schema.Keys, settings: Settings, breaker: Breaker) -> None:
         self._redis = PipelinedRedis(settings.redis_url)
+        # Writes after the answer (decision log, contacts) on a connection of their own, with a
+        # longer timeout: a slow write reply must never close the connection reads wait on.
+        self._writes = PipelinedRedis(settings.redis_url)
+        self._write_timeout = settings.feedback_timeout_ms / 1000.0
         self._keys = keys
         self._timeout = settings.redis_timeout_ms / 1000.0
+        self._decision_log_max = str(settings.decision_log_max_per_shard)
         self._breaker = breaker
 
     async def _call(self, deadline: float, *command: bytes | str) -> Any:
@@ -222,11 +236,26 @@ class RecordReader:
                                        self._keys.budgets, *args)
         return {bytes(g).decode() for g in granted or []}
 
+    def log_decision(self, customer_id: str, fields: list[bytes | str]) -> None:
+        """After the answer, not awaited: one entry of the customer's shard's decision log,
+        the stream trimmed to about ``decision_log_max_per_shard`` entries."""
+        if self._breaker.available():  # Redis known down: not one connect attempt per answer
+            self._writes.send_nowait(
+                "XADD", self._keys.decisions(schema.shard_of(customer_id)), "MAXLEN", "~",
+                self._decision_log_max, "*", *fields, timeout=self._write_timeout)
+
     def record_contact(self, customer_id: str, channel: str, now: float, keep: int) -> None:
         """After the answer, not awaited: a contact on ``channel`` (contacts counted on serve)."""
-        self._redis.send_nowait("EVAL", budget_scripts.CONTACT_LUA, "1",
-                                self._keys.live(customer_id), f"c:{channel}", f"{now:.0f}",
-                                str(keep), str(LIVE_TTL_SECONDS), timeout=self._timeout)
+        if self._breaker.available():
+            self._writes.send_nowait("EVAL", budget_scripts.CONTACT_LUA, "1",
+                                     self._keys.live(customer_id), f"c:{channel}", f"{now:.0f}",
+                                     str(keep), str(LIVE_TTL_SECONDS),
+                                     timeout=self._write_timeout)
+
+    @property
+    def writes_dropped(self) -> int:
+        """Writes after the answer (decision log, contacts) that failed: a metric to watch."""
+        return self._writes.dropped
 
     async def customer_record(self, version: str, customer_id: str,
                               deadline: float) -> bytes | None:
@@ -243,6 +272,7 @@ class RecordReader:
 
     async def close(self) -> None:
         await self._redis.close()
+        await self._writes.close()
 
 
 def _pairs(reply: Any) -> dict[bytes, bytes]:

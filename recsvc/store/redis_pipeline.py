@@ -141,6 +141,7 @@ class PipelinedRedis:
     """``await execute("HGET", key, field, timeout=0.025)``; reconnects lazily after a failure."""
 
     def __init__(self, url: str) -> None:
+        self.dropped = 0  # fire-and-forget writes that failed
         params = parse_url(url)  # type: ignore[no-untyped-call]
         self._path: str | None = params.get("path")
         self._host: str = params.get("host", "localhost")
@@ -194,14 +195,22 @@ class PipelinedRedis:
         return results
 
     def send_nowait(self, *args: bytes | str, timeout: float) -> None:
-        """Fire and forget on the open connection (skipped when there is none): for writes
-        after the answer that nobody awaits. The reply is read and dropped in order."""
+        """Fire and forget: for writes after the answer that nobody awaits. On the open
+        connection the command leaves with the loop turn's others; without one it connects
+        first (a task). The reply is read and dropped in order; a failure is counted in
+        ``dropped``."""
         protocol = self._protocol
         if protocol is None or protocol.lost:
+            task = asyncio.ensure_future(self.execute(*args, timeout=timeout))
+            task.add_done_callback(self._count_failure)
             return
         waiter = protocol.send(hiredis.pack_command(args),  # type: ignore[arg-type]
                                time.monotonic() + timeout)
-        waiter.add_done_callback(_consume)
+        waiter.add_done_callback(self._count_failure)
+
+    def _count_failure(self, waiter: asyncio.Future[Any]) -> None:
+        if not waiter.cancelled() and waiter.exception() is not None:
+            self.dropped += 1
 
     async def close(self) -> None:
         if self._protocol is not None:

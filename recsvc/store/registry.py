@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import secrets
 import threading
 import time
@@ -28,6 +29,8 @@ import redis
 
 from recsvc.core import schema
 from recsvc.core.errors import LockHeldError, PublishError, RecsvcError
+
+log = logging.getLogger(__name__)
 
 STATE_WRITING = "writing"
 STATE_COMPLETE = "complete"
@@ -47,10 +50,18 @@ if cur ~= '' then redis.call('SET', KEYS[2], cur) else redis.call('DEL', KEYS[2]
 return {1, cur}
 """
 
-# KEYS: lock. ARGV: token, ttl ms. Extends the lock only while we still hold it.
+# KEYS: lock. ARGV: token, ttl ms. Extends the lock while we hold it; takes it back if it lapsed
+# and nobody took it (1: renewed, 2: taken back, 0: another run holds it). Taking it back is safe:
+# a run that held it in between either deleted our unfinished version (our read-back fails) or
+# moved the active pointer (our compare-and-set fails), so a lapse never publishes silently.
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
 end
 return 0
 """
@@ -291,6 +302,7 @@ class TrainLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost = False
+        self.lapses = 0
 
     def __enter__(self) -> TrainLock:
         if not self.client.set(self.key, self.token, nx=True, px=self.ttl_ms):
@@ -306,9 +318,13 @@ class TrainLock:
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.ttl_ms / 3000.0):
             try:
-                if not self._renew(keys=[self.key], args=[self.token, self.ttl_ms]):
+                status = self._renew(keys=[self.key], args=[self.token, self.ttl_ms])
+                if not status:
                     self.lost = True
                     return
+                if status == 2:  # a beat came later than the TTL: an overloaded machine
+                    self.lapses += 1
+                    log.warning("training lock %s lapsed and was taken back", self.key)
             except redis.RedisError:
                 continue  # the next beat retries; the lock expires if Redis stays away
 

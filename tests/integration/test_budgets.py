@@ -121,3 +121,37 @@ def test_an_offer_out_of_vouchers_disappears_from_every_replica_within_a_second(
                 pb.RecommendRequest(customer_id="a-test"), timeout=5)))
         assert time.monotonic() - started < 1.0
         assert client.hget(keys.budgets, "a5:used:s:main") == b"2"
+
+
+def test_record_feedback_counts_a_voucher_once_per_customer_and_offer(
+        tmp_path: Path, settings: Settings, client: redis.Redis) -> None:
+    """Through the real RecordFeedback: an accept uses one unit of an on-accept budget, the same
+    customer's redemption and a retried event id use none, and the offer leaves the answers when
+    the last voucher is gone."""
+    from tests.integration.serving import running
+
+    data = decisioning_data.write(tmp_path)
+    publish(data, settings)
+    keys = schema.Keys(settings.key_prefix)
+    result = cli(["offers", "budget", "a5", "--count", "accept", "--total", "2"],
+                 settings.redis_url, settings.key_prefix)
+    assert result.returncode == 0, result.stderr
+
+    def event(event_id: str, customer: str, name: str) -> pb.FeedbackEvent:
+        return pb.FeedbackEvent(event_id=event_id, customer_id=customer, offer_id="a5",
+                                event=name)
+
+    with running(settings) as (_, stub, _channel):
+        eventually(lambda: ids(stub.Recommend(
+            pb.RecommendRequest(customer_id="a-test"), timeout=5))[0] == "a5", within=10)
+        stub.RecordFeedback(pb.RecordFeedbackRequest(events=[
+            event("v1", "a0", "accept"), event("v2", "a0", "redeem"),
+            event("v1", "a0", "accept")]), timeout=5)
+        assert client.hget(keys.budgets, "a5:used") == b"1"
+        assert ids(stub.Recommend(pb.RecommendRequest(customer_id="a-test"), timeout=5))[0] \
+            == "a5"
+        stub.RecordFeedback(pb.RecordFeedbackRequest(events=[event("v3", "a1", "accept")]),
+                            timeout=5)
+        assert client.hget(keys.budgets, "a5:used") == b"2"
+        eventually(lambda: "a5" not in ids(stub.Recommend(
+            pb.RecommendRequest(customer_id="a-test"), timeout=5)))

@@ -78,3 +78,45 @@ def test_empty_and_oversized_batches_are_invalid_argument(settings: Settings) ->
         # No model in memory yet: offers cannot be checked, the events are still recorded.
         ok = stub.RecordFeedback(pb.RecordFeedbackRequest(events=[event("x")]), timeout=5)
         assert [r.status for r in ok.results] == [R]
+
+
+def test_arbitrary_events_never_get_internal(settings: Settings) -> None:
+    """Random text, times and values in every field: per-event verdicts, never INTERNAL."""
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hsettings
+    from hypothesis import strategies as st
+
+    text = st.text(max_size=300)
+    events = st.builds(
+        lambda i, c, o, e, t, v, ch, sg, d: pb.FeedbackEvent(
+            event_id=i, customer_id=c, offer_id=o, event=e,
+            time=None if t is None else Timestamp(seconds=t), value=v, channel=ch,
+            segment=sg, decision_id=d),
+        text, text, text, st.sampled_from(["accept", "nps", "churn", "", "x"]) | text,
+        st.none() | st.integers(-2**40, 2**40), st.none() | st.floats(allow_nan=True),
+        text, text, text)
+    with running(settings) as (_, stub, _channel):
+        @hsettings(max_examples=40, deadline=None,
+                   suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(st.lists(events, min_size=1, max_size=20))
+        def check(batch: list[pb.FeedbackEvent]) -> None:
+            reply = stub.RecordFeedback(pb.RecordFeedbackRequest(events=batch), timeout=10)
+            assert len(reply.results) == len(batch)
+            for result in reply.results:
+                assert result.status in (R, D, X)
+                assert result.status != X or result.reason
+
+        check()
+
+
+def test_a_threaded_server_records_the_same_way_with_redis_py(settings: Settings,
+                                                              client: redis.Redis) -> None:
+    from recsvc.api.feedback import FeedbackDesk
+    from recsvc.serving.holder import ModelHolder
+    from recsvc.store.events import EventLog
+
+    desk = FeedbackDesk.build(ModelHolder(), EventLog(schema.Keys(settings.key_prefix),
+                                                      settings), settings)
+    request = pb.RecordFeedbackRequest(events=[event("s1"), event("s1"), event("", offer="a1")])
+    reply = desk.record_blocking(desk.verdicts(request), client)
+    assert [r.status for r in reply.results] == [R, D, X]

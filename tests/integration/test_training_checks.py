@@ -5,6 +5,7 @@ as one line. Real Redis, real CLI subprocesses."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import redis
 
 from recsvc.core import schema
-from recsvc.store.registry import Registry, eviction_risk
+from recsvc.store.registry import Registry, TrainLock, eviction_risk
 from tests.integration.helpers import FAST_CONFIG, LOCK_TTL_SECONDS, cli, planted, train_args
 from training import localredis
 
@@ -305,3 +306,26 @@ def test_redis_out_of_memory_during_publish_is_one_line_and_leaves_nothing_behin
     assert report["status"] == "failed" and len(report["deleted_versions"]) == 1
     assert client.get(keys.active) is None and client.hlen(keys.versions) == 0
     assert not list(client.scan_iter(match=f"{prefix}:v:*"))
+
+
+def test_a_lapsed_training_lock_is_taken_back_but_never_from_another_run(
+        client: redis.Redis, prefix: str) -> None:
+    """A stalled heartbeat lets the lock expire; with nobody else holding it, the run takes it
+    back (safe: see _RENEW); once another run holds it, the run has lost it for good."""
+    keys = schema.Keys(prefix)
+
+    def wait_for(condition: object) -> bool:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if condition():  # type: ignore[operator]
+                return True
+            time.sleep(0.02)
+        return False
+
+    with TrainLock(client, keys, ttl_seconds=0.3) as lock:
+        client.delete(keys.train_lock)  # as if it had expired during a stall
+        assert wait_for(lambda: client.get(keys.train_lock) == lock.token.encode())
+        assert lock.lapses >= 1 and not lock.lost
+        client.set(keys.train_lock, "another-run")
+        assert wait_for(lambda: lock.lost)
+    assert client.get(keys.train_lock) == b"another-run"

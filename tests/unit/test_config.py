@@ -63,3 +63,6 @@ def test_every_bad_value_is_named_with_what_is_allowed_and_defaults_pass() -> No
         "WARNING, ERROR, CRITICAL)",
     ]
     assert problems(Settings(redis_url="unix:///run/redis.sock", port=0, log_level="debug")) == []
+    assert problems(Settings(port=0, workers=2)) == [
+        "--port / RECSVC_PORT: 0 (any free port) is not allowed with --workers / RECSVC_WORKERS "
+        "2 (allowed: 1 to 65535, one port the workers share)"]

@@ -213,3 +213,26 @@ def test_exhausted_budgets_remove_offers_everywhere_or_in_one_segment() -> None:
 def test_bad_budgets_get_clear_errors(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         BudgetSpec.parse("o1", raw)
+
+
+def test_exploration_shows_random_eligible_offers_and_logs_their_propensities() -> None:
+    """Epsilon-greedy over the 4 eligible offers, 2 per answer: a greedy pick was shown with
+    probability 1 - eps + eps * 2/4, any other eligible offer with eps * 2/4."""
+    d = build_decider(model())
+    eps = 0.4
+    greedy = decide(d, d.segments[0], SCORES, None, attrs(), NOTHING_LIVE,
+                    ask(limit=2, epsilon=eps))
+    assert ids(d, greedy) == ["o4", "o3"] and not greedy.explored
+    assert greedy.propensities == pytest.approx([1 - eps + eps / 2] * 2)
+    seen: set[str] = set()
+    for _ in range(200):
+        explored = decide(d, d.segments[0], SCORES, None, attrs(), NOTHING_LIVE,
+                          ask(limit=2, epsilon=eps, explore=True))
+        assert explored.explored and len(explored.offers) == 2
+        assert all(r[-1] == "exploration" for r in explored.reasons)
+        for offer, p in zip(ids(d, explored), explored.propensities, strict=True):
+            assert p == pytest.approx(1 - eps + eps / 2 if offer in ("o4", "o3") else eps / 2)
+        seen.update(ids(d, explored))
+    assert seen == {"o0", "o1", "o3", "o4"}  # every eligible offer, never o2 or o5
+    plain = decide(d, d.segments[0], SCORES, None, attrs(), NOTHING_LIVE, ask(limit=2))
+    assert plain.propensities == [1.0, 1.0]

@@ -29,6 +29,7 @@ def tiny_model(version: str) -> ModelVersion:
 class ScriptedStore:
     def __init__(self, active: str | None, loads: list[Exception | None]) -> None:
         self.active, self.loads, self.reads, self.down = active, loads, 0, False
+        self.intact = True
         self.revisions = (0, 0, 0)
         self.live = LiveData({}, {}, frozenset())
         self.live_loads = 0
@@ -46,6 +47,9 @@ class ScriptedStore:
         self.live_loads += 1
         return self.live
 
+    def version_intact(self, version: str) -> bool:
+        return self.intact
+
     def load_version(self, version: str) -> Any:
         outcome = self.loads.pop(0)
         if outcome is not None:
@@ -53,7 +57,10 @@ class ScriptedStore:
         return tiny_model(version)
 
 
-def watcher(store: ScriptedStore) -> tuple[ModelWatcher, ModelHolder, list[tuple[bool, bool]]]:
+Health = list[tuple[bool, bool, bool]]
+
+
+def watcher(store: ScriptedStore) -> tuple[ModelWatcher, ModelHolder, Health]:
     holder, health = ModelHolder(), []
     return ModelWatcher(store, holder, 1.0, lambda *h: health.append(h)), holder, health  # type: ignore[arg-type]
 
@@ -62,10 +69,10 @@ def test_a_load_interrupted_by_redis_trouble_is_retried_at_the_next_poll() -> No
     store = ScriptedStore("v2", [StoreError("connection reset"), None])
     w, holder, health = watcher(store)
     w.check_once()
-    assert holder.current is None and health[-1] == (False, True)
+    assert holder.current is None and health[-1] == (False, True, True)
     w.check_once()
     assert holder.current is not None and holder.current.version == "v2"
-    assert health[-1] == (True, True) and store.reads == 2  # one pointer read per poll
+    assert health[-1] == (True, True, True) and store.reads == 2  # one pointer read per poll
 
 
 def test_a_version_that_does_not_decode_is_skipped_until_the_pointer_moves() -> None:
@@ -85,7 +92,38 @@ def test_an_unanswered_pointer_read_reports_redis_down_and_keeps_the_model() -> 
     w.check_once()
     store.down = True
     w.check_once()
-    assert health[-1] == (True, False) and holder.current.version == "v1"  # type: ignore[union-attr]
+    assert health[-1] == (True, False, True) and holder.current.version == "v1"  # type: ignore[union-attr]
+
+
+def test_a_model_whose_pointer_vanished_is_marked_logged_once_and_kept_in_memory(
+        caplog: Any) -> None:
+    store = ScriptedStore("v1", [None, None])
+    w, holder, health = watcher(store)
+    w.check_once()
+    store.active = None  # FLUSHALL, or a restart without persistence
+    w.check_once()
+    w.check_once()
+    assert holder.current.version == "v1"  # type: ignore[union-attr]
+    assert holder.vanished is not None and "v1 vanished" in holder.vanished
+    assert health[-1] == (True, True, False)
+    assert sum("vanished from Redis" in r.getMessage() for r in caplog.records) == 1
+    store.active = "v2"  # a new version is published: personal answers again
+    w.check_once()
+    assert holder.current.version == "v2" and holder.vanished is None  # type: ignore[union-attr]
+    assert health[-1] == (True, True, True)
+
+
+def test_a_model_whose_keys_vanished_under_its_pointer_is_marked_until_they_are_back() -> None:
+    store = ScriptedStore("v1", [None])
+    w, holder, health = watcher(store)
+    w.check_once()
+    store.intact = False
+    w.check_once()
+    assert holder.vanished is not None and "keys are gone" in holder.vanished
+    assert health[-1] == (True, True, False)
+    store.intact = True
+    w.check_once()
+    assert holder.vanished is None and health[-1] == (True, True, True)
 
 
 def test_live_state_is_reloaded_only_when_a_revision_moves() -> None:

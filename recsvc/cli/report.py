@@ -1,0 +1,85 @@
+"""``recsvc report``: the retention scorecard from the decision log and the feedback streams,
+as a self-contained HTML page (plots) and the same numbers as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from recsvc.core import schema
+from recsvc.core.config import Settings
+from recsvc.core.errors import RecsvcError
+from recsvc.experiments.decision_log import as_columns
+from recsvc.experiments.scorecard import Decisions, Events, scorecard
+from recsvc.store.decisions import read_decisions
+from recsvc.store.reader import connect
+from recsvc.store.streams import last_ids, read_entries
+
+
+def add_command(sub: Any) -> None:
+    report = sub.add_parser("report", help="the retention scorecard (HTML with plots, JSON)")
+    report.add_argument("--out", required=True, help="the HTML page to write")
+    report.add_argument("--json", help="also write the numbers as JSON here")
+    report.add_argument("--window-days", type=float, default=30.0,
+                        help="attribution window after a decision (default 30)")
+    report.add_argument("--clip", type=float, default=100.0,
+                        help="largest inverse-propensity weight in off-policy estimates")
+    report.set_defaults(run=run)
+
+
+def events_from_streams(client: Any, keys: schema.Keys) -> Events:
+    columns: dict[str, list[Any]] = {k: [] for k in ("customer_id", "offer_id", "event", "ts",
+                                                     "decision_id", "value")}
+    for _shard, _sid, fields in read_entries(client, keys, last_ids(client, keys)):
+        columns["customer_id"].append(fields.get("customer", ""))
+        columns["offer_id"].append(fields.get("offer", ""))
+        columns["event"].append(fields.get("event", ""))
+        columns["ts"].append(float(fields.get("ts") or 0.0))
+        columns["decision_id"].append(fields.get("decision", ""))
+        value = fields.get("value", "")
+        columns["value"].append(float(value) if value else None)
+    return Events.from_columns(columns)
+
+
+def _plain(value: Any) -> Any:
+    """JSON has no NaN: missing estimates are null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.window_days <= 0 or args.clip < 1:
+        raise RecsvcError("--window-days must be > 0 and --clip >= 1")
+    try:
+        import matplotlib  # noqa: F401  (the plots)
+
+        from recsvc.experiments.report_html import render
+    except ImportError as exc:
+        raise RecsvcError(f"recsvc report needs matplotlib ({exc.name}): "
+                          "pip install 'recsvc[report]'") from None
+    client = connect(settings, timeout_ms=30_000)
+    keys = schema.Keys(settings.key_prefix)
+    try:
+        logged = list(read_decisions(client, keys))
+    except ValueError as exc:
+        raise RecsvcError(f"the decision log holds a malformed entry: {exc}") from None
+    if not logged:
+        raise RecsvcError("the decision log is empty: serve some answers first "
+                          "(RECSVC_DECISION_LOG=1, the default)")
+    card = scorecard(Decisions.from_columns(as_columns(logged)),
+                     events_from_streams(client, keys), args.window_days, args.clip)
+    Path(args.out).write_text(render(card))
+    if args.json:
+        Path(args.json).write_text(json.dumps(_plain(card), indent=2))
+    arms = ", ".join(f"{arm}: {m['customers']} customers" for arm, m in card["arms"].items())
+    print(f"report: {card['decisions']:,} decisions ({arms}) -> {args.out}", file=sys.stdout)
+    return 0
