@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SPARK_STAMP := $(VENV)/.spark
 
-.PHONY: demo test unit integration serve lint fmt proto bench bench-quick redis-bin browser-bin spark-env clean
+.PHONY: demo test unit integration serve lint fmt proto bench bench-quick chaos chaos-quick redis-bin browser-bin spark-env clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing recsvc[dev]"
@@ -75,6 +75,14 @@ proto: $(STAMP)
 bench: $(STAMP) redis-bin
 	$(PY) -m bench all
 	$(PY) -m bench exposure
+
+# Faults under load (Redis stalled/killed/flaky, overload, model switches, killed training,
+# fuzz, memory); writes docs/RELIABILITY.md. Minutes long: not part of `make test`.
+chaos: $(STAMP) redis-bin
+	$(PY) -m bench.chaos
+
+chaos-quick: $(STAMP) redis-bin
+	$(PY) -m bench.chaos --quick
 
 bench-quick: $(STAMP) redis-bin
 	$(PY) -m bench all --quick

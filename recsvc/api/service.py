@@ -59,7 +59,7 @@ def deadline_of(context: Context, default_seconds: float) -> float:
 
 
 def to_response(answer: Answer) -> pb.RecommendResponse:
-    metrics.answer(answer.strategy, getattr(answer, "arm", ""))
+    metrics.answer(answer.strategy, answer.arm)
     catalogue = answer.model.catalogue
     ids, titles = catalogue.offer_ids, catalogue.titles
     decision = answer.decision

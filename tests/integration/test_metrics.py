@@ -94,8 +94,10 @@ def test_metrics_of_two_workers_add_up_to_the_calls_made(
         assert total(samples, "recsvc_rpc_duration_seconds_count", method="Recommend") == \
             made["known"] + made["unknown"] + made["invalid"]
         assert total(samples, "recsvc_answers_total") == made["known"] + made["unknown"]
-        assert total(samples, "recsvc_answers_total", strategy="global_popular",
-                     arm="none") == made["unknown"]
+        assert total(samples, "recsvc_answers_total", strategy="global_popular") == \
+            made["unknown"]
+        assert total(samples, "recsvc_answers_total", arm="treatment") == \
+            made["known"] + made["unknown"]  # no holdout configured: every answer is treatment
         assert total(samples, "recsvc_answers_total", strategy="personalized") == made["known"]
         # One round trip per answered Recommend (invalid ones never reach Redis).
         assert total(samples, "recsvc_redis_duration_seconds_count") == \
