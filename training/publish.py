@@ -27,7 +27,7 @@ import numpy.typing as npt
 import redis
 
 from recsvc.core import schema
-from recsvc.core.errors import PublishError, RecsvcError
+from recsvc.core.errors import PublishError
 from recsvc.core.meta import ModelMeta
 from recsvc.store.registry import Registry, TrainLock
 
@@ -88,63 +88,13 @@ def publish(
     expected_active: str | None,
     progress: Callable[[int], None] = lambda n: None,
 ) -> PublishResult:
-    """Write, check and (with ``activate``) switch to ``version``; on any failure its keys are
-    deleted (best effort; a later run's garbage collection finishes the job) and PublishError
-    says why in one line."""
+    """Write, check and (with ``activate``) switch to ``version``. A failure raises (PublishError
+    or redis.RedisError); the job deletes what was written and says why in one line."""
     for i, artifact in enumerate(segments):
         check_finite(f"segment {i} popularity", artifact.popularity)
         check_finite(f"segment {i} factors", artifact.items)
     check_finite("global popularity", global_popular.popularity)
     registry = Registry(client, keys)
-    try:
-        return _publish(client, keys, registry, version, meta, catalogue, segments,
-                        global_popular, customer_batches, customer_count, lock, activate,
-                        expected_active, progress)
-    except redis.RedisError as exc:
-        _discard(registry, version)
-        raise PublishError(f"Redis failed while publishing version {version}: "
-                           f"{redis_reason(exc)}; the active version is unchanged") from None
-    except PublishError:
-        _discard(registry, version)
-        raise
-
-
-def redis_reason(exc: redis.RedisError) -> str:
-    """A one-line, printable reason for a Redis error, without the command's (binary) args."""
-    if isinstance(exc, redis.exceptions.OutOfMemoryError):
-        return ("Redis is out of memory (maxmemory reached); give it room for about three "
-                "model versions, or delete old ones with `recsvc models`")
-    text = str(exc)
-    # redis-py prefixes pipeline errors with the failing command and its arguments.
-    text = text.split("of pipeline caused error: ", 1)[-1]
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    return text[:200] or type(exc).__name__
-
-
-def _discard(registry: Registry, version: str) -> None:
-    try:
-        registry.delete(version)
-    except (redis.RedisError, RecsvcError) as exc:  # refused when active, or Redis is away
-        log.warning("version %s not deleted after the failed publish: %s", version,
-                    redis_reason(exc) if isinstance(exc, redis.RedisError) else exc)
-
-
-def _publish(
-    client: redis.Redis,
-    keys: schema.Keys,
-    registry: Registry,
-    version: str,
-    meta: ModelMeta,
-    catalogue: list[dict[str, Any]],
-    segments: list[SegmentArtifact],
-    global_popular: SegmentArtifact,
-    customer_batches: Iterable[list[tuple[str, bytes]]],
-    customer_count: int,
-    lock: TrainLock,
-    activate: bool,
-    expected_active: str | None,
-    progress: Callable[[int], None],
-) -> PublishResult:
     started = time.perf_counter()
     registry.begin(version, len(segments))
 
