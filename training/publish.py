@@ -88,34 +88,13 @@ def publish(
     expected_active: str | None,
     progress: Callable[[int], None] = lambda n: None,
 ) -> PublishResult:
-    """Write, check and (with ``activate``) switch to ``version``. A failure leaves the active
-    version untouched; the job deletes what this run wrote (``job._deleted_on_failure``) and
-    says why in one line."""
+    """Write, check and (with ``activate``) switch to ``version``. A failure raises (PublishError
+    or redis.RedisError); the job deletes what was written and says why in one line."""
     for i, artifact in enumerate(segments):
         check_finite(f"segment {i} popularity", artifact.popularity)
         check_finite(f"segment {i} factors", artifact.items)
     check_finite("global popularity", global_popular.popularity)
-    return _publish(client, keys, Registry(client, keys), version, meta, catalogue, segments,
-                    global_popular, customer_batches, customer_count, lock, activate,
-                    expected_active, progress)
-
-
-def _publish(
-    client: redis.Redis,
-    keys: schema.Keys,
-    registry: Registry,
-    version: str,
-    meta: ModelMeta,
-    catalogue: list[dict[str, Any]],
-    segments: list[SegmentArtifact],
-    global_popular: SegmentArtifact,
-    customer_batches: Iterable[list[tuple[str, bytes]]],
-    customer_count: int,
-    lock: TrainLock,
-    activate: bool,
-    expected_active: str | None,
-    progress: Callable[[int], None],
-) -> PublishResult:
+    registry = Registry(client, keys)
     started = time.perf_counter()
     registry.begin(version, len(segments))
 

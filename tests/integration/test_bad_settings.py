@@ -9,11 +9,8 @@ import socket
 from pathlib import Path
 
 import pytest
-import redis
 
-from tests.integration.helpers import FAST_CONFIG, cli, train_args
-from tests.integration.serving import make_data
-from training import localredis
+from tests.integration.helpers import cli
 
 pytestmark = pytest.mark.integration
 
@@ -72,25 +69,3 @@ def test_a_port_in_use_is_one_line_and_exit_4(tmp_path: Path) -> None:
             line = one_line(result.stderr)
             assert f"--port / RECSVC_PORT: cannot listen on 127.0.0.1:{port}" in line
             assert "Address already in use" in line
-
-
-def test_redis_out_of_memory_during_publish_is_one_printable_line_and_nothing_is_left(
-        tmp_path: Path) -> None:
-    small = localredis.start(maxmemory="3mb")
-    try:
-        data = make_data(tmp_path / "data", customers=20_000)
-        config = tmp_path / "c.toml"
-        config.write_text(FAST_CONFIG)
-        result = cli(train_args(data, config, "--report", str(tmp_path / "r.json")),
-                     small.url, "oom")
-        assert result.returncode == 1, result.stderr
-        assert "Traceback" not in result.stderr
-        last = result.stderr.strip().splitlines()[-1]
-        assert last.startswith("recsvc train: Redis at ")  # the one line of job.redis_problem
-        assert "out of memory" in last and last.isprintable() and len(last) < 400
-        client = redis.Redis.from_url(small.url)
-        assert client.get("oom:active") is None
-        assert client.keys("oom:v:*") == []  # the half-written version was deleted
-        client.close()
-    finally:
-        small.stop()
