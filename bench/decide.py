@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from recsvc.core import schema
+from recsvc.core.meta import ModelMeta
 from recsvc.core.model import ModelVersion
 from recsvc.core.ranking import Rules, rank, segment_scores
 from recsvc.decisioning.decide import Ask, decide
@@ -40,7 +41,8 @@ def version(rules: dict[int, str], objective: str = "relevance") -> ModelVersion
          "cost": float(rng.integers(0, 10))} for i in range(OFFERS)]
     for i, rule in rules.items():
         offers[i]["rule"] = rule
-    meta = {"segments": [{"name": "s", "strategy": "personalized", "factors": FACTORS,
+    meta = {"version": "v", "trained_at": "2026-12-01T00:00:00Z",
+            "segments": [{"name": "s", "strategy": "personalized", "factors": FACTORS,
                           "base_accept_rate": 0.1}],
             "attributes": [{"name": "clv", "kind": "number"},
                            {"name": "churn_risk", "kind": "number"},
@@ -52,7 +54,7 @@ def version(rules: dict[int, str], objective: str = "relevance") -> ModelVersion
                b"popularity": schema.encode_f32(rng.random(IN_SEGMENT)),
                b"factors": schema.encode_f32(factors.ravel())}
     empty = {b"offers": schema.encode_u32([]), b"popularity": schema.encode_f32([])}
-    return ModelVersion.from_blobs("v", json.dumps(meta).encode(), json.dumps(offers).encode(),
+    return ModelVersion.from_blobs("v", ModelMeta.from_dict(meta), json.dumps(offers).encode(),
                                    [segment], empty)
 
 

@@ -119,8 +119,10 @@ def _descends(pid: int, ancestor: int) -> bool:
     return False
 
 
-def fit_one(base: int, engine: str, factors: int, iterations: int) -> dict[str, Any]:
-    """One fit of the largest segment of the base set (run in a process of its own)."""
+def fit_one(base: int, engine: str, factors: int, iterations: int, whole: bool
+            ) -> dict[str, Any]:
+    """One fit of the base set's largest segment, or with ``whole`` of every segment as one
+    block-diagonal matrix (the work of fitting them all); in a process of its own."""
     from training import data as data_module
     from training.config import Spark, TrainConfig
     from training.fit import Params, fit
@@ -130,8 +132,13 @@ def fit_one(base: int, engine: str, factors: int, iterations: int) -> dict[str, 
     config = TrainConfig(negative_impressions="false")
     data = data_module.load(str(folder / "customers.csv"), str(folder / "offers.csv"),
                             str(folder / "interactions.csv"), config.weight_cap)
-    cells = max(build_cells(data, config), key=lambda c: c.interactions)
-    matrix = cells.matrix(None)
+    segments = build_cells(data, config)
+    if whole:
+        from scipy.sparse import block_diag
+
+        matrix = block_diag([c.matrix(None) for c in segments], format="csr")
+    else:
+        matrix = max(segments, key=lambda c: c.interactions).matrix(None)
     options = Spark(conf={"spark.ui.enabled": "false"})
     if engine == "spark":  # start the JVM outside the timing: a job starts it once per run
         from training.engines.spark import session
@@ -140,7 +147,8 @@ def fit_one(base: int, engine: str, factors: int, iterations: int) -> dict[str, 
     started = time.perf_counter()
     fit(matrix, "als", params, 42, 0.05, "largest", engine, options)
     seconds = time.perf_counter() - started
-    return {"engine": engine, "customers": matrix.shape[0], "offers": matrix.shape[1],
+    return {"engine": engine, "matrix": "all segments" if whole else "largest segment",
+            "customers": matrix.shape[0], "offers": matrix.shape[1],
             "nonzeros": int(matrix.nnz), "factors": factors, "iterations": iterations,
             "seconds": round(seconds, 2),
             "python_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -165,29 +173,33 @@ def main() -> int:
     fits.add_argument("--engines", nargs="+", default=["implicit", "spark"])
     fits.add_argument("--factors", type=int, default=16)
     fits.add_argument("--iterations", type=int, default=15)
+    fits.add_argument("--whole", action="store_true")
     one = sub.add_parser("fit-one")
     for p in (one,):
         p.add_argument("--base", type=int, default=100_000)
         p.add_argument("--engine", required=True)
         p.add_argument("--factors", type=int, default=16)
         p.add_argument("--iterations", type=int, default=15)
+        p.add_argument("--whole", action="store_true")
     args = parser.parse_args()
     if args.part == "redis":
         _merge("redis", bench_redis(args.base, args.points))
     elif args.part == "fit-one":
-        print(json.dumps(fit_one(args.base, args.engine, args.factors, args.iterations)))
+        print(json.dumps(fit_one(args.base, args.engine, args.factors, args.iterations,
+                                 args.whole)))
     else:
         rows = []
         for engine in args.engines:
             done = subprocess.run(
                 [sys.executable, "-m", "bench.scaling", "fit-one", "--base", str(args.base),
                  "--engine", engine, "--factors", str(args.factors), "--iterations",
-                 str(args.iterations)], capture_output=True, text=True, cwd=ROOT)
+                 str(args.iterations), *(["--whole"] if args.whole else [])],
+                capture_output=True, text=True, cwd=ROOT)
             if done.returncode:
                 raise SystemExit(done.stderr[-2000:])
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
-        _merge(f"fit-{args.base}", rows)
+        _merge(f"fit-{args.base}{'-whole' if args.whole else ''}", rows)
     return 0
 
 

@@ -5,6 +5,7 @@ Isotonic regression (pool adjacent violators) over equal-count score bins: each 
 collapse to one. Half the cells fit the map that is measured on the other half (the reported
 reliability table and expected calibration error are out of sample); the published map is then
 fit on all of them. Too few cells, or no accept at all: a constant map at the base rate.
+Rates are smoothed, (accepts + 1) / (shown + 2), so no map claims a certain 0 or 1.
 """
 
 from __future__ import annotations
@@ -41,17 +42,23 @@ def _pav(values: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]
     return np.repeat(np.array(level), size)
 
 
+def smoothed_rate(accepts: int, shown: int) -> float:
+    """(accepts + 1) / (shown + 2): never a certain 0 or 1 from finite data (data with accepts
+    and no impressions would otherwise say every shown offer is accepted)."""
+    return (accepts + 1) / (shown + 2)
+
+
 def fit_map(scores: npt.NDArray[np.float64], accepted: npt.NDArray[np.bool_],
             bins: int = BINS) -> dict[str, Any]:
     """The monotone piecewise-linear map from score to acceptance rate of these shown cells."""
     finite = np.isfinite(scores)
     scores, accepted = scores[finite], accepted[finite]
     if len(scores) < MIN_CELLS or not accepted.any():
-        return constant(float(accepted.mean()) if len(accepted) else 0.0)
+        return constant(smoothed_rate(int(accepted.sum()), len(accepted)))
     order = np.argsort(scores, kind="stable")
     chunks = np.array_split(order, min(bins, len(order)))
     x = np.array([scores[c].mean() for c in chunks])
-    y = np.array([accepted[c].mean() for c in chunks])
+    y = np.array([smoothed_rate(int(accepted[c].sum()), len(c)) for c in chunks])
     y = _pav(y, np.array([len(c) for c in chunks], dtype=np.float64))
     # Pooled runs share a rate: keep the run's ends so the map stays flat across the run.
     keep = np.ones(len(x), dtype=bool)
@@ -59,6 +66,8 @@ def fit_map(scores: npt.NDArray[np.float64], accepted: npt.NDArray[np.bool_],
     x, y = x[keep], y[keep]
     unique = np.r_[True, np.diff(x) > 0]
     x, y = x[unique], y[unique]
+    if len(x) < 2:  # every score equal: nothing to map but the rate
+        return constant(float(y[0]), "isotonic")
     return {"method": "isotonic", "score": [round(float(v), 6) for v in x],
             "p_accept": [round(float(v), 6) for v in np.clip(y, 0.0, 1.0)]}
 
@@ -103,9 +112,9 @@ def reliability_lines(name: str, measured: dict[str, Any] | None) -> list[str]:
 
 
 def base_rate(cells: list[Cells]) -> float:
-    """Accepted over shown cells across every segment (0 with no cell at all)."""
-    shown = sum(len(c.rows) for c in cells)
-    return sum(int(c.accepted.sum()) for c in cells) / shown if shown else 0.0
+    """Accepted over shown cells across every segment, smoothed (1/2 with no cell at all)."""
+    return smoothed_rate(sum(int(c.accepted.sum()) for c in cells),
+                         sum(len(c.rows) for c in cells))
 
 
 def global_calibration(cells: list[Cells], offer_index: npt.NDArray[np.int64],

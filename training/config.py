@@ -30,15 +30,6 @@ Every key, with its default (see also docs/DESIGN.md)::
     min_evaluated = 20             # fewer evaluable customers: the segment serves popularity
     max_customers = 20000          # evaluation sample per segment
     max_tuning_customers = 100000  # validation fits use a customer sample of this size
-    [checks]                       # the data, before anything is fit (docs/DESIGN.md, 4)
-    max_bad_row_share = 0.01       # a file with a larger share of bad rows fails the run
-    max_interaction_drop = 0.5     # refuse if interactions fall by more than this share ...
-    max_event_mix_shift = 0.2      # ... or an event's share of them moves by more than this ...
-    min_segment_interactions = 50  # ... or a personalized segment has fewer (vs the active
-    min_interactions = 100         # version); a first deploy needs this many interactions
-    [decisioning]                  # objective, levers, contact policy, suppression: see
-    objective = "relevance"        # recsvc/decisioning/policy.py for every key (kept in the
-                                   # version's meta; serving applies it)
     [exposure]                     # learning from logged exposure (training/exposure.py)
     model = "auto"                 # "auto": validation chooses between implicit's models and
                                    # the exposure model; "implicit" or "exposure" alone
@@ -51,6 +42,15 @@ Every key, with its default (see also docs/DESIGN.md)::
     competitors = true             # also measure implicit ALS with implicit's default settings
     competitor_customers = 20000   # ... fit on the test customers and a sample of this many
     calibration_share = 0.1        # shown cells held out of validation fits: p_accept's map
+    [checks]                       # the data, before anything is fit (docs/DESIGN.md, 4)
+    max_bad_row_share = 0.01       # a file with a larger share of bad rows fails the run
+    max_interaction_drop = 0.5     # refuse if interactions fall by more than this share ...
+    max_event_mix_shift = 0.2      # ... or an event's share of them moves by more than this ...
+    min_segment_interactions = 50  # ... or a personalized segment has fewer (vs the active
+    min_interactions = 100         # version); a first deploy needs this many interactions
+    [decisioning]                  # objective, levers, contact policy, suppression: see
+    objective = "relevance"        # recsvc/decisioning/policy.py for every key (kept in the
+                                   # version's meta; serving applies it)
     [publish]
     quality_tolerance = 0.1        # refuse if the lift over popularity (served ndcg@10 / baseline
                                    # ndcg@10, each on its own data) drops by more (unless --force)
@@ -96,17 +96,6 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
-class Checks:
-    """Data checks: bad rows, and the new data's profile against the active version's."""
-
-    max_bad_row_share: float = 0.01
-    max_interaction_drop: float = 0.5
-    max_event_mix_shift: float = 0.2
-    min_segment_interactions: int = 50
-    min_interactions: int = 100
-
-
-@dataclass(frozen=True)
 class Exposure:
     model: str = "auto"
     factors: tuple[int, ...] = (8,)
@@ -134,6 +123,17 @@ class Exposure:
         if not 0 <= self.calibration_share < 0.5:
             found.append("[exposure] calibration_share must lie in [0, 0.5)")
         return found
+
+
+@dataclass(frozen=True)
+class Checks:
+    """Data checks: bad rows, and the new data's profile against the active version's."""
+
+    max_bad_row_share: float = 0.01
+    max_interaction_drop: float = 0.5
+    max_event_mix_shift: float = 0.2
+    min_segment_interactions: int = 50
+    min_interactions: int = 100
 
 
 @dataclass(frozen=True)

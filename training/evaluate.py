@@ -81,16 +81,17 @@ class Metrics:
         return result
 
     def key(self, select_on: str) -> tuple[float, float]:
-        """What tuning maximises: precision@10, then ndcg@10 (de-biased when asked and known).
+        """What tuning maximises. ``debiased``: de-biased precision@10, then de-biased ndcg@10;
+        ``naive``: ndcg@10 (the choice before de-biasing), then precision@10.
 
-        Precision first: with one held-out accept per customer, the de-biased ndcg rewards
-        blends that put the few widely shown offers first, while what a campaign gets is the
-        share of the 10 offers that are accepted.
+        Precision first when de-biased: with one held-out accept per customer, the de-biased
+        ndcg still rewards blends that put the few widely shown offers first, while what a
+        campaign gets is the share of its 10 offers that are accepted.
         """
         if select_on == "debiased" and self.debiased_precision_at_10 is not None \
                 and self.debiased_ndcg_at_10 is not None:
             return self.debiased_precision_at_10, self.debiased_ndcg_at_10
-        return self.precision_at_10, self.ndcg_at_10
+        return self.ndcg_at_10, self.precision_at_10
 
 
 def inverse_propensity(shown_customers: npt.NDArray[np.float64], customers: int,

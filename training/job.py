@@ -177,12 +177,13 @@ def segment_meta(result: SegmentResult) -> SegmentMeta:
         model_metrics=result.metrics.get("model"),
         baseline_metrics=result.metrics.get("baseline"),
         notes=result.notes,
+        fit_seconds=round(result.fit_seconds, 3),
+        evaluate_seconds=round(result.evaluate_seconds, 3),
+        # Issue 13: the competitor's metrics and p_accept (recsvc.core.calibration's maps).
         extra={"implicit_default_metrics": result.metrics.get("implicit_default"),
                "calibration": result.calibration,
                "popularity_calibration": result.popularity_calibration,
                "calibration_reliability": result.reliability},
-        fit_seconds=round(result.fit_seconds, 3),
-        evaluate_seconds=round(result.evaluate_seconds, 3),
     )
 
 

@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from recsvc.core.calibration import constant
 from recsvc.core.model import STRATEGY_POPULAR
-from training.calibrate import calibrate
+from training.calibrate import calibrate, smoothed_rate
 from training.config import TrainConfig
 from training.evaluate import (
     Metrics,
@@ -145,7 +145,8 @@ def train_segment(name: str, cells: Cells, config: TrainConfig,
     result = SegmentResult(name, customers, offers, cells.interactions, STRATEGY_POPULAR, 0.0,
                            None, None, popularity)
     if len(cells.rows):
-        result.calibration = constant(float(cells.accepted.mean()))
+        result.calibration = constant(smoothed_rate(int(cells.accepted.sum()),
+                                                    len(cells.rows)))
     if cells.interactions == 0 or offers == 0:
         result.notes.append("no interactions: served by segment popularity")
         return result
@@ -236,14 +237,15 @@ def train_segment(name: str, cells: Cells, config: TrainConfig,
     if 0.0 in tuning.blend_weights and popular_val.key(select_on) >= best[0]:
         weight = 0.0
         result.notes.append(
-            f"popularity validated better than every model ({select_on} precision@10 "
+            f"popularity validated better than every model ({select_on} key "
             f"{popular_val.key(select_on)[0]:.4f} vs {best[0][0]:.4f}): served by segment "
             "popularity")
     result.params = params
     result.blend_weight = weight
     result.strategy = strategy_for(weight)
-    result.notes.append(f"chosen on the {select_on} precision@10 (then ndcg@10) of the "
-                        "validation split")
+    result.notes.append("chosen on the debiased precision@10 (then ndcg@10) of the validation "
+                        "split" if select_on == "debiased" else
+                        "chosen on the naive ndcg@10 (then precision@10) of the validation split")
 
     on_step(f"{name}: measuring {params} on the test split")
     test_eval = timed(lambda: _Evaluator(cells, test,

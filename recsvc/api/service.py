@@ -100,7 +100,7 @@ def _metrics(values: dict[str, float] | None) -> pb.Metrics:
 class RetentionOfferServicer(pb_grpc.RetentionOfferServiceServicer):
     def __init__(self, recommender: Recommender, holder: ModelHolder,
                  default_deadline_seconds: float, limiter: CallLimiter,
-                 batch_seconds_per_id: float = 0.001,
+                 batch_seconds_per_id: float = 0.002,
                  feedback: FeedbackDesk | None = None) -> None:
         self.recommender = recommender
         self.feedback = feedback

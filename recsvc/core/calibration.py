@@ -8,8 +8,8 @@ the version metadata (``segments[i]["calibration"]``) and one for global popular
     {"method": "isotonic", "score": [x0, x1, ...], "p_accept": [y0, y1, ...]}
 
 a monotone piecewise-linear map: ``score`` strictly increasing, ``p_accept`` non-decreasing in
-[0, 1], at least one knot (one knot: a constant, e.g. a segment's base acceptance rate). Between
-knots the map is linear; outside them it is flat. Pure: numpy only, no I/O.
+[0, 1], at least two knots (a constant, e.g. a segment's base acceptance rate, is two knots with
+the same p). Between knots the map is linear; outside them it is flat. Pure: numpy only.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def validate(calibration: Any, segment: str) -> dict[str, Any]:
     score, p = calibration["score"], calibration["p_accept"]
     if not isinstance(score, list) or not isinstance(p, list):
         raise ValueError(f"{where}: score and p_accept must be lists")
-    if not score or len(score) != len(p):
-        raise ValueError(f"{where}: score and p_accept need the same number (>= 1) of knots, "
+    if len(score) < 2 or len(score) != len(p):
+        raise ValueError(f"{where}: score and p_accept need the same number (>= 2) of knots, "
                          f"got {len(score)} and {len(p)}")
     for name, values in (("score", score), ("p_accept", p)):
         for i, value in enumerate(values):
@@ -65,4 +65,5 @@ def p_accept(scores: npt.ArrayLike, calibration: dict[str, Any]) -> npt.NDArray[
 
 def constant(rate: float, method: str = "base_rate") -> dict[str, Any]:
     """A map that gives every score the same probability (a segment without usable data)."""
-    return {"method": method, "score": [0.0], "p_accept": [float(min(1.0, max(0.0, rate)))]}
+    p = float(min(1.0, max(0.0, rate)))
+    return {"method": method, "score": [0.0, 1.0], "p_accept": [p, p]}

@@ -9,6 +9,7 @@ the compiled customer rules, exempt offers, the p_accept of a popularity ranking
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from recsvc.core.model import Catalogue, ModelVersion, SegmentModel
+from recsvc.core.model import STRATEGY_POPULAR, Catalogue, ModelVersion, SegmentModel
 from recsvc.decisioning.budgets import BudgetState
 from recsvc.decisioning.live import derived_model, merged_offers, open_to
 from recsvc.decisioning.objective import (
@@ -143,15 +144,21 @@ def build_decider(model: ModelVersion, overrides: Mapping[str, Mapping[str, Any]
     for i, segment in enumerate(derived.segments):
         info = seg_meta[i] if i < len(seg_meta) else {}
         try:
-            calibration = Calibration.from_meta(info.get("calibration"))
+            calibration = Calibration.from_meta(info.get("calibration"), segment.name)
         except (ValueError, KeyError, TypeError) as exc:
             problems.append(f"segment {segment.name!r}: calibration ignored: {exc}")
             calibration = None
         blocked_ids = budgets.exhausted_in.get(segment.name, frozenset())
         segments.append(_tables(segment, arrays, policy, info, calibration,
                                 {index_of[o] for o in blocked_ids if o in index_of}))
+    try:
+        global_calibration = Calibration.from_meta(meta.get("global_calibration"), "(global)")
+    except (ValueError, KeyError, TypeError) as exc:
+        problems.append(f"global popularity: calibration ignored: {exc}")
+        global_calibration = None
     global_tables = _tables(derived.global_popular, arrays, policy,
-                            meta.get("global") or {}, None, set())
+                            {"base_accept_rate": _mean_base_rate(seg_meta)}, global_calibration,
+                            set(), popularity_calibrated=True)
     for problem in problems:
         log.error("%s", problem)
     return Decider(model, derived, segments, global_tables, schema, policy, kind, offers,
@@ -204,8 +211,14 @@ def _static_reasons(offer: Mapping[str, Any], new: bool, high_value: bool,
     return tuple(codes)
 
 
+def _mean_base_rate(seg_meta: Sequence[Mapping[str, Any]]) -> float | None:
+    rates = [float(s["base_accept_rate"]) for s in seg_meta if s.get("base_accept_rate")]
+    return sum(rates) / len(rates) if rates else None
+
+
 def _tables(segment: SegmentModel, arrays: _Arrays, policy: Policy, info: Mapping[str, Any],
-            calibration: Calibration | None, blocked: set[int]) -> SegmentTables:
+            calibration: Calibration | None, blocked: set[int],
+            popularity_calibrated: bool = False) -> SegmentTables:
     idx = segment.offers.astype(np.intp)
     distinct: dict[int, int] = {}  # id(predicate) -> position + 1
     rules: list[Predicate] = []
@@ -225,9 +238,16 @@ def _tables(segment: SegmentModel, arrays: _Arrays, policy: Policy, info: Mappin
     base_rate = float(info.get("base_accept_rate") or DEFAULT_BASE_RATE)
     prior = policy.new_offer_prior or base_rate
     is_new = arrays.is_new[idx]
-    popular_p = (calibration.apply(segment.popularity) if calibration is not None
+    # A segment's calibration maps the score it serves; popularity has its own map when the
+    # training published one (issue 13), else the segment's map only when the segment is served
+    # by popularity (a personal segment's map reads personal scores: another scale).
+    popular_map = calibration if (popularity_calibrated
+                                  or segment.strategy == STRATEGY_POPULAR) else None
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        popular_map = Calibration.from_meta(info.get("popularity_calibration")) or popular_map
+    popular_p = (popular_map.apply(segment.popularity) if popular_map is not None
                  else prior_p_accept(segment.popularity[~is_new], base_rate))
-    if calibration is None:
+    if popular_map is None:
         full = np.full(len(idx), prior)
         full[~is_new] = popular_p
         popular_p = full

@@ -13,8 +13,9 @@ Levers (per offer: the ``lever`` column or ``recsvc offers set --lever``; per se
 ``[decisioning.segment_levers]``) multiply: a lever > 1 always promotes, so a negative objective
 is divided by it instead. Levers must be > 0.
 
-p_accept: a segment's published ``calibration`` (a monotone piecewise-linear map from the served
-score, fitted on held-out data by the training job) when the version has one; otherwise a
+p_accept: a segment's published ``calibration`` (``recsvc/core/calibration.py``: a monotone
+piecewise-linear map from the served score, fitted on held-out data by the training job) when the
+version has one and the answer is ranked by the score it was fitted on; otherwise a
 documented prior, ``logit(p) = logit(base rate) + z`` with z the score standardized over the
 segment's offers and the base rate the segment's share of accepted cells in training. New offers
 (added live, no training data) get the segment's base rate: an average offer.
@@ -30,6 +31,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from recsvc.core import calibration
+
 RELEVANCE, EXPECTED_VALUE, RETENTION = "relevance", "expected_value", "retention"
 OBJECTIVES = (RELEVANCE, EXPECTED_VALUE, RETENTION)
 DEFAULT_BASE_RATE = 0.05  # a version without a measured base rate (published before issue 9)
@@ -40,26 +43,25 @@ F64 = npt.NDArray[np.float64]
 
 @dataclass(frozen=True)
 class Calibration:
-    """Monotone piecewise-linear map from served score to p_accept (issue 13's metadata)."""
+    """A segment's published score -> p_accept map (``recsvc.core.calibration``), with its knots
+    converted once: ``apply`` is ``recsvc.core.calibration.p_accept`` without the per-call
+    conversion of the knot lists."""
 
     method: str
     score: F64
     p_accept: F64
 
     @classmethod
-    def from_meta(cls, raw: Mapping[str, Any] | None) -> Calibration | None:
+    def from_meta(cls, raw: Mapping[str, Any] | None, segment: str = "") -> Calibration | None:
+        """None when the version has none; ValueError (naming the segment) when malformed."""
         if not raw:
             return None
-        score = np.asarray(raw["score"], dtype=np.float64)
-        p = np.asarray(raw["p_accept"], dtype=np.float64)
-        if len(score) != len(p) or len(score) < 2 or np.any(np.diff(score) < 0) \
-                or np.any(np.diff(p) < 0) or np.any((p < 0) | (p > 1)):
-            raise ValueError("calibration: score and p_accept must be equally long (>= 2 "
-                             "points), non-decreasing, p_accept within [0, 1]")
-        return cls(str(raw.get("method", "")), score, p)
+        checked = calibration.validate(dict(raw), segment)
+        return cls(str(checked["method"]), np.asarray(checked["score"], dtype=np.float64),
+                   np.asarray(checked["p_accept"], dtype=np.float64))
 
     def apply(self, scores: npt.NDArray[np.floating[Any]]) -> F64:
-        result: F64 = np.interp(scores, self.score, self.p_accept)
+        result: F64 = np.clip(np.interp(scores, self.score, self.p_accept), 0.0, 1.0)
         return result
 
 

@@ -130,7 +130,9 @@ class FoldModel:
         solvers: list[SegmentSolver | None] = []
         for seg, (offers, items) in zip(meta["segments"], segments, strict=True):
             params = seg.get("params")
-            if algorithm != "als" or items is None or not params:
+            # The exposure model (issue 13) is not implicit's ALS: its vectors are not folded.
+            if algorithm != "als" or items is None or not params \
+                    or params.get("model", "implicit") != "implicit":
                 solvers.append(None)
                 continue
             solvers.append(SegmentSolver.build(

@@ -329,13 +329,15 @@ class Recommender:
         """Decides customer by customer, exactly as ``recommend`` does."""
         states = [(record_for(d.version, raw, fields), fields) for raw, fields in states]
         records: list[schema.CustomerRecord | None] = []
-        for raw, _ in states:
+        defects: dict[int, str] = {}  # position -> why its record is unreadable
+        for pos, (raw, _) in enumerate(states):
             record = None
             if raw is not None:
                 try:
                     record = decode(raw, d.base)
                 except CorruptRecordError as exc:
                     self._corrupt(d, exc)
+                    defects[pos] = str(exc)
             records.append(record)
         out = []
         for pos, (customer_id, (raw, fields)) in enumerate(zip(ids, states, strict=True)):
@@ -344,8 +346,9 @@ class Recommender:
             live = read_live(fields, now, channel, d.policy)
             record = records[pos]
             if raw is not None and record is None:  # unreadable
-                out.append((ask, self._popular(d, ask, "", live, degraded=True,
-                                               reason="customer record unreadable")))
+                out.append((ask, self._popular(
+                    d, ask, "", live, degraded=True,
+                    reason=f"customer record unreadable ({defects[pos]})")))
                 continue
             out.append((ask, self._arm(d, ask, self._answer(d, ask, "", raw, live, record), live)))
         return out

@@ -23,7 +23,7 @@ from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 from tests.integration import decisioning_data
 from tests.integration.helpers import cli
-from tests.integration.test_decisioning import eventually, ids, publish
+from tests.integration.test_decisioning import eventually, ids, publish, served
 from training import localredis
 
 pytestmark = pytest.mark.integration
@@ -128,7 +128,6 @@ def test_record_feedback_counts_a_voucher_once_per_customer_and_offer(
     """Through the real RecordFeedback: an accept uses one unit of an on-accept budget, the same
     customer's redemption and a retried event id use none, and the offer leaves the answers when
     the last voucher is gone."""
-    from tests.integration.serving import running
 
     data = decisioning_data.write(tmp_path)
     publish(data, settings)
@@ -141,7 +140,7 @@ def test_record_feedback_counts_a_voucher_once_per_customer_and_offer(
         return pb.FeedbackEvent(event_id=event_id, customer_id=customer, offer_id="a5",
                                 event=name)
 
-    with running(settings) as (_, stub, _channel):
+    with served(settings) as (_, stub, _channel):
         eventually(lambda: ids(stub.Recommend(
             pb.RecommendRequest(customer_id="a-test"), timeout=5))[0] == "a5", within=10)
         stub.RecordFeedback(pb.RecordFeedbackRequest(events=[
@@ -155,3 +154,4 @@ def test_record_feedback_counts_a_voucher_once_per_customer_and_offer(
         assert client.hget(keys.budgets, "a5:used") == b"2"
         eventually(lambda: "a5" not in ids(stub.Recommend(
             pb.RecommendRequest(customer_id="a-test"), timeout=5)))
+

@@ -4,9 +4,12 @@ batch and single answers alike. A real Redis, real CLI subprocesses, a real gRPC
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 import redis
 
@@ -46,10 +49,23 @@ def eventually(check: Callable[[], bool], within: float = 1.0) -> float:
     """Seconds until ``check`` holds; fails after ``within``."""
     started = time.monotonic()
     while time.monotonic() - started < within:
-        if check():
-            return time.monotonic() - started
+        try:
+            if check():
+                return time.monotonic() - started
+        except grpc.RpcError:  # not serving yet (a slow first model load on a busy machine)
+            pass
         time.sleep(0.02)
     raise AssertionError(f"not true within {within} s")
+
+
+@contextmanager
+def served(settings: Settings) -> Iterator[tuple[Any, pb_grpc.RetentionOfferServiceStub, Any]]:
+    """A real in-process server, once it serves a model (the first load may be slow on a busy
+    machine: the watcher retries it)."""
+    with running(settings) as (server, stub, channel):
+        eventually(lambda: bool(stub.GetModelInfo(pb.GetModelInfoRequest(),
+                                                  timeout=2).active_version), within=30)
+        yield server, stub, channel
 
 
 @pytest.fixture
@@ -60,7 +76,7 @@ def trained(tmp_path: Path, settings: Settings) -> tuple[Path, str]:
 
 def test_rules_read_customer_attributes_and_the_request_context(
         trained: tuple[Path, str], settings: Settings) -> None:
-    with running(settings) as (_, stub, _channel):
+    with served(settings) as (_, stub, _channel):
         test = ask(stub, "a-test", explain=True)
         assert ids(test)[0] == "a5"  # churn_risk 0.8 >= 0.6
         first = test.offers[0]
@@ -89,7 +105,7 @@ def test_rules_read_customer_attributes_and_the_request_context(
 
 def test_popularity_scores_are_probabilities_not_counts(
         trained: tuple[Path, str], settings: Settings) -> None:
-    with running(settings) as (_, stub, _channel):
+    with served(settings) as (_, stub, _channel):
         fallback = ask(stub, "stranger", segment="main")
         assert fallback.strategy == pb.STRATEGY_SEGMENT_POPULAR
         assert all(0 < o.score < 1 and "popular_in_segment" in o.reasons
@@ -114,7 +130,7 @@ def test_training_refuses_a_bad_rule_naming_offer_and_rule(
 def test_offers_commands_change_every_answer_within_a_second(
         trained: tuple[Path, str], settings: Settings, client: redis.Redis) -> None:
     keys = schema.Keys(settings.key_prefix)
-    with running(settings) as (_, stub, _channel):
+    with served(settings) as (_, stub, _channel):
         assert ids(ask(stub, "a-test"))[0] == "a5"
         assert offers_cli(settings, "offers", "pause", "a5")[0] == 0
         eventually(lambda: "a5" not in ids(ask(stub, "a-test")))
@@ -168,7 +184,7 @@ def test_bad_offer_commands_get_clear_errors_and_change_nothing(
 def test_declines_suppress_an_offer_and_accepts_remove_it(
         trained: tuple[Path, str], settings: Settings, client: redis.Redis) -> None:
     keys = schema.Keys(settings.key_prefix)
-    with running(settings) as (_, stub, _channel):
+    with served(settings) as (_, stub, _channel):
         assert ids(ask(stub, "a-test"))[0] == "a5"
         client.hset(keys.live("a-test"), mapping={"d:a5": f"1 {time.time():.0f}",
                                                    "a:b1": f"{time.time():.0f}"})
@@ -181,7 +197,7 @@ def test_declines_suppress_an_offer_and_accepts_remove_it(
 def test_contacts_counted_on_impression_cap_the_channel_but_not_transactional_offers(
         trained: tuple[Path, str], settings: Settings, client: redis.Redis) -> None:
     keys = schema.Keys(settings.key_prefix)
-    with running(settings) as (_, stub, _channel):
+    with served(settings) as (_, stub, _channel):
         assert len(ask(stub, "a-test", channel="email").offers) > 1
         now = time.time()
         # what RecordFeedback writes for two impressions on email
@@ -200,7 +216,7 @@ def test_contacts_counted_on_serve_cap_after_max_answers(
     data = decisioning_data.write(tmp_path, count_on="serve")
     publish(data, settings)
     keys = schema.Keys(settings.key_prefix)
-    with running(settings) as (_, stub, _channel):
+    with served(settings) as (_, stub, _channel):
         assert len(ask(stub, "a-calm", channel="email").offers) > 1
         assert len(ask(stub, "a-calm", channel="email").offers) > 1
         eventually(lambda: len((client.hget(keys.live("a-calm"), "c:email") or b"").split()) == 2)
@@ -210,7 +226,7 @@ def test_contacts_counted_on_serve_cap_after_max_answers(
 
 def test_do_not_contact_list_applies_within_a_second(
         trained: tuple[Path, str], settings: Settings) -> None:
-    with running(settings) as (_, stub, _channel):
+    with served(settings) as (_, stub, _channel):
         assert offers_cli(settings, "contacts", "dnc", "add", "a-test")[0] == 0
         eventually(lambda: ids(ask(stub, "a-test")) == ["t1"])
         reasons = {r.rule for r in ask(stub, "a-test", explain=True).removed}
@@ -228,7 +244,7 @@ def test_batch_and_single_answers_decide_alike(
     assert offers_cli(settings, "offers", "budget", "b3", "--count", "accept", "--total",
                       "0")[0] == 0
     customers = ["a-test", "a-calm", "a-nochurn", "a3", "b7", "b8", "stranger", "a0"]
-    with running(settings) as (_, stub, _channel):
+    with served(settings) as (_, stub, _channel):
         time.sleep(0.3)
         batch = list(stub.RecommendBatch(pb.RecommendBatchRequest(
             customer_ids=customers, limit=6, channel="email"), timeout=10))

@@ -35,7 +35,9 @@ PREFIX = "hostile"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory,
             redis_server: localredis.LocalRedis) -> tuple[Settings, str, list[str]]:
-    settings = Settings(redis_url=redis_server.url, key_prefix=PREFIX, host="127.0.0.1", port=0)
+    # Generous Redis timeouts: on a loaded CI machine 25 ms can pass before the first model load.
+    settings = Settings(redis_url=redis_server.url, key_prefix=PREFIX, host="127.0.0.1", port=0,
+                        redis_timeout_ms=250)
     data = make_data(tmp_path_factory.mktemp("hostile"), customers=500)
     version = train(data, settings.redis_url, PREFIX)
     lines = (data / "customers.csv").read_text().splitlines()[1:501]
@@ -162,6 +164,6 @@ def test_a_10000_id_batch_without_a_deadline_finishes_within_its_scaled_budget(
     with running(replace(settings, default_deadline_ms=250)) as (_, stub, _channel):
         started = time.monotonic()
         answers = list(stub.RecommendBatch(request))  # no deadline, as grpcurl sends it
-    assert len(answers) == 10_000 and time.monotonic() - started < 10.25
+    assert len(answers) == 10_000 and time.monotonic() - started < 0.25 + 0.002 * 10_000
     degraded = {pb.STRATEGY_DEGRADED_GLOBAL_POPULAR, pb.STRATEGY_DEGRADED_SEGMENT_POPULAR}
     assert not any(a.strategy in degraded for a in answers)

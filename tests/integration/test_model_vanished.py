@@ -43,6 +43,7 @@ def test_a_flushed_model_turns_health_not_serving_and_answers_degraded_from_memo
         caplog: pytest.LogCaptureFixture) -> None:
     data = make_data(tmp_path / "data", customers=500)
     settings = Settings(redis_url=own_redis.url, key_prefix="gone", host="127.0.0.1", port=0,
+                        redis_timeout_ms=250,
                         model_poll_ms=50)
     train(data, own_redis.url, "gone")
     known = (data / "customers.csv").read_text().splitlines()[1].split(",")[0].strip('"')

@@ -43,6 +43,9 @@ iterations = [10]
 blend_weights = [1.0]
 [evaluation]
 min_evaluated = 5
+[exposure]
+model = "implicit"  # ALS against ALS: the exposure model is numpy on either engine
+competitors = false
 [publish]
 lock_ttl_seconds = 5.0
 """

@@ -87,7 +87,8 @@ def test_train_publishes_a_complete_version_and_reports_every_phase(
     keys = schema.Keys(prefix)
     assert client.get(keys.active).decode() == version
     report = json.loads(report_path.read_text())
-    assert set(report["phases"]) == {"read", "build", "fit", "evaluate", "publish"}
+    assert set(report["phases"]) == {"read", "build", "fit", "evaluate", "competitors",
+                                     "publish"}
     assert client.hlen(keys.customers(version)) == report["rows_read"]["customers"] == 3000
     for segment in report["segments"]:
         # datagen plants tastes a personal model can learn and popularity cannot

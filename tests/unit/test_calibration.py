@@ -20,12 +20,13 @@ def test_p_accept_is_linear_between_knots_and_flat_outside() -> None:
 def test_a_constant_map_gives_every_score_the_base_rate() -> None:
     assert p_accept(np.array([[-1.0, 0.0], [5.0, 1e9]]), constant(0.12)).tolist() == \
         [[0.12, 0.12], [0.12, 0.12]]
-    assert validate(constant(1.7), "s")["p_accept"] == [1.0]  # clipped into [0, 1]
+    assert validate(constant(1.7), "s")["p_accept"] == [1.0, 1.0]  # clipped into [0, 1]
 
 
 @pytest.mark.parametrize(("bad", "message"), [
     ([], "must be an object"),
     ({"method": "isotonic", "score": [0.0]}, "lacks p_accept"),
+    ({**MAP, "score": [0.0], "p_accept": [0.1]}, r"\(>= 2\) of knots"),
     ({**MAP, "method": ""}, "method must be a non-empty string"),
     ({**MAP, "score": [0.0, 1.0]}, "same number"),
     ({**MAP, "score": [0.0, 0.0, 1.0]}, "strictly increasing"),
@@ -56,13 +57,17 @@ def test_isotonic_fit_is_monotone_even_where_the_data_is_not() -> None:
     rates = np.repeat([0.1, 0.4, 0.2, 0.6], 1000)
     accepted = np.arange(4000) % 1000 < rates * 1000
     fitted = validate(fit_map(scores, accepted, bins=4), "s")
-    assert fitted["p_accept"] == pytest.approx([0.1, 0.3, 0.3, 0.6])
+    assert fitted["p_accept"] == pytest.approx([0.1, 0.3, 0.3, 0.6], abs=0.002)
     assert fitted["score"] == [0.0, 1.0, 2.0, 3.0]
 
 
-def test_too_few_cells_or_no_accept_give_the_constant_base_rate() -> None:
-    assert fit_map(np.arange(10.0), np.arange(10) < 3) == constant(0.3)
-    assert fit_map(np.arange(1000.0), np.zeros(1000, dtype=bool)) == constant(0.0)
+def test_too_few_cells_or_no_accept_give_the_constant_smoothed_base_rate() -> None:
+    assert fit_map(np.arange(10.0), np.arange(10) < 3) == constant((3 + 1) / (10 + 2))
+    flat = validate(fit_map(np.zeros(1000), np.arange(1000) < 100), "s")  # one score: one rate
+    assert flat["p_accept"][0] == flat["p_accept"][1] == pytest.approx(0.1, abs=0.02)
+    assert fit_map(np.arange(1000.0), np.zeros(1000, dtype=bool)) == constant(1 / 1002)
+    # Accepts without impressions say nothing of the denominator: never a certain 1.
+    assert max(fit_map(np.arange(1000.0), np.ones(1000, dtype=bool))["p_accept"]) < 1.0
 
 
 def test_reliability_table_and_expected_calibration_error_have_known_values() -> None:

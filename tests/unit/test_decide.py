@@ -125,8 +125,22 @@ def test_a_published_calibration_maps_scores_to_p_accept() -> None:
                                          "p_accept": [0.0, 0.5]}))
     decision = decide(d, d.segments[0], SCORES, None, attrs(), NOTHING_LIVE, ask())
     assert decision.p_accept == pytest.approx([0.45, 0.35, 0.25, 0.05])
-    with pytest.raises(ValueError, match="non-decreasing"):
-        Calibration.from_meta({"score": [1, 0], "p_accept": [0, 1]})
+    with pytest.raises(ValueError, match="segment 'main': calibration: score must be strictly"):
+        Calibration.from_meta({"method": "x", "score": [1, 0], "p_accept": [0, 1]}, "main")
+    # a constant (a segment without usable data): two knots with the same p
+    constant = build_decider(model(calibration={"method": "base_rate", "score": [0.0, 1.0],
+                                                "p_accept": [0.2, 0.2]}))
+    decision = decide(constant, constant.segments[0], SCORES, None, attrs(), NOTHING_LIVE, ask())
+    assert ids(constant, decision) == ["o4", "o3", "o1", "o0"]  # still the model's order
+    assert decision.p_accept == pytest.approx([0.2] * 4)
+
+
+def test_a_personal_segments_calibration_is_not_applied_to_its_popularity_fallback() -> None:
+    d = build_decider(model(calibration={"method": "isotonic", "score": [0.0, 1.0],
+                                         "p_accept": [0.0, 0.5]}))
+    popular = decide(d, d.segments[0], None, None, None, NOTHING_LIVE, ask())
+    assert popular.p_accept == pytest.approx(
+        prior_p_accept(np.array([5, 4, 3, 2, 1.0]), 0.1)[[0, 3, 4]])  # o1: rule, no attributes
 
 
 def test_a_customer_rule_removes_an_offer_and_explain_says_which_rule() -> None:

@@ -144,3 +144,18 @@ def test_a_bad_exposure_section_is_refused_naming_the_key(tmp_path: Path) -> Non
     assert "[exposure] select_on" in str(info.value) and "[exposure] model" in str(info.value)
     path.write_text('[exposure]\nselect_on = "naive"\nfactors = [4]\n')
     assert load_config(str(path)).exposure.factors == (4,)
+
+
+def test_feedback_fold_in_leaves_exposure_model_segments_alone() -> None:
+    """Fold-in solves implicit's ALS equations; an exposure-model segment has no solver."""
+    from recsvc.feedback.foldin import FoldModel
+
+    items = np.ones((2, 3), dtype=np.float32)
+    offers = np.arange(2, dtype=np.uint32)
+    params = {"factors": 2, "regularization": 1.0, "alpha": 1.0, "iterations": 1,
+              "negative_impressions": True}
+    meta = {"parameters": {"algorithm": "als", "config": {}},
+            "segments": [{"name": "a", "params": {**params, "model": "exposure"}},
+                         {"name": "b", "params": {**params, "model": "implicit"}}]}
+    fold = FoldModel.from_version("v", meta, ["x", "y"], [(offers, items), (offers, items)])
+    assert fold.solvers[0] is None and fold.solvers[1] is not None
