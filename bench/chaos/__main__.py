@@ -78,7 +78,9 @@ BARS = {
     "redis_killed": "the server handles every call within its deadline, 0 INTERNAL/UNKNOWN",
     "flaky_proxy": "the server handles every call within its deadline, 0 INTERNAL/UNKNOWN",
     "overload": "goodput at 2x and 4x >= 90% of 1x; health never rejected",
-    "model_switch": "0 answers that differ from their version's ranking (no mixed versions)",
+    "model_switch": "0 answers that differ from their version's ranking (no mixed versions; "
+                    "degraded answers, from popularity when a Redis read timed out, are counted "
+                    "apart)",
     "training_killed": "active version never moved by a killed run; next run publishes; "
                        "0 leaked keys",
     "fuzz": "0 INTERNAL/UNKNOWN",

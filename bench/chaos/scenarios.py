@@ -222,6 +222,8 @@ def model_switch(env: Env, first: str, second: str) -> dict[str, Any]:
             return pb.RecommendRequest(customer_id=rng.choice(ids), limit=5)
 
         def check(req: pb.RecommendRequest, res: pb.RecommendResponse) -> bool:
+            if "DEGRADED" in pb.Strategy.Name(res.strategy):
+                return True  # a Redis read timed out: popularity, counted as degraded
             return reference.get((req.customer_id, res.model_version)) == \
                 [o.offer_id for o in res.offers]
 
