@@ -39,7 +39,9 @@ def servers(settings: Settings, count: int) -> Iterator[list[pb_grpc.RetentionOf
             env = dict(os.environ, RECSVC_REDIS_URL=settings.redis_url,
                        RECSVC_KEY_PREFIX=settings.key_prefix, RECSVC_HOST="127.0.0.1",
                        RECSVC_PORT=str(port), RECSVC_MODEL_POLL_MS="100",
-                       RECSVC_LOG_LEVEL="WARNING")
+                       RECSVC_LOG_LEVEL="WARNING",
+                       # a busy test machine must not turn answers into degraded ones
+                       RECSVC_REDIS_TIMEOUT_MS="500")
             procs.append(subprocess.Popen([sys.executable, "-m", "recsvc", "serve"], env=env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -112,8 +114,9 @@ def test_an_offer_out_of_vouchers_disappears_from_every_replica_within_a_second(
                 pb.RecommendRequest(customer_id="a-test"), timeout=5))[0] == "a5")
         assert record_accept(client, keys, "a5", "main")  # what RecordFeedback counts
         time.sleep(0.3)
-        assert all(ids(s.Recommend(pb.RecommendRequest(customer_id="a-test"), timeout=5))[0]
-                   == "a5" for s in stubs)  # one voucher left
+        for stub in stubs:  # one voucher left: still served
+            answer = stub.Recommend(pb.RecommendRequest(customer_id="a-test"), timeout=5)
+            assert ids(answer)[0] == "a5", (answer.strategy, answer.reason)
         assert record_accept(client, keys, "a5", "main")
         started = time.monotonic()
         for stub in stubs:
