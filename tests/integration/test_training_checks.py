@@ -23,7 +23,8 @@ pytestmark = pytest.mark.integration
 CONFIG = FAST_CONFIG.replace(f"lock_ttl_seconds = {LOCK_TTL_SECONDS}", "lock_ttl_seconds = 30.0")
 # A genuinely worse model: one factor regularized to nothing, served alone (no popularity blend).
 WORSE = CONFIG.replace("factors = [8]", "factors = [1]\nregularization = [10000.0]").replace(
-    "blend_weights = [0.0, 0.5, 1.0]", "blend_weights = [1.0]")
+    "blend_weights = [0.0, 0.5, 1.0]", "blend_weights = [1.0]") + (
+    '\n[exposure]\nmodel = "implicit"\n')  # the exposure model would still validate well
 
 
 @pytest.fixture(scope="module")
