@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SPARK_STAMP := $(VENV)/.spark
 
-.PHONY: demo test unit integration serve lint fmt proto bench bench-quick redis-bin browser-bin spark-env clean
+.PHONY: demo test unit integration serve lint fmt proto openapi bench bench-quick redis-bin browser-bin spark-env clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing recsvc[dev]"
@@ -71,6 +71,10 @@ fmt: $(STAMP)
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. --pyi_out=. \
 	  proto/recsvc/v1/offers.proto
+
+# The HTTP face's OpenAPI document, generated from proto/ (tests/unit/test_openapi.py compares).
+openapi: $(STAMP)
+	$(PY) -m recsvc.api.http.openapi > docs/openapi.json
 
 bench: $(STAMP) redis-bin
 	$(PY) -m bench all
