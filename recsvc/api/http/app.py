@@ -206,8 +206,11 @@ def build_app(servicer: Any, limiter: CallLimiter, max_body: int, origins: str,
         return web.Response(body=openapi, content_type=JSON)
 
     app.router.add_get("/openapi.json", openapi_json)
-    if STATIC.is_dir():
-        app.router.add_static("/static/", STATIC, show_index=False)
+    async def demo(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "demo.html")
+
+    app.router.add_get("/demo", demo)  # the demo agent console around the panel
+    app.router.add_static("/static/", STATIC, show_index=False)  # recsvc-offers.js
     return app
 
 
