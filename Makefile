@@ -31,6 +31,11 @@ browser-bin:
 	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "install it with: sudo apt-get install chromium" >&2; exit 1; fi; }
 
+# axe-core (npm) for the panel's accessibility check in tests/browser/test_panel.py.
+AXE := $(VENV)/axe/node_modules/axe-core/axe.min.js
+$(AXE):
+	npm install --no-save --no-audit --no-fund --prefix $(VENV)/axe axe-core@4
+
 # The spark engine's test needs the `spark` extra (~490 MB, about 2 min to install) and Java 17.
 $(SPARK_STAMP): $(STAMP)
 	@command -v java >/dev/null || { \
@@ -47,7 +52,7 @@ spark-env: $(SPARK_STAMP)
 demo: $(STAMP) redis-bin
 	$(PY) -m training.demo
 
-test: $(STAMP) redis-bin browser-bin $(SPARK_STAMP)
+test: $(STAMP) redis-bin browser-bin $(AXE) $(SPARK_STAMP)
 	$(PY) -m pytest -q tests
 
 unit: $(STAMP)

@@ -20,6 +20,18 @@ from tests.integration.serving import train
 from training import localredis
 
 OFFERS = "recsvc-offers li[data-offer-id]"
+AXE = Path(__file__).resolve().parents[2] / ".venv/axe/node_modules/axe-core/axe.min.js"
+
+
+def serious_violations(page: object) -> list[str]:
+    """axe-core run in the page: the ids of serious or critical violations."""
+    if not AXE.exists():
+        pytest.fail(f"{AXE} missing: `make test` installs axe-core from npm", pytrace=False)
+    if page.evaluate("() => typeof axe === 'undefined'"):  # type: ignore[attr-defined]
+        page.add_script_tag(path=str(AXE))  # type: ignore[attr-defined]
+    result = page.evaluate("() => axe.run()")  # type: ignore[attr-defined]
+    return [f"{v['id']}: {v['help']}" for v in result["violations"]
+            if v["impact"] in ("serious", "critical")]
 
 
 @pytest.fixture
@@ -61,6 +73,12 @@ def test_demo_panel_shows_offers_records_accept_and_degrades_without_redis(
         assert first[0] == "a5"  # the planted customer's own taste
         assert len(first) == 3
         assert "Fits what this customer" in page.locator("recsvc-offers section.panel").inner_text()
+        assert serious_violations(page) == []
+        # The first render after the page loaded (DOMContentLoaded), as the panel reports it.
+        render_ms = page.evaluate("() => window.firstRenderMs - performance"
+                                  ".getEntriesByType('navigation')[0].domContentLoadedEventEnd")
+        print(f"panel first render: {render_ms:.0f} ms after DOMContentLoaded")
+        assert render_ms < 1000  # the goal is 300 ms; the bound leaves room for a busy CI host
         page.locator(f'{OFFERS}[data-offer-id="a5"] button.accept').click()
         page.wait_for_function(
             "() => { const p = document.querySelector('recsvc-offers');"
@@ -81,4 +99,5 @@ def test_demo_panel_shows_offers_records_accept_and_degrades_without_redis(
         page.wait_for_selector("recsvc-offers[state=degraded]", timeout=10_000)
         assert "Limited service" in page.locator("recsvc-offers section.panel").inner_text()
         assert shown(page)  # still offers (popular ones), never an empty box
+        assert serious_violations(page) == []
         assert not page.console_errors, page.console_errors
