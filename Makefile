@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SPARK_STAMP := $(VENV)/.spark
 
-.PHONY: demo test unit integration serve lint fmt proto bench bench-quick chaos chaos-quick redis-bin browser-bin spark-env clean
+.PHONY: demo test unit integration serve lint fmt proto openapi bench bench-quick chaos chaos-quick redis-bin browser-bin spark-env clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing recsvc[dev]"
@@ -31,6 +31,11 @@ browser-bin:
 	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "install it with: sudo apt-get install chromium" >&2; exit 1; fi; }
 
+# axe-core (npm) for the panel's accessibility check in tests/browser/test_panel.py.
+AXE := $(VENV)/axe/node_modules/axe-core/axe.min.js
+$(AXE):
+	npm install --no-save --no-audit --no-fund --prefix $(VENV)/axe axe-core@4
+
 # The spark engine's test needs the `spark` extra (~490 MB, about 2 min to install) and Java 17.
 $(SPARK_STAMP): $(STAMP)
 	@command -v java >/dev/null || { \
@@ -47,7 +52,7 @@ spark-env: $(SPARK_STAMP)
 demo: $(STAMP) redis-bin
 	$(PY) -m training.demo
 
-test: $(STAMP) redis-bin browser-bin $(SPARK_STAMP)
+test: $(STAMP) redis-bin browser-bin $(AXE) $(SPARK_STAMP)
 	$(PY) -m pytest -q tests
 
 unit: $(STAMP)
@@ -71,6 +76,10 @@ fmt: $(STAMP)
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. --pyi_out=. \
 	  proto/recsvc/v1/offers.proto
+
+# The HTTP face's OpenAPI document, generated from proto/ (tests/unit/test_openapi.py compares).
+openapi: $(STAMP)
+	$(PY) -m recsvc.api.http.openapi > docs/openapi.json
 
 bench: $(STAMP) redis-bin
 	$(PY) -m bench all

@@ -26,6 +26,7 @@ from recsvc.api import auth, tls
 from recsvc.api.feedback import FeedbackDesk
 from recsvc.api.guard import CallLimiter
 from recsvc.api.handlers import SERVICE_NAME, add_servicer
+from recsvc.api.http import app as http_face
 from recsvc.api.service import RetentionOfferServicer
 from recsvc.api.workers import RestartPolicy, check_can_listen, is_worker, run_workers
 from recsvc.core import schema
@@ -86,6 +87,7 @@ class RunningServer:
     loop: LoopThread
     recommender: Recommender  # its ``failures.counts`` say how many records were corrupt
     events: EventLog | None = None
+    http: http_face.HttpFace | None = None  # the HTTP/JSON face, when RECSVC_HTTP_PORT is set
 
     _stopping: threading.Lock = field(default_factory=threading.Lock)
 
@@ -103,6 +105,8 @@ class RunningServer:
 
     async def _stop(self, grace: float) -> None:
         await self.health.enter_graceful_shutdown()
+        if self.http is not None:
+            await self.http.stop()
         await self.server.stop(grace)
         await self.records.close()
         if self.events is not None:
@@ -143,10 +147,11 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
     limiter = CallLimiter(settings.max_concurrent_rpcs, auth.from_settings(settings.tokens_file))
     server = make_grpc_server(settings, reuse_port)
     events = EventLog(store.keys, settings)  # its own pipelined connection (longer timeout)
-    add_servicer(server, RetentionOfferServicer(
+    servicer = RetentionOfferServicer(
         recommender, holder, settings.default_deadline_ms / 1000.0, limiter,
         batch_seconds_per_id=settings.batch_deadline_per_id_ms / 1000.0,
-        feedback=FeedbackDesk.build(holder, events, settings)))
+        feedback=FeedbackDesk.build(holder, events, settings))
+    add_servicer(server, servicer)
     health_servicer = AioHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
@@ -180,8 +185,10 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
         raise ListenError(f"--port / RECSVC_PORT: cannot listen on {settings.host}:"
                           f"{settings.port} ({exc})") from None
     await server.start()
+    face = None if settings.http_port < 0 else await http_face.start(  # the same servicer and loop
+        servicer, limiter, settings, lambda: holder.current is not None, reuse_port)
     return RunningServer(server, port, health_servicer, watcher, limiter, records, loop,
-                         recommender, events)
+                         recommender, events, http=face)
 
 
 def serve(settings: Settings) -> int:

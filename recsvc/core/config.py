@@ -47,6 +47,12 @@ class Settings:
     metrics_port: int = 0  # Prometheus /metrics on this port; 0 = off (the image sets 9464)
     metrics_host: str = ""  # empty: the same as host
     pushgateway_url: str = ""  # `recsvc train` pushes its metrics here when set
+    # The HTTP/JSON face and the agent panel (README "For the CRM"): -1 (or empty) = off,
+    # 0 = any free port (tests), else that port; same loop, servicer and tokens as gRPC.
+    http_port: int = -1
+    http_host: str = ""  # empty: the same as host
+    http_cors_origins: str = ""  # comma-separated origins browsers may call from; * = any
+    http_max_body_bytes: int = 1024 * 1024  # a larger request body: 413
     tokens_file: str = ""  # sha256 hashes of API tokens with their scopes; empty: no auth
     tls_cert_file: str = ""  # server certificate chain (PEM); with tls_key_file turns TLS on
     tls_key_file: str = ""
@@ -157,6 +163,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "decision_log_max_per_shard": _between(1),
     "log_format": lambda v: None if v in ("json", "text") else "json or text",
     "metrics_port": _between(0, 65535),  # 0: no metrics endpoint
+    "http_port": _between(-1, 65535),  # -1: no HTTP face; 0: any free port
+    "http_max_body_bytes": _between(1024, 2**31 - 1),
 }
 
 
@@ -175,6 +183,10 @@ def problems(settings: Settings) -> list[str]:
         lines.append(f"{setting_name('port')}: 0 (any free port) is not allowed with "
                      f"{setting_name('workers')} {settings.workers} (allowed: 1 to 65535, one "
                      "port the workers share)")
+    if settings.workers > 1 and settings.http_port == 0:
+        lines.append(f"RECSVC_HTTP_PORT: 0 (any free port) is not allowed with "
+                     f"{setting_name('workers')} {settings.workers} (allowed: -1 for off, or "
+                     "1 to 65535, one port the workers share)")
     return lines
 
 

@@ -31,7 +31,7 @@ def test_compose_runs_redis_a_one_shot_training_job_and_the_service() -> None:
     assert "recsvc train" in services["train"]["command"][-1]
     depends = services["recsvc"]["depends_on"]
     assert depends["train"]["condition"] == "service_completed_successfully"
-    assert services["recsvc"]["ports"] == ["50051:50051", "9464:9464"]
+    assert services["recsvc"]["ports"] == ["50051:50051", "8080:8080", "9464:9464"]
 
 
 def test_the_training_volume_is_writable_by_the_non_root_user() -> None:

@@ -1,0 +1,92 @@
+"""`python -m bench.http [--customers N] [--requests R]`: Recommend over HTTP/JSON vs gRPC, one
+server process, both driven by h2load (Debian's nghttp2-client).
+
+One `recsvc serve` with RECSVC_HTTP_PORT, pinned to CPU 0 (all its threads); h2load on CPU 1.
+gRPC: HTTP/2, 2 connections x 16 streams; HTTP/JSON: HTTP/1.1 (`--h1`), 32 connections;
+then both at one request in flight for the latency. Every request asks for the same customer
+(h2load sends one body). Prints one JSON line; alternate runs: this host's noise is +-20%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import procs
+from bench.__main__ import PREFIX, bench_train
+from recsvc.v1 import offers_pb2 as pb
+from training import localredis
+
+PATH = "/recsvc.v1.RetentionOfferService/Recommend"
+
+
+def h2load(args: list[str]) -> dict[str, float]:
+    out = subprocess.run(["taskset", "-c", "1", "h2load", *args], capture_output=True,
+                         text=True, check=True).stdout
+    rate = float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
+    ok = int(re.search(r"(\d+) succeeded", out).group(1))  # type: ignore[union-attr]
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+    value = float(mean.rstrip("mus")) * (1 if mean.endswith("ms") else 0.001
+                                         if mean.endswith("us") else 1000)
+    return {"requests_per_second": rate, "succeeded": ok, "mean_ms": round(value, 3)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if shutil.which("h2load") is None:
+        raise SystemExit("h2load missing: apt-get install nghttp2-client")
+    server = localredis.start()
+    try:
+        bench_train(server.url, args.customers)
+        port, http_port = localredis.free_port(), localredis.free_port()
+        env = dict(os.environ, RECSVC_REDIS_URL=server.url, RECSVC_KEY_PREFIX=PREFIX,
+                   RECSVC_LOG_LEVEL="WARNING", RECSVC_HOST="127.0.0.1",
+                   RECSVC_PORT=str(port), RECSVC_HTTP_PORT=str(http_port),
+                   RECSVC_DECISION_LOG="0")
+        with procs.server(["recsvc", "serve"], env, port) as srv, \
+                tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(["taskset", "-apc", "0", str(srv.pid)], check=True,
+                           capture_output=True)
+            time.sleep(1.0)
+            message = pb.RecommendRequest(customer_id="c000001", limit=10).SerializeToString()
+            frame = Path(tmp, "req.bin")
+            frame.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
+            body = Path(tmp, "req.json")
+            body.write_text(json.dumps({"customerId": "c000001", "limit": 10}))
+            grpc_args = ["-H", "content-type: application/grpc", "-H", "te: trailers",
+                         "-d", str(frame), f"http://127.0.0.1:{port}{PATH}"]
+            http_args = ["--h1", "-H", "content-type: application/json", "-d", str(body),
+                         f"http://127.0.0.1:{http_port}{PATH}"]
+            rounds: list[dict[str, Any]] = []
+            for _ in range(args.rounds):  # alternate: the host's noise hits both alike
+                rounds.append({
+                    "grpc": h2load(["-n", str(args.requests), "-c", "2", "-m", "16", "-t", "1",
+                                    *grpc_args]),
+                    "http_json": h2load(["-n", str(args.requests), "-c", "32", "-t", "1",
+                                         *http_args]),
+                    "grpc_1_in_flight": h2load(["-n", "2000", "-c", "1", "-m", "1",
+                                                *grpc_args]),
+                    "http_json_1_in_flight": h2load(["-n", "2000", "-c", "1", *http_args]),
+                })
+    finally:
+        server.stop()
+    ratio = [r["http_json"]["requests_per_second"] / r["grpc"]["requests_per_second"]
+             for r in rounds]
+    print(json.dumps({"rounds": rounds, "http_over_grpc": [round(x, 2) for x in ratio]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
