@@ -231,7 +231,7 @@ class Recommender:
                                  reason="control group (holdout)")
         else:
             empty = replace(decision, offers=[], p_accept=[], objective=[], reasons=[],
-                            pending=False)
+                            pending=False, propensities=[], explored=False)
             base = replace(answer, ranked=Ranked(np.empty(0, np.int64), np.empty(0, np.float32)),
                            decision=empty, value=[], cost=[],
                            reason="control group (holdout): no offer")
@@ -247,7 +247,8 @@ class Recommender:
         entry = LoggedDecision(
             decision.decision_id, ask.now, ask.customer_id, answer.segment, d.version,
             answer.arm, answer.strategy, ask.channel, tuple(ids[i] for i in decision.offers),
-            p_accept, np.asarray(decision.propensities or [1.0] * n, np.float32),
+            p_accept, np.asarray(decision.propensities if len(decision.propensities) == n
+                                 else [1.0] * n, np.float32),
             p_accept, np.asarray(answer.value, np.float32), np.asarray(answer.cost, np.float32))
         self.records.log_decision(ask.customer_id, entry.fields())
 
