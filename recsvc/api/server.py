@@ -33,7 +33,7 @@ from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import ListenError, SettingError
 from recsvc.experiments.holdout import Holdout
-from recsvc.ops import endpoint
+from recsvc.ops import endpoint, metrics
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.recommender import Recommender
 from recsvc.serving.watcher import ModelWatcher
@@ -194,6 +194,7 @@ async def _start(settings: Settings, store: RedisStore, reuse_port: bool,
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; with ``workers`` > 1, run that many processes on one port."""
     risk = eviction_risk(connect(settings, timeout_ms=1000))
+    metrics.eviction_risk(risk is not None)  # alert on it: recsvc_redis_eviction_risk
     if risk:  # an allkeys-* policy can drop part of a live version (docs/DESIGN.md, 2)
         log.warning("%s", risk)
     if settings.workers > 1:

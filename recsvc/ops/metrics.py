@@ -66,6 +66,11 @@ STREAM_LENGTH = Gauge("recsvc_stream_length", "Entries in a Redis stream", ["str
 BUDGETS_EXHAUSTED = Gauge("recsvc_budgets_exhausted_offers",
                           "Offers whose budget is used up now (in every or in some segments)",
                           multiprocess_mode="livemax")
+EVICTION_RISK = Gauge("recsvc_redis_eviction_risk",
+                      "1 when Redis's maxmemory-policy can evict model keys (allkeys-*)",
+                      multiprocess_mode="livemax")
+CORRUPT_RECORDS = Counter("recsvc_corrupt_records",
+                          "Customer records that did not decode (answered from popularity)")
 CONTACT_CAP_HITS = Counter("recsvc_contact_cap_hits",
                            "Contacts refused because the customer reached a cap", ["channel"])
 
@@ -108,6 +113,14 @@ def redis_call(command: str, seconds: float) -> None:
 def redis_error(kind: str) -> None:
     """A failed Redis call: ``timeout``, ``connection``, ``reply`` or ``breaker_open``."""
     REDIS_ERRORS.labels(kind).inc()
+
+
+def eviction_risk(risky: bool) -> None:
+    EVICTION_RISK.set(1 if risky else 0)
+
+
+def corrupt_record() -> None:
+    CORRUPT_RECORDS.inc()
 
 
 def redis_up(up: bool) -> None:

@@ -32,6 +32,7 @@ from recsvc.experiments.arms import CONTROL, TREATMENT
 from recsvc.experiments.decision_log import Decision as LoggedDecision
 from recsvc.experiments.holdout import Holdout
 from recsvc.feedback.foldin import record_for
+from recsvc.ops import metrics
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.ports import Records
 
@@ -178,6 +179,7 @@ class Recommender:
         """A record that does not decode answers its customer from popularity, never an error;
         counted in ``failures.counts["corrupt_record"]``, logged at most once per interval (the
         customer id is not logged: no personal data in logs)."""
+        metrics.corrupt_record()
         self.failures.log(logging.ERROR, "corrupt_record",
                           f"corrupt customer record in version {d.base.version}: {exc}")
 
