@@ -4,8 +4,8 @@ Generates a biased world (``recsvc datagen --world biased``, cached in bench/dat
 the default configuration, starts ``recsvc serve`` and asks it, through the real gRPC API
 (RecommendBatch, 10 offers), for the top 10 of every customer the truth evaluates. Served
 precision@10 on the unbiased window's accepts is compared with the oracle's and with the two
-competitors ranked offline by training/worldeval.py. Writes bench/results/exposure.json and the
-"Learning from logged exposure" section of docs/PERFORMANCE.md.
+competitors ranked offline by training/synth/worldeval.py. Writes bench/results/exposure.json
+and the "Learning from logged exposure" section of docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from bench import procs
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 from training import localredis
-from training.worldeval import Truth, competitor_rankings
+from training.synth.worldeval import Truth, competitor_rankings
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"

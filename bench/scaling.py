@@ -123,9 +123,9 @@ def fit_one(base: int, engine: str, factors: int, iterations: int, whole: bool
             ) -> dict[str, Any]:
     """One fit of the base set's largest segment, or with ``whole`` of every segment as one
     block-diagonal matrix (the work of fitting them all); in a process of its own."""
-    from training import data as data_module
     from training.config import Spark, TrainConfig
     from training.fit import Params, fit
+    from training.inputs import data as data_module
     from training.matrix import build_cells
 
     folder = dataset(base)

@@ -33,7 +33,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_datagen(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        from training import datagen
+        from training.synth import datagen
     except ImportError as exc:
         return _missing_stack("datagen", exc)
     return datagen.main(args)
@@ -77,7 +77,7 @@ def run_events(args: argparse.Namespace, settings: Settings) -> int:
     try:
         from recsvc.core import schema
         from recsvc.store.reader import connect
-        from training import events
+        from training.inputs import events
     except ImportError as exc:
         return _missing_stack("events", exc)
     client = connect(settings, timeout_ms=30_000)

@@ -27,12 +27,12 @@ from recsvc.core.meta import ModelMeta, SegmentMeta
 from recsvc.ops import jobmetrics
 from recsvc.store.reader import connect
 from recsvc.store.registry import Registry, TrainLock, eviction_risk, redis_problem
-from training import attributes
-from training import data as data_module
-from training import events as feedback_events
-from training import profile as profile_module
 from training.calibrate import base_rate, global_calibration
 from training.config import TrainConfig, load_config
+from training.inputs import attributes
+from training.inputs import data as data_module
+from training.inputs import events as feedback_events
+from training.inputs import profile as profile_module
 from training.matrix import Cells, build_cells, global_popularity
 from training.progress import Progress
 from training.publish import PublishResult, SegmentArtifact, batched, check_finite, publish
@@ -210,7 +210,7 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
         active, _ = registry.pointers()
         active_meta = _read_meta(client, keys, active)
         with run.phase("read"):
-            # Logged feedback joins the tables (training/events.py); its cutoff goes in meta.
+            # Logged feedback joins the tables (training/inputs/events.py); its cutoff goes in meta.
             tables = feedback_events.for_training(client, keys, args.customers, args.offers,
                                                   args.interactions, workdir)
             report["feedback"] = tables.report

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from scipy.sparse import csr_matrix
 
 from training.config import EVENTS, TrainConfig
-from training.data import Dataset
+from training.inputs.data import Dataset
 
 _IMPRESSION, _CLICK, _ACCEPT, _REDEEM = (EVENTS.index(e) for e in
                                          ("impression", "click", "accept", "redeem"))

@@ -16,7 +16,7 @@ from recsvc.core.config import Settings
 from tests.integration.helpers import cli
 from tests.integration.serving import running, wait_for_version
 from training import localredis
-from training.worldeval import Truth, competitor_rankings
+from training.synth.worldeval import Truth, competitor_rankings
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from recsvc.feedback.events import Event
 from recsvc.store.events import Bounds, record_sync
 from tests.integration.helpers import FAST_CONFIG, cli, planted
 from tests.integration.serving import train
-from training.events import StreamEvents, merge
+from training.inputs.events import StreamEvents, merge
 
 pytestmark = pytest.mark.integration
 T = 1_800_000_000.0

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsvc.core.errors import DataError
-from training import data
+from training.inputs import data
 
 CUSTOMERS = """customer_id,segment,clv,churn_risk,extra
 c1,gold,10,0.5,x

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from recsvc.core.errors import DataError
-from training import datagen, world
 from training.config import TrainConfig, load_config
 from training.evaluate import inverse_propensity, score_metrics
 from training.exposure import ExposureParams, fit_exposure
+from training.synth import datagen, world
 from training.tune import candidate_params
 
 

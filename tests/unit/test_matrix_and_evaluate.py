@@ -9,9 +9,9 @@ import numpy as np
 from recsvc.core import schema
 from recsvc.core.model import Catalogue, SegmentModel
 from recsvc.core.ranking import Rules, rank
-from training import data
 from training.config import TrainConfig
 from training.evaluate import holdout_split, score_metrics, top10
+from training.inputs import data
 from training.matrix import build_cells
 
 

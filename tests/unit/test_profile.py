@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from training import data
 from training.config import Checks, TrainConfig
-from training.profile import bad_row_problems, build_profile, check_data, event_mix_shift
+from training.inputs import data
+from training.inputs.profile import bad_row_problems, build_profile, check_data, event_mix_shift
 
 
 def profile_of(tmp: Path, interactions: str) -> dict[str, Any]:

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from recsvc.core import schema
-from training import data as data_module
 from training.config import TrainConfig
 from training.fit import Factors, Params
+from training.inputs import data as data_module
 from training.job import customer_batches
 from training.matrix import build_cells
 from training.tune import SegmentResult

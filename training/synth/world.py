@@ -34,7 +34,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from training.datagen import DAY, NOW, THEMES, _unit, segment_names
+from training.synth.datagen import DAY, NOW, THEMES, _unit, segment_names
 
 LATENT = 6
 PERSONAS = 4  # taste clusters per segment

@@ -21,7 +21,7 @@ import numpy as np
 
 from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_PERSONALIZED
 from training.config import EVENTS, Checks
-from training.data import Dataset
+from training.inputs.data import Dataset
 
 PROFILE_FORMAT = 1
 TABLES = ("customers", "offers", "interactions")

@@ -20,10 +20,10 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow.parquet as pq
 
-from training import data as data_module
 from training.config import TrainConfig
 from training.evaluate import K, segment_model, top10
 from training.fit import fit
+from training.inputs import data as data_module
 from training.matrix import Cells, build_cells
 from training.tune import IMPLICIT_DEFAULTS
 

@@ -3,7 +3,7 @@
 CSV (every column read as text unless typed on purpose), CSV.gz or Parquet. A CSV line that does
 not parse is skipped and returned with its line number; numbers, times and ids are parsed into
 numpy arrays with a mask of unparseable values. What counts as a bad row is decided in
-``training.data``.
+``training.inputs.data``.
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ import pyarrow.compute as pc
 from recsvc.core.errors import DataError
 from recsvc.decisioning.policy import Policy
 from recsvc.decisioning.rules import CATEGORY, MISSING_CODE, NUMBER, RuleError, check_rule
-from training.data import Dataset
+from training.inputs.data import Dataset
+from training.inputs.tables import parse_float, text
 from training.matrix import Cells
-from training.tables import parse_float, text
 
 ALWAYS = ("clv", "churn_risk")
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from training.config import EVENTS
-from training.tables import (
+from training.inputs.tables import (
     DICT,
     MAX_LISTED_VALUES,
     fingerprint,
@@ -118,7 +118,7 @@ class Dataset:
     invalid_values: BadRows = field(default_factory=BadRows)  # read as missing, rows kept
     ts_converted: dict[str, int] = field(default_factory=dict)  # unit -> rows converted
     # Kept customers' columns other than id and segment (clv, churn_risk, extra attributes),
-    # for decisioning's customer attributes (training/attributes.py); invalid clv/churn_risk
+    # for decisioning's customer attributes (training/inputs/attributes.py); invalid clv/churn_risk
     # values are missing there too.
     customer_columns: dict[str, pa.Array] = field(default_factory=dict)
 

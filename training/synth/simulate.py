@@ -30,8 +30,9 @@ import numpy as np
 
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
-from training import localredis, world
-from training.datagen import write
+from training import localredis
+from training.synth import world
+from training.synth.datagen import write
 
 RENEW_BASE, RENEW_LIFT = 0.70, 0.15
 LIMIT = 3

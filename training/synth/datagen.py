@@ -1,5 +1,5 @@
 """``recsvc datagen``: a realistic retention data set of any size, reproducible from a seed
-(``--world biased``: training/world.py, a world with ground truth and biased exposure).
+(``--world biased``: training/synth/world.py, a world with ground truth and biased exposure).
 
 Planted structure, so demos and tests can assert that a per-customer model beats popularity:
 - every offer has a latent theme vector; offer exposure follows a long-tailed (Zipf) popularity;
@@ -200,7 +200,7 @@ def main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         if getattr(args, "world", "default") == "biased":
-            from training import world
+            from training.synth import world
 
             tables, truth, summary = world.generate(args.customers, args.offers, args.segments,
                                                     args.seed)
