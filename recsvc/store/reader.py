@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis
@@ -159,30 +159,20 @@ class RecordReader:
 
     async def _call(self, deadline: float, *command: bytes | str) -> Any:
         """Run ``command``; retry once if the deadline leaves room for another timeout."""
-        if not self._breaker.available():
-            metrics.redis_error("breaker_open")
-            raise StoreError("Redis marked unavailable after a recent failure")
-        for attempt in (1, 2):
-            started = time.monotonic()
-            remaining = deadline - started
-            if remaining <= 0:
-                raise DeadlineExceededError("no time left before reading Redis")
-            try:
-                reply = await self._redis.execute(*command, timeout=min(self._timeout, remaining))
-                metrics.redis_call(str(command[0]), time.monotonic() - started)
-                return reply
-            except ConnectionLost as exc:
-                metrics.redis_error("timeout" if isinstance(exc, ReplyTimeout) else "connection")
-                if attempt == 2 or deadline - time.monotonic() < self._timeout:
-                    self._breaker.open()
-                    raise StoreError(f"Redis did not answer: {exc}") from exc
-            except ErrorReply as exc:
-                metrics.redis_error("reply")
-                raise StoreError(f"Redis error: {exc}") from exc
-        raise AssertionError("unreachable")
+        return await self._bounded(deadline, str(command[0]),
+                                   lambda timeout: self._redis.execute(*command, timeout=timeout))
 
     async def _calls(self, deadline: float, commands: list[tuple[bytes | str, ...]]) -> list[Any]:
         """Several commands in one round trip, with ``_call``'s retry and breaker."""
+        replies: list[Any] = await self._bounded(
+            deadline, "pipeline",
+            lambda timeout: self._redis.execute_many(commands, timeout=timeout))
+        return replies
+
+    async def _bounded(self, deadline: float, label: str,
+                       send: Callable[[float], Awaitable[Any]]) -> Any:
+        """The one retry and breaker rule of every read: skip Redis while the breaker is open,
+        never start after the deadline, retry once only if the deadline leaves room."""
         if not self._breaker.available():
             metrics.redis_error("breaker_open")
             raise StoreError("Redis marked unavailable after a recent failure")
@@ -192,10 +182,9 @@ class RecordReader:
             if remaining <= 0:
                 raise DeadlineExceededError("no time left before reading Redis")
             try:
-                replies = await self._redis.execute_many(commands,
-                                                         timeout=min(self._timeout, remaining))
-                metrics.redis_call("pipeline", time.monotonic() - started)
-                return replies
+                reply = await send(min(self._timeout, remaining))
+                metrics.redis_call(label, time.monotonic() - started)
+                return reply
             except ConnectionLost as exc:
                 metrics.redis_error("timeout" if isinstance(exc, ReplyTimeout) else "connection")
                 if attempt == 2 or deadline - time.monotonic() < self._timeout:
