@@ -14,6 +14,7 @@ from recsvc.core.errors import ModelNotPublishedError
 from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_PERSONALIZED
 from recsvc.ops import metrics
 from recsvc.serving.holder import ModelHolder
+from recsvc.serving.questions import Question
 from recsvc.serving.recommender import (
     BLENDED,
     DEGRADED_GLOBAL_POPULAR,
@@ -22,7 +23,6 @@ from recsvc.serving.recommender import (
     PERSONALIZED,
     SEGMENT_POPULAR,
     Answer,
-    Question,
     Recommender,
 )
 from recsvc.v1 import offers_pb2 as pb
