@@ -193,7 +193,7 @@ def run(binary: str, url: str, frame: Path, connections: int, streams: int, seco
     args = ["taskset", "-c", cpus, binary, "-D", f"{seconds:g}", "-c", str(connections),
             "-m", str(streams), "-t", "1", *GRPC_HEADERS, "-d", str(frame), url]
     if log is not None:
-        args[3:3] = ["--log-file", str(log)]
+        args[4:4] = ["--log-file", str(log)]
     with tempfile.TemporaryFile("w+") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, text=True)
         _, status, usage = os.wait4(process.pid, 0)  # the rusage of this child alone

@@ -107,7 +107,7 @@ def tables(results: dict[str, Any]) -> str:
     if recommends:
         lines += ["", "| Recommend / the faster echo of its round | " +
                   " | ".join(f"{LABELS[t]}: req/s | per CPU s" for t in recommends) + " |",
-                  "|---" * (len(recommends) + 1) + "|"]
+                  "|---" * (2 * len(recommends) + 1) + "|"]
         for c in IN_FLIGHT:
             cells = [f"{span(versus_echo(runs, t, c, 'requests_per_second'), '{:.0%}')} | "
                      f"{span(versus_echo(runs, t, c, 'requests_per_server_cpu_second'), '{:.0%}')}"
