@@ -13,9 +13,7 @@ from recsvc.api.guard import CallLimiter, guarded
 from recsvc.core.errors import ModelNotPublishedError
 from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_PERSONALIZED
 from recsvc.ops import metrics
-from recsvc.serving.holder import ModelHolder
-from recsvc.serving.questions import Question
-from recsvc.serving.recommender import (
+from recsvc.serving.deciding import (
     BLENDED,
     DEGRADED_GLOBAL_POPULAR,
     DEGRADED_SEGMENT_POPULAR,
@@ -23,8 +21,10 @@ from recsvc.serving.recommender import (
     PERSONALIZED,
     SEGMENT_POPULAR,
     Answer,
-    Recommender,
 )
+from recsvc.serving.holder import ModelHolder
+from recsvc.serving.questions import Question
+from recsvc.serving.recommender import Recommender
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 

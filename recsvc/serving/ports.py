@@ -34,8 +34,20 @@ class Store(Protocol):
         ...
 
 
-class Records(Protocol):
-    """What requests need: customer records and live state, read on the event loop."""
+class Writes(Protocol):
+    """Writes after an answer, sent and not waited for (both server models)."""
+
+    def log_decision(self, customer_id: str, fields: list[bytes | str]) -> None:
+        """Append one entry to the decision log."""
+        ...
+
+    def record_contact(self, customer_id: str, channel: str, now: float, keep: int) -> None:
+        """A contact on ``channel`` (contacts counted on serve)."""
+        ...
+
+
+class Records(Writes, Protocol):
+    """What requests need on the event loop (grpc.aio): customer records and live state."""
 
     async def customer_record(self, version: str, customer_id: str,
                               deadline: float) -> bytes | None: ...
@@ -57,10 +69,19 @@ class Records(Protocol):
         """On-serve budgets: the budgeted offers granted a unit, atomically."""
         ...
 
-    def log_decision(self, customer_id: str, fields: list[bytes | str]) -> None:
-        """After the answer, not awaited: append one entry to the decision log."""
+
+class BlockingRecords(Writes, Protocol):
+    """The same reads for the thread-pool server model: blocking, callable from any thread."""
+
+    def customer_state(self, version: str, customer_id: str, deadline: float
+                       ) -> tuple[bytes | None, dict[bytes, bytes]]:
+        """The record and the live hash, in one round trip."""
         ...
 
-    def record_contact(self, customer_id: str, channel: str, now: float, keep: int) -> None:
-        """A contact on ``channel``, written after the answer and not awaited."""
+    def customer_states(self, version: str, customer_ids: Sequence[str], deadline: float
+                        ) -> list[tuple[bytes | None, dict[bytes, bytes]]]: ...
+
+    def reserve(self, day: str, segment: str, limit: int,
+                candidates: list[tuple[str, bool]], deadline: float) -> set[str]:
+        """On-serve budgets: the budgeted offers granted a unit, atomically."""
         ...

@@ -1,221 +1,64 @@
-"""The serving use cases: validate a question, read the customer once, rank, pick the fallback.
+"""The grpc.aio server model's use cases: the decision core with its reads awaited.
 
-Knows the Records Protocol and the in-memory ModelVersion; never grpc, never redis. Runs on the
-event loop: the only await is the Redis read, ranking is synchronous numpy.
+Runs on the event loop: the only awaits are the Redis reads (the customer's state, and the
+budget reservation an answer holding an on-serve budgeted offer needs); deciding is synchronous
+numpy in ``DecisionCore``.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
 
-import numpy as np
-
-from recsvc.core import schema
-from recsvc.core.errors import (
-    CorruptRecordError,
-    InvalidRequestError,
-    StoreError,
-)
-from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_POPULAR, ModelVersion, SegmentModel
-from recsvc.core.ranking import Ranked, segment_scores
-from recsvc.core.ratelog import RateLimitedLog
-from recsvc.decisioning.budgets import day_of
-from recsvc.decisioning.decide import Ask, Decision, decide, finish
+from recsvc.core.errors import StoreError
+from recsvc.decisioning.decide import Ask
 from recsvc.decisioning.decider import Decider
-from recsvc.decisioning.policy import NOTHING_LIVE, LiveView, read_live
-from recsvc.experiments.arms import CONTROL, TREATMENT
-from recsvc.experiments.decision_log import Decision as LoggedDecision
 from recsvc.experiments.holdout import Holdout
-from recsvc.feedback.foldin import record_for
-from recsvc.ops import metrics
+from recsvc.serving.deciding import Answer, DecisionCore
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.ports import Records
-from recsvc.serving.questions import (
-    Question,
-    validate_channel,
-    validate_customer_id,
-    validate_limit,
-    validate_question,
-)
+from recsvc.serving.questions import Question
 
 log = logging.getLogger(__name__)
 
 # Customers of a batch ranked in one go: longest stretch on the event loop 2.7 ms measured (100:
 # 9.3 ms, 500: 56 ms), at the same CPU per customer.
 RANK_SLICE = 50
-# Strategy names of an answer (the servicer maps them to the proto enum).
-PERSONALIZED = "personalized"
-BLENDED = "blended"
-SEGMENT_POPULAR = "segment_popular"
-GLOBAL_POPULAR = "global_popular"
-DEGRADED_SEGMENT_POPULAR = "degraded_segment_popular"
-DEGRADED_GLOBAL_POPULAR = "degraded_global_popular"
 
 
-@dataclass(frozen=True)
-class Answer:
-    customer_id: str
-    segment: str
-    model: ModelVersion  # with live changes applied: ids and titles of every answered offer
-    strategy: str
-    ranked: Ranked  # catalogue indices and scores (the score is p_accept)
-    reason: str = ""
-    decision: Decision | None = None  # objective, reasons, removed offers, decision id
-    value: Sequence[float] = ()
-    cost: Sequence[float] = ()
-    arm: str = TREATMENT  # the experiment arm that answered (control: the holdout's baseline)
-
-
-class Recommender:
+class Recommender(DecisionCore):
     def __init__(self, holder: ModelHolder, records: Records, max_batch_ids: int,
                  batch_chunk: int, holdout: Holdout | None = None,
                  log_decisions: bool = False, explore_share: float = 0.0):
-        self.holder = holder
+        super().__init__(holder, records, max_batch_ids, batch_chunk, holdout, log_decisions,
+                         explore_share)
         self.records = records
-        self.holdout = holdout or Holdout()
-        self.log_decisions = log_decisions
-        self.epsilon = explore_share  # share of answers that explore (epsilon-greedy)
-        self._draw = random.Random().random
-        self.max_batch_ids = max_batch_ids
-        self.batch_chunk = batch_chunk
-        self.failures = RateLimitedLog(log)
 
     async def recommend(self, question: Question, deadline: float) -> Answer:
-        limit = validate_question(question)
-        d = self.holder.require_decider()
-        ask = Ask(question.customer_id, limit, time.time(), question.channel,
-                  question.exclude_offer_ids, question.context, question.explain,
-                  self.epsilon, self.epsilon > 0 and self._draw() < self.epsilon)
-        vanished = self.holder.vanished  # the version's records are gone: do not ask Redis
+        d, ask = self.begin(question)
         try:
-            if vanished is not None:
-                raise StoreError(vanished)
-            raw, fields = await self.records.customer_state(d.version, question.customer_id,
-                                                            deadline)
+            if self.holder.vanished is not None:  # the version's records are gone: no read
+                raise StoreError(self.holder.vanished)
+            state = await self.records.customer_state(d.version, ask.customer_id, deadline)
         except StoreError as exc:
-            log.debug("serving popularity, store failed: %s", exc)
-            answer = self._popular(d, ask, question.segment, NOTHING_LIVE, degraded=True,
-                                   reason=vanished or f"model store unavailable: {exc}")
-            return await self._settle(d, ask, answer, deadline, store_up=False)
-        live = read_live(fields, ask.now, ask.channel, d.policy)
-        # The fold-in consumer's record for this version (r:<version>) wins over the published
-        # one: it holds the customer's events since training.
-        answer = self._answer(d, ask, question.segment, record_for(d.version, raw, fields), live)
-        return await self._settle(d, ask, self._arm(d, ask, answer, live), deadline)
+            answer = self.unread(d, ask, question.segment, self.store_failure(exc))
+            return self.settled(d, ask, answer, None, set(), store_up=False)
+        return await self._settle(d, ask, self.decided(d, ask, question.segment, state),
+                                  deadline)
 
-    def _corrupt(self, d: Decider, exc: CorruptRecordError) -> None:
-        """A record that does not decode answers its customer from popularity, never an error;
-        counted in ``failures.counts["corrupt_record"]``, logged at most once per interval (the
-        customer id is not logged: no personal data in logs)."""
-        metrics.corrupt_record()
-        self.failures.log(logging.ERROR, "corrupt_record",
-                          f"corrupt customer record in version {d.base.version}: {exc}")
-
-    def _answer(self, d: Decider, ask: Ask, segment_hint: str, raw: bytes | None,
-                live: LiveView, record: schema.CustomerRecord | None = None) -> Answer:
-        """The decision for one customer whose record (maybe None) and live state were read."""
-        if raw is None and record is None:
-            return self._popular(d, ask, segment_hint or live.segment, live, degraded=False,
-                                 reason="customer unknown to the model")
-        if record is None:
+    async def _settle(self, d: Decider, ask: Ask, answer: Answer, deadline: float) -> Answer:
+        """Reserve on-serve budget units (a second round trip, only for answers holding such
+        an offer), then settle."""
+        reservation = self.reservation(d, ask, answer)
+        granted: set[str] = set()
+        if reservation is not None:
             try:
-                record = decode(raw or b"", d.base)
-            except CorruptRecordError as exc:
-                self._corrupt(d, exc)
-                return self._popular(d, ask, "", live, degraded=True,
-                                     reason=f"customer record unreadable ({exc})")
-        tables = d.segments[record.segment_index]
-        strategy, reason = segment_strategy(d.base.segments[record.segment_index], record)
-        # One customer's product, in batch too: a many-row product can differ in the last bits
-        # (another BLAS kernel), and batch answers must equal single ones exactly.
-        scores = None if strategy == SEGMENT_POPULAR else \
-            segment_scores(tables.model, record.vector[np.newaxis, :])[0]
-        decision = decide(d, tables, scores, record.accepted, record.attributes, live, ask)
-        return _answer(d, ask.customer_id, tables.model.name, strategy, decision, reason)
-
-    def _popular(self, d: Decider, ask: Ask, segment_name: str, live: LiveView,
-                 degraded: bool, reason: str) -> Answer:
-        tables = d.tables_named(segment_name) if segment_name else None
-        if tables is not None:
-            strategy = DEGRADED_SEGMENT_POPULAR if degraded else SEGMENT_POPULAR
-            decision = decide(d, tables, None, None, None, live, ask)
-            return _answer(d, ask.customer_id, tables.model.name, strategy, decision,
-                           f"{reason}; popular offers of segment {tables.model.name!r}")
-        if segment_name:
-            reason += f"; segment {segment_name!r} unknown to the model"
-        strategy = DEGRADED_GLOBAL_POPULAR if degraded else GLOBAL_POPULAR
-        decision = decide(d, d.global_, None, None, None, live, ask, global_list=True)
-        return _answer(d, ask.customer_id, "", strategy, decision,
-                       f"{reason}; popular offers open to every segment")
-
-    def _arm(self, d: Decider, ask: Ask, answer: Answer, live: LiveView) -> Answer:
-        """The holdout: a control customer gets the configured baseline instead, and the
-        answer says so (``arm`` and ``reason``)."""
-        if not self.holdout.active or self.holdout.arm(ask.customer_id, answer.segment) \
-                != CONTROL:
-            return answer
-        decision = answer.decision
-        assert decision is not None
-        if self.holdout.baseline == "popular" and answer.segment:
-            base = self._popular(d, ask, answer.segment, live, degraded=False,
-                                 reason="control group (holdout)")
-        else:
-            empty = replace(decision, offers=[], p_accept=[], objective=[], reasons=[],
-                            pending=False, propensities=[], explored=False)
-            base = replace(answer, ranked=Ranked(np.empty(0, np.int64), np.empty(0, np.float32)),
-                           decision=empty, value=[], cost=[],
-                           reason="control group (holdout): no offer")
-        return replace(base, arm=CONTROL)
-
-    def _log(self, d: Decider, ask: Ask, answer: Answer) -> None:
-        """After the answer, not awaited: its entry in the decision log."""
-        decision = answer.decision
-        assert decision is not None
-        ids = d.model.catalogue.offer_ids
-        n = len(decision.offers)
-        p_accept = np.asarray(decision.p_accept, dtype=np.float32)
-        entry = LoggedDecision(
-            decision.decision_id, ask.now, ask.customer_id, answer.segment, d.version,
-            answer.arm, answer.strategy, ask.channel, tuple(ids[i] for i in decision.offers),
-            p_accept, np.asarray(decision.propensities if len(decision.propensities) == n
-                                 else [1.0] * n, np.float32),
-            p_accept, np.asarray(answer.value, np.float32), np.asarray(answer.cost, np.float32))
-        self.records.log_decision(ask.customer_id, entry.fields())
-
-    async def _settle(self, d: Decider, ask: Ask, answer: Answer, deadline: float,
-                      store_up: bool = True) -> Answer:
-        """Reserve on-serve budget units (a second round trip, only for answers holding such an
-        offer); then count the contact when contacts count on serve (not awaited)."""
-        decision = answer.decision
-        assert decision is not None
-        if decision.pending:
-            ids = d.model.catalogue.offer_ids
-            on_serve = d.budgets.on_serve()
-            budgeted = {i for i in decision.offers if ids[i] in on_serve}
-            granted: set[str] = set()
-            if store_up:
-                try:
-                    granted = await self.records.reserve(
-                        d.budgets.day or day_of(ask.now), answer.segment, ask.limit,
-                        [(ids[i], i in budgeted) for i in decision.offers], deadline)
-                except StoreError as exc:  # no unit can be proven: budgeted offers are left out
-                    log.warning("budget reserve failed: %s", exc)
-            decision = finish(decision, budgeted, {d.model.catalogue.index_of[g]
-                                                   for g in granted
-                                                   if g in d.model.catalogue.index_of})
-            answer = replace(_answer(d, answer.customer_id, answer.segment, answer.strategy,
-                                     decision, answer.reason), arm=answer.arm)
-        contacts = d.policy.contacts
-        if (store_up and contacts.count_on == "serve" and ask.channel and decision.offers
-                and ask.channel not in contacts.exempt_channels):
-            self.records.record_contact(ask.customer_id, ask.channel, ask.now, contacts.keep)
-        if self.log_decisions and store_up:
-            self._log(d, ask, answer)
-        return answer
+                granted = await self.records.reserve(reservation.day, reservation.segment,
+                                                     reservation.limit, reservation.candidates,
+                                                     deadline)
+            except StoreError as exc:  # no unit can be proven: budgeted offers are left out
+                log.warning("budget reserve failed: %s", exc)
+        return self.settled(d, ask, answer, reservation, granted)
 
     async def recommend_batch(self, customer_ids: Sequence[str], limit: int, channel: str,
                               deadline: float) -> AsyncIterator[Answer]:
@@ -225,104 +68,20 @@ class Recommender:
 
         A caller that goes away cancels the task at its next await: no more chunks are read.
         """
-        if not customer_ids:
-            raise InvalidRequestError("customer_ids: at least one id is required")
-        if len(customer_ids) > self.max_batch_ids:
-            raise InvalidRequestError(f"customer_ids: at most {self.max_batch_ids} ids per call, "
-                                      f"got {len(customer_ids)}")
-        for i, customer_id in enumerate(customer_ids):
-            validate_customer_id(customer_id, f"customer_ids[{i}]")
-        effective = validate_limit(limit)
-        validate_channel(channel)
+        batch = self.begin_batch(customer_ids, limit, channel)
         d = self.holder.require_decider()
-        now = time.time()
-        for start in range(0, len(customer_ids), self.batch_chunk):
-            chunk = customer_ids[start:start + self.batch_chunk]
-            vanished = self.holder.vanished
+        for chunk in self.chunks(batch):
             try:
-                if vanished is not None:
-                    raise StoreError(vanished)
+                if self.holder.vanished is not None:
+                    raise StoreError(self.holder.vanished)
                 states = await self.records.customer_states(d.version, chunk, deadline)
             except StoreError as exc:
-                for customer_id in chunk:
-                    ask = Ask(customer_id, effective, now, channel)
-                    answer = self._popular(d, ask, "", NOTHING_LIVE, degraded=True,
-                                           reason=vanished or f"model store unavailable: {exc}")
-                    yield await self._settle(d, ask, answer, deadline, store_up=False)
+                for ask, answer in self.unread_batch(d, batch, chunk, self.store_failure(exc)):
+                    yield self.settled(d, ask, answer, None, set(), store_up=False)
                 continue
             # Decided a slice at a time: the consumer awaits between answers, so single calls
             # get a turn on the event loop at least every slice.
             for at in range(0, len(chunk), RANK_SLICE):
-                for ask, answer in self._batch_slice(d, chunk[at:at + RANK_SLICE],
-                                                     states[at:at + RANK_SLICE], effective,
-                                                     now, channel):
+                for ask, answer in self.batch_slice(d, batch, chunk[at:at + RANK_SLICE],
+                                                    states[at:at + RANK_SLICE]):
                     yield await self._settle(d, ask, answer, deadline)
-
-    def _batch_slice(self, d: Decider, ids: Sequence[str],
-                     states: list[tuple[bytes | None, dict[bytes, bytes]]], limit: int,
-                     now: float, channel: str) -> list[tuple[Ask, Answer]]:
-        """Decides customer by customer, exactly as ``recommend`` does."""
-        states = [(record_for(d.version, raw, fields), fields) for raw, fields in states]
-        records: list[schema.CustomerRecord | None] = []
-        defects: dict[int, str] = {}  # position -> why its record is unreadable
-        for pos, (raw, _) in enumerate(states):
-            record = None
-            if raw is not None:
-                try:
-                    record = decode(raw, d.base)
-                except CorruptRecordError as exc:
-                    self._corrupt(d, exc)
-                    defects[pos] = str(exc)
-            records.append(record)
-        out = []
-        for pos, (customer_id, (raw, fields)) in enumerate(zip(ids, states, strict=True)):
-            ask = Ask(customer_id, limit, now, channel, epsilon=self.epsilon,
-                      explore=self.epsilon > 0 and self._draw() < self.epsilon)
-            live = read_live(fields, now, channel, d.policy)
-            record = records[pos]
-            if raw is not None and record is None:  # unreadable
-                out.append((ask, self._popular(
-                    d, ask, "", live, degraded=True,
-                    reason=f"customer record unreadable ({defects[pos]})")))
-                continue
-            out.append((ask, self._arm(d, ask, self._answer(d, ask, "", raw, live, record), live)))
-        return out
-
-
-def _answer(d: Decider, customer_id: str, segment: str, strategy: str, decision: Decision,
-            reason: str) -> Answer:
-    offers = decision.offers
-    ranked = Ranked(np.asarray(offers, dtype=np.int64),
-                    np.asarray(decision.p_accept, dtype=np.float32))
-    return Answer(customer_id, segment, d.model, strategy, ranked, reason, decision,
-                  d.value[offers].tolist(), d.cost[offers].tolist())
-
-
-def segment_strategy(segment: SegmentModel, record: schema.CustomerRecord) -> tuple[str, str]:
-    """The strategy serving a known customer of ``segment``, and why when it is a fallback."""
-    if segment.strategy == STRATEGY_POPULAR or not len(record.vector):
-        return SEGMENT_POPULAR, (f"segment {segment.name!r} is served by popularity "
-                                 "(it validated better than the model, or had no interactions)")
-    if segment.strategy == STRATEGY_BLENDED:
-        return BLENDED, ""
-    return PERSONALIZED, ""
-
-
-def decode(raw: bytes, model: ModelVersion) -> schema.CustomerRecord:
-    try:
-        record = schema.decode_customer_record(raw)
-    except ValueError as exc:
-        raise CorruptRecordError(str(exc)) from exc
-    if record.segment_index >= len(model.segments):
-        raise CorruptRecordError(f"segment index {record.segment_index} beyond the model")
-    segment = model.segments[record.segment_index]
-    if len(record.vector) and len(record.vector) != segment.factor_count:
-        raise CorruptRecordError(
-            f"vector of {len(record.vector)} factors, segment has {segment.factor_count}"
-        )
-    if len(record.vector) and not np.isfinite(record.vector).all():
-        raise CorruptRecordError("vector holds NaN or infinite factors")
-    if len(record.accepted) and int(record.accepted.max()) >= len(model.catalogue.offer_ids):
-        raise CorruptRecordError(f"accepted-offer index {int(record.accepted.max())} beyond "
-                                 f"the catalogue of {len(model.catalogue.offer_ids)} offers")
-    return record
