@@ -130,7 +130,10 @@ def run(url: str, redis_pid: int, data: Path, seconds: float, rounds: int, warmu
         "seconds": seconds, "rounds": rounds, "warmup_seconds": warmup, "customer_id": customer,
         "request_frame_bytes": len(message) + 5, "server_cpus": SERVER_CPUS,
         "client_cpus": CLIENT_CPUS, "max_concurrent_rpcs": int(MAX_CONCURRENT_RPCS),
-        "h2load": binary, "targets": {}, "skipped": skipped, "runs": []}
+        "h2load": binary, "targets": {}, "skipped": skipped, "runs": [],
+        "settings": {t.key: {k: v for k, v in t.env.items()
+                             if k.startswith("RECSVC_") and k != "RECSVC_REDIS_URL"}
+                     for t in found}}
     runs.pin(redis_pid, CLIENT_CPUS)
     with tempfile.TemporaryDirectory() as tmp:
         frame = Path(tmp, "request.bin")
