@@ -124,6 +124,11 @@ def tables(results: dict[str, Any]) -> str:
                             f"median {median(p99):.3f} ms ({span(p99, '{:.3f}')})",
                             _ok(median(p99) <= 2.0)))
     lines += _workers(runs, recommends, targets)
+    unpinned = sorted(t for t, info in results["targets"].items()
+                      if info.get("cpus_allowed") not in (None, [results.get("server_cpus", "0")]))
+    if unpinned:
+        targets.append(("every server thread on CPU 0", "not so for: " + ", ".join(unpinned),
+                        "**missed**"))
     short = sorted({f"{r['target']} at {r['in_flight']}" for r in runs if r.get("short_answers")})
     if short:
         targets.append(("every answer complete (no gRPC error statuses)",
