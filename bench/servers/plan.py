@@ -52,9 +52,11 @@ def server_models() -> tuple[str, ...]:
     return ("aio", "sync") if "server_model" in known else ("aio",)
 
 
-def targets(env: dict[str, str], sync_threads: int | None) -> tuple[list[Target], dict[str, str]]:
-    """The servers to measure, and the ones skipped with the reason."""
-    models: tuple[str, ...] = server_models()
+def targets(env: dict[str, str], sync_threads: int | None,
+            models: tuple[str, ...] | None = None) -> tuple[list[Target], dict[str, str]]:
+    """The servers to measure, and the ones skipped with the reason; ``models``: the server
+    models recsvc knows (default: asked of its Settings)."""
+    models = server_models() if models is None else models
     found = [Target("echo_sync", ["bench.servers.echo_sync"], env),
              Target("echo_aio", ["bench.echo"], env)]
     skipped = {}

@@ -104,3 +104,20 @@ def test_tables_name_skipped_servers_and_flag_short_answers() -> None:
     assert "short answers: echo_aio at 256" in text
     assert "| 32 in flight | 50% | 50% |" in text
     assert "median 50% (50%) | **missed**" in text
+
+
+def test_recommend_runs_per_server_model_recsvc_knows() -> None:
+    from bench.servers import plan
+
+    env = {"RECSVC_PORT": "1"}
+    found, skipped = plan.targets(env, 12, models=("aio",))
+    assert [t.key for t in found] == ["echo_sync", "echo_aio", "recommend_aio"]
+    assert "RECSVC_SERVER_MODEL" not in found[-1].env  # a setting this recsvc would ignore
+    assert "RECSVC_SERVER_MODEL" in skipped["recommend_sync"]
+    found, skipped = plan.targets(env, 12, models=("aio", "sync"))
+    assert not skipped
+    by_key = {t.key: t.env for t in found}
+    assert by_key["recommend_aio"]["RECSVC_SERVER_MODEL"] == "aio"
+    assert by_key["recommend_sync"]["RECSVC_SERVER_MODEL"] == "sync"
+    assert by_key["recommend_sync"]["RECSVC_SYNC_THREADS"] == "12"
+    assert "RECSVC_SYNC_THREADS" not in by_key["recommend_aio"]
