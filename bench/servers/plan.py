@@ -136,6 +136,7 @@ def run(url: str, redis_pid: int, data: Path, seconds: float, rounds: int, warmu
         "settings": {t.key: {k: v for k, v in t.env.items()
                              if k.startswith("RECSVC_") and k != "RECSVC_REDIS_URL"}
                      for t in found}}
+    out["load_average_before"] = round(os.getloadavg()[0], 2)
     runs.pin(redis_pid, CLIENT_CPUS)
     with tempfile.TemporaryDirectory() as tmp:
         frame = Path(tmp, "request.bin")
@@ -170,6 +171,7 @@ def run(url: str, redis_pid: int, data: Path, seconds: float, rounds: int, warmu
                             out["runs"] += [dict(r, round=number + 1) for r in measured]
                 finally:
                     runs.pin(redis_pid, CLIENT_CPUS)
+    out["load_average_after"] = round(os.getloadavg()[0], 2)
     return out
 
 

@@ -85,6 +85,7 @@ class Meter:
             "in_flight": shape.in_flight, "connections": shape.connections,
             "streams": shape.streams, "wall_seconds": round(wall, 3),
             "server_cpu_seconds": round(server, 3), "redis_cpu_seconds": round(redis_cpu, 3),
+            "server_cpu_share": round(server / wall, 3),  # of one CPU (2 workers: up to 2)
             # Requests per CPU second over the process's whole life: h2load's own rate is over
             # its -D window, a hair shorter than ``wall``.
             "requests_per_server_cpu_second": round(done / server, 1) if server > 0 else None,
