@@ -104,9 +104,9 @@ def test_tables_name_skipped_servers_and_flag_short_answers() -> None:
     assert "short answers: echo_aio at 256" in text
     assert "| 32 in flight | 50% | 50% |" in text
     assert "median 50% (50%) | **missed**" in text
-    assert "each server had its CPU" not in text  # share absent: not judged
+    assert "Below 90% of CPU 0" not in text  # share absent: not judged
     runs[4]["server_cpu_share"] = 0.5  # echo_aio at 32 in flight
-    assert "less for: echo_aio at 32 (a busy machine" in report.tables(results)
+    assert "compare per CPU second): echo_aio at 32 (50%)." in report.tables(results)
 
 
 def test_recommend_runs_per_server_model_recsvc_knows() -> None:
