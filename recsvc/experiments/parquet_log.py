@@ -74,10 +74,13 @@ def write_table(path: Path, table: pa.Table) -> None:
     pq.write_table(table, path)
 
 
-def _coded(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str], pa.Array]:
-    names = pc.unique(column)
-    codes = pc.index_in(column, value_set=names)
-    return _ints(codes), names.to_pylist(), names
+def _coded(column: pa.ChunkedArray | pa.Array, names: bool = True
+           ) -> tuple[np.ndarray, list[str], pa.Array]:
+    """Integer codes, the names as a list (unless ``names`` is False: millions of customer ids
+    stay an Arrow array) and as an Arrow array."""
+    unique = pc.unique(column)
+    codes = pc.index_in(column, value_set=unique)
+    return _ints(codes), unique.to_pylist() if names else [], unique
 
 
 def _ints(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -121,7 +124,7 @@ def read_decisions(directory: Path) -> tuple[Decisions, pa.ChunkedArray]:
         "decision_id", "ts", "customer_id", "segment", "version", "arm", "offers",
         "propensities", "values", "costs", "candidate_version", "candidate"])
     lengths = np.maximum(_ints(pc.list_value_length(table["offers"])), 0)
-    customer, customers, _ = _coded(table["customer_id"])
+    customer, _, customers = _coded(table["customer_id"], names=False)
     segment, segments, _ = _coded(table["segment"])
     version, versions, _ = _coded(table["version"])
     arm, arms, _ = _coded(table["arm"])
@@ -175,7 +178,9 @@ def place_events(table: pa.Table, decisions: Decisions, decision_ids: pa.Chunked
     def place(column: str, names: pa.Array | pa.ChunkedArray) -> np.ndarray:
         return _ints(pc.index_in(pc.cast(table[column], pa.string()), value_set=names))
 
-    customers = pa.array(decisions.customer_names, pa.string())
+    customers = decisions.customer_names
+    if not isinstance(customers, pa.Array):
+        customers = pa.array(customers, pa.string())
     return Outcomes(place("decision_id", decision_ids),
                     place("offer_id", pa.array(decisions.offer_names, pa.string())),
                     place("event", pa.array(KINDS, pa.string())), _floats(table["ts"]),

@@ -60,7 +60,7 @@ class Decisions:
     candidate_row: I64  # a shadow challenger's offers: (decision row, offer code) pairs
     candidate_offer: I64  # -1: an offer never shown, so it never matches a shown one
     decision_id: Sequence[str] = ()  # for attributing list-form Events by id
-    customer_names: Sequence[str] = ()
+    customer_names: Sequence[str] = ()  # (the Parquet path keeps an Arrow array of them)
 
     @property
     def n(self) -> int:
@@ -161,6 +161,7 @@ class Joined:
     """Decisions exploded to shown offers, with their attributed outcomes, and per customer."""
 
     shown_decision: I64
+    shown_customer: I64  # per shown offer: the customer (code) it was shown to
     accepted: npt.NDArray[np.bool_]
     redeemed: npt.NDArray[np.bool_]
     declined: npt.NDArray[np.bool_]
@@ -218,7 +219,7 @@ def join(d: Decisions, e: Outcomes, window_days: float = 30.0) -> Joined:
     order = np.lexsort((when, who))  # stable: among equal times, the later event wins
     last_said = order[np.r_[who[order][1:] != who[order][:-1], True]] if len(order) else order
     retained[who[last_said]] = (kind[last_said] == RENEW).astype(np.float64)
-    return Joined(shown_decision, accepted, redeemed, declined,
+    return Joined(shown_decision, d.customer[shown_decision], accepted, redeemed, declined,
                   np.where(accepted, d.value - d.cost, 0.0), d.arm[first_row],
                   d.segment[first_row], retained, e.customer[answered], e.value[answered])
 
@@ -227,7 +228,7 @@ def _group_metrics(d: Decisions, joined: Joined, customers: npt.NDArray[np.bool_
                    shown: npt.NDArray[np.bool_]) -> dict[str, Any]:
     """The scorecard of one group: customers selected by ``customers``, offers by ``shown``."""
     n_shown = int(shown.sum())
-    owner = d.customer[joined.shown_decision]
+    owner = joined.shown_customer
     per_customer_value = np.bincount(owner[shown], weights=joined.net_value[shown],
                                      minlength=d.customer_count)[customers]
     accepted_any = np.bincount(owner[shown & joined.accepted],
