@@ -1,6 +1,7 @@
 """`recsvc decisions export`: the decision log drained into partitioned Parquet, incrementally,
 each entry exactly once, crashes redone, trimming behind the export; and `recsvc report` reads
-the export with the same numbers as from Redis. A real Redis, the real CLI."""
+the export (and `recsvc events export` files) with the same numbers as from Redis. A real
+Redis, the real CLI."""
 
 from __future__ import annotations
 
@@ -132,12 +133,18 @@ def test_the_report_reads_the_export_with_the_same_numbers_as_from_redis(
     pipe.execute()
     out = tmp_path / "export"
     assert _export(settings, out, "--keep")[0] == 0
+    events = tmp_path / "events.parquet"  # `recsvc events export`: every column text
+    exported = cli(["events", "export", "--out", str(events)], settings.redis_url,
+                   settings.key_prefix)
+    assert exported.returncode == 0, exported.stderr
     cards = []
-    for name, flags in (("redis", []), ("parquet", ["--decisions", str(out)])):
+    for name, flags in (("redis", []), ("parquet", ["--decisions", str(out)]),
+                        ("both", ["--decisions", str(out), "--events", str(events)]),
+                        ("events", ["--events", str(events)])):
         result = cli(["report", "--out", str(tmp_path / f"{name}.html"), "--json",
                       str(tmp_path / f"{name}.json"), *flags], settings.redis_url,
                      settings.key_prefix)
         assert result.returncode == 0, result.stderr
         cards.append(json.loads((tmp_path / f"{name}.json").read_text()))
     assert cards[0]["arms"]["treatment"]["acceptance_rate"]["value"] > 0
-    assert cards[0] == cards[1]
+    assert cards[0] == cards[1] == cards[2] == cards[3]
