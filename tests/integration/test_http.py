@@ -118,13 +118,15 @@ def test_feedback_and_model_info_over_http(face: RunningServer,
     assert again["results"][0]["status"] == "FEEDBACK_STATUS_DUPLICATE"
 
 
-def test_health_is_open_and_says_whether_the_instance_can_answer(
+def test_health_is_open_readiness_waits_for_a_model_and_liveness_does_not(
         settings: Settings, face: RunningServer, tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{hash_token(CRM_TOKEN)} recommend,feedback crm\n")
     with http_server(settings, tokens_file=str(tokens)) as empty:  # nothing published here
         reply = request(port_of(empty), "/healthz")  # and no token
         assert reply.status == 503 and reply.json() == {"status": "NOT_SERVING"}
+        reply = request(port_of(empty), "/livez")  # alive all the same: no restart
+        assert reply.status == 200 and reply.json() == {"status": "ALIVE"}
         assert_error(call(port_of(empty), "Recommend", {"customerId": "x"}, token=CRM_TOKEN),
                      400, "failed_precondition", "recsvc train")
     reply = request(port_of(face), "/healthz")
