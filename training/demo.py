@@ -9,13 +9,16 @@ Redis up until Ctrl-C, so the URL can be opened in a browser.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from typing import Any
 
 from training import localredis
 
@@ -27,7 +30,7 @@ def step(message: str) -> None:
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    print("$ " + " ".join(args), flush=True)
+    print("$ " + shlex.join(args), flush=True)
     result = subprocess.run(args, env=env, text=True, capture_output=True)
     print(result.stdout, end="", flush=True)
     if result.returncode != 0:
@@ -39,7 +42,7 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
 OUTPUT = "demo-output"  # the report is kept here (git ignores it)
 
 
-def feedback_round(target: str, customer_id: str) -> None:
+def feedback_round(target: str, customer_id: str) -> str | None:
     """Through the real API: an answer, the customer's acceptance of its first offer recorded
     with the answer's decision id, then the next answer (the accepted offer is gone)."""
     import grpc
@@ -55,7 +58,7 @@ def feedback_round(target: str, customer_id: str) -> None:
         print(f"answer {first.decision_id} (arm {first.arm}): {shown}")
         if not shown:
             print("no offer to accept")
-            return
+            return None
         reasons = ", ".join(first.offers[0].reasons) or "-"
         print(f"{shown[0]}: p_accept {first.offers[0].p_accept:.3f}, reasons: {reasons}")
         result = stub.RecordFeedback(pb.RecordFeedbackRequest(events=[pb.FeedbackEvent(
@@ -67,6 +70,36 @@ def feedback_round(target: str, customer_id: str) -> None:
         print(f"next answer: {[o.offer_id for o in again.offers]}")
         gone = [r for r in again.removed if r.offer_id == shown[0]]
         print(f"{shown[0]} removed by rule: {gone[0].rule if gone else '-'}")
+        return again.offers[0].offer_id if again.offers else None
+
+
+def http_recommend(http_port: int, customer_id: str) -> dict[str, Any]:
+    """Recommend over the HTTP/JSON face, as a CRM page does (protobuf's JSON mapping)."""
+    body = json.dumps({"customerId": customer_id, "limit": 3}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{http_port}/recsvc.v1.RetentionOfferService/Recommend", data=body,
+        headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+    return answer
+
+
+def display_round(http_port: int, customer_id: str, offer_id: str, env: dict[str, str]) -> None:
+    """Display fields changed live (`recsvc offers set`), then read back over HTTP/JSON."""
+    run([sys.executable, "-m", "recsvc", "offers", "set", offer_id, "--description",
+         "Shown under the title on the agent screen (set live by the demo).",
+         "--accept-label", "Apply the offer", "--decline-label", "Not interested"], env)
+    deadline = time.monotonic() + 5  # every server follows within a model poll
+    while True:
+        offers = http_recommend(http_port, customer_id).get("offers", [])
+        mine = [o for o in offers if o["offerId"] == offer_id]
+        if (mine and mine[0]["description"]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    for offer in offers:
+        buttons = f"[{offer['acceptLabel'] or 'Accept'}] [{offer['declineLabel'] or 'Decline'}]"
+        print(f"{offer['offerId']}: {offer['title']!r}, description {offer['description']!r}, "
+              f"buttons {buttons}")
 
 
 DEMO_CUSTOMER = "C0000001"
@@ -144,12 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         step("a customer the model does not know, no segment")
         run([*recsvc, "recommend", "NEW-CUSTOMER-2", "--limit", "5", *target], env)
         step("the loop closes: the customer accepts the first offer, the next answer changes")
-        feedback_round(f"127.0.0.1:{port}", DEMO_CUSTOMER)
+        next_offer = feedback_round(f"127.0.0.1:{port}", DEMO_CUSTOMER)
         step("the scorecard: every answer was logged; the report joins it with the feedback")
         os.makedirs(OUTPUT, exist_ok=True)
         run([*recsvc, "report", "--out", f"{OUTPUT}/report.html", "--json",
              f"{OUTPUT}/report.json"], env)
         step("the agent console: the next-best-offer panel over HTTP/JSON")
+        if next_offer is not None:
+            display_round(http_port, DEMO_CUSTOMER, next_offer, env)
         check_panel(panel)
         if args.keep:
             print(f"\nthe agent panel (/demo): {panel}\nserving until Ctrl-C", flush=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from recsvc.core.display import DISPLAY_FIELDS, display_of, problem
@@ -126,3 +128,17 @@ def test_display_columns_flow_from_the_offers_table_and_bad_values_are_located(
     assert by_kind["bad_decline_label"]["seen"][0].endswith(
         "must be at most 40 characters, got 47")
     assert ds.bad.total == 0
+
+
+def test_a_parquet_offers_table_reports_rows_without_lines(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"offer_id": ["o1", "o2"], "segments": ["*", "*"],
+                             "image_url": ["https://x.test/1.png", "file:///etc/passwd"]}),
+                   tmp_path / "o.parquet")
+    (tmp_path / "c.csv").write_text("customer_id,segment\nc1,main\n")
+    (tmp_path / "i.csv").write_text("customer_id,offer_id,event,ts\nc1,o1,accept,1700000000\n")
+    ds = data.load(str(tmp_path / "c.csv"), str(tmp_path / "o.parquet"),
+                   str(tmp_path / "i.csv"), weight_cap=100)
+    assert [o.get("image_url") for o in ds.offers] == ["https://x.test/1.png", None]
+    (entry,) = ds.invalid_values.as_list()
+    assert entry["rows"] == [2] and "lines" not in entry
+    assert entry["seen"][0].startswith("row 2: image_url 'file:///etc/passwd' must be")
