@@ -30,10 +30,12 @@ CRM = "https://crm.example.com"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory,
-            redis_server: localredis.LocalRedis) -> tuple[Settings, str]:
-    """One planted model for the module (training is what takes the time)."""
-    settings = Settings(redis_url=redis_server.url, key_prefix="http-face", host="127.0.0.1",
+def trained(tmp_path_factory: pytest.TempPathFactory, redis_server: localredis.LocalRedis,
+            server_model: str) -> tuple[Settings, str]:
+    """One planted model per server model (training is what takes the time); a prefix of its
+    own, so feedback recorded by one server model's tests never changes the other's answers."""
+    settings = Settings(redis_url=redis_server.url, key_prefix=f"http-face-{server_model}",
+                        host="127.0.0.1",
                         port=0, redis_timeout_ms=50, model_poll_ms=100,
                         default_deadline_ms=1000)
     version = train(planted(tmp_path_factory.mktemp("http")), settings.redis_url,

@@ -20,7 +20,7 @@ from tests.integration.http_face import call, http_server
 from tests.integration.serving import train, wait_for_version
 from training import localredis
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_models]
 
 A5 = {"description": "Three months at half price.\nNo commitment.",
       "imageUrl": "https://cdn.example.com/offers/a5.png",
@@ -33,9 +33,10 @@ def display(offer: dict[str, object]) -> dict[str, object]:
 
 
 def test_display_fields_flow_from_the_offers_table_to_grpc_and_json_and_change_live(
-        tmp_path: Path, redis_server: localredis.LocalRedis) -> None:
-    settings = Settings(redis_url=redis_server.url, key_prefix="display", host="127.0.0.1",
-                        port=0, redis_timeout_ms=50, model_poll_ms=100, default_deadline_ms=1000)
+        tmp_path: Path, redis_server: localredis.LocalRedis, server_model: str) -> None:
+    settings = Settings(redis_url=redis_server.url, key_prefix=f"display-{server_model}",
+                        host="127.0.0.1", port=0, redis_timeout_ms=50, model_poll_ms=100,
+                        default_deadline_ms=1000, server_model=server_model)
     version = train(with_display_columns(planted(tmp_path)), settings.redis_url,
                     settings.key_prefix, FAST_CONFIG)
     with http_server(settings) as running, \
