@@ -55,7 +55,7 @@ $(SPARK_STAMP): $(STAMP)
 spark-env: $(SPARK_STAMP)
 
 demo: $(STAMP) redis-bin
-	$(PY) -m training.demo
+	$(PY) -m training.demo $(if $(KEEP),--keep)
 
 test: $(STAMP) redis-bin browser-bin $(AXE) $(SPARK_STAMP)
 	$(PY) -m pytest -q tests

@@ -67,7 +67,7 @@ def deadline_of(context: TimeBound, default_seconds: float) -> float:
 def to_response(answer: Answer) -> pb.RecommendResponse:
     metrics.answer(answer.strategy, answer.arm)
     catalogue = answer.model.catalogue
-    ids, titles = catalogue.offer_ids, catalogue.titles
+    ids, titles, display = catalogue.offer_ids, catalogue.titles, catalogue.display
     decision = answer.decision
     response = pb.RecommendResponse(
         customer_id=answer.customer_id,
@@ -82,13 +82,13 @@ def to_response(answer: Answer) -> pb.RecommendResponse:
     offers, scores = answer.ranked.offers.tolist(), answer.ranked.scores.tolist()
     if decision is None:
         for rank, (i, score) in enumerate(zip(offers, scores, strict=True), start=1):
-            add(offer_id=ids[i], title=titles[i], score=score, rank=rank)
+            add(offer_id=ids[i], title=titles[i], score=score, rank=rank, **display[i])
         return response
     for rank, (i, score, objective, reasons, value, cost) in enumerate(zip(
             offers, scores, decision.objective, decision.reasons, answer.value, answer.cost,
             strict=True), start=1):
         add(offer_id=ids[i], title=titles[i], score=score, rank=rank, p_accept=score,
-            reasons=reasons, objective=objective, value=value, cost=cost)
+            reasons=reasons, objective=objective, value=value, cost=cost, **display[i])
     if decision.removed:
         more = response.removed.add
         for offer_id, rule, detail in decision.removed:
