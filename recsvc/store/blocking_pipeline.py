@@ -4,7 +4,7 @@ Each thread of the sync gRPC server owns a plain blocking socket whose replies h
 a read is one ``send`` and (usually) one ``recv`` with no lock, no pool and no event loop: the
 GIL is released while the thread waits on the socket. Timeouts are the kernel's
 (``SO_RCVTIMEO``/``SO_SNDTIMEO``) rather than Python's socket timeout, which would add a
-``poll`` per read.
+``poll`` per read; over TLS they are Python's (OpenSSL retries a read the kernel interrupted).
 
 Writes after the answer (the decision log, contacts) are sent on the same connection without
 waiting: their replies are owed, and read (and dropped, a failure counted in ``dropped``)
@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+import ssl
 import struct
 import threading
 from typing import Any
@@ -73,6 +74,12 @@ class _Connection:
 
     def set_timeout(self, seconds: float) -> None:
         if seconds != self.timeout:
+            if isinstance(self.sock, ssl.SSLSocket):
+                # OpenSSL retries a read the kernel's timeout interrupted (WANT_READ on a
+                # blocking socket): over TLS only Python's own timeout bounds a call.
+                self.sock.settimeout(max(seconds, 0.001))
+                self.timeout = seconds
+                return
             value = _timeval(max(seconds, 0.001))
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)

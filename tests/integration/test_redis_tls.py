@@ -15,6 +15,8 @@ import pytest
 import redis
 
 from recsvc.core.config import Settings
+from recsvc.store.blocking_pipeline import ThreadPipelines
+from recsvc.store.redis_pipeline import ReplyTimeout
 from recsvc.v1 import offers_pb2 as pb
 from tests.integration import certs, observe
 from tests.integration.helpers import cli, train_args
@@ -88,3 +90,24 @@ def test_train_and_serve_over_tls_with_acl_users(
         assert all("DEGRADED" not in pb.Strategy.Name(r.strategy) for r in batch)
     listed = cli(["models", "list"], urls["server"], "s")
     assert listed.returncode == 0 and version in listed.stdout, listed.stderr
+
+
+def test_a_blocking_read_over_tls_times_out_like_a_plain_one(
+        tls_redis: tuple[int, dict[str, str]]) -> None:
+    """The thread-pool model's connection over rediss://: a Redis that does not answer fails
+    the read within its timeout (OpenSSL retries a read the kernel's timeout interrupted)."""
+    _, urls = tls_redis
+    pipelines = ThreadPipelines(urls["trainer"])
+    pauser = redis.Redis.from_url(urls["trainer"], socket_timeout=5)
+    try:
+        assert pipelines.execute_many([("PING",)], timeout=2) == [b"PONG"]
+        pauser.execute_command("CLIENT", "PAUSE", "600", "ALL")
+        started = time.monotonic()
+        with pytest.raises(ReplyTimeout):
+            pipelines.execute_many([("PING",)], timeout=0.05)
+        assert time.monotonic() - started < 0.3
+        time.sleep(0.7)
+        assert pipelines.execute_many([("PING",)], timeout=2) == [b"PONG"]
+    finally:
+        pipelines.close()
+        pauser.close()
