@@ -62,7 +62,7 @@ class _Connection:
         self.sock = sock
         self.reader = hiredis.Reader()
         self.owed = 0
-        self.failed_writes = 0  # owed replies that were errors, read by the last exchange
+        self.failed_writes = 0  # owed replies read that were errors, not yet in ``dropped``
         self.timeout = 0.0
         try:
             self.set_timeout(timeout)
@@ -88,13 +88,11 @@ class _Connection:
     def exchange(self, packed: list[bytes]) -> list[Any]:
         """Send ``packed`` in one write; read the owed replies, then one reply per command.
         An error reply fails the call after every reply arrived (the stream stays in step)."""
-        owed, self.owed = self.owed, 0
         self._send(b"".join(packed))
-        failures = 0
-        for _ in range(owed):
+        while self.owed:  # counted down as read: what a failure leaves unread was lost
             if isinstance(self._reply(), hiredis.ReplyError):
-                failures += 1
-        self.failed_writes = failures
+                self.failed_writes += 1
+            self.owed -= 1
         replies = [self._reply() for _ in packed]
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
@@ -202,8 +200,8 @@ class ThreadPipelines:
         connection.close()
         self._local.connection = None
         with self._lock:
-            self.dropped += connection.owed
-            connection.owed = 0
+            self.dropped += connection.owed + connection.failed_writes
+            connection.owed = connection.failed_writes = 0
             if connection in self._all:
                 self._all.remove(connection)
 

@@ -117,3 +117,36 @@ def test_url_user_password_and_database_are_used(redis_server: localredis.LocalR
     finally:
         client.execute_command("ACL", "DELUSER", user)
         db3.delete(f"{prefix}:k")
+
+
+def test_writes_owed_when_the_next_read_times_out_are_counted_dropped(
+        redis_server: localredis.LocalRedis, client: redis.Redis, filled: str,
+        prefix: str) -> None:
+    """Their replies can no longer be read (the connection is closed): lost unanswered."""
+    pipelines = ThreadPipelines(redis_server.url)
+    assert pipelines.execute_many([("HGET", filled, "f1")], timeout=2) == [b"v1"]
+    client.execute_command("CLIENT", "PAUSE", "300", "ALL")  # the writes wait unanswered
+    for i in range(3):
+        pipelines.send_nowait(("RPUSH", f"{prefix}:owed", str(i)), timeout=2)
+    with pytest.raises(ReplyTimeout):
+        pipelines.execute_many([("HGET", filled, "f1")], timeout=0.05)
+    assert pipelines.dropped == 3
+    time.sleep(0.4)
+    client.delete(f"{prefix}:owed")
+    pipelines.close()
+
+
+def test_writes_owed_to_a_redis_that_died_are_counted_dropped() -> None:
+    own = localredis.start()
+    try:
+        pipelines = ThreadPipelines(own.url)
+        assert pipelines.execute_many([("PING",)], timeout=2) == [b"PONG"]
+        own.kill()
+        pipelines.send_nowait(("SET", "k", "v"), timeout=2)  # the kernel may still take it
+        pipelines.send_nowait(("SET", "k", "w"), timeout=2)
+        with pytest.raises(ConnectionLost):
+            pipelines.execute_many([("PING",)], timeout=0.2)
+        assert pipelines.dropped == 2
+        pipelines.close()
+    finally:
+        own.stop()
