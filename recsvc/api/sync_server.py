@@ -1,7 +1,8 @@
 """The thread-pool server model: grpc's synchronous server, a Redis connection per thread.
 
-Each call runs on one of ``sync_threads`` threads from parse to response; its Redis reads block
-that thread only (``BlockingRecordReader``). The concurrency cap, token check, metrics and
+Each call runs on one thread of the pool (at least ``sync_threads``, and as many as the cap
+admits plus spares) from parse to response; its Redis reads block that thread only
+(``BlockingRecordReader``). The concurrency cap, token check, metrics and
 status table are ``guarded_sync``'s; health is grpc's synchronous health servicer, updated by the
 model watcher's thread. The HTTP/JSON face (when ``RECSVC_HTTP_PORT`` is set) keeps aiohttp on
 an event loop of its own thread with the grpc.aio servicer, sharing this server's model and
@@ -37,6 +38,8 @@ from recsvc.store.events import EventLog
 from recsvc.store.reader import RedisStore, connect
 
 log = logging.getLogger(__name__)
+
+SPARE_THREADS = 4  # beyond the cap: refusing calls, health checks, reflection
 
 
 @dataclass
@@ -101,9 +104,12 @@ def build_sync_server(settings: Settings, store: RedisStore, reuse_port: bool = 
         recommender, holder, settings.default_deadline_ms / 1000.0, limiter,
         settings.batch_deadline_per_id_ms / 1000.0, FeedbackDesk.build(holder, events, settings),
         connect(settings, timeout_ms=settings.feedback_timeout_ms))
-    # Threads beyond the cap would only queue calls the cap refuses; the cap stays the limit.
-    server = grpc.server(ThreadPoolExecutor(max_workers=settings.sync_threads,
-                                            thread_name_prefix="grpc"),
+    # The cap is checked on a thread: a call waiting in the pool's queue is not counted, so
+    # with fewer threads than the cap, calls beyond it queued without bound and health waited
+    # behind them. Every call the cap admits gets a thread, plus spares for refusals, health
+    # and reflection (the pool starts a thread only when none is idle).
+    threads = max(settings.sync_threads, settings.max_concurrent_rpcs + SPARE_THREADS)
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
                          options=grpc_options(settings, reuse_port))
     add_servicer(server, servicer)
     health_servicer = health.HealthServicer()

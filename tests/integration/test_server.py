@@ -238,6 +238,33 @@ def test_concurrency_cap_answers_resource_exhausted_but_never_rejects_health(
         assert server.limiter.in_flight == 0
 
 
+def test_the_cap_holds_and_health_answers_with_fewer_threads_than_the_cap(
+        published: str, settings: Settings, client: redis.Redis) -> None:
+    """RECSVC_SYNC_THREADS below RECSVC_MAX_CONCURRENT_RPCS (16 < 64 by default): calls beyond
+    the cap are refused, not queued for a thread, and health does not wait behind them."""
+    slow = fast_settings(settings, max_concurrent_rpcs=4, sync_threads=2,
+                         redis_timeout_ms=3000, default_deadline_ms=10_000)
+    with running(slow) as (server, stub, channel):
+        stub.Recommend(pb.RecommendRequest(customer_id="warm"), timeout=5)
+        client.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        futures = [stub.Recommend.future(pb.RecommendRequest(customer_id=f"x{i}"), timeout=10)
+                   for i in range(8)]
+        time.sleep(0.3)
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status == \
+            health_pb2.HealthCheckResponse.SERVING
+        codes = []
+        for future in futures:
+            try:
+                future.result()
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as exc:
+                codes.append(exc.code())
+        assert codes.count(grpc.StatusCode.OK) == 4
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 4
+        assert server.limiter.in_flight == 0
+
+
 def test_graceful_stop_lets_in_flight_calls_finish(published: str, settings: Settings,
                                                     client: redis.Redis) -> None:
     slow = fast_settings(settings, redis_timeout_ms=3000, default_deadline_ms=10_000)
