@@ -192,7 +192,12 @@ class ThreadPipelines:
             raise ConnectionLost("client closed")
         connection = _Connection(self.endpoint, timeout)
         with self._lock:
-            self._all.append(connection)
+            closed = self._closed  # closed while connecting: ``close`` never saw this one
+            if not closed:
+                self._all.append(connection)
+        if closed:
+            connection.close()
+            raise ConnectionLost("client closed")
         self._local.connection = connection
         return connection
 

@@ -150,3 +150,27 @@ def test_writes_owed_to_a_redis_that_died_are_counted_dropped() -> None:
         pipelines.close()
     finally:
         own.stop()
+
+
+def test_a_connection_made_while_closing_is_closed_too(
+        redis_server: localredis.LocalRedis, client: redis.Redis) -> None:
+    """A thread still connecting at shutdown (its SELECT waits on a paused Redis) does not keep
+    a connection that ``close`` never saw."""
+    pipelines = ThreadPipelines(redis_server.url.rsplit("/", 1)[0] + "/5")
+    outcome: list[object] = []
+
+    def connect() -> None:
+        try:
+            outcome.append(pipelines.execute_many([("PING",)], timeout=2))
+        except ConnectionLost as exc:
+            outcome.append(exc)
+
+    client.execute_command("CLIENT", "PAUSE", "400", "ALL")
+    thread = threading.Thread(target=connect)
+    thread.start()
+    time.sleep(0.15)  # connected, waiting for SELECT's reply
+    pipelines.close()
+    thread.join()
+    assert isinstance(outcome[0], ConnectionLost)
+    time.sleep(0.1)
+    assert not [c for c in client.client_list() if c["db"] == "5"]
