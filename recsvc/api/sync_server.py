@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
+import redis
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -65,6 +66,7 @@ class SyncRunningServer:
     limiter: CallLimiter
     records: BlockingRecordReader
     recommender: BlockingRecommender  # its ``failures.counts`` say how many records were corrupt
+    feedback_client: redis.Redis  # RecordFeedback's (redis-py)
     http_side: HttpSide | None = None
 
     _stopping: threading.Lock = field(default_factory=threading.Lock)
@@ -88,6 +90,7 @@ class SyncRunningServer:
                 self.http_side.stop()
             self.server.stop(grace).wait()
             self.records.close()
+            self.feedback_client.connection_pool.disconnect()
 
 
 def build_sync_server(settings: Settings, store: RedisStore, reuse_port: bool = False
@@ -100,10 +103,11 @@ def build_sync_server(settings: Settings, store: RedisStore, reuse_port: bool = 
                                       settings.batch_chunk, holdout_of(settings),
                                       settings.decision_log, settings.explore_share)
     events = EventLog(store.keys, settings)  # its keys and bounds; written with redis-py here
+    feedback_client = connect(settings, timeout_ms=settings.feedback_timeout_ms)
     servicer = BlockingServicer(
         recommender, holder, settings.default_deadline_ms / 1000.0, limiter,
         settings.batch_deadline_per_id_ms / 1000.0, FeedbackDesk.build(holder, events, settings),
-        connect(settings, timeout_ms=settings.feedback_timeout_ms))
+        feedback_client)
     # The cap is checked on a thread: a call waiting in the pool's queue is not counted, so
     # with fewer threads than the cap, calls beyond it queued without bound and health waited
     # behind them. Every call the cap admits gets a thread, plus spares for refusals, health
@@ -134,7 +138,7 @@ def build_sync_server(settings: Settings, store: RedisStore, reuse_port: bool = 
                           f"{settings.port} ({exc})") from None
     server.start()
     running = SyncRunningServer(server, port, health_servicer, watcher, limiter, records,
-                                recommender)
+                                recommender, feedback_client)
     if settings.http_port >= 0:
         running.http_side = _http_side(settings, store, holder, reuse_port)
     return running

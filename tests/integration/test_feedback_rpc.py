@@ -3,6 +3,7 @@ batch, duplicates on retry, never INTERNAL."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -120,3 +121,20 @@ def test_a_threaded_server_records_the_same_way_with_redis_py(settings: Settings
     request = pb.RecordFeedbackRequest(events=[event("s1"), event("s1"), event("", offer="a1")])
     reply = desk.record_blocking(desk.verdicts(request), client)
     assert [r.status for r in reply.results] == [R, D, X]
+
+
+def test_a_stopped_server_keeps_no_feedback_connection_open(
+        tmp_path: Path, settings: Settings, client: redis.Redis) -> None:
+    version = train(planted(tmp_path), settings.redis_url, settings.key_prefix, FAST_CONFIG)
+    before = {c["id"] for c in client.client_list()}
+    with running(settings) as (_, stub, _channel):
+        wait_for_version(stub, version)
+        stub.RecordFeedback(pb.RecordFeedbackRequest(events=[event("s1")]), timeout=5)
+
+    def left() -> list[dict[str, str]]:
+        return [c for c in client.client_list() if c["id"] not in before and c["cmd"] == "evalsha"]
+
+    deadline = time.monotonic() + 1  # Redis notices a closed connection on its next turn
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not left()
