@@ -126,8 +126,8 @@ def test_a_full_shard_refuses_its_event_and_the_rest_of_the_batch_is_recorded(
                                      Event("f2", full, "o1", "click", T)])
     others = [Event(f"x{i}", f"cust-{i}", "o1", "accept", T) for i in range(60)
               if schema.shard_of(f"cust-{i}") != schema.shard_of(full)]
-    batch = others[:30] + [Event("f3", full, "o2", "accept", T), Event("f1", full, "o1",
-                                                                       "click", T)] + others[30:]
+    refused, known = Event("f3", full, "o2", "accept", T), Event("f1", full, "o1", "click", T)
+    batch = [*others[:30], refused, known, *others[30:]]
     statuses = [o.status for o in record_sync(client, keys, tiny, batch)]
     assert statuses[30:32] == [LOG_FULL, DUPLICATE]  # a known id stays a duplicate when full
     assert statuses[:30] + statuses[32:] == [RECORDED] * len(others)
