@@ -323,7 +323,7 @@ def _check_input(data: data_module.Dataset, paths: dict[str, str], active: str |
                           "row_numbers": "1-based data rows; CSV line = row + 1"}
     report["invalid_values"] = {"total": data.invalid_values.total,
                                 "by_file_and_kind": data.invalid_values.as_list(),
-                                "treated_as": "missing; the customer is kept"}
+                                "treated_as": "missing; the row is kept"}
     report["ignored"] = {"offer_not_open_to_customer_segment": data.ineligible}
     if data.ts_converted:
         report["ts_converted_to_seconds"] = data.ts_converted

@@ -3,6 +3,7 @@
     recsvc offers list [--json]
     recsvc offers pause OFFER | resume OFFER | remove OFFER
     recsvc offers set OFFER [--value V] [--cost C] [--lever L] [--valid-from T] [--valid-to T]
+                      [--description D] [--image-url URL] [--accept-label L] [--decline-label L]
     recsvc offers add OFFER --title T [--segments a|b] [--channels email|app] [--type T]
                       [--rule EXPR] [--value V] [--cost C] [--lever L] [--valid-from T] ...
     recsvc offers budget OFFER (--total N | --per-day N | --per-segment SEG=N ...)
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from recsvc.core import schema
 from recsvc.core.config import Settings
+from recsvc.core.display import DISPLAY_FIELDS
 from recsvc.core.errors import RecsvcError
 
 if TYPE_CHECKING:  # the Redis side is imported only when a command runs (fast start-up)
@@ -49,6 +51,11 @@ def add_commands(sub: Any) -> None:
         cmd.add_argument("--lever", type=float, help="multiplies the objective (> 0)")
         cmd.add_argument("--valid-from", help="ISO-8601 or Unix seconds; 'none' = open")
         cmd.add_argument("--valid-to", help="ISO-8601 or Unix seconds; 'none' = open")
+        # Display fields for agent screens (core/display.py); "" removes the value shown.
+        cmd.add_argument("--description", help="a sentence or two (at most 1,000 characters)")
+        cmd.add_argument("--image-url", help="an absolute http:// or https:// URL")
+        cmd.add_argument("--accept-label", help="the accept button's text (at most 40)")
+        cmd.add_argument("--decline-label", help="the decline button's text (at most 40)")
         if name == "add":
             cmd.add_argument("--title", default="")
             cmd.add_argument("--segments", default="*", help="'*' or a|b|c")
@@ -92,7 +99,8 @@ def _time(raw: str | None, flag: str) -> tuple[bool, float | None]:
 
 
 def _fields(args: argparse.Namespace) -> dict[str, Any]:
-    fields: dict[str, Any] = {k: getattr(args, k) for k in ("value", "cost", "lever")
+    fields: dict[str, Any] = {k: getattr(args, k) for k in ("value", "cost", "lever",
+                                                             *DISPLAY_FIELDS)
                               if getattr(args, k) is not None}
     for key, flag in (("valid_from", "--valid-from"), ("valid_to", "--valid-to")):
         given, value = _time(getattr(args, key), flag)
@@ -156,7 +164,8 @@ def offers_command(args: argparse.Namespace, settings: Settings) -> int:
         fields = _fields(args)
         if command == "set" and not fields:
             raise OfferAdminError("offers set: give at least one of --value, --cost, --lever, "
-                                  "--valid-from, --valid-to")
+                                  "--valid-from, --valid-to, --description, --image-url, "
+                                  "--accept-label, --decline-label")
         admin.change(args.offer_id, fields, new=command == "add")
     elif command == "budget":
         if args.clear:

@@ -25,6 +25,10 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 50051
     workers: int = 1  # server processes sharing the port (SO_REUSEPORT)
+    # How each process serves gRPC (docs/PERFORMANCE.md, "Server model"): "aio" (one event
+    # loop) or "sync" (a thread pool of sync_threads, one Redis connection per thread).
+    server_model: str = "aio"
+    sync_threads: int = 16
     worker_max_deaths: int = 5  # a worker dying this often in 60 s stops the server (exit 5)
     max_concurrent_rpcs: int = 64  # per process; health checks are never counted
     max_message_bytes: int = 4 * 1024 * 1024
@@ -72,7 +76,7 @@ class Settings:
     holdout_share: float = 0.0  # share of each segment held out as control
     holdout_segments: str = ""  # per-segment shares: "at_risk=0.2,loyal=0.05"
     holdout_salt: str = "holdout-1"  # a new salt draws a new control group
-    holdout_baseline: str = "none"  # what control gets: "none" or "popular"
+    holdout_baseline: str = "none"  # what control gets: "none", "popular" or "random"
     explore_share: float = 0.0  # share of answers showing random eligible offers (epsilon)
     decision_log: bool = True  # every answer appended to the decision log (docs/DESIGN.md, 6)
     decision_log_max_per_shard: int = 200_000  # entries kept per shard (64 shards)
@@ -94,6 +98,7 @@ class Settings:
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 MAX_WORKERS = 256
+SERVER_MODELS = ("aio", "sync")
 # Flags that set a setting (the command line names them in its messages).
 FLAGS = {"redis_url": "--redis-url", "host": "--host", "port": "--port", "workers": "--workers",
          "log_level": "--log-level"}
@@ -144,6 +149,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "host": _host,
     "port": _between(0, 65535),  # 0: any free port (tests)
     "workers": _between(1, MAX_WORKERS),
+    "server_model": lambda v: None if v in SERVER_MODELS else " or ".join(SERVER_MODELS),
+    "sync_threads": _between(1, 1024),
     "worker_max_deaths": _between(1),
     "max_concurrent_rpcs": _between(1),
     "max_message_bytes": _between(1024, 2**31 - 1),
@@ -159,7 +166,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "log_level": _log_level,
     "holdout_share": _between(0, 1),
     "explore_share": _between(0, 1),
-    "holdout_baseline": lambda v: None if v in ("none", "popular") else "none or popular",
+    "holdout_baseline": lambda v: None if v in ("none", "popular", "random")
+    else "none, popular or random",
     "decision_log_max_per_shard": _between(1),
     "log_format": lambda v: None if v in ("json", "text") else "json or text",
     "metrics_port": _between(0, 65535),  # 0: no metrics endpoint
@@ -192,8 +200,8 @@ def problems(settings: Settings) -> list[str]:
 
 # Settings that existed once, with what replaced them.
 _RETIRED = {
-    "RECSVC_THREADS": "the server has no thread pool any more (one event loop per process); "
-                      "use RECSVC_WORKERS for more processes",
+    "RECSVC_THREADS": "the thread pool is RECSVC_SYNC_THREADS, used with "
+                      "RECSVC_SERVER_MODEL=sync; RECSVC_WORKERS sets the processes",
 }
 
 

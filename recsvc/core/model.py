@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recsvc.core import schema
+from recsvc.core.display import Display, display_of
 from recsvc.core.meta import (
     SEGMENT_STRATEGIES,
     STRATEGY_BLENDED,
@@ -47,6 +48,9 @@ class Catalogue:
     channel_open: dict[str, npt.NDArray[np.bool_]]  # channel -> offer is offered there
     open_to_all_channels: npt.NDArray[np.bool_]  # offers with an empty channel list
     index_of: dict[str, int] = field(repr=False)
+    # Per offer, its valid non-empty display fields (core/display.py), keyword arguments of a
+    # RankedOffer; {} for most offers and for every offer of a version published before them.
+    display: list[Display] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_json(cls, offers: list[dict[str, Any]]) -> Catalogue:
@@ -74,6 +78,7 @@ class Catalogue:
             channel_open=channel_open,
             open_to_all_channels=open_to_all,
             index_of={offer_id: i for i, offer_id in enumerate(ids)},
+            display=[display_of(o) for o in offers],
         )
 
     def channel_mask(self, channel: str) -> npt.NDArray[np.bool_]:

@@ -2,11 +2,13 @@
 
 ``{p}:offers:live`` maps an offer id to JSON. For an offer of the published catalogue, any of
 ``paused`` (bool), ``valid_from``/``valid_to`` (epoch seconds or null), ``value``, ``cost``,
-``lever``; for an offer the version does not know, ``new: true`` and a whole offer: ``title``,
-``segments`` (names or ``["*"]``), ``channels``, ``type``, ``rule`` and the fields above. Nothing
-of the published version is rewritten: the overrides are applied to a copy of the in-memory
-model whenever ``{p}:offers:rev`` moves. A new offer has no factors and no popularity: it is
-ranked by the documented prior (objective.py) until a training run includes it.
+``lever`` and the display fields (``description``, ``image_url``, ``accept_label``,
+``decline_label``: text, "" for none; checks in core/display.py); for an offer the version does
+not know, ``new: true`` and a whole offer: ``title``, ``segments`` (names or ``["*"]``),
+``channels``, ``type``, ``rule`` and the fields above. Nothing of the published version is
+rewritten: the overrides are applied to a copy of the in-memory model whenever
+``{p}:offers:rev`` moves. A new offer has no factors and no popularity: it is ranked by the
+documented prior (objective.py) until a training run includes it.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from recsvc.core.display import DISPLAY_FIELDS, problem, quoted
 from recsvc.core.model import Catalogue, ModelVersion, SegmentModel
 
-OVERRIDE_KEYS = frozenset({"paused", "valid_from", "valid_to", "value", "cost", "lever"})
+OVERRIDE_KEYS = frozenset({"paused", "valid_from", "valid_to", "value", "cost", "lever",
+                           *DISPLAY_FIELDS})
 NEW_OFFER_KEYS = OVERRIDE_KEYS | {"new", "title", "segments", "channels", "type", "rule"}
 
 
@@ -71,6 +75,12 @@ def validate_override(offer_id: str, raw: Mapping[str, Any], known: bool) -> dic
         if not isinstance(raw["paused"], bool):
             raise ValueError(f"offer {offer_id!r}: paused must be true or false")
         clean["paused"] = raw["paused"]
+    for key in DISPLAY_FIELDS:
+        if key in raw:
+            wrong = problem(key, raw[key])
+            if wrong is not None:
+                raise ValueError(f"offer {offer_id!r}: {key} {quoted(raw[key])} {wrong}")
+            clean[key] = raw[key]
     if is_new:
         clean["new"] = True
         clean["title"] = str(raw.get("title") or "")

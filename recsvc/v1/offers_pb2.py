@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16recsvc/v1/offers.proto\x12\trecsvc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x01\n\x10RecommendRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x0f\n\x07segment\x18\x04 \x01(\t\x12\x19\n\x11\x65xclude_offer_ids\x18\x05 \x03(\t\x12\x39\n\x07\x63ontext\x18\x06 \x03(\x0b\x32(.recsvc.v1.RecommendRequest.ContextEntry\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9e\x01\n\x0bRankedOffer\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0c\n\x04rank\x18\x04 \x01(\x05\x12\x10\n\x08p_accept\x18\x05 \x01(\x02\x12\x0f\n\x07reasons\x18\x06 \x03(\t\x12\x11\n\tobjective\x18\x07 \x01(\x01\x12\r\n\x05value\x18\x08 \x01(\x01\x12\x0c\n\x04\x63ost\x18\t \x01(\x01\">\n\x0cRemovedOffer\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xfb\x01\n\x11RecommendResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07segment\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12%\n\x08strategy\x18\x04 \x01(\x0e\x32\x13.recsvc.v1.Strategy\x12&\n\x06offers\x18\x05 \x03(\x0b\x32\x16.recsvc.v1.RankedOffer\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x07 \x01(\t\x12\x0b\n\x03\x61rm\x18\x08 \x01(\t\x12(\n\x07removed\x18\t \x03(\x0b\x32\x17.recsvc.v1.RemovedOffer\"M\n\x15RecommendBatchRequest\x12\x14\n\x0c\x63ustomer_ids\x18\x01 \x03(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\"\x15\n\x13GetModelInfoRequest\"H\n\x07Metrics\x12\x17\n\x0fprecision_at_10\x18\x01 \x01(\x01\x12\x12\n\nndcg_at_10\x18\x02 \x01(\x01\x12\x10\n\x08\x63overage\x18\x03 \x01(\x01\"\xeb\x01\n\x0bSegmentInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tcustomers\x18\x02 \x01(\x03\x12\x0e\n\x06offers\x18\x03 \x01(\x03\x12\x14\n\x0cinteractions\x18\x04 \x01(\x03\x12%\n\x08strategy\x18\x05 \x01(\x0e\x32\x13.recsvc.v1.Strategy\x12#\n\x07metrics\x18\x06 \x01(\x0b\x32\x12.recsvc.v1.Metrics\x12,\n\x10\x62\x61seline_metrics\x18\x07 \x01(\x0b\x32\x12.recsvc.v1.Metrics\x12\x1b\n\x13\x65valuated_customers\x18\x08 \x01(\x03\"\xa8\x01\n\tModelInfo\x12\x16\n\x0e\x61\x63tive_version\x18\x01 \x01(\t\x12\x12\n\ntrained_at\x18\x02 \x01(\t\x12(\n\x08segments\x18\x03 \x03(\x0b\x32\x16.recsvc.v1.SegmentInfo\x12\x18\n\x10previous_version\x18\x04 \x01(\t\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12\x18\n\x10\x64\x61ta_fingerprint\x18\x06 \x01(\t\"\xd6\x01\n\rFeedbackEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x10\n\x08offer_id\x18\x03 \x01(\t\x12\r\n\x05\x65vent\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x06 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x07 \x01(\t\x12\x0f\n\x07segment\x18\x08 \x01(\t\x12\x12\n\x05value\x18\t \x01(\x01H\x00\x88\x01\x01\x42\x08\n\x06_value\"A\n\x15RecordFeedbackRequest\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.recsvc.v1.FeedbackEvent\"]\n\x0e\x46\x65\x65\x64\x62\x61\x63kResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.recsvc.v1.FeedbackStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\"D\n\x16RecordFeedbackResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.recsvc.v1.FeedbackResult*\xdd\x01\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x19\n\x15STRATEGY_PERSONALIZED\x10\x01\x12\x1c\n\x18STRATEGY_SEGMENT_POPULAR\x10\x02\x12\x1b\n\x17STRATEGY_GLOBAL_POPULAR\x10\x03\x12\x14\n\x10STRATEGY_BLENDED\x10\x04\x12%\n!STRATEGY_DEGRADED_SEGMENT_POPULAR\x10\x05\x12$\n STRATEGY_DEGRADED_GLOBAL_POPULAR\x10\x06*\x8c\x01\n\x0e\x46\x65\x65\x64\x62\x61\x63kStatus\x12\x1f\n\x1b\x46\x45\x45\x44\x42\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x46\x45\x45\x44\x42\x41\x43K_STATUS_RECORDED\x10\x01\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_STATUS_DUPLICATE\x10\x02\x12\x1c\n\x18\x46\x45\x45\x44\x42\x41\x43K_STATUS_REJECTED\x10\x03\x32\xd0\x02\n\x15RetentionOfferService\x12\x46\n\tRecommend\x12\x1b.recsvc.v1.RecommendRequest\x1a\x1c.recsvc.v1.RecommendResponse\x12R\n\x0eRecommendBatch\x12 .recsvc.v1.RecommendBatchRequest\x1a\x1c.recsvc.v1.RecommendResponse0\x01\x12\x44\n\x0cGetModelInfo\x12\x1e.recsvc.v1.GetModelInfoRequest\x1a\x14.recsvc.v1.ModelInfo\x12U\n\x0eRecordFeedback\x12 .recsvc.v1.RecordFeedbackRequest\x1a!.recsvc.v1.RecordFeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16recsvc/v1/offers.proto\x12\trecsvc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x01\n\x10RecommendRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x0f\n\x07segment\x18\x04 \x01(\t\x12\x19\n\x11\x65xclude_offer_ids\x18\x05 \x03(\t\x12\x39\n\x07\x63ontext\x18\x06 \x03(\x0b\x32(.recsvc.v1.RecommendRequest.ContextEntry\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf3\x01\n\x0bRankedOffer\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0c\n\x04rank\x18\x04 \x01(\x05\x12\x10\n\x08p_accept\x18\x05 \x01(\x02\x12\x0f\n\x07reasons\x18\x06 \x03(\t\x12\x11\n\tobjective\x18\x07 \x01(\x01\x12\r\n\x05value\x18\x08 \x01(\x01\x12\x0c\n\x04\x63ost\x18\t \x01(\x01\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12\x11\n\timage_url\x18\x0b \x01(\t\x12\x14\n\x0c\x61\x63\x63\x65pt_label\x18\x0c \x01(\t\x12\x15\n\rdecline_label\x18\r \x01(\t\">\n\x0cRemovedOffer\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xfb\x01\n\x11RecommendResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07segment\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12%\n\x08strategy\x18\x04 \x01(\x0e\x32\x13.recsvc.v1.Strategy\x12&\n\x06offers\x18\x05 \x03(\x0b\x32\x16.recsvc.v1.RankedOffer\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x07 \x01(\t\x12\x0b\n\x03\x61rm\x18\x08 \x01(\t\x12(\n\x07removed\x18\t \x03(\x0b\x32\x17.recsvc.v1.RemovedOffer\"M\n\x15RecommendBatchRequest\x12\x14\n\x0c\x63ustomer_ids\x18\x01 \x03(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\"\x15\n\x13GetModelInfoRequest\"H\n\x07Metrics\x12\x17\n\x0fprecision_at_10\x18\x01 \x01(\x01\x12\x12\n\nndcg_at_10\x18\x02 \x01(\x01\x12\x10\n\x08\x63overage\x18\x03 \x01(\x01\"\xeb\x01\n\x0bSegmentInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tcustomers\x18\x02 \x01(\x03\x12\x0e\n\x06offers\x18\x03 \x01(\x03\x12\x14\n\x0cinteractions\x18\x04 \x01(\x03\x12%\n\x08strategy\x18\x05 \x01(\x0e\x32\x13.recsvc.v1.Strategy\x12#\n\x07metrics\x18\x06 \x01(\x0b\x32\x12.recsvc.v1.Metrics\x12,\n\x10\x62\x61seline_metrics\x18\x07 \x01(\x0b\x32\x12.recsvc.v1.Metrics\x12\x1b\n\x13\x65valuated_customers\x18\x08 \x01(\x03\"\xa8\x01\n\tModelInfo\x12\x16\n\x0e\x61\x63tive_version\x18\x01 \x01(\t\x12\x12\n\ntrained_at\x18\x02 \x01(\t\x12(\n\x08segments\x18\x03 \x03(\x0b\x32\x16.recsvc.v1.SegmentInfo\x12\x18\n\x10previous_version\x18\x04 \x01(\t\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12\x18\n\x10\x64\x61ta_fingerprint\x18\x06 \x01(\t\"\xd6\x01\n\rFeedbackEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x10\n\x08offer_id\x18\x03 \x01(\t\x12\r\n\x05\x65vent\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x06 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x07 \x01(\t\x12\x0f\n\x07segment\x18\x08 \x01(\t\x12\x12\n\x05value\x18\t \x01(\x01H\x00\x88\x01\x01\x42\x08\n\x06_value\"A\n\x15RecordFeedbackRequest\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.recsvc.v1.FeedbackEvent\"]\n\x0e\x46\x65\x65\x64\x62\x61\x63kResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.recsvc.v1.FeedbackStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\"D\n\x16RecordFeedbackResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.recsvc.v1.FeedbackResult*\xdd\x01\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x19\n\x15STRATEGY_PERSONALIZED\x10\x01\x12\x1c\n\x18STRATEGY_SEGMENT_POPULAR\x10\x02\x12\x1b\n\x17STRATEGY_GLOBAL_POPULAR\x10\x03\x12\x14\n\x10STRATEGY_BLENDED\x10\x04\x12%\n!STRATEGY_DEGRADED_SEGMENT_POPULAR\x10\x05\x12$\n STRATEGY_DEGRADED_GLOBAL_POPULAR\x10\x06*\x8c\x01\n\x0e\x46\x65\x65\x64\x62\x61\x63kStatus\x12\x1f\n\x1b\x46\x45\x45\x44\x42\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x46\x45\x45\x44\x42\x41\x43K_STATUS_RECORDED\x10\x01\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_STATUS_DUPLICATE\x10\x02\x12\x1c\n\x18\x46\x45\x45\x44\x42\x41\x43K_STATUS_REJECTED\x10\x03\x32\xd0\x02\n\x15RetentionOfferService\x12\x46\n\tRecommend\x12\x1b.recsvc.v1.RecommendRequest\x1a\x1c.recsvc.v1.RecommendResponse\x12R\n\x0eRecommendBatch\x12 .recsvc.v1.RecommendBatchRequest\x1a\x1c.recsvc.v1.RecommendResponse0\x01\x12\x44\n\x0cGetModelInfo\x12\x1e.recsvc.v1.GetModelInfoRequest\x1a\x14.recsvc.v1.ModelInfo\x12U\n\x0eRecordFeedback\x12 .recsvc.v1.RecordFeedbackRequest\x1a!.recsvc.v1.RecordFeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,38 +34,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._loaded_options = None
   _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_STRATEGY']._serialized_start=1826
-  _globals['_STRATEGY']._serialized_end=2047
-  _globals['_FEEDBACKSTATUS']._serialized_start=2050
-  _globals['_FEEDBACKSTATUS']._serialized_end=2190
+  _globals['_STRATEGY']._serialized_start=1911
+  _globals['_STRATEGY']._serialized_end=2132
+  _globals['_FEEDBACKSTATUS']._serialized_start=2135
+  _globals['_FEEDBACKSTATUS']._serialized_end=2275
   _globals['_RECOMMENDREQUEST']._serialized_start=71
   _globals['_RECOMMENDREQUEST']._serialized_end=310
   _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_start=264
   _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_end=310
   _globals['_RANKEDOFFER']._serialized_start=313
-  _globals['_RANKEDOFFER']._serialized_end=471
-  _globals['_REMOVEDOFFER']._serialized_start=473
-  _globals['_REMOVEDOFFER']._serialized_end=535
-  _globals['_RECOMMENDRESPONSE']._serialized_start=538
-  _globals['_RECOMMENDRESPONSE']._serialized_end=789
-  _globals['_RECOMMENDBATCHREQUEST']._serialized_start=791
-  _globals['_RECOMMENDBATCHREQUEST']._serialized_end=868
-  _globals['_GETMODELINFOREQUEST']._serialized_start=870
-  _globals['_GETMODELINFOREQUEST']._serialized_end=891
-  _globals['_METRICS']._serialized_start=893
-  _globals['_METRICS']._serialized_end=965
-  _globals['_SEGMENTINFO']._serialized_start=968
-  _globals['_SEGMENTINFO']._serialized_end=1203
-  _globals['_MODELINFO']._serialized_start=1206
-  _globals['_MODELINFO']._serialized_end=1374
-  _globals['_FEEDBACKEVENT']._serialized_start=1377
-  _globals['_FEEDBACKEVENT']._serialized_end=1591
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=1593
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=1658
-  _globals['_FEEDBACKRESULT']._serialized_start=1660
-  _globals['_FEEDBACKRESULT']._serialized_end=1753
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=1755
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=1823
-  _globals['_RETENTIONOFFERSERVICE']._serialized_start=2193
-  _globals['_RETENTIONOFFERSERVICE']._serialized_end=2529
+  _globals['_RANKEDOFFER']._serialized_end=556
+  _globals['_REMOVEDOFFER']._serialized_start=558
+  _globals['_REMOVEDOFFER']._serialized_end=620
+  _globals['_RECOMMENDRESPONSE']._serialized_start=623
+  _globals['_RECOMMENDRESPONSE']._serialized_end=874
+  _globals['_RECOMMENDBATCHREQUEST']._serialized_start=876
+  _globals['_RECOMMENDBATCHREQUEST']._serialized_end=953
+  _globals['_GETMODELINFOREQUEST']._serialized_start=955
+  _globals['_GETMODELINFOREQUEST']._serialized_end=976
+  _globals['_METRICS']._serialized_start=978
+  _globals['_METRICS']._serialized_end=1050
+  _globals['_SEGMENTINFO']._serialized_start=1053
+  _globals['_SEGMENTINFO']._serialized_end=1288
+  _globals['_MODELINFO']._serialized_start=1291
+  _globals['_MODELINFO']._serialized_end=1459
+  _globals['_FEEDBACKEVENT']._serialized_start=1462
+  _globals['_FEEDBACKEVENT']._serialized_end=1676
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=1678
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=1743
+  _globals['_FEEDBACKRESULT']._serialized_start=1745
+  _globals['_FEEDBACKRESULT']._serialized_end=1838
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=1840
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=1908
+  _globals['_RETENTIONOFFERSERVICE']._serialized_start=2278
+  _globals['_RETENTIONOFFERSERVICE']._serialized_end=2614
 # @@protoc_insertion_point(module_scope)

@@ -64,7 +64,7 @@ class RecommendRequest(_message.Message):
     def __init__(self, customer_id: _Optional[str] = ..., limit: _Optional[int] = ..., channel: _Optional[str] = ..., segment: _Optional[str] = ..., exclude_offer_ids: _Optional[_Iterable[str]] = ..., context: _Optional[_Mapping[str, str]] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class RankedOffer(_message.Message):
-    __slots__ = ("offer_id", "title", "score", "rank", "p_accept", "reasons", "objective", "value", "cost")
+    __slots__ = ("offer_id", "title", "score", "rank", "p_accept", "reasons", "objective", "value", "cost", "description", "image_url", "accept_label", "decline_label")
     OFFER_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,10 @@ class RankedOffer(_message.Message):
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_URL_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_LABEL_FIELD_NUMBER: _ClassVar[int]
+    DECLINE_LABEL_FIELD_NUMBER: _ClassVar[int]
     offer_id: str
     title: str
     score: float
@@ -83,7 +87,11 @@ class RankedOffer(_message.Message):
     objective: float
     value: float
     cost: float
-    def __init__(self, offer_id: _Optional[str] = ..., title: _Optional[str] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., p_accept: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., objective: _Optional[float] = ..., value: _Optional[float] = ..., cost: _Optional[float] = ...) -> None: ...
+    description: str
+    image_url: str
+    accept_label: str
+    decline_label: str
+    def __init__(self, offer_id: _Optional[str] = ..., title: _Optional[str] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., p_accept: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., objective: _Optional[float] = ..., value: _Optional[float] = ..., cost: _Optional[float] = ..., description: _Optional[str] = ..., image_url: _Optional[str] = ..., accept_label: _Optional[str] = ..., decline_label: _Optional[str] = ...) -> None: ...
 
 class RemovedOffer(_message.Message):
     __slots__ = ("offer_id", "rule", "detail")

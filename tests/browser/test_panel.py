@@ -14,12 +14,16 @@ import pytest
 from recsvc.api.http.app import STATIC
 from recsvc.core.config import Settings
 from tests.browser.chromium import browser_page
-from tests.integration.helpers import FAST_CONFIG, planted
+from tests.integration.helpers import FAST_CONFIG, planted, with_display_columns
 from tests.integration.http_face import call, http_server
 from tests.integration.serving import train
 from training import localredis
 
 OFFERS = "recsvc-offers li[data-offer-id]"
+# A 1x1 PNG: the offer image's CDN is answered by the browser test itself (no network).
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2a6a5"
+                    "b70000000049454e44ae426082")
 AXE = Path(__file__).resolve().parents[2] / ".venv/axe/node_modules/axe-core/axe.min.js"
 
 
@@ -57,8 +61,12 @@ def test_demo_panel_shows_offers_records_accept_and_degrades_without_redis(
         tmp_path: Path, own_redis: localredis.LocalRedis) -> None:
     settings = Settings(redis_url=own_redis.url, key_prefix="panel", host="127.0.0.1", port=0,
                         redis_timeout_ms=50, model_poll_ms=100, default_deadline_ms=1000)
-    train(planted(tmp_path), settings.redis_url, settings.key_prefix, FAST_CONFIG)
+    # a5 has a description, an image and its own button labels (offers table columns).
+    train(with_display_columns(planted(tmp_path)), settings.redis_url, settings.key_prefix,
+          FAST_CONFIG)
     with http_server(settings) as running, browser_page() as page:
+        page.route("https://cdn.example.com/**", lambda route: route.fulfill(
+            status=200, content_type="image/png", body=PNG))
         assert running.http is not None
         port = running.http.port
         for _ in range(100):  # the watcher loads the model
@@ -73,6 +81,19 @@ def test_demo_panel_shows_offers_records_accept_and_degrades_without_redis(
         assert first[0] == "a5"  # the planted customer's own taste
         assert len(first) == 3
         assert "Fits what this customer" in page.locator("recsvc-offers section.panel").inner_text()
+        a5 = page.locator(f'{OFFERS}[data-offer-id="a5"]')
+        assert a5.locator(".description").inner_text() == \
+            "Three months at half price.\nNo commitment."
+        assert a5.locator("button.accept").inner_text() == "Apply half price"
+        assert a5.locator("button.decline").inner_text() == "Not interested"
+        page.wait_for_function(  # the image loaded (from the routed CDN)
+            "() => { const i = document.querySelector('recsvc-offers').shadowRoot"
+            ".querySelector('[data-offer-id=a5] img'); return i && i.complete &&"
+            " i.naturalWidth === 1; }", timeout=5_000)
+        assert a5.locator("img").get_attribute("src") == "https://cdn.example.com/offers/a5.png"
+        others = page.locator(f'{OFFERS}:not([data-offer-id="a5"])')
+        assert others.locator("img, .description").count() == 0  # nothing given, nothing shown
+        assert others.locator("button.accept").all_inner_texts() == ["Accept", "Accept"]
         assert serious_violations(page) == []
         # The first render after the page loaded (DOMContentLoaded), as the panel reports it.
         render_ms = page.evaluate("() => window.firstRenderMs - performance"

@@ -70,3 +70,22 @@ def planted(tmp: Path) -> Path:
     (tmp / "offers.csv").write_text("\n".join(offers) + "\n")
     (tmp / "interactions.csv").write_text("\n".join(interactions) + "\n")
     return tmp
+
+
+def with_display_columns(data: Path) -> Path:
+    """The planted offers with the four display columns: a5 has all, b2 an invalid image URL
+    (read as missing, reported), the others none."""
+    lines = (data / "offers.csv").read_text().splitlines()
+    out = [lines[0] + ",description,image_url,accept_label,decline_label"]
+    for line in lines[1:]:
+        offer_id = line.split(",")[0]
+        if offer_id == "a5":
+            line += (',"Three months at half price.\nNo commitment.",'
+                     "https://cdn.example.com/offers/a5.png,Apply half price,Not interested")
+        elif offer_id == "b2":
+            line += ",,javascript:alert(1),,"
+        else:
+            line += ",,,,"
+        out.append(line)
+    (data / "offers.csv").write_text("\n".join(out) + "\n")
+    return data

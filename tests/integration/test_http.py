@@ -4,6 +4,7 @@ tokens, metrics and validation as gRPC; every bad request a clear 4xx JSON, neve
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -20,7 +21,7 @@ from tests.integration.http_face import SERVICE, Reply, call, http_server, reque
 from tests.integration.serving import train, wait_for_version
 from training import localredis
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_models]
 
 RECOMMEND_TOKEN, CRM_TOKEN = "tok-recommend-2b", "tok-crm-8c"
 
@@ -29,10 +30,12 @@ CRM = "https://crm.example.com"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory,
-            redis_server: localredis.LocalRedis) -> tuple[Settings, str]:
-    """One planted model for the module (training is what takes the time)."""
-    settings = Settings(redis_url=redis_server.url, key_prefix="http-face", host="127.0.0.1",
+def trained(tmp_path_factory: pytest.TempPathFactory, redis_server: localredis.LocalRedis,
+            server_model: str) -> tuple[Settings, str]:
+    """One planted model per server model (training is what takes the time); a prefix of its
+    own, so feedback recorded by one server model's tests never changes the other's answers."""
+    settings = Settings(redis_url=redis_server.url, key_prefix=f"http-face-{server_model}",
+                        host="127.0.0.1",
                         port=0, redis_timeout_ms=50, model_poll_ms=100,
                         default_deadline_ms=1000)
     version = train(planted(tmp_path_factory.mktemp("http")), settings.redis_url,
@@ -41,10 +44,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture(scope="module")
-def face(trained: tuple[Settings, str]) -> Iterator[RunningServer]:
+def face(trained: tuple[Settings, str], server_model: str) -> Iterator[RunningServer]:
     """The server most tests share: CORS for the CRM's origin, a 4 KiB body cap."""
     settings, version = trained
-    with http_server(settings, http_cors_origins=f"{CRM}, https://other.example",
+    with http_server(replace(settings, server_model=server_model), http_cors_origins=f"{CRM}, https://other.example",
                      http_max_body_bytes=4096) as running:
         channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
         wait_for_version(pb_grpc.RetentionOfferServiceStub(channel), version)
@@ -118,13 +121,15 @@ def test_feedback_and_model_info_over_http(face: RunningServer,
     assert again["results"][0]["status"] == "FEEDBACK_STATUS_DUPLICATE"
 
 
-def test_health_is_open_and_says_whether_the_instance_can_answer(
+def test_health_is_open_readiness_waits_for_a_model_and_liveness_does_not(
         settings: Settings, face: RunningServer, tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{hash_token(CRM_TOKEN)} recommend,feedback crm\n")
     with http_server(settings, tokens_file=str(tokens)) as empty:  # nothing published here
         reply = request(port_of(empty), "/healthz")  # and no token
         assert reply.status == 503 and reply.json() == {"status": "NOT_SERVING"}
+        reply = request(port_of(empty), "/livez")  # alive all the same: no restart
+        assert reply.status == 200 and reply.json() == {"status": "ALIVE"}
         assert_error(call(port_of(empty), "Recommend", {"customerId": "x"}, token=CRM_TOKEN),
                      400, "failed_precondition", "recsvc train")
     reply = request(port_of(face), "/healthz")

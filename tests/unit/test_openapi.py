@@ -25,7 +25,7 @@ def test_the_checked_in_copy_is_what_the_generator_writes() -> None:
 def test_every_rpc_has_a_path_and_every_field_its_json_name() -> None:
     document = openapi.document()
     assert set(document["paths"]) == {f"/recsvc.v1.RetentionOfferService/{m.name}"
-                                      for m in SERVICE.methods} | {"/healthz"}
+                                      for m in SERVICE.methods} | {"/healthz", "/livez"}
     request = document["components"]["schemas"]["RecommendRequest"]["properties"]
     assert set(request) == {"customerId", "limit", "channel", "segment", "excludeOfferIds",
                             "context", "explain"}

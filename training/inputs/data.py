@@ -8,7 +8,9 @@ is the row number + 1, the header being line 1; the report lists both).
 A CSV line that does not parse (wrong number of fields) is a bad row of kind ``malformed_line``,
 located by its line number; the rows after it keep their own numbers. An invalid optional value
 (``clv``, ``churn_risk``) never drops its customer: it is read as missing and counted under
-``invalid_values``. Numeric timestamps in milliseconds, microseconds or nanoseconds (any value at
+``invalid_values``; so does an invalid display value of an offer (``description``,
+``image_url``, ``accept_label``, ``decline_label``: checks in recsvc/core/display.py), the offer
+staying without it. Numeric timestamps in milliseconds, microseconds or nanoseconds (any value at
 or above 1e11, i.e. past the year 5138 if read as seconds) are converted to seconds and counted.
 """
 
@@ -23,6 +25,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recsvc.core.display import DISPLAY_FIELDS, problem, quoted
 from training.config import EVENTS
 from training.inputs.tables import (
     DICT,
@@ -41,8 +44,8 @@ from training.inputs.tables import (
 )
 
 CUSTOMER_KINDS = ("missing_customer_id", "duplicate_customer_id", "missing_segment")
-# Optional customer values: an invalid one is read as missing; the customer stays.
-INVALID_VALUE_KINDS = ("bad_clv", "bad_churn_risk")
+# Optional values: an invalid one is read as missing; the customer or offer stays.
+INVALID_VALUE_KINDS = ("bad_clv", "bad_churn_risk", *(f"bad_{name}" for name in DISPLAY_FIELDS))
 MALFORMED = "malformed_line"  # a CSV line that does not parse; counted for every table
 OFFER_KINDS = ("missing_offer_id", "duplicate_offer_id", "missing_segments", "bad_cost",
                "bad_value", "bad_valid_from", "bad_valid_to", "empty_validity_window",
@@ -168,7 +171,7 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
     ]
     keep_customers = _first_failure(customers_path, checks, bad)
     invalid_values = BadRows(numbers={k: v for k, v in bad.numbers.items()
-                                      if k == customers_path})
+                                      if k in (customers_path, offers_path)})
     for kind, column, low, high in (("bad_clv", "clv", 0.0, math.inf),
                                     ("bad_churn_risk", "churn_risk", 0.0, 1.0)):
         _, invalid = optional_float(customers, column, low, high)
@@ -186,7 +189,8 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
     customer_segment = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int32)
 
     # Offers
-    offer_list, eligible = _load_offers(offers_path, offers_table, segment_names, bad)
+    offer_list, eligible = _load_offers(offers_path, offers_table, segment_names, bad,
+                                        invalid_values)
     offer_ids = pa.array([o["offer_id"] for o in offer_list], type=pa.string())
 
     # Interactions
@@ -261,8 +265,8 @@ def _first_failure(path: str, checks: list[tuple[str, npt.NDArray[np.bool_]]],
     return ~failed
 
 
-def _load_offers(path: str, table: pa.Table, segment_names: list[str],
-                 bad: BadRows) -> tuple[list[dict[str, Any]], npt.NDArray[np.bool_]]:
+def _load_offers(path: str, table: pa.Table, segment_names: list[str], bad: BadRows,
+                 invalid: BadRows) -> tuple[list[dict[str, Any]], npt.NDArray[np.bool_]]:
     ids = text(table, "offer_id")
     segments = text(table, "segments") if "segments" in table.column_names else None
     cost, cost_bad = parse_float(table, "cost")
@@ -285,6 +289,7 @@ def _load_offers(path: str, table: pa.Table, segment_names: list[str],
         ("bad_lever", lever_bad | ~(np.isnan(lever) | ((lever > 0) & np.isfinite(lever)))),
     ]
     keep = _first_failure(path, checks, bad)
+    display = _display_columns(path, table, keep, invalid)
     titles = text(table, "title").to_pylist()
     channels = text(table, "channels").to_pylist()
     rules = text(table, "rule").to_pylist()
@@ -317,10 +322,47 @@ def _load_offers(path: str, table: pa.Table, segment_names: list[str],
             **({"rule": rules[row]} if rules[row] else {}),
             **({"lever": float(lever[row])} if not np.isnan(lever[row]) else {}),
             **({"type": types[row]} if types[row] else {}),
+            # For agent screens (optional columns): only the valid, non-empty ones.
+            **{name: values[row] for name, values in display.items() if values[row]},
         })
     eligible = (np.stack(rows_eligible, axis=1) if rows_eligible
                 else np.zeros((len(segment_names), 0), dtype=bool))
     return offers, eligible
+
+
+def _display_columns(path: str, table: pa.Table, keep: npt.NDArray[np.bool_],
+                     invalid: BadRows) -> dict[str, list[str]]:
+    """The display columns the table has, per row; an invalid value of a kept offer is ''
+    and counted under ``bad_<column>`` with its row and the first few reasons."""
+    columns: dict[str, list[str]] = {}
+    for name in DISPLAY_FIELDS:
+        if name not in table.column_names:
+            continue
+        # Trimmed as every text column; a description keeps its inner line breaks.
+        given = text(table, name).to_pylist()
+        values = list(given)
+        wrong = np.zeros(len(values), dtype=bool)
+        reasons: list[str] = []
+        for row in np.flatnonzero(keep):
+            reason = problem(name, given[row]) if given[row] else None
+            if reason is not None:
+                wrong[row] = True
+                values[row] = ""
+                if len(reasons) < MAX_LISTED_VALUES:
+                    reasons.append(f"{_where(path, invalid, int(row))}: {name} "
+                                   f"{quoted(given[row])} {reason}")
+        if wrong.any():
+            invalid.add(path, f"bad_{name}", wrong)
+            invalid.seen[(path, f"bad_{name}")] = reasons
+        columns[name] = values
+    return columns
+
+
+def _where(path: str, rows: BadRows, position: int) -> str:
+    """'row N' (and 'line N + 1' for a CSV) of the table's ``position``-th parsed row."""
+    numbers = rows.numbers.get(path)
+    row = int(numbers[position]) if numbers is not None else position + 1
+    return f"row {row}, line {row + 1}" if is_csv(path) else f"row {row}"
 
 
 def _finite_or_none(value: float) -> float | None:

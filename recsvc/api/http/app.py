@@ -4,7 +4,8 @@
 unary shape; the body is transcoded (``transcode.parse``) and handed to the very servicer
 method gRPC calls, through a small context object, so the guard's cap, token check, request id,
 metrics and logs, and every validation behind it, are the ones gRPC has. RecommendBatch answers
-one JSON array of RecommendResponse, in the order of the ids. ``GET /healthz`` is open.
+one JSON array of RecommendResponse, in the order of the ids. ``GET /healthz`` (readiness: a
+model is in memory) and ``GET /livez`` (liveness: this process answers) are open.
 
 Refused before the servicer (each a JSON ``{"code", "message"}``, never a traceback): an unknown
 path (404), a token missing or without the scope (401/403, the same ``authorize``), a body that
@@ -170,6 +171,11 @@ class Face:
         return web.json_response({"status": "SERVING" if serving else "NOT_SERVING"},
                                  status=200 if serving else 503)
 
+    async def livez(self, request: web.Request) -> web.Response:
+        """200 while the process's event loop answers, model or not: a liveness probe must not
+        restart a server that merely waits for its first model (that is /healthz's 503)."""
+        return web.json_response({"status": "ALIVE"})
+
 
 @web.middleware
 async def json_errors(request: web.Request,
@@ -201,6 +207,7 @@ def build_app(servicer: Any, limiter: CallLimiter, max_body: int, origins: str,
                           middlewares=[cors.middleware(policy), json_errors])
     app.router.add_post(f"/{SERVICE_NAME}/{{method}}", face.call)
     app.router.add_get("/healthz", face.healthz)
+    app.router.add_get("/livez", face.livez)
 
     async def openapi_json(request: web.Request) -> web.Response:
         return web.Response(body=openapi, content_type=JSON)

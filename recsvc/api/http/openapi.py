@@ -121,6 +121,14 @@ def document(version: str = "1") -> dict[str, Any]:
         "responses": {status: {"description": status_text, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/Health"}}}}
             for status, status_text in (("200", "serving"), ("503", "not serving"))}}}
+    paths["/livez"] = {"get": {
+        "operationId": "Livez",
+        "summary": "Is this process alive? 200 with or without a model (no token needed)",
+        "security": [],
+        "responses": {"200": {"description": "alive", "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Liveness"}}}}}}}
+    schemas["Liveness"] = {"type": "object", "required": ["status"], "properties": {
+        "status": {"type": "string", "enum": ["ALIVE"]}}}
     schemas["Health"] = {"type": "object", "required": ["status"], "properties": {
         "status": {"type": "string", "enum": ["SERVING", "NOT_SERVING"]}}}
     codes = sorted({code.name.lower() for code in HTTP_STATUS_OF})

@@ -6,10 +6,13 @@
 // token (or set the `token` property from script: it then never appears in the page's HTML).
 // Accept / Decline / Not now record accept / decline / impression through RecordFeedback with
 // the answer's decision id, then the panel asks again without the offers already handled.
+// An offer's optional display fields (offers table, or `recsvc offers set`) show when given:
+// its description, its image (http(s) only, decorative: the title says what it is) and its own
+// labels for the accept and decline buttons.
 // Theme with CSS custom properties on the element: --recsvc-font, --recsvc-fg, --recsvc-bg,
 // --recsvc-muted, --recsvc-border, --recsvc-accent, --recsvc-accent-fg, --recsvc-radius,
-// --recsvc-warn-bg. Events: `recsvc-feedback` (detail: offerId, event, status) and
-// `recsvc-state` (detail: state = loading | ready | empty | degraded | unavailable).
+// --recsvc-warn-bg, --recsvc-image-size. Events: `recsvc-feedback` (detail: offerId, event,
+// status) and `recsvc-state` (detail: state = loading | ready | empty | degraded | unavailable).
 (() => {
   "use strict";
   const SERVICE = "/recsvc.v1.RetentionOfferService/";
@@ -35,6 +38,11 @@ ul { list-style: none; margin: 0; padding: 0; }
 li { border-top: 1px solid var(--recsvc-border, #c9ced6); padding: 10px 0; }
 li:first-child { border-top: 0; }
 h3 { font-size: 1.05em; margin: 0 0 4px; }
+.offer { display: flex; gap: 10px; align-items: flex-start; }
+.offer > .body { flex: 1; min-width: 0; }
+.image { width: var(--recsvc-image-size, 64px); height: var(--recsvc-image-size, 64px);
+  object-fit: cover; border-radius: var(--recsvc-radius, 8px); flex: none; }
+.description { margin: 2px 0 4px; white-space: pre-line; }
 h3:focus { outline: 2px solid var(--recsvc-accent, #0b5cad); outline-offset: 2px; }
 .why { color: var(--recsvc-muted, #4a525c); margin: 2px 0; padding-left: 1.1em; list-style: disc; }
 .why li { border: 0; padding: 0; }
@@ -215,15 +223,26 @@ button:disabled { opacity: .6; cursor: wait; }
         "Likely to accept: " + Math.round((offer.pAccept || 0) * 100) + "%");
       if (show.has("value")) numbers.push("Value: " + (offer.value || 0).toFixed(2));
       if (show.has("cost")) numbers.push("Cost: " + (offer.cost || 0).toFixed(2));
-      const item = el("li", { "data-offer-id": offer.offerId, "aria-label": title });
+      const item = el("li", { class: "offer", "data-offer-id": offer.offerId,
+        "aria-label": title });
       const button = (label, event, cls) => el("button", {
         type: "button", class: cls, text: label, "aria-label": label + ": " + title,
         onclick: (e) => this._feedback(offer, event, item, e.currentTarget) });
-      item.append(heading, why.childElementCount ? why : null,
+      let image = null;
+      if (/^https?:\/\//i.test(offer.imageUrl || "")) {  // the server checks it too
+        image = el("img", { class: "image", src: offer.imageUrl, alt: "", loading: "lazy",
+          referrerpolicy: "no-referrer", onerror: () => image.remove() });
+      }
+      // el() drops absent children (the DOM's own append would write "null").
+      const body = el("div", { class: "body" }, heading,
+        offer.description ? el("p", { class: "description", text: offer.description }) : null,
+        why.childElementCount ? why : null,
         numbers.length ? el("p", { class: "numbers", text: numbers.join(" · ") }) : null,
         el("div", { class: "actions", role: "group", "aria-label": "Respond to " + title },
-          button("Accept", "accept", "accept"), button("Decline", "decline", "decline"),
+          button(offer.acceptLabel || "Accept", "accept", "accept"),
+          button(offer.declineLabel || "Decline", "decline", "decline"),
           button("Not now", "impression", "later")));
+      item.append(...[image, body].filter(Boolean));
       return item;
     }
 
