@@ -147,6 +147,63 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
             "requests_built_during_run": built_late}
 
 
+async def in_process(args: argparse.Namespace, url: str, redis_pid: int) -> dict[str, Any]:
+    """RecordFeedback's server-side Python without gRPC, ``concurrency`` calls in flight on one
+    loop: parse the request bytes, validate (offers checked against a set, as against a model),
+    plan the calls, one round trip, answer, serialize. CPU of this process and of Redis per
+    event; ``--profile`` prints where this process's time went (stderr)."""
+    from dataclasses import replace
+
+    from recsvc.api.feedback import raw_events, respond
+    from recsvc.core.config import Settings
+    from recsvc.feedback.events import Event, Limits, validate
+    from recsvc.store.events import EventLog
+
+    rng = random.Random(args.seed)
+    pool = requests(rng, args, uuid.uuid4().hex[:8], args.calls + 20)
+    offers = {offer_id(i) for i in range(OFFERS)}
+    limits = Limits(max_events=max(1000, args.batch))
+    log = EventLog(schema.Keys(PREFIX), replace(Settings(), redis_url=url, key_prefix=PREFIX))
+
+    async def call(raw: bytes) -> bytes:
+        request = pb.RecordFeedbackRequest.FromString(raw)
+        verdicts = validate(raw_events(request), time.time(), limits, offers.__contains__,
+                            None)
+        valid = [v for v in verdicts if isinstance(v, Event)]
+        outcomes = await log.record(valid, time.monotonic() + 10)
+        return respond(verdicts, outcomes).SerializeToString()
+
+    async def worker(todo: list[bytes]) -> None:
+        for raw in todo:
+            await call(raw)
+
+    for raw in pool[:20]:  # warm-up: connection, script loaded
+        await call(raw)
+    pool = pool[20:]
+    profile = None
+    if args.profile:
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
+    cpu, redis_cpu, start = time.process_time(), procs.cpu_seconds(redis_pid), time.perf_counter()
+    await asyncio.gather(*(worker(pool[k::args.concurrency]) for k in range(args.concurrency)))
+    wall = time.perf_counter() - start
+    cpu, redis_cpu = time.process_time() - cpu, procs.cpu_seconds(redis_pid) - redis_cpu
+    if profile is not None:
+        import pstats
+
+        profile.disable()
+        pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(15)
+    await log.close()
+    events = len(pool) * args.batch
+    return {"events": events, "batch": args.batch, "concurrency": args.concurrency,
+            "events_per_second": round(events / wall),
+            "python_cpu_us_per_event": round(1e6 * cpu / events, 1),
+            "redis_cpu_us_per_event": round(1e6 * redis_cpu / events, 1),
+            "profiled": bool(args.profile)}
+
+
 def prepare(url: str, customers: int) -> str:
     data = ROOT / "bench" / "data" / f"fb-c{customers}-o{OFFERS}"
     if not (data / "interactions.csv").exists():
@@ -328,11 +385,13 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.feedback")
-    parser.add_argument("what", choices=("bench", "record", "load"), nargs="?",
+    parser.add_argument("what", choices=("bench", "record", "inprocess", "load"), nargs="?",
                         default="bench",
                         help="bench: everything; record: only RecordFeedback's throughput "
-                             "(no fold-in consumer, no latency or Recommend runs); load: the "
-                             "load generator (a process of its own)")
+                             "(no fold-in consumer, no latency or Recommend runs); inprocess: "
+                             "the server's Python per event without gRPC (--calls, --batch, "
+                             "--concurrency, --profile); load: the load generator (a process "
+                             "of its own)")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--samples", type=int, default=200)
@@ -349,10 +408,21 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--rate", type=float, default=0.0, help="(load) events/s cap, 0 = none")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--calls", type=int, default=300, help="(inprocess) calls measured")
+    parser.add_argument("--profile", action="store_true",
+                        help="(inprocess) cProfile's top 15 on stderr")
     args = parser.parse_args()
     args.concurrencies = [int(c) for c in str(args.concurrencies).split(",") if c.strip()]
     if args.what == "load":
         print(json.dumps(asyncio.run(load(args))))
+        return 0
+    if args.what == "inprocess":
+        server = localredis.start(persist=args.fsync != "off", appendfsync=args.fsync
+                                  if args.fsync != "off" else "always")
+        try:
+            print(json.dumps(asyncio.run(in_process(args, server.url, server.process.pid))))
+        finally:
+            server.stop()
         return 0
     # On SIGTERM the finally blocks stop the server, consumer and redis-server this started.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
