@@ -175,8 +175,7 @@ class Outcome(NamedTuple):  # a NamedTuple: one is built per event, cheaper than
 _DUPLICATE, _LOG_FULL = Outcome(DUPLICATE), Outcome(LOG_FULL)
 
 
-@dataclass(frozen=True)
-class ShardCall:
+class ShardCall(NamedTuple):
     """One ``EVALSHA RECORD_EVENTS_SHA *args`` on one shard's slot: ``args`` are numkeys, the
     keys and ARGV; ``positions`` the indices of its events in the batch, in batch order."""
 
