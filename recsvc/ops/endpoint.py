@@ -1,9 +1,12 @@
-"""The metrics HTTP endpoint (``RECSVC_METRICS_PORT``; 0 = no endpoint).
+"""The metrics HTTP endpoint (``RECSVC_METRICS_PORT``; 0 = no endpoint), and the fold-in
+consumer's (``RECSVC_FOLDIN_METRICS_PORT``, its own registry: ``serving_registry``).
 
 One process: prometheus-client's default registry, served from a daemon thread. ``--workers N``:
 the parent creates a fresh directory for this run, hands it to the workers as
 ``PROMETHEUS_MULTIPROC_DIR``, serves the sum of their files from its own endpoint, and removes
 the directory when the workers are gone (a stale directory would add a previous run's counts).
+A worker that died has its gauge files removed (``forget_process``) when the parent notices,
+before its replacement starts: its last values would otherwise stay in the sum forever.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from contextlib import contextmanager
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from recsvc.core.config import Settings
 from recsvc.core.errors import RecsvcError
@@ -35,12 +38,21 @@ def serving(settings: Settings, multiproc_dir: str | None = None) -> Iterator[in
     if multiproc_dir is not None:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=multiproc_dir)  # type: ignore[no-untyped-call]
-    host = settings.metrics_host or settings.host
+    with serving_registry(registry, settings.metrics_host or settings.host,
+                          settings.metrics_port, "RECSVC_METRICS_PORT") as port:
+        yield port
+
+
+@contextmanager
+def serving_registry(registry: CollectorRegistry, host: str, port: int,
+                     setting: str) -> Iterator[int]:
+    """Serve ``registry`` on ``host:port`` while the block runs; yields the bound port. A port
+    that cannot be bound is one line naming ``setting``."""
     try:
-        server, thread = start_http_server(settings.metrics_port, host, registry)
+        server, thread = start_http_server(port, host, registry)
     except OSError as exc:
-        raise RecsvcError(f"cannot serve metrics on {host}:{settings.metrics_port} "
-                          f"(RECSVC_METRICS_PORT): {exc.strerror or exc}") from exc
+        raise RecsvcError(f"cannot serve metrics on {host}:{port} ({setting}): "
+                          f"{exc.strerror or exc}") from exc
     try:
         yield int(server.server_address[1])
     finally:
@@ -55,6 +67,11 @@ def multiprocess_dir() -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def forget_process(pid: int, multiproc_dir: str) -> None:
+    """Drop a dead worker's ``live*`` gauge files (its counters stay: they counted real work)."""
+    mark_process_dead(pid, multiproc_dir)  # type: ignore[no-untyped-call]
 
 
 def _shutdown(server: WSGIServer, thread: threading.Thread) -> None:

@@ -35,14 +35,14 @@ def test_model_loaded_moves_the_version_and_counts_a_switch() -> None:
 
 
 def test_the_api_for_feedback_and_decisioning() -> None:
-    metrics.feedback_lag(12.5)
-    metrics.stream_length("events", 42)
+    metrics.streams({"events": (42, 3), "decisions": (7, 1)}, events_limit=4)
     metrics.budgets_exhausted(3)
     hits = value("recsvc_contact_cap_hits_total", channel="email")
     metrics.contact_cap_hit("email")
     metrics.contact_cap_hit("")
-    assert value("recsvc_feedback_lag_seconds") == 12.5
     assert value("recsvc_stream_length", stream="events") == 42
+    assert value("recsvc_stream_length", stream="decisions") == 7
+    assert value("recsvc_events_log_fill_ratio") == 0.75  # the longest shard: 3 of 4
     assert value("recsvc_budgets_exhausted_offers") == 3
     assert value("recsvc_contact_cap_hits_total", channel="email") == hits + 1
     assert value("recsvc_contact_cap_hits_total", channel="any") >= 1
