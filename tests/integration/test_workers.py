@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.integration import observe
 from training import localredis
 
 pytestmark = pytest.mark.integration
@@ -107,3 +108,33 @@ def test_a_worker_that_keeps_dying_stops_the_server_with_exit_5(serve: type[Serv
     server.wait_for(r"worker 0 .* killed by SIGKILL: 2 deaths in 60 s; stopping the other "
                     r"workers and exiting 5")
     assert not alive(other)
+
+
+def worker_pids(port: int) -> set[int]:
+    """The pid series of recsvc_worker_started_timestamp_seconds in the parent's /metrics."""
+    return {int(dict(labels)["pid"]) for name, labels in observe.scrape(port)
+            if name == "recsvc_worker_started_timestamp_seconds"}
+
+
+def test_a_dead_workers_gauges_leave_the_metrics_when_it_is_restarted(
+        serve: type[Serve]) -> None:
+    """Multiprocess gauges live in a file per pid: the parent removes the dead pid's files, so
+    /metrics never keeps a dead worker's values (its counters stay: they counted real calls)."""
+    metrics_port = localredis.free_port()
+    server = serve(RECSVC_METRICS_PORT=str(metrics_port))
+    server.wait_for(r"worker 1 started")
+    first = {server.worker_pid(0), server.worker_pid(1)}
+    deadline = time.monotonic() + 30
+    while worker_pids(metrics_port) != first:
+        assert time.monotonic() < deadline, (worker_pids(metrics_port), first)
+        time.sleep(0.1)
+    victim = server.worker_pid(0)
+    os.kill(victim, signal.SIGKILL)
+    replacement = int(server.wait_for(rf"worker 0 started \(pid (?!{victim}\))(\d+)\)").group(1))
+    deadline = time.monotonic() + 30
+    while worker_pids(metrics_port) != {replacement, server.worker_pid(1)}:
+        assert time.monotonic() < deadline, worker_pids(metrics_port)
+        time.sleep(0.1)
+    assert victim not in worker_pids(metrics_port)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=30) == 0

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from recsvc.ops import jobmetrics
+from recsvc.ops import foldin_metrics, jobmetrics
 from recsvc.ops import metrics as _metrics  # noqa: F401  (registers the serving metrics)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,12 +21,22 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "recsvc.json"
 NAME = re.compile(r"\brecsvc_[a-z0-9_]+")
 
 
+class Backlog:
+    length, pending, lag_seconds = 7, 2, 3.5
+
+
+def foldin_families() -> list[str]:
+    """The fold-in consumer's metrics: its counters and what its backlog collector reads."""
+    collector = foldin_metrics.BacklogCollector(Backlog)
+    return [f.name for f in [*foldin_metrics.REGISTRY.collect(), *collector.collect()]]
+
+
 def exported_names() -> set[str]:
-    """Every sample name recsvc can expose (serving and the training job)."""
+    """Every sample name recsvc can expose (serving, the fold-in consumer, the training job)."""
     names: set[str] = set()
-    for family in REGISTRY.collect():
-        if family.name.startswith("recsvc_"):
-            base = family.name
+    families = [f.name for f in REGISTRY.collect()] + foldin_families()
+    for base in families:
+        if base.startswith("recsvc_"):
             names |= {base, f"{base}_total", f"{base}_bucket", f"{base}_count", f"{base}_sum"}
     job = jobmetrics.registry_for({"phases": {"read": 1.0}, "seconds_total": 1.0,
                                    "bad_rows": {"total": 0}, "overall_ndcg_at_10": 0.5},
@@ -53,8 +63,9 @@ def test_alerts_and_dashboard_name_only_exported_metrics() -> None:
     texts += [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     used = {name for text in texts for name in NAME.findall(text)}
     assert used and used <= known, used - known
-    # Every serving metric is on the dashboard.
-    families = {f.name for f in REGISTRY.collect() if f.name.startswith("recsvc_")}
+    # Every serving and fold-in metric is on the dashboard.
+    families = {name for name in [f.name for f in REGISTRY.collect()] + foldin_families()
+                if name.startswith("recsvc_")}
     shown = {n.removesuffix("_total").removesuffix("_bucket") for n in used}
     assert families <= shown, families - shown
 
