@@ -76,3 +76,42 @@ def test_promtool_accepts_the_alert_rules() -> None:
     result = subprocess.run(["promtool", "check", "rules", str(ALERTS)], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# (alert, input series, minutes at which it must not fire yet, minutes at which it fires, the
+# labels it fires with)
+FEEDBACK_ALERT_CASES = [
+    ("RecsvcFeedbackLagHigh", [("recsvc_feedback_lag_seconds", "0+30x30")], 4, 10, {}),
+    ("RecsvcFoldinMetricsAbsent", [("recsvc_redis_up", "1x30")], 5, 15, {}),
+    ("RecsvcFoldinFailing", [('recsvc_foldin_failures_total{kind="corrupt"}', "0x5 1+1x30")],
+     5, 20, {"kind": "corrupt"}),
+    ("RecsvcEventLogFilling", [("recsvc_events_log_fill_ratio", "0.5x5 0.9x30")], 12, 25, {}),
+]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool not installed (apt-get install prometheus)")
+def test_the_feedback_alerts_fire_on_known_series_and_not_before(tmp_path: Path) -> None:
+    """``promtool test rules``: each alert stays silent on its series until its threshold has
+    held for its ``for``, then fires with its labels and annotations."""
+    rules = {r["alert"]: r for r in yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]}
+    tests = []
+    for alert, series, silent, firing, labels in FEEDBACK_ALERT_CASES:
+        rule = rules[alert]
+        annotations = {k: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], v)
+                       for k, v in rule["annotations"].items()}
+        tests.append({
+            "interval": "1m",
+            "input_series": [{"series": s, "values": v} for s, v in series],
+            "alert_rule_test": [
+                {"eval_time": f"{silent}m", "alertname": alert, "exp_alerts": []},
+                {"eval_time": f"{firing}m", "alertname": alert, "exp_alerts": [
+                    {"exp_labels": {**rule["labels"], **labels},
+                     "exp_annotations": annotations}]},
+            ]})
+    spec = tmp_path / "alerts_test.yml"
+    spec.write_text(yaml.safe_dump({"rule_files": [str(ALERTS)], "evaluation_interval": "1m",
+                                    "tests": tests}))
+    result = subprocess.run(["promtool", "test", "rules", str(spec)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
