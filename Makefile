@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SPARK_STAMP := $(VENV)/.spark
 
-.PHONY: demo test unit integration serve lint fmt proto openapi bench bench-quick chaos chaos-quick redis-bin browser-bin spark-env clean
+.PHONY: demo test unit integration serve lint fmt proto openapi bench bench-quick bench-servers chaos chaos-quick redis-bin h2load-bin browser-bin spark-env clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing recsvc[dev]"
@@ -22,6 +22,11 @@ redis-bin:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
 	  else echo "install it with: sudo apt-get install redis-server" >&2; exit 1; fi; }
+
+# h2load (Debian's nghttp2-client) drives the server-model benchmark (bench/servers/): installed
+# with apt-get when root, else unpacked without root into .tools/ (ignored by git).
+h2load-bin: $(STAMP)
+	@$(PY) -m bench.servers.h2load --install
 
 # Debian's chromium for the browser tests (Playwright drives it; it never downloads a browser).
 browser-bin:
@@ -81,7 +86,7 @@ proto: $(STAMP)
 openapi: $(STAMP)
 	$(PY) -m recsvc.api.http.openapi > docs/openapi.json
 
-bench: $(STAMP) redis-bin
+bench: $(STAMP) redis-bin h2load-bin
 	$(PY) -m bench all
 	$(PY) -m bench exposure
 
@@ -93,8 +98,12 @@ chaos: $(STAMP) redis-bin
 chaos-quick: $(STAMP) redis-bin
 	$(PY) -m bench.chaos --quick
 
-bench-quick: $(STAMP) redis-bin
+bench-quick: $(STAMP) redis-bin h2load-bin
 	$(PY) -m bench all --quick
+
+# Only the h2load comparison of the echoes and the server models (bench/servers/).
+bench-servers: $(STAMP) redis-bin h2load-bin
+	$(PY) -m bench.servers
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

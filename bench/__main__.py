@@ -1,7 +1,9 @@
-"""`make bench` / `python -m bench {all,train,serve,exposure} [--quick]`.
+"""`make bench` / `python -m bench {all,train,serve,servers,exposure} [--quick]`.
 
 Starts its own redis-server, generates data (cached in bench/data/), measures training and
 serving, writes bench/results/latest.json and regenerates the tables of docs/PERFORMANCE.md.
+`serve` and `all` also run the h2load comparison of the server models (bench/servers/, results
+in bench/results/servers.json); `servers` runs only that one.
 """
 
 from __future__ import annotations
@@ -162,12 +164,30 @@ def bench_serve(url: str, customers: int, seconds: float) -> dict[str, Any]:
     return out
 
 
+def bench_servers(server: localredis.LocalRedis, customers: int, results: dict[str, Any],
+                  args: argparse.Namespace) -> None:
+    """The h2load comparison of bench/servers/ on the model just published."""
+    from bench.servers import h2load, plan
+
+    if h2load.find() is None:
+        print("-- h2load missing (make h2load-bin): server-model comparison skipped", flush=True)
+        return
+    seconds = args.seconds or (3.0 if args.quick else 5.0)
+    rounds = args.rounds or (2 if args.quick else 3)
+    print(f"-- server models under h2load: {rounds} rounds of {seconds:g} s runs", flush=True)
+    out = {"machine": results["machine"], "command": results["command"],
+           "customers": customers}
+    out.update(plan.run(server.url, server.process.pid, dataset(customers), seconds, rounds))
+    plan.publish(out, plan.RESULTS, docs=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("what", choices=("all", "train", "serve", "exposure"), nargs="?",
-                        default="all")
+    parser.add_argument("what", choices=("all", "train", "serve", "servers", "exposure"),
+                        nargs="?", default="all")
     parser.add_argument("--quick", action="store_true", help="100k customers, shorter runs")
     parser.add_argument("--seconds", type=float, help="seconds per serving measurement")
+    parser.add_argument("--rounds", type=int, help="alternating rounds of the h2load runs")
     args = parser.parse_args()
     command = "make bench" if not args.quick and args.what == "all" else \
         "python -m bench " + " ".join(sys.argv[1:])
@@ -189,8 +209,14 @@ def main() -> int:
             results["serve"] = bench_serve(server.url, sizes[-1], seconds)
             results["serve"]["redis_used_memory_mib"] = round(
                 redis.Redis.from_url(server.url).info("memory")["used_memory"] / 2**20, 1)
+        if args.what in ("all", "serve", "servers"):
+            if args.what == "servers":
+                bench_train(server.url, sizes[-1])
+            bench_servers(server, sizes[-1], results, args)
     finally:
         server.stop()
+    if args.what == "servers":
+        return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
     report.write(results, ROOT / "docs" / "PERFORMANCE.md")

@@ -14,9 +14,9 @@ import signal
 import sys
 from typing import Any
 
+from recsvc.api.aio_server import make_grpc_server
 from recsvc.api.guard import CallLimiter, guarded
 from recsvc.api.handlers import add_servicer
-from recsvc.api.server import make_grpc_server
 from recsvc.api.workers import is_worker, pin_worker_cpu, run_workers
 from recsvc.core.config import Settings
 from recsvc.v1 import offers_pb2 as pb

@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -21,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
-from bench.__main__ import PREFIX, bench_train
+from bench.__main__ import PREFIX, bench_train, dataset
+from bench.servers import h2load as servers_h2load
+from bench.servers.plan import customer_of
 from recsvc.v1 import offers_pb2 as pb
 from training import localredis
 
@@ -29,14 +29,13 @@ PATH = "/recsvc.v1.RetentionOfferService/Recommend"
 
 
 def h2load(args: list[str]) -> dict[str, float]:
-    out = subprocess.run(["taskset", "-c", "1", "h2load", *args], capture_output=True,
+    binary = servers_h2load.find()
+    if binary is None:
+        raise SystemExit("h2load missing: make h2load-bin")
+    out = subprocess.run(["taskset", "-c", "1", binary, *args], capture_output=True,
                          text=True, check=True).stdout
-    rate = float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
-    ok = int(re.search(r"(\d+) succeeded", out).group(1))  # type: ignore[union-attr]
-    mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out).group(1)  # type: ignore[union-attr]
-    value = float(mean.rstrip("mus")) * (1 if mean.endswith("ms") else 0.001
-                                         if mean.endswith("us") else 1000)
-    return {"requests_per_second": rate, "succeeded": ok, "mean_ms": round(value, 3)}
+    summary = servers_h2load.parse(out)
+    return {k: summary[k] for k in ("requests_per_second", "succeeded", "mean_ms")}
 
 
 def main() -> int:
@@ -45,8 +44,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    if shutil.which("h2load") is None:
-        raise SystemExit("h2load missing: apt-get install nghttp2-client")
+    if servers_h2load.find() is None:
+        raise SystemExit("h2load missing: make h2load-bin")
     server = localredis.start()
     try:
         bench_train(server.url, args.customers)
@@ -60,11 +59,12 @@ def main() -> int:
             subprocess.run(["taskset", "-apc", "0", str(srv.pid)], check=True,
                            capture_output=True)
             time.sleep(1.0)
-            message = pb.RecommendRequest(customer_id="c000001", limit=10).SerializeToString()
+            customer = customer_of(dataset(args.customers))  # a real one (ids are C0000000...)
+            message = pb.RecommendRequest(customer_id=customer, limit=10).SerializeToString()
             frame = Path(tmp, "req.bin")
             frame.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
             body = Path(tmp, "req.json")
-            body.write_text(json.dumps({"customerId": "c000001", "limit": 10}))
+            body.write_text(json.dumps({"customerId": customer, "limit": 10}))
             grpc_args = ["-H", "content-type: application/grpc", "-H", "te: trailers",
                          "-d", str(frame), f"http://127.0.0.1:{port}{PATH}"]
             http_args = ["--h1", "-H", "content-type: application/json", "-d", str(body),

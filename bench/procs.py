@@ -51,13 +51,26 @@ def rss_mib(pid: int) -> float:
 
 
 @contextmanager
-def server(args: list[str], env: dict[str, str], port: int,
-           ready_timeout: float = 60) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen([sys.executable, "-m", *args], env=env)
+def server(args: list[str], env: dict[str, str], port: int, ready_timeout: float = 60,
+           cpus: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m *args`` until it answers on ``port``; with ``cpus`` (e.g. "0") the process
+    and every thread it ever starts run on those CPUs only (``taskset`` before exec)."""
+    pin = ["taskset", "-c", cpus] if cpus is not None else []
+    process = subprocess.Popen([*pin, sys.executable, "-m", *args], env=env)
     try:
         deadline = time.monotonic() + ready_timeout
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=max(1, deadline - time.monotonic()))
+            ready = grpc.channel_ready_future(channel)
+            while True:  # a server that dies at start fails now, not after the timeout
+                try:
+                    ready.result(timeout=0.5)
+                    break
+                except grpc.FutureTimeoutError:
+                    if process.poll() is not None:
+                        raise RuntimeError(f"{' '.join(args)} exited {process.returncode} "
+                                           "before answering") from None
+                    if time.monotonic() > deadline:
+                        raise
         yield process
     finally:
         process.terminate()
@@ -65,6 +78,21 @@ def server(args: list[str], env: dict[str, str], port: int,
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+
+
+def cpus_allowed(pid: int) -> set[str]:
+    """The distinct CPU lists every thread of ``pid`` and its descendants may run on."""
+    found = set()
+    for p in tree(pid):
+        for status in Path(f"/proc/{p}/task").glob("*/status"):
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("Cpus_allowed_list:"):
+                        found.add(line.split(":", 1)[1].strip())
+            except OSError:
+                continue
+    return found
 
 
 def run_json(args: list[str], env: dict[str, str]) -> dict[str, object]:

@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import grpc.aio
@@ -195,51 +195,75 @@ SyncMethod = Callable[[S, Any, grpc.ServicerContext], Any]
 
 
 def guarded_sync(request_type: type[Message]) -> Callable[[SyncMethod[S]], SyncMethod[S]]:
-    """``guarded`` for a synchronous ``grpc.server`` servicer: plain methods for unary answers,
-    generator methods for streams. Register the servicer with ``handlers.add_servicer``."""
+    """``guarded`` for a synchronous ``grpc.server`` servicer (the thread-pool server model):
+    plain methods for unary answers, generator methods for streams; the same parsing, cap,
+    token check, request id, metrics and status table. Register the servicer with
+    ``handlers.add_servicer``."""
     def wrap(method: SyncMethod[S]) -> SyncMethod[S]:
+        name = method.__name__
         if inspect.isgeneratorfunction(method):
             @functools.wraps(method)
             def stream(self: S, raw: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                _enter(self.limiter, context, method.__name__)
-                failure = None
-                try:
-                    yield from method(self, parse(request_type, raw), context)
-                except Exception as exc:
-                    failure = exc
-                finally:
-                    self.limiter.leave()
-                if failure is not None:
-                    _abort(context, method.__name__, failure)
+                call = _SyncCall(self.limiter, context, name)
+                if call.failure is None:
+                    try:
+                        yield from method(self, parse(request_type, raw), context)
+                    except Exception as exc:
+                        call.failure = exc
+                    except BaseException:  # GeneratorExit: the caller went away
+                        call.end(grpc.StatusCode.CANCELLED)
+                        raise
+                call.finish()
             return stream
 
         @functools.wraps(method)
         def unary(self: S, raw: Any, context: grpc.ServicerContext) -> Any:
-            _enter(self.limiter, context, method.__name__)
-            try:
-                return method(self, parse(request_type, raw), context)
-            except Exception as exc:
-                failure = exc
-            finally:
-                self.limiter.leave()
-            _abort(context, method.__name__, failure)
+            call = _SyncCall(self.limiter, context, name)
+            if call.failure is None:
+                try:
+                    answer = method(self, parse(request_type, raw), context)
+                except Exception as exc:
+                    call.failure = exc
+                else:
+                    call.finish()
+                    return answer
+            call.finish()
         return unary
     return wrap
 
 
-def _enter(limiter: CallLimiter, context: grpc.ServicerContext, method_name: str) -> None:
-    try:  # the same token check as the grpc.aio path
-        authorize(limiter, dict(context.invocation_metadata() or ()), method_name)
-    except (AuthenticationError, PermissionDeniedError) as exc:
-        code, message = status_for(exc)
-        context.abort(code, message)
-    if not limiter.enter():
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, limiter.busy_message())
+class _SyncCall:
+    """One call on a server thread: entered (token, cap) at creation, ended by ``finish``."""
 
+    def __init__(self, limiter: CallLimiter, context: grpc.ServicerContext, name: str) -> None:
+        self.started = time.perf_counter()
+        self.limiter, self.context, self.name = limiter, context, name
+        metadata = dict(context.invocation_metadata() or ())
+        self.bound = logs.bind_request(request_id_of(metadata))
+        self.entered = False
+        self.failure: Exception | None = None
+        try:
+            authorize(limiter, metadata, name)
+            if not limiter.enter():
+                raise OverloadedError(limiter.busy_message())
+            self.entered = True
+        except Exception as exc:
+            self.failure = exc
 
-def _abort(context: grpc.ServicerContext, method_name: str, failure: Exception) -> NoReturn:
-    # Outside the except block: a synchronous abort raises a plain Exception of its own.
-    code, message = status_for(failure)
-    if code == grpc.StatusCode.INTERNAL:
-        log_unexpected(method_name, failure)
-    context.abort(code, message)
+    def end(self, code: grpc.StatusCode) -> None:
+        if self.entered:
+            self.limiter.leave()
+            self.entered = False
+        metrics.rpc(self.name, code.name, time.perf_counter() - self.started)
+        logs.unbind_request(self.bound)
+
+    def finish(self) -> None:
+        """OK, or the failure's status (``context.abort`` raises)."""
+        if self.failure is None:
+            self.end(grpc.StatusCode.OK)
+            return
+        code, message = status_for(self.failure)
+        if code == grpc.StatusCode.INTERNAL:
+            log_unexpected(self.name, self.failure)
+        self.end(code)
+        self.context.abort(code, message)

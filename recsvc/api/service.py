@@ -4,14 +4,14 @@ bytes and maps errors; ``handlers.add_servicer`` registers it."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import grpc.aio
 
 from recsvc.api.feedback import FeedbackDesk
 from recsvc.api.guard import CallLimiter, guarded
 from recsvc.core.errors import ModelNotPublishedError
-from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_PERSONALIZED
+from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_PERSONALIZED, ModelVersion
 from recsvc.ops import metrics
 from recsvc.serving.deciding import (
     BLENDED,
@@ -50,7 +50,13 @@ def batch_default_seconds(default_seconds: float, per_id_seconds: float, ids: in
     return default_seconds + per_id_seconds * ids
 
 
-def deadline_of(context: Context, default_seconds: float) -> float:
+class TimeBound(Protocol):
+    """What a deadline is read from: either server model's context (or the HTTP face's)."""
+
+    def time_remaining(self) -> float | None: ...
+
+
+def deadline_of(context: TimeBound, default_seconds: float) -> float:
     """Monotonic deadline: the caller's, else the server default."""
     remaining = context.time_remaining()
     if remaining is None or remaining > 1e6:  # grpcio reports "no deadline" as a huge number
@@ -97,6 +103,33 @@ def _metrics(values: dict[str, float] | None) -> pb.Metrics:
                       coverage=values.get("coverage", 0.0))
 
 
+def question_of(request: pb.RecommendRequest) -> Question:
+    return Question(request.customer_id, request.limit, request.channel, request.segment,
+                    tuple(request.exclude_offer_ids), dict(request.context), request.explain)
+
+
+def model_info(model: ModelVersion) -> pb.ModelInfo:
+    meta = model.meta
+    segments = [pb.SegmentInfo(
+        name=seg.name,
+        customers=seg.customers,
+        offers=seg.offers,
+        interactions=seg.interactions,
+        strategy=_SEGMENT_STRATEGY_TO_PROTO.get(seg.strategy, pb.STRATEGY_SEGMENT_POPULAR),
+        metrics=_metrics(seg.metrics),
+        baseline_metrics=_metrics(seg.baseline_metrics),
+        evaluated_customers=seg.evaluated_customers,
+    ) for seg in meta.segments]
+    return pb.ModelInfo(
+        active_version=model.version,
+        trained_at=model.trained_at,
+        segments=segments,
+        previous_version=meta.previous_version or "",
+        algorithm=meta.algorithm,
+        data_fingerprint=meta.data_fingerprint,
+    )
+
+
 class RetentionOfferServicer(pb_grpc.RetentionOfferServiceServicer):
     def __init__(self, recommender: Recommender, holder: ModelHolder,
                  default_deadline_seconds: float, limiter: CallLimiter,
@@ -112,10 +145,7 @@ class RetentionOfferServicer(pb_grpc.RetentionOfferServiceServicer):
     @guarded(pb.RecommendRequest)
     async def Recommend(self, request: pb.RecommendRequest,
                         context: Context) -> pb.RecommendResponse:
-        question = Question(request.customer_id, request.limit, request.channel,
-                            request.segment, tuple(request.exclude_offer_ids),
-                            dict(request.context), request.explain)
-        answer = await self.recommender.recommend(question,
+        answer = await self.recommender.recommend(question_of(request),
                                                   deadline_of(context, self.default_deadline))
         return to_response(answer)
 
@@ -133,26 +163,7 @@ class RetentionOfferServicer(pb_grpc.RetentionOfferServiceServicer):
     @guarded(pb.GetModelInfoRequest)
     async def GetModelInfo(self, request: pb.GetModelInfoRequest,
                            context: Context) -> pb.ModelInfo:
-        model = self.holder.require()
-        meta = model.meta
-        segments = [pb.SegmentInfo(
-            name=seg.name,
-            customers=seg.customers,
-            offers=seg.offers,
-            interactions=seg.interactions,
-            strategy=_SEGMENT_STRATEGY_TO_PROTO.get(seg.strategy, pb.STRATEGY_SEGMENT_POPULAR),
-            metrics=_metrics(seg.metrics),
-            baseline_metrics=_metrics(seg.baseline_metrics),
-            evaluated_customers=seg.evaluated_customers,
-        ) for seg in meta.segments]
-        return pb.ModelInfo(
-            active_version=model.version,
-            trained_at=model.trained_at,
-            segments=segments,
-            previous_version=meta.previous_version or "",
-            algorithm=meta.algorithm,
-            data_fingerprint=meta.data_fingerprint,
-        )
+        return model_info(self.holder.require())
 
     @guarded(pb.RecordFeedbackRequest)
     async def RecordFeedback(self, request: pb.RecordFeedbackRequest,

@@ -25,6 +25,10 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 50051
     workers: int = 1  # server processes sharing the port (SO_REUSEPORT)
+    # How each process serves gRPC (docs/PERFORMANCE.md, "Server model"): "aio" (one event
+    # loop) or "sync" (a thread pool of sync_threads, one Redis connection per thread).
+    server_model: str = "aio"
+    sync_threads: int = 16
     worker_max_deaths: int = 5  # a worker dying this often in 60 s stops the server (exit 5)
     max_concurrent_rpcs: int = 64  # per process; health checks are never counted
     max_message_bytes: int = 4 * 1024 * 1024
@@ -95,6 +99,7 @@ class Settings:
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 MAX_WORKERS = 256
+SERVER_MODELS = ("aio", "sync")
 # Flags that set a setting (the command line names them in its messages).
 FLAGS = {"redis_url": "--redis-url", "host": "--host", "port": "--port", "workers": "--workers",
          "log_level": "--log-level", "foldin_metrics_port": "--metrics-port"}
@@ -145,6 +150,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "host": _host,
     "port": _between(0, 65535),  # 0: any free port (tests)
     "workers": _between(1, MAX_WORKERS),
+    "server_model": lambda v: None if v in SERVER_MODELS else " or ".join(SERVER_MODELS),
+    "sync_threads": _between(1, 1024),
     "worker_max_deaths": _between(1),
     "max_concurrent_rpcs": _between(1),
     "max_message_bytes": _between(1024, 2**31 - 1),
@@ -194,8 +201,8 @@ def problems(settings: Settings) -> list[str]:
 
 # Settings that existed once, with what replaced them.
 _RETIRED = {
-    "RECSVC_THREADS": "the server has no thread pool any more (one event loop per process); "
-                      "use RECSVC_WORKERS for more processes",
+    "RECSVC_THREADS": "the thread pool is RECSVC_SYNC_THREADS, used with "
+                      "RECSVC_SERVER_MODEL=sync; RECSVC_WORKERS sets the processes",
 }
 
 

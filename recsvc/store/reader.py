@@ -30,7 +30,7 @@ from recsvc.ops import metrics
 from recsvc.store import budgets as budget_scripts
 from recsvc.store.backlog import stream_lengths
 from recsvc.store.live import load_live, poll
-from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, PipelinedRedis, ReplyTimeout
+from recsvc.store.redis_pipeline import ErrorReply, PipelinedRedis, PipelineError, ReplyTimeout
 
 _RESERVE_SHA = hashlib.sha1(budget_scripts.RESERVE_LUA.encode()).hexdigest()
 LIVE_TTL_SECONDS = 90 * 86_400  # live_ttl_days of docs/DESIGN.md section 6, refreshed on write
@@ -182,58 +182,41 @@ class RecordReader:
 
     async def _bounded(self, deadline: float, label: str,
                        send: Callable[[float], Awaitable[Any]]) -> Any:
-        """The one retry and breaker rule of every read: skip Redis while the breaker is open,
-        never start after the deadline, retry once only if the deadline leaves room."""
-        if not self._breaker.available():
-            metrics.redis_error("breaker_open")
-            raise StoreError("Redis marked unavailable after a recent failure")
+        """The one retry and breaker rule of every read (``attempt_timeout``, ``give_up``)."""
         for attempt in (1, 2):
             started = time.monotonic()
-            remaining = deadline - started
-            if remaining <= 0:
-                raise DeadlineExceededError("no time left before reading Redis")
             try:
-                reply = await send(min(self._timeout, remaining))
+                reply = await send(attempt_timeout(self._breaker, deadline, self._timeout))
                 metrics.redis_call(label, time.monotonic() - started)
                 return reply
-            except ConnectionLost as exc:
-                metrics.redis_error("timeout" if isinstance(exc, ReplyTimeout) else "connection")
-                if attempt == 2 or deadline - time.monotonic() < self._timeout:
-                    self._breaker.open()
-                    raise StoreError(f"Redis did not answer: {exc}") from exc
-            except ErrorReply as exc:
-                metrics.redis_error("reply")
-                raise StoreError(f"Redis error: {exc}") from exc
+            except PipelineError as exc:
+                failure = give_up(exc, attempt, deadline, self._timeout, self._breaker)
+                if failure is not None:
+                    raise failure from exc
         raise AssertionError("unreachable")
 
     async def customer_state(self, version: str, customer_id: str, deadline: float
                              ) -> tuple[bytes | None, dict[bytes, bytes]]:
         """The customer's record and live hash: one pipeline, one round trip."""
-        raw, live = await self._calls(deadline, [
-            ("HGET", self._keys.customers(version), customer_id),
-            ("HGETALL", self._keys.live(customer_id))])
-        return raw, _pairs(live)
+        return state_of(await self._calls(deadline,
+                                          state_commands(self._keys, version, customer_id)))
 
     async def customer_states(self, version: str, customer_ids: Sequence[str], deadline: float
                               ) -> list[tuple[bytes | None, dict[bytes, bytes]]]:
         """Records (one HMGET) and live hashes of a batch chunk, in one round trip."""
-        replies = await self._calls(deadline, [
-            ("HMGET", self._keys.customers(version), *customer_ids),
-            *(("HGETALL", self._keys.live(c)) for c in customer_ids)])
-        return [(raw, _pairs(live)) for raw, live in zip(replies[0], replies[1:], strict=True)]
+        return states_of(await self._calls(deadline,
+                                           states_commands(self._keys, version, customer_ids)))
 
     async def reserve(self, day: str, segment: str, limit: int,
                       candidates: list[tuple[str, bool]], deadline: float) -> set[str]:
         """Run the budget reserve script; the budgeted offers granted a unit."""
-        args = budget_scripts.reserve_args(day, segment, limit, candidates)
+        evalsha, evaluate = reserve_commands(self._keys, day, segment, limit, candidates)
         try:
-            granted = await self._call(deadline, "EVALSHA", _RESERVE_SHA, "1",
-                                       self._keys.budgets, *args)
+            granted = await self._call(deadline, *evalsha)
         except StoreError as exc:
             if "NOSCRIPT" not in str(exc):
                 raise
-            granted = await self._call(deadline, "EVAL", budget_scripts.RESERVE_LUA, "1",
-                                       self._keys.budgets, *args)
+            granted = await self._call(deadline, *evaluate)
         return {bytes(g).decode() for g in granted or []}
 
     def log_decision(self, customer_id: str, fields: list[bytes | str]) -> None:
@@ -241,16 +224,15 @@ class RecordReader:
         the stream trimmed to about ``decision_log_max_per_shard`` entries."""
         if self._breaker.available():  # Redis known down: not one connect attempt per answer
             self._writes.send_nowait(
-                "XADD", self._keys.decisions(schema.shard_of(customer_id)), "MAXLEN", "~",
-                self._decision_log_max, "*", *fields, timeout=self._write_timeout)
+                *decision_log_command(self._keys, customer_id, self._decision_log_max, fields),
+                timeout=self._write_timeout)
 
     def record_contact(self, customer_id: str, channel: str, now: float, keep: int) -> None:
         """After the answer, not awaited: a contact on ``channel`` (contacts counted on serve)."""
         if self._breaker.available():
-            self._writes.send_nowait("EVAL", budget_scripts.CONTACT_LUA, "1",
-                                     self._keys.live(customer_id), f"c:{channel}", f"{now:.0f}",
-                                     str(keep), str(LIVE_TTL_SECONDS),
-                                     timeout=self._write_timeout)
+            self._writes.send_nowait(
+                *contact_command(self._keys, customer_id, channel, now, keep),
+                timeout=self._write_timeout)
 
     @property
     def writes_dropped(self) -> int:
@@ -273,6 +255,77 @@ class RecordReader:
     async def close(self) -> None:
         await self._redis.close()
         await self._writes.close()
+
+
+Command = tuple[bytes | str, ...]
+
+
+def state_commands(keys: schema.Keys, version: str, customer_id: str) -> list[Command]:
+    """A customer's record and live hash (one pipeline)."""
+    return [("HGET", keys.customers(version), customer_id), ("HGETALL", keys.live(customer_id))]
+
+
+def states_commands(keys: schema.Keys, version: str, customer_ids: Sequence[str]
+                    ) -> list[Command]:
+    """A batch chunk's records (one HMGET) and live hashes (one pipeline)."""
+    return [("HMGET", keys.customers(version), *customer_ids),
+            *(("HGETALL", keys.live(c)) for c in customer_ids)]
+
+
+def state_of(replies: list[Any]) -> tuple[bytes | None, dict[bytes, bytes]]:
+    raw, live = replies
+    return raw, _pairs(live)
+
+
+def states_of(replies: list[Any]) -> list[tuple[bytes | None, dict[bytes, bytes]]]:
+    return [(raw, _pairs(live)) for raw, live in zip(replies[0], replies[1:], strict=True)]
+
+
+def reserve_commands(keys: schema.Keys, day: str, segment: str, limit: int,
+                     candidates: list[tuple[str, bool]]) -> tuple[Command, Command]:
+    """The budget reserve script by its hash, and whole (when Redis answers NOSCRIPT)."""
+    args = budget_scripts.reserve_args(day, segment, limit, candidates)
+    return (("EVALSHA", _RESERVE_SHA, "1", keys.budgets, *args),
+            ("EVAL", budget_scripts.RESERVE_LUA, "1", keys.budgets, *args))
+
+
+def decision_log_command(keys: schema.Keys, customer_id: str, max_per_shard: str,
+                         fields: list[bytes | str]) -> Command:
+    """One entry of the customer's shard's decision log, trimmed to about ``max_per_shard``."""
+    return ("XADD", keys.decisions(schema.shard_of(customer_id)), "MAXLEN", "~", max_per_shard,
+            "*", *fields)
+
+
+def contact_command(keys: schema.Keys, customer_id: str, channel: str, now: float,
+                    keep: int) -> Command:
+    return ("EVAL", budget_scripts.CONTACT_LUA, "1", keys.live(customer_id), f"c:{channel}",
+            f"{now:.0f}", str(keep), str(LIVE_TTL_SECONDS))
+
+
+def attempt_timeout(breaker: Breaker, deadline: float, timeout: float) -> float:
+    """The timeout of the next attempt at a read; StoreError at once while the breaker is
+    open, DeadlineExceededError when the caller's deadline has passed."""
+    if not breaker.available():
+        metrics.redis_error("breaker_open")
+        raise StoreError("Redis marked unavailable after a recent failure")
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise DeadlineExceededError("no time left before reading Redis")
+    return min(timeout, remaining)
+
+
+def give_up(exc: PipelineError, attempt: int, deadline: float, timeout: float,
+            breaker: Breaker) -> StoreError | None:
+    """What a failed attempt means: the StoreError to raise, or None to try once more (only
+    after a first lost connection, and only when the deadline leaves room for another)."""
+    if isinstance(exc, ErrorReply):
+        metrics.redis_error("reply")
+        return StoreError(f"Redis error: {exc}")
+    metrics.redis_error("timeout" if isinstance(exc, ReplyTimeout) else "connection")
+    if attempt == 2 or deadline - time.monotonic() < timeout:
+        breaker.open()
+        return StoreError(f"Redis did not answer: {exc}")
+    return None
 
 
 def _pairs(reply: Any) -> dict[bytes, bytes]:

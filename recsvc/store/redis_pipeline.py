@@ -19,6 +19,7 @@ import asyncio
 import collections
 import ssl
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
@@ -132,6 +133,32 @@ def tls_context(params: dict[str, Any]) -> ssl.SSLContext:
     return context
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a Redis URL points and what a new connection sends first (AUTH, SELECT)."""
+
+    path: str | None  # a unix socket
+    host: str
+    port: int
+    ssl: ssl.SSLContext | None
+    handshake: list[tuple[bytes | str, ...]]
+
+    @classmethod
+    def of(cls, url: str) -> Endpoint:
+        params = parse_url(url)  # type: ignore[no-untyped-call]
+        handshake: list[tuple[bytes | str, ...]] = []
+        if params.get("password"):
+            user = params.get("username")
+            handshake.append(("AUTH", user, params["password"]) if user
+                             else ("AUTH", params["password"]))
+        if int(params.get("db", 0)):
+            handshake.append(("SELECT", str(params["db"])))
+        return cls(params.get("path"), params.get("host", "localhost"),
+                   int(params.get("port", 6379)),
+                   tls_context(params) if params.get("connection_class") is SSLConnection
+                   else None, handshake)
+
+
 def _consume(waiter: asyncio.Future[Any]) -> None:
     if not waiter.cancelled():
         waiter.exception()  # marks a failure as seen: no "never retrieved" warning
@@ -142,19 +169,9 @@ class PipelinedRedis:
 
     def __init__(self, url: str) -> None:
         self.dropped = 0  # fire-and-forget writes that failed
-        params = parse_url(url)  # type: ignore[no-untyped-call]
-        self._path: str | None = params.get("path")
-        self._host: str = params.get("host", "localhost")
-        self._port: int = int(params.get("port", 6379))
-        self._ssl = tls_context(params) if params.get("connection_class") is SSLConnection \
-            else None
-        self._handshake: list[tuple[bytes | str, ...]] = []
-        if params.get("password"):
-            user = params.get("username")
-            self._handshake.append(("AUTH", user, params["password"]) if user
-                                   else ("AUTH", params["password"]))
-        if int(params.get("db", 0)):
-            self._handshake.append(("SELECT", str(params["db"])))
+        endpoint = Endpoint.of(url)
+        self._path, self._host, self._port = endpoint.path, endpoint.host, endpoint.port
+        self._ssl, self._handshake = endpoint.ssl, endpoint.handshake
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
 

@@ -26,7 +26,7 @@ from tests.integration.helpers import cli
 from tests.integration.test_decisioning import eventually, ids, publish, served
 from training import localredis
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_models]
 
 
 @contextmanager

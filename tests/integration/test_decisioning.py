@@ -21,7 +21,7 @@ from tests.integration import decisioning_data
 from tests.integration.helpers import cli, train_args
 from tests.integration.serving import running
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_models]
 
 
 def publish(data: Path, settings: Settings) -> str:

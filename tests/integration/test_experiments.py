@@ -18,7 +18,7 @@ from recsvc.v1 import offers_pb2 as pb
 from tests.integration.helpers import FAST_CONFIG, cli, planted
 from tests.integration.serving import running, train, wait_for_version
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_models]
 
 
 def _logged(client: redis.Redis, keys: schema.Keys) -> int:

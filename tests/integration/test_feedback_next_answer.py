@@ -14,7 +14,7 @@ from recsvc.v1 import offers_pb2 as pb
 from tests.integration.helpers import planted
 from tests.integration.serving import PERSONAL_CONFIG, running, train, wait_for_version
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_models]
 
 
 def test_feedback_changes_the_next_answer(tmp_path: Path, settings: Settings,

@@ -17,7 +17,7 @@ from recsvc.v1 import offers_pb2 as pb
 from tests.integration.helpers import FAST_CONFIG, planted
 from tests.integration.serving import running, train, wait_for_version
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_models]
 
 R, D, X = pb.FEEDBACK_STATUS_RECORDED, pb.FEEDBACK_STATUS_DUPLICATE, pb.FEEDBACK_STATUS_REJECTED
 

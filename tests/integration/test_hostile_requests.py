@@ -26,7 +26,7 @@ from recsvc.v1 import offers_pb2_grpc as pb_grpc
 from tests.integration.serving import make_data, running, train
 from training import localredis
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_models]
 
 SERVICE = "/recsvc.v1.RetentionOfferService/"
 PREFIX = "hostile"
@@ -45,9 +45,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture
-def server(trained: tuple[Settings, str, list[str]]
+def server(trained: tuple[Settings, str, list[str]], server_model: str
            ) -> Iterator[tuple[RunningServer, grpc.Channel]]:
-    with running(trained[0]) as (running_server, _stub, channel):
+    with running(replace(trained[0], server_model=server_model)) as (running_server, _stub,
+                                                                      channel):
         yield running_server, channel
 
 

@@ -4,6 +4,7 @@ tokens, metrics and validation as gRPC; every bad request a clear 4xx JSON, neve
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -20,7 +21,7 @@ from tests.integration.http_face import SERVICE, Reply, call, http_server, reque
 from tests.integration.serving import train, wait_for_version
 from training import localredis
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_models]
 
 RECOMMEND_TOKEN, CRM_TOKEN = "tok-recommend-2b", "tok-crm-8c"
 
@@ -41,10 +42,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture(scope="module")
-def face(trained: tuple[Settings, str]) -> Iterator[RunningServer]:
+def face(trained: tuple[Settings, str], server_model: str) -> Iterator[RunningServer]:
     """The server most tests share: CORS for the CRM's origin, a 4 KiB body cap."""
     settings, version = trained
-    with http_server(settings, http_cors_origins=f"{CRM}, https://other.example",
+    with http_server(replace(settings, server_model=server_model), http_cors_origins=f"{CRM}, https://other.example",
                      http_max_body_bytes=4096) as running:
         channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
         wait_for_version(pb_grpc.RetentionOfferServiceStub(channel), version)

@@ -17,7 +17,7 @@ from recsvc.v1 import offers_pb2 as pb
 from tests.integration.serving import make_data, running, train
 from training import localredis
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_models]
 
 SERVING, NOT_SERVING = (health_pb2.HealthCheckResponse.SERVING,
                         health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -40,10 +40,10 @@ def wait_until(condition: object, timeout: float = 5.0) -> None:
 
 def test_a_flushed_model_turns_health_not_serving_and_answers_degraded_from_memory(
         own_redis: localredis.LocalRedis, tmp_path: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, server_model: str) -> None:
     data = make_data(tmp_path / "data", customers=500)
     settings = Settings(redis_url=own_redis.url, key_prefix="gone", host="127.0.0.1", port=0,
-                        redis_timeout_ms=250,
+                        redis_timeout_ms=250, server_model=server_model,
                         model_poll_ms=50)
     train(data, own_redis.url, "gone")
     known = (data / "customers.csv").read_text().splitlines()[1].split(",")[0].strip('"')

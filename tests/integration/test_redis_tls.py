@@ -21,7 +21,7 @@ from tests.integration.helpers import cli, train_args
 from tests.integration.serving import PERSONAL_CONFIG, running
 from training.localredis import free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_models]
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from recsvc.v1 import offers_pb2_grpc as pb_grpc
 from tests.integration import certs
 from tests.integration.helpers import cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_models]
 
 RECOMMEND_TOKEN = "tok-recommend-7f3a"
 FEEDBACK_TOKEN = "tok-feedback-91bc"

@@ -24,7 +24,7 @@ from tests.integration.serving import (
 )
 from training import localredis
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_models]
 
 
 @pytest.fixture(scope="module")
@@ -269,9 +269,11 @@ class TestRedisTrouble:
         return response
 
     def test_stopped_then_killed_redis_degrades_to_popularity_and_recovers(
-            self, own_redis: localredis.LocalRedis, data: Path, prefix: str) -> None:
+            self, own_redis: localredis.LocalRedis, data: Path, prefix: str,
+            server_model: str) -> None:
         settings = Settings(redis_url=own_redis.url, key_prefix=prefix, host="127.0.0.1",
-                            port=0, redis_timeout_ms=30, model_poll_ms=100)
+                            port=0, redis_timeout_ms=30, model_poll_ms=100,
+                            server_model=server_model)
         train(data, own_redis.url, prefix)
         customer_id = known_ids(data, 1)[0]
         with running(settings) as (_, stub, channel):

@@ -1,0 +1,83 @@
+"""The sync yardstick: RetentionOfferService on grpcio's synchronous ``grpc.server`` with a
+ThreadPoolExecutor(8), the project's ``guarded_sync`` wrapper and raw-bytes registration
+(``handlers.add_servicer``), answering the same ten-offer response as bench/echo.py.
+
+    python -m bench.servers.echo_sync --port 50098 [--workers 2] [--threads 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
+
+import grpc
+
+from bench.echo import echo_response
+from recsvc.api.guard import CallLimiter, guarded_sync
+from recsvc.api.handlers import add_servicer
+from recsvc.api.workers import is_worker, pin_worker_cpu, run_workers
+from recsvc.core.config import Settings
+from recsvc.v1 import offers_pb2 as pb
+from recsvc.v1 import offers_pb2_grpc as pb_grpc
+
+
+class SyncEchoServicer(pb_grpc.RetentionOfferServiceServicer):
+    def __init__(self, limiter: CallLimiter) -> None:
+        self.limiter = limiter
+
+    @guarded_sync(pb.RecommendRequest)
+    def Recommend(self, request: pb.RecommendRequest,
+                  context: grpc.ServicerContext) -> pb.RecommendResponse:
+        return echo_response(request.customer_id)
+
+    @guarded_sync(pb.RecommendBatchRequest)
+    def RecommendBatch(self, request: pb.RecommendBatchRequest,
+                       context: grpc.ServicerContext) -> Iterator[pb.RecommendResponse]:
+        for customer_id in request.customer_ids:
+            yield echo_response(customer_id)
+
+
+def serve(port: int, threads: int, reuse_port: bool) -> None:
+    settings = Settings.from_env()
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads), options=[
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+    ])
+    add_servicer(server, SyncEchoServicer(CallLimiter(settings.max_concurrent_rpcs)))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    stopped = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    stopped.wait()
+    server.stop(1).wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.servers.echo_sync")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=8, help="the thread pool's size")
+    args = parser.parse_args()
+    if args.workers > 1:
+        return run_workers([sys.executable, "-m", "bench.servers.echo_sync", "--port",
+                            str(args.port), "--threads", str(args.threads)],
+                           dict(os.environ), args.workers)
+    pin_worker_cpu()
+    serve(args.port, args.threads, reuse_port=is_worker())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

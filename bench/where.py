@@ -1,0 +1,131 @@
+"""Where a Recommend call's server CPU goes: py-spy samples a running `recsvc serve` under h2load.
+
+`python -m bench.where [--model aio|sync] [--seconds 10] [--customers 20000]`
+
+One `recsvc serve` (decision log on, as shipped) with all its threads on CPU 0, h2load on CPU 1
+sending the same Recommend at 32 in flight (2 connections x 16 streams) while py-spy records
+the server's Python stacks (``--native`` so time inside grpc's C core and numpy is seen too)
+at 250 Hz. Each sample is charged to the first stage its stack reaches, innermost frame first
+(a Redis read inside the decision core is the Redis read); samples of threads that were idle
+(waiting in epoll or on a lock with nothing to do) are counted apart. Prints one JSON object:
+the share of busy samples per stage and the calls/s during the recording.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import procs
+from bench.__main__ import PREFIX, bench_train
+from bench.http import PATH, h2load
+from recsvc.v1 import offers_pb2 as pb
+from training import localredis
+
+# (stage, substrings of a frame "function (file)") in the order a frame is tested.
+STAGES: list[tuple[str, tuple[str, ...]]] = [
+    ("redis read/write", ("blocking_pipeline.py", "redis_pipeline.py", "blocking_reader.py",
+                          "reader.py")),
+    ("request parse", ("guard.py:parse", "parse (recsvc/api/guard.py",
+                       "FromString")),
+    ("validation", ("questions.py",)),
+    ("record decode", ("decode (recsvc/serving/deciding.py", "schema.py", "foldin.py")),
+    ("scoring", ("ranking.py",)),
+    ("rules, objective, top-k", ("decisioning/",)),
+    ("holdout, log entry", ("experiments/",)),
+    ("response building", ("to_response", "SerializeToString")),
+    ("metrics, logs", ("recsvc/ops/", "prometheus_client", "structlog")),
+    ("decision core (other)", ("serving/",)),
+    ("servicer and guard (other)", ("recsvc/api/",)),
+    ("grpc (server loop, HTTP/2, threads)", ("grpc", "cygrpc", "_server.py", "concurrent/futures",
+                                             "asyncio", "threading.py")),
+]
+IDLE = ("epoll_wait", "select (", "wait (threading.py", "_worker (concurrent",
+        "poll_events", "_run_once")
+
+
+def stage_of(stack: str) -> str:
+    frames = stack.split(";")[::-1]  # innermost first
+    for frame in frames:
+        for stage, needles in STAGES:
+            if any(n in frame for n in needles):
+                return stage
+    return "other (interpreter, libc)"
+
+
+def is_idle(stack: str) -> bool:
+    innermost = stack.split(";")[-3:]
+    return any(n in f for f in innermost for n in IDLE) and "recsvc" not in stack
+
+
+def breakdown(raw: str) -> dict[str, Any]:
+    counts: collections.Counter[str] = collections.Counter()
+    idle = 0
+    for line in raw.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        if is_idle(stack):
+            idle += int(n)
+            continue
+        counts[stage_of(stack)] += int(n)
+    busy = sum(counts.values())
+    return {"busy_samples": busy, "idle_samples": idle,
+            "share": {k: round(v / busy, 3) for k, v in counts.most_common()}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", choices=["aio", "sync"], default="aio")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--customers", type=int, default=20_000)
+    args = parser.parse_args()
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists() or shutil.which("h2load") is None:
+        raise SystemExit("needs py-spy (pip install py-spy) and h2load (make h2load-bin)")
+    server = localredis.start()
+    try:
+        bench_train(server.url, args.customers)
+        port = localredis.free_port()
+        env = dict(os.environ, RECSVC_REDIS_URL=server.url, RECSVC_KEY_PREFIX=PREFIX,
+                   RECSVC_LOG_LEVEL="WARNING", RECSVC_HOST="127.0.0.1", RECSVC_PORT=str(port),
+                   RECSVC_SERVER_MODEL=args.model)
+        with procs.server(["recsvc", "serve"], env, port) as srv, \
+                tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(["taskset", "-apc", "0", str(srv.pid)], check=True,
+                           capture_output=True)
+            message = pb.RecommendRequest(customer_id="c000001", limit=10).SerializeToString()
+            frame = Path(tmp, "req.bin")
+            frame.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
+            target = ["-H", "content-type: application/grpc", "-H", "te: trailers", "-d",
+                      str(frame), f"http://127.0.0.1:{port}{PATH}"]
+            h2load(["-n", "3000", "-c", "2", "-m", "16", "-t", "1", *target])  # warm up
+            out = Path(tmp, "stacks.txt")
+            spy_run = subprocess.Popen(
+                ["taskset", "-c", "1", spy, "record", "--pid", str(srv.pid), "--native",
+                 "--rate", "250", "--duration", str(args.seconds), "--format", "raw",
+                 "--output", str(out), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+            load = h2load(["-D", str(max(args.seconds - 1, 1)), "-c", "2", "-m", "16",
+                           "-t", "1", *target])
+            spy_run.wait(timeout=args.seconds + 60)
+            result = breakdown(out.read_text())
+    finally:
+        server.stop()
+    print(json.dumps({"model": args.model, "calls_per_second": load["requests_per_second"],
+                      **result}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

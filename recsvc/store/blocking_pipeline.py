@@ -1,0 +1,210 @@
+"""One Redis connection per server thread: the hot path's reads for the thread-pool server model.
+
+Each thread of the sync gRPC server owns a plain blocking socket whose replies hiredis parses, so
+a read is one ``send`` and (usually) one ``recv`` with no lock, no pool and no event loop: the
+GIL is released while the thread waits on the socket. Timeouts are the kernel's
+(``SO_RCVTIMEO``/``SO_SNDTIMEO``) rather than Python's socket timeout, which would add a
+``poll`` per read.
+
+Writes after the answer (the decision log, contacts) are sent on the same connection without
+waiting: their replies are owed, and read (and dropped, a failure counted in ``dropped``)
+before the next read's replies on that thread; Redis answers one connection in order.
+
+Failure model as in ``redis_pipeline``: a timeout or a broken stream closes the thread's
+connection (what was owed is counted as dropped); the next call reconnects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import struct
+import threading
+from typing import Any
+
+import hiredis
+
+from recsvc.store.redis_pipeline import ConnectionLost, Endpoint, ErrorReply, ReplyTimeout
+
+_TIMEOUT_ERRNOS = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ETIMEDOUT)
+
+
+def _pack(command: tuple[bytes | str, ...]) -> bytes:
+    # hiredis's type stub declares a one-element tuple; any number of arguments works.
+    packed: bytes = hiredis.pack_command(command)  # type: ignore[arg-type]
+    return packed
+
+
+def _timeval(seconds: float) -> bytes:
+    whole = int(seconds)
+    return struct.pack("ll", whole, max(int((seconds - whole) * 1e6), 1 if not whole else 0))
+
+
+class _Connection:
+    """A connected socket, its reply parser and the replies owed for unread writes."""
+
+    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
+        try:
+            if endpoint.path:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(timeout)
+                sock.connect(endpoint.path)
+            else:
+                sock = socket.create_connection((endpoint.host, endpoint.port), timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if endpoint.ssl is not None:
+                    sock = endpoint.ssl.wrap_socket(sock, server_hostname=endpoint.host)
+        except OSError as exc:
+            raise ConnectionLost(f"cannot connect to Redis: {exc or 'timed out'}") from exc
+        sock.settimeout(None)  # blocking; the kernel's timeouts below bound every call
+        self.sock = sock
+        self.reader = hiredis.Reader()
+        self.owed = 0
+        self.failed_writes = 0  # owed replies that were errors, read by the last exchange
+        self.timeout = 0.0
+        try:
+            self.set_timeout(timeout)
+            for command in endpoint.handshake:
+                self.exchange([_pack(command)])
+        except (ErrorReply, ConnectionLost, OSError) as exc:
+            self.close()
+            raise ConnectionLost(f"Redis refused the connection setup: {exc}") from exc
+
+    def set_timeout(self, seconds: float) -> None:
+        if seconds != self.timeout:
+            value = _timeval(max(seconds, 0.001))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+            self.timeout = seconds
+
+    def exchange(self, packed: list[bytes]) -> list[Any]:
+        """Send ``packed`` in one write; read the owed replies, then one reply per command.
+        An error reply fails the call after every reply arrived (the stream stays in step)."""
+        owed, self.owed = self.owed, 0
+        self._send(b"".join(packed))
+        failures = 0
+        for _ in range(owed):
+            if isinstance(self._reply(), hiredis.ReplyError):
+                failures += 1
+        self.failed_writes = failures
+        replies = [self._reply() for _ in packed]
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                raise ErrorReply(str(reply))
+        return replies
+
+    def send_owed(self, packed: bytes) -> None:
+        self._send(packed)
+        self.owed += 1
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise self._lost(exc) from exc
+
+    def _reply(self) -> Any:
+        reader = self.reader
+        while True:
+            try:
+                reply = reader.gets()
+            except hiredis.ProtocolError as exc:
+                raise ConnectionLost(f"Redis protocol error: {exc}") from exc
+            if reply is not False:
+                return reply
+            try:
+                data = self.sock.recv(65536)
+            except OSError as exc:
+                raise self._lost(exc) from exc
+            if not data:
+                raise ConnectionLost("connection to Redis lost: closed")
+            reader.feed(data)
+
+    @staticmethod
+    def _lost(exc: OSError) -> ConnectionLost:
+        if isinstance(exc, TimeoutError) or exc.errno in _TIMEOUT_ERRNOS:
+            return ReplyTimeout("Redis did not answer in time")
+        return ConnectionLost(f"connection to Redis lost: {exc}")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class ThreadPipelines:
+    """``execute_many(commands, timeout)`` on the calling thread's own connection."""
+
+    def __init__(self, url: str) -> None:
+        self.endpoint = Endpoint.of(url)
+        self.dropped = 0  # writes sent without waiting that failed (or were lost unanswered)
+        self._local = threading.local()
+        self._all: list[_Connection] = []  # every thread's, to close them at shutdown
+        self._lock = threading.Lock()  # only around connecting and closing
+        self._closed = False
+
+    def execute_many(self, commands: list[tuple[bytes | str, ...]],
+                     timeout: float) -> list[Any]:
+        """Several commands in one write, replies in order; raises ConnectionLost,
+        ReplyTimeout (the connection is closed) or ErrorReply (it stays usable)."""
+        connection = self._connection(timeout)
+        connection.set_timeout(timeout)
+        try:
+            replies = connection.exchange([_pack(c) for c in commands])
+        except ErrorReply:
+            self._count(connection)
+            raise
+        except ConnectionLost:
+            self._drop(connection)
+            raise
+        self._count(connection)
+        return replies
+
+    def send_nowait(self, command: tuple[bytes | str, ...], timeout: float) -> None:
+        """Fire and forget on this thread's connection; its reply is read before the next
+        call's. A failure is counted in ``dropped``, never raised."""
+        try:
+            connection = self._connection(timeout)
+            connection.send_owed(_pack(command))
+        except ConnectionLost:
+            with self._lock:
+                self.dropped += 1
+            broken: _Connection | None = getattr(self._local, "connection", None)
+            if broken is not None:
+                self._drop(broken)
+
+    def _count(self, connection: _Connection) -> None:
+        if connection.failed_writes:
+            with self._lock:
+                self.dropped += connection.failed_writes
+            connection.failed_writes = 0
+
+    def _connection(self, timeout: float) -> _Connection:
+        connection: _Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection
+        if self._closed:
+            raise ConnectionLost("client closed")
+        connection = _Connection(self.endpoint, timeout)
+        with self._lock:
+            self._all.append(connection)
+        self._local.connection = connection
+        return connection
+
+    def _drop(self, connection: _Connection) -> None:
+        connection.close()
+        self._local.connection = None
+        with self._lock:
+            self.dropped += connection.owed
+            connection.owed = 0
+            if connection in self._all:
+                self._all.remove(connection)
+
+    def close(self) -> None:
+        """Close every thread's connection (at shutdown, after the threads stopped)."""
+        with self._lock:
+            self._closed = True
+            connections, self._all = self._all, []
+        for connection in connections:
+            connection.close()
+

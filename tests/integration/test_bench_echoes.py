@@ -1,0 +1,50 @@
+"""The two bare echoes of bench/servers answer the same bytes, and one pinned h2load run reads
+back as complete answers (real processes; h2load runs only when installed)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from bench import procs
+from bench.servers import h2load, runs
+from recsvc.v1 import offers_pb2 as pb
+from training import localredis
+
+MESSAGE = pb.RecommendRequest(customer_id="C0000001", limit=10).SerializeToString()
+
+
+def test_sync_and_aio_echoes_answer_the_same_412_byte_frame() -> None:
+    answers = []
+    env = dict(os.environ, RECSVC_LOG_LEVEL="WARNING")
+    for module in ("bench.servers.echo_sync", "bench.echo"):
+        port = localredis.free_port()
+        with procs.server([module, "--port", str(port)], env, port, cpus="0") as server:
+            assert procs.cpus_allowed(server.pid) == {"0"}  # every thread on CPU 0
+            answers.append(runs.check_answer(port, MESSAGE))
+    assert answers[0] == answers[1]
+    assert answers[0]["offers"] == 10
+    assert answers[0]["response_frame_bytes"] == 412
+
+
+def test_h2load_run_of_the_sync_echo() -> None:
+    binary = h2load.find()
+    if binary is None:
+        pytest.skip("h2load not installed (make h2load-bin)")
+    port = localredis.free_port()
+    env = dict(os.environ, RECSVC_LOG_LEVEL="WARNING")
+    with procs.server(["bench.servers.echo_sync", "--port", str(port)], env, port) as server, \
+            tempfile.TemporaryDirectory() as tmp:
+        frame = Path(tmp, "request.bin")
+        frame.write_bytes(h2load.grpc_frame(MESSAGE))
+        meter = runs.Meter(binary, port, server.pid, server.pid, frame, "0,1", 412)
+        result = meter.measure(runs.Shape(1, 1), 1, latencies=True)
+    assert result["succeeded"] == result["done"] > 0
+    assert result["data_bytes"] == 412 * result["succeeded"]
+    assert not result["short_answers"]
+    assert abs(result["logged"] - result["succeeded"]) <= 1  # one may end past the window
+    assert 0 < result["p50_ms"] <= result["p99_ms"]
+    assert result["server_cpu_seconds"] > 0 and result["client_cpu_seconds"] > 0
