@@ -89,6 +89,11 @@ FEEDBACK_ALERT_CASES = [
 ]
 
 
+def render(template: str, labels: dict[str, str]) -> str:
+    """An annotation as Prometheus renders it (only ``{{ $labels.x }}`` is used here)."""
+    return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], template)
+
+
 @pytest.mark.skipif(shutil.which("promtool") is None,
                     reason="promtool not installed (apt-get install prometheus)")
 def test_the_feedback_alerts_fire_on_known_series_and_not_before(tmp_path: Path) -> None:
@@ -98,8 +103,7 @@ def test_the_feedback_alerts_fire_on_known_series_and_not_before(tmp_path: Path)
     tests = []
     for alert, series, silent, firing, labels in FEEDBACK_ALERT_CASES:
         rule = rules[alert]
-        annotations = {k: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], v)
-                       for k, v in rule["annotations"].items()}
+        annotations = {k: render(v, labels) for k, v in rule["annotations"].items()}
         tests.append({
             "interval": "1m",
             "input_series": [{"series": s, "values": v} for s, v in series],
