@@ -37,6 +37,7 @@ import redis
 from recsvc.core import schema
 from recsvc.core.config import Settings, setting_name
 from recsvc.core.errors import CorruptRecordError, StoreError
+from recsvc.core.ratelog import RateLimitedLog
 from recsvc.feedback.events import INTERACTIONS
 from recsvc.feedback.foldin import ACCEPTED, FoldModel, NewEvent, add_events
 from recsvc.ops import endpoint, foldin_metrics
@@ -133,6 +134,7 @@ class FoldInConsumer:
         self.previous = ""
         self.stats = Stats()
         self._last_claim = 0.0
+        self._trouble = RateLimitedLog(log)  # a long outage: a line per 10 s, not per second
 
     # -- set-up and the loop -------------------------------------------------------------
     def ensure_groups(self) -> None:
@@ -145,16 +147,23 @@ class FoldInConsumer:
                 raise StoreError(f"cannot create the consumer group: {reply}")
 
     def run(self, stop: threading.Event) -> Stats:
-        self.ensure_groups()
-        self.sync_version(start=True)
+        """Until ``stop``. Redis trouble (also at start: Redis may come up after us) is a
+        warning line, a failure count and a retry in 1 s, never an exit: the backlog waits."""
+        started = False
         while not stop.is_set():
             try:
+                if not started:
+                    self.ensure_groups()
+                    self.sync_version(start=True)
+                    started = True
                 self.step()
                 if time.monotonic() - self._last_claim > self.claim_idle_ms / 4000:
                     self.claim_stale()
             except (redis.RedisError, StoreError) as exc:
-                foldin_metrics.failure(failure_kind(exc))
-                log.warning("fold-in: Redis trouble, retrying in 1 s: %s", exc)
+                kind = failure_kind(exc)
+                foldin_metrics.failure(kind)
+                self._trouble.log(logging.WARNING, kind,
+                                  f"fold-in: Redis trouble ({kind}), retrying in 1 s: {exc}")
                 stop.wait(1.0)
         return self.stats
 

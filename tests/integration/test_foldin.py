@@ -10,9 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -242,9 +240,9 @@ def test_the_consume_command_serves_lag_backlog_and_outcomes_over_http(
          "--claim-idle-seconds", "3600"], env=env, text=True, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE)
     try:
-        samples = wait_for_metrics(port, lambda m: m.get(folded_key("duplicate")) == 1)
+        samples = observe.wait_for_metrics(port, lambda m: m.get(folded_key("duplicate")) == 1)
         record_sync(client, keys, bounds, [Event("s1", "a-test", "b1", "accept", T)])
-        samples = wait_for_metrics(port, lambda m: m.get(folded_key("folded")) == 3)
+        samples = observe.wait_for_metrics(port, lambda m: m.get(folded_key("folded")) == 3)
         assert samples[folded_key("no_effect")] == 2
         assert samples[("recsvc_stream_length", (("stream", "events"),))] == 4
         assert samples[("recsvc_foldin_pending_entries", ())] == 1  # d1, held by "dead"
@@ -271,19 +269,3 @@ def test_the_consume_command_serves_lag_backlog_and_outcomes_over_http(
 
 def folded_key(outcome: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     return ("recsvc_foldin_events_total", (("outcome", outcome),))
-
-
-def wait_for_metrics(port: int, ready: Callable[[dict[Any, float]], bool],
-                     timeout: float = 20.0) -> dict[Any, float]:
-    """Scrape until ``ready`` (the endpoint may not listen yet)."""
-    deadline = time.monotonic() + timeout
-    last: dict[Any, float] = {}
-    while time.monotonic() < deadline:
-        try:
-            last = observe.scrape(port)
-        except OSError:
-            last = {}
-        if ready(last):
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"metrics never ready: {last}")

@@ -3,6 +3,12 @@ acknowledged ones do not, and ages are on Redis's clock."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import redis
 
@@ -10,6 +16,8 @@ from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.store.backlog import read_backlog, stream_lengths
 from recsvc.store.streams import FOLDIN_GROUP
+from tests.integration import observe
+from training import localredis
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +63,42 @@ def test_stream_lengths_total_and_longest_shard(settings: Settings, client: redi
             client.xadd(keys.events(shard), {"customer": "c"})
     client.xadd(keys.decisions(9), {"customer": "c"})
     assert stream_lengths(client, keys) == {"events": (7, 5), "decisions": (1, 1)}
+
+
+def test_a_consumer_started_before_redis_says_so_in_its_metrics_then_catches_up(
+        tmp_path: Path) -> None:
+    """Redis down: redis_up 0, failures of kind redis counted, no lag series (unknown is not
+    0), one warning line per 10 s; Redis up: the consumer starts folding, lag 0."""
+    redis_port, metrics_port = localredis.free_port(), localredis.free_port()
+    env = dict(os.environ, RECSVC_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+               RECSVC_KEY_PREFIX="late", RECSVC_HOST="127.0.0.1",
+               RECSVC_FOLDIN_METRICS_PORT=str(metrics_port))
+    with open(tmp_path / "consumer.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "recsvc", "feedback", "consume"],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = None
+    try:
+        down = observe.wait_for_metrics(metrics_port, lambda m: observe.total(
+            m, "recsvc_foldin_failures_total", kind="redis") >= 2)
+        assert down[("recsvc_redis_up", ())] == 0
+        assert ("recsvc_feedback_lag_seconds", ()) not in down
+        server = localredis.start(port=redis_port)
+        client = redis.Redis(port=redis_port)
+        up = observe.wait_for_metrics(metrics_port, lambda m: m.get(("recsvc_redis_up", ())) == 1
+                              and bool(client.exists(schema.Keys("late").events(0))))
+        assert up[("recsvc_feedback_lag_seconds", ())] == 0
+        client.xadd(schema.Keys("late").events(5), {"customer": "c", "event": "churn"})
+        observe.wait_for_metrics(metrics_port, lambda m: m.get(
+            ("recsvc_foldin_events_total", (("outcome", "no_effect"),))) == 1)
+        client.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if server is not None:
+            server.stop()
+    warnings = [line for line in (tmp_path / "consumer.log").read_text().splitlines()
+                if "Redis trouble (redis)" in line]
+    assert 1 <= len(warnings) <= 2, warnings  # a line per 10 s, not one per retry
