@@ -148,7 +148,8 @@ class FoldInConsumer:
 
     def run(self, stop: threading.Event) -> Stats:
         """Until ``stop``. Redis trouble (also at start: Redis may come up after us) is a
-        warning line, a failure count and a retry in 1 s, never an exit: the backlog waits."""
+        warning line (one per kind and 10 s), a failure count and a retry in 1 s, never an exit:
+        the backlog waits."""
         started = False
         while not stop.is_set():
             try:
@@ -163,7 +164,7 @@ class FoldInConsumer:
                 kind = failure_kind(exc)
                 foldin_metrics.failure(kind)
                 self._trouble.log(logging.WARNING, kind,
-                                  f"fold-in: Redis trouble ({kind}), retrying in 1 s: {exc}")
+                                  f"fold-in: a batch failed ({kind}), retrying in 1 s: {exc}")
                 stop.wait(1.0)
         return self.stats
 

@@ -100,5 +100,5 @@ def test_a_consumer_started_before_redis_says_so_in_its_metrics_then_catches_up(
         if server is not None:
             server.stop()
     warnings = [line for line in (tmp_path / "consumer.log").read_text().splitlines()
-                if "Redis trouble (redis)" in line]
+                if "a batch failed (redis)" in line]
     assert 1 <= len(warnings) <= 2, warnings  # a line per 10 s, not one per retry
