@@ -67,8 +67,14 @@ def serve(redis_server: localredis.LocalRedis, prefix: str) -> Iterator[type[Ser
     yield make  # type: ignore[misc]
     for server in started:
         if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait()
+            # SIGTERM first: the parent stops its workers (a SIGKILL would orphan them when a
+            # test fails midway).
+            server.process.terminate()
+            try:
+                server.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait()
 
 
 def alive(pid: int) -> bool:
