@@ -371,6 +371,8 @@ class FoldInConsumer:
         for shard, ids in by_shard.items():
             pipe.xack(self.keys.events(shard), GROUP, *ids)
         pipe.execute()
+        foldin_metrics.acknowledged(time.time(),
+                                    [stream_id_key(e.stream_id)[0] for e in entries])
 
     def _shard_of_key(self, key: str) -> int:
         return int(key[key.rindex("{") + 1:key.rindex("}")])

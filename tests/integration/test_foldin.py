@@ -248,6 +248,8 @@ def test_the_consume_command_serves_lag_backlog_and_outcomes_over_http(
         assert samples[("recsvc_foldin_pending_entries", ())] == 1  # d1, held by "dead"
         assert samples[("recsvc_redis_up", ())] == 1
         assert observe.total(samples, "recsvc_foldin_failures_total") == 0
+        # p1, p2 and s1 were acknowledged through the group (d1 is held, replays do not count).
+        assert samples[("recsvc_foldin_delay_seconds_count", ())] == 3
         # The lag is d1's age, and grows while d1 stays unfolded (on Redis's clock).
         d1_ms = int(client.xrange(shard, count=1)[0][0].split(b"-")[0])
         seconds, micros = client.time()

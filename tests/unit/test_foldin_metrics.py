@@ -70,3 +70,15 @@ def test_failures_are_counted_by_kind() -> None:
         assert f'recsvc_foldin_failures_total{{kind="{kind}"}}' in text
     for outcome in foldin_metrics.OUTCOMES:
         assert f'recsvc_foldin_events_total{{outcome="{outcome}"}}' in text
+
+
+def test_the_delay_is_acceptance_to_acknowledgement_and_never_negative() -> None:
+    def count(le: str) -> float:
+        value = foldin_metrics.REGISTRY.get_sample_value(
+            "recsvc_foldin_delay_seconds_bucket", {"le": le})
+        return value or 0.0
+
+    fast, total = count("0.25"), count("+Inf")
+    foldin_metrics.acknowledged(1000.0, [999_900, 1_000_500, 997_000])  # 0.1 s, -0.5 s, 3 s
+    assert count("0.25") == fast + 2  # the clock behind an id counts as 0, not negative
+    assert count("+Inf") == total + 3
