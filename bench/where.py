@@ -3,12 +3,13 @@
 `python -m bench.where [--model aio|sync] [--seconds 10] [--customers 20000]`
 
 One `recsvc serve` (decision log on, as shipped) with all its threads on CPU 0, h2load on CPU 1
-sending the same Recommend at 32 in flight (2 connections x 16 streams) while py-spy records
-the server's Python stacks (``--native`` so time inside grpc's C core and numpy is seen too)
-at 250 Hz. Each sample is charged to the first stage its stack reaches, innermost frame first
-(a Redis read inside the decision core is the Redis read); samples of threads that were idle
-(waiting in epoll or on a lock with nothing to do) are counted apart. Prints one JSON object:
-the share of busy samples per stage and the calls/s during the recording.
+sending the same Recommend at 32 in flight (2 connections x 16 streams) while py-spy samples
+the server without pausing it, keeping only the samples of the thread holding the GIL
+(``--gil``): that is the Python CPU time, the part our code and grpc's Python layer spend. Each
+sample is charged to the first stage its stack reaches, innermost frame first (a Redis read
+inside the decision core is the Redis read). The server's whole CPU (from /proc) minus the
+GIL-held time is what ran outside the GIL: grpc's C core, the kernel's network stack. Prints
+one JSON object: microseconds of server CPU per call, by stage.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("grpc (server loop, HTTP/2, threads)", ("grpc", "cygrpc", "_server.py", "concurrent/futures",
                                              "asyncio", "threading.py")),
 ]
+RATE = 200  # samples per second
 IDLE = ("epoll_wait", "select (", "wait (threading.py", "_worker (concurrent",
         "poll_events", "_run_once")
 
@@ -63,7 +65,7 @@ def stage_of(stack: str) -> str:
 
 
 def is_idle(stack: str) -> bool:
-    innermost = stack.split(";")[-3:]
+    innermost = stack.split(";")[-1:]
     return any(n in f for f in innermost for n in IDLE) and "recsvc" not in stack
 
 
@@ -88,6 +90,7 @@ def main() -> int:
     parser.add_argument("--model", choices=["aio", "sync"], default="aio")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--keep", type=Path, help="also write the raw stacks here")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists() or shutil.which("h2load") is None:
@@ -111,19 +114,31 @@ def main() -> int:
             h2load(["-n", "3000", "-c", "2", "-m", "16", "-t", "1", *target])  # warm up
             out = Path(tmp, "stacks.txt")
             spy_run = subprocess.Popen(
-                ["taskset", "-c", "1", spy, "record", "--pid", str(srv.pid), "--native",
-                 "--rate", "250", "--duration", str(args.seconds), "--format", "raw",
-                 "--output", str(out), "--nonblocking"],
+                ["taskset", "-c", "1", spy, "record", "--pid", str(srv.pid), "--gil",
+                 "--nonblocking", "--rate", str(RATE), "--duration", str(args.seconds),
+                 "--format", "raw", "--output", str(out)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
+            cpu_before = procs.cpu_seconds(srv.pid)
             load = h2load(["-D", str(max(args.seconds - 1, 1)), "-c", "2", "-m", "16",
                            "-t", "1", *target])
+            cpu = procs.cpu_seconds(srv.pid) - cpu_before
             spy_run.wait(timeout=args.seconds + 60)
+            if args.keep:
+                shutil.copy(out, args.keep)
             result = breakdown(out.read_text())
     finally:
         server.stop()
-    print(json.dumps({"model": args.model, "calls_per_second": load["requests_per_second"],
-                      **result}))
+    calls = load["requests_per_second"] * max(args.seconds - 1, 1)
+    gil_seconds = result["busy_samples"] / RATE
+    per_call = {stage: round(share * gil_seconds / calls * 1e6, 1)
+                for stage, share in result.pop("share").items()}
+    print(json.dumps({
+        "model": args.model, "calls_per_second": load["requests_per_second"],
+        "server_cpu_us_per_call": round(cpu / calls * 1e6, 1),
+        "gil_held_us_per_call": round(gil_seconds / calls * 1e6, 1),
+        "outside_gil_us_per_call": round((cpu - gil_seconds) / calls * 1e6, 1),
+        "gil_us_per_call_by_stage": per_call, **result}))
     return 0
 
 

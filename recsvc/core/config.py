@@ -77,7 +77,7 @@ class Settings:
     holdout_share: float = 0.0  # share of each segment held out as control
     holdout_segments: str = ""  # per-segment shares: "at_risk=0.2,loyal=0.05"
     holdout_salt: str = "holdout-1"  # a new salt draws a new control group
-    holdout_baseline: str = "none"  # what control gets: "none" or "popular"
+    holdout_baseline: str = "none"  # what control gets: "none", "popular" or "random"
     explore_share: float = 0.0  # share of answers showing random eligible offers (epsilon)
     decision_log: bool = True  # every answer appended to the decision log (docs/DESIGN.md, 6)
     decision_log_max_per_shard: int = 200_000  # entries kept per shard (64 shards)
@@ -167,7 +167,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "log_level": _log_level,
     "holdout_share": _between(0, 1),
     "explore_share": _between(0, 1),
-    "holdout_baseline": lambda v: None if v in ("none", "popular") else "none or popular",
+    "holdout_baseline": lambda v: None if v in ("none", "popular", "random")
+    else "none, popular or random",
     "decision_log_max_per_shard": _between(1),
     "log_format": lambda v: None if v in ("json", "text") else "json or text",
     "metrics_port": _between(0, 65535),  # 0: no metrics endpoint

@@ -4,8 +4,10 @@ Configured by settings (the same on every replica, so every replica assigns the 
 ``RECSVC_HOLDOUT_SHARE`` (default share of each segment held out), ``RECSVC_HOLDOUT_SEGMENTS``
 (per-segment shares, ``at_risk=0.2,loyal=0.05``), ``RECSVC_HOLDOUT_SALT`` (change it to draw a
 new control group) and ``RECSVC_HOLDOUT_BASELINE``: what control customers get, ``none`` (no
-offer: measures what the offers achieve at all) or ``popular`` (the segment's popular offers:
-measures what personalisation and decisioning add over a simple campaign).
+offer: measures what the offers achieve at all), ``popular`` (the segment's popular offers:
+measures what personalisation and decisioning add over a simple campaign) or ``random``
+(uniformly random offers among those eligible after rules and policy: measures what the model
+adds over chance; ``recsvc/decisioning/baseline.py``, propensity k / eligible logged).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 
 from recsvc.experiments.arms import CONTROL, TREATMENT, unit_draw
 
-BASELINES = ("none", "popular")
+BASELINES = ("none", "popular", "random")
 
 
 @dataclass(frozen=True)

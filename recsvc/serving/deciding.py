@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from recsvc.core.errors import CorruptRecordError, InvalidRequestError
 from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_POPULAR, ModelVersion, SegmentModel
 from recsvc.core.ranking import Ranked, segment_scores
 from recsvc.core.ratelog import RateLimitedLog
+from recsvc.decisioning.baseline import random_eligible
 from recsvc.decisioning.budgets import day_of
 from recsvc.decisioning.decide import Ask, Decision, decide, finish
 from recsvc.decisioning.decider import Decider
@@ -118,8 +120,10 @@ class DecisionCore:
         live = read_live(fields, ask.now, ask.channel, d.policy)
         # The fold-in consumer's record for this version (r:<version>) wins over the published
         # one: it holds the customer's events since training.
-        answer = self._answer(d, ask, segment_hint, record_for(d.version, raw, fields), live)
-        return self._arm(d, ask, answer, live)
+        raw = record_for(d.version, raw, fields)
+        answer = self._answer(d, ask, segment_hint, raw, live)
+        return self._arm(d, ask, answer, live,
+                         lambda every: self._answer(d, every, segment_hint, raw, live))
 
     def unread(self, d: Decider, ask: Ask, segment_hint: str, reason: str) -> Answer:
         """The answer when the customer's state could not be read: popularity, degraded."""
@@ -175,15 +179,24 @@ class DecisionCore:
         return _answer(d, ask.customer_id, "", strategy, decision,
                        f"{reason}; popular offers open to every segment")
 
-    def _arm(self, d: Decider, ask: Ask, answer: Answer, live: LiveView) -> Answer:
+    def _arm(self, d: Decider, ask: Ask, answer: Answer, live: LiveView,
+             again: Callable[[Ask], Answer] | None = None) -> Answer:
         """The holdout: a control customer gets the configured baseline instead, and the
-        answer says so (``arm`` and ``reason``)."""
+        answer says so (``arm`` and ``reason``). ``again`` decides the same customer anew for
+        another question (the random baseline asks for every eligible offer)."""
         if not self.holdout.active or self.holdout.arm(ask.customer_id, answer.segment) \
                 != CONTROL:
             return answer
         decision = answer.decision
         assert decision is not None
-        if self.holdout.baseline == "popular" and answer.segment:
+        if self.holdout.baseline == "random" and again is not None:
+            every = again(replace(ask, limit=len(d.model.catalogue.offer_ids), epsilon=0.0,
+                                  explore=False))
+            assert every.decision is not None
+            base = replace(_answer(d, ask.customer_id, every.segment, every.strategy,
+                                   random_eligible(every.decision, ask.limit), every.reason),
+                           reason="control group (holdout): random eligible offers")
+        elif self.holdout.baseline == "popular" and answer.segment:
             base = self._popular(d, ask, answer.segment, live, degraded=False,
                                  reason="control group (holdout)")
         else:
@@ -291,7 +304,9 @@ class DecisionCore:
                     d, ask, "", live, degraded=True,
                     reason=f"customer record unreadable ({defects[pos]})")))
                 continue
-            out.append((ask, self._arm(d, ask, self._answer(d, ask, "", raw, live, record), live)))
+            out.append((ask, self._arm(
+                d, ask, self._answer(d, ask, "", raw, live, record), live,
+                partial(self._answer, d, segment_hint="", raw=raw, live=live, record=record))))
         return out
 
 

@@ -23,7 +23,7 @@ def test_per_segment_shares_override_the_default() -> None:
     (0.1, "vip=2", "none", "segment 'vip'"),
     (0.1, "vip", "none", "not segment=share"),
     (0.1, "vip=x", "none", "not segment=share"),
-    (0.1, "", "random", "baseline must be one of"),
+    (0.1, "", "coin", "baseline must be one of"),
 ])
 def test_bad_holdout_settings_are_refused_naming_what(share: float, segments: str,
                                                       baseline: str, message: str) -> None:
