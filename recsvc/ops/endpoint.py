@@ -6,25 +6,51 @@ the parent creates a fresh directory for this run, hands it to the workers as
 ``PROMETHEUS_MULTIPROC_DIR``, serves the sum of their files from its own endpoint, and removes
 the directory when the workers are gone (a stale directory would add a previous run's counts).
 A worker that died has its gauge files removed (``forget_process``) when the parent notices,
-before its replacement starts: its last values would otherwise stay in the sum forever.
+before its replacement starts: its last values would otherwise stay in the sum forever. A file
+a starting worker has just created is still empty for a moment; prometheus-client would fail
+the whole scrape on it (``struct.error``), so ``WorkerFiles`` leaves such files out.
 """
 
 from __future__ import annotations
 
+import glob
+import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from recsvc.core.config import Settings
 from recsvc.core.errors import RecsvcError
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+HEADER_BYTES = 4  # a metrics file starts with how much of it is used
+
+
+class WorkerFiles(MultiProcessCollector):
+    """The sum of the workers' metric files, without the files a worker is creating now."""
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        super().__init__(registry, path=path)  # type: ignore[no-untyped-call]
+        self.directory = path
+
+    def collect(self) -> Iterable[Metric]:
+        files = [f for f in glob.glob(os.path.join(self.directory, "*.db")) if _ready(f)]
+        return self.merge(files, accumulate=True)  # type: ignore[no-untyped-call,no-any-return]
+
+
+def _ready(path: str) -> bool:
+    """Past its header (files only grow); a file removed meanwhile is not ready either."""
+    try:
+        return os.path.getsize(path) >= HEADER_BYTES
+    except OSError:
+        return False
 
 
 @contextmanager
@@ -37,7 +63,7 @@ def serving(settings: Settings, multiproc_dir: str | None = None) -> Iterator[in
     registry = REGISTRY
     if multiproc_dir is not None:
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=multiproc_dir)  # type: ignore[no-untyped-call]
+        WorkerFiles(registry, multiproc_dir)
     with serving_registry(registry, settings.metrics_host or settings.host,
                           settings.metrics_port, "RECSVC_METRICS_PORT") as port:
         yield port

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -129,18 +129,18 @@ def test_a_dead_workers_gauges_leave_the_metrics_when_it_is_restarted(
     metrics_port = localredis.free_port()
     server = serve(RECSVC_METRICS_PORT=str(metrics_port))
     server.wait_for(r"worker 1 started")
-    first = {server.worker_pid(0), server.worker_pid(1)}
-    deadline = time.monotonic() + 30
-    while worker_pids(metrics_port) != first:
-        assert time.monotonic() < deadline, (worker_pids(metrics_port), first)
-        time.sleep(0.1)
+
+    def wait_for_pids(expected: Callable[[], set[int]]) -> None:
+        deadline = time.monotonic() + 30
+        while (seen := worker_pids(metrics_port)) != expected():
+            assert time.monotonic() < deadline, (seen, expected(), server.lines)
+            time.sleep(0.1)
+
+    wait_for_pids(lambda: {server.worker_pid(0), server.worker_pid(1)})
     victim = server.worker_pid(0)
     os.kill(victim, signal.SIGKILL)
     replacement = int(server.wait_for(rf"worker 0 started \(pid (?!{victim}\))(\d+)\)").group(1))
-    deadline = time.monotonic() + 30
-    while worker_pids(metrics_port) != {replacement, server.worker_pid(1)}:
-        assert time.monotonic() < deadline, worker_pids(metrics_port)
-        time.sleep(0.1)
+    wait_for_pids(lambda: {replacement, server.worker_pid(1)})
     assert victim not in worker_pids(metrics_port)
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=30) == 0
