@@ -116,16 +116,23 @@ def _session(target: Target, workers: int, cpus: str, client_cpus: str, ctx: dic
     return info, measured
 
 
+def base_env(url: str) -> dict[str, str]:
+    return dict(os.environ, RECSVC_REDIS_URL=url, RECSVC_KEY_PREFIX="bench",
+                RECSVC_LOG_LEVEL="WARNING", RECSVC_HOST="127.0.0.1",
+                RECSVC_MAX_CONCURRENT_RPCS=MAX_CONCURRENT_RPCS)
+
+
 def run(url: str, redis_pid: int, data: Path, seconds: float, rounds: int, warmup: float = 1.0,
-        sync_threads: int | None = None, workers_check: bool = True) -> dict[str, Any]:
-    """Every target in ``rounds`` rotated rounds, then 2 workers vs 1; the results dict."""
+        sync_threads: int | None = None, workers_check: bool = True,
+        extra: list[Target] | None = None) -> dict[str, Any]:
+    """Every target (and ``extra``: an earlier commit's) in ``rounds`` rotated rounds, then 2
+    workers vs 1; the results dict."""
     binary = h2load.find()
     if binary is None:
         raise SystemExit("h2load missing: run `make h2load-bin` (installs nghttp2-client)")
-    env = dict(os.environ, RECSVC_REDIS_URL=url, RECSVC_KEY_PREFIX="bench",
-               RECSVC_LOG_LEVEL="WARNING", RECSVC_HOST="127.0.0.1",
-               RECSVC_MAX_CONCURRENT_RPCS=MAX_CONCURRENT_RPCS)
+    env = base_env(url)
     found, skipped = targets(env, sync_threads)
+    found += extra or []
     customer = customer_of(data)
     message = pb.RecommendRequest(customer_id=customer, limit=10).SerializeToString()
     out: dict[str, Any] = {
@@ -165,7 +172,8 @@ def run(url: str, redis_pid: int, data: Path, seconds: float, rounds: int, warmu
                 runs.pin(redis_pid, BOTH_CPUS)
                 try:
                     for target in found:
-                        if target.key.startswith("recommend") and target.key not in skipped:
+                        if target.key in ("recommend_aio", "recommend_sync") and \
+                                target.key not in skipped:
                             _, measured = _session(target, 2, BOTH_CPUS, BOTH_CPUS, ctx,
                                                    (runs.SHAPES[-1],), seconds, warmup)
                             out["runs"] += [dict(r, round=number + 1) for r in measured]
