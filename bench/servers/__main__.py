@@ -28,6 +28,8 @@ def main() -> int:
     parser.add_argument("--no-workers", action="store_true", help="skip 2 workers vs 1")
     parser.add_argument("--before", metavar="REF",
                         help="also Recommend of this earlier commit (its own train and serve)")
+    parser.add_argument("--log-cost", action="store_true",
+                        help="also each model without the decision log (what logging costs)")
     parser.add_argument("--out", type=Path, default=plan.RESULTS)
     parser.add_argument("--no-docs", action="store_true",
                         help="leave docs/PERFORMANCE.md alone (for trial runs)")
@@ -49,7 +51,7 @@ def main() -> int:
                 "command": "python -m bench.servers " + " ".join(sys.argv[1:])}
             results.update(plan.run(server.url, server.process.pid, dataset(args.customers),
                                     args.seconds, args.rounds, args.warmup, args.sync_threads,
-                                    not args.no_workers, extra))
+                                    not args.no_workers, extra, args.log_cost))
     finally:
         server.stop()
     plan.publish(results, args.out, not args.no_docs)

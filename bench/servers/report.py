@@ -19,15 +19,21 @@ ECHOES = ("echo_sync", "echo_aio")
 BEFORE = "recommend_before_"  # + the commit: `--before REF` (bench/servers/before.py)
 
 
+NO_LOG = "_without_log"
+
+
 def label(target: str) -> str:
+    if target.endswith(NO_LOG):
+        return label(target.removesuffix(NO_LOG)) + ", no decision log"
     if target.startswith(BEFORE):
         return f"Recommend before ({target.removeprefix(BEFORE)})"
     return LABELS.get(target, target)
 
 
-def versus_before(runs: list[Run], target: str, before: str, in_flight: int) -> list[float]:
-    """Per round: ``target``'s req/s over the earlier commit's, same round and shape."""
-    mine, theirs = per_round(runs, target, in_flight), per_round(runs, before, in_flight)
+def ratio_per_round(runs: list[Run], target: str, other: str, in_flight: int) -> list[float]:
+    """Per round: ``target``'s req/s over ``other``'s (an earlier commit's, the same server
+    without the decision log), same round and shape."""
+    mine, theirs = per_round(runs, target, in_flight), per_round(runs, other, in_flight)
     return [float(mine[n]["requests_per_second"]) / float(theirs[n]["requests_per_second"])
             for n in sorted(mine) if n in theirs]
 IN_FLIGHT = (1, 32, 256)
@@ -96,7 +102,8 @@ def _ok(passed: bool) -> str:
 def tables(results: dict[str, Any]) -> str:
     m, runs = results["machine"], results["runs"]
     present = [t for t in LABELS if any(r["target"] == t for r in runs)]
-    present += sorted({r["target"] for r in runs if r["target"].startswith(BEFORE)})
+    present += sorted({r["target"] for r in runs if r["target"].startswith(BEFORE)
+                       or r["target"].endswith(NO_LOG)})
     lines = [f"Measured {m['date']} at commit `{m['commit']}` on {m['cores']} cores ({m['cpu']}), "
              f"Python {m['python']}, with `{results['command']}`: {results['rounds']} round(s) "
              f"of {results['seconds']:g} s per run, customer `{results['customer_id']}` of "
@@ -141,6 +148,7 @@ def tables(results: dict[str, Any]) -> str:
                             _ok(median(p99) <= 2.0)))
     lines += _workers(runs, recommends, targets)
     lines += _before(runs, recommends, targets)
+    lines += _log_cost(runs, recommends, targets)
     unpinned = sorted(t for t, info in results["targets"].items()
                       if info.get("cpus_allowed") not in (None, [results.get("server_cpus", "0")]))
     if unpinned:
@@ -172,7 +180,7 @@ def _before(runs: list[Run], recommends: list[str], targets: list[tuple[str, str
             ) -> list[str]:
     """Today's Recommend against an earlier commit's (issue 9: within 10% of before)."""
     befores = [t for t in recommends if t.startswith(BEFORE)]
-    nows = [t for t in recommends if not t.startswith(BEFORE)]
+    nows = [t for t in recommends if not t.startswith(BEFORE) and not t.endswith(NO_LOG)]
     if not befores or not nows:
         return []
     before = befores[0]
@@ -180,11 +188,31 @@ def _before(runs: list[Run], recommends: list[str], targets: list[tuple[str, str
              "|---" * (len(nows) + 1) + "|"]
     for c in IN_FLIGHT:
         lines.append(f"| {c} in flight | " + " | ".join(
-            span(versus_before(runs, t, before, c), "{:.2f}x") for t in nows) + " |")
+            span(ratio_per_round(runs, t, before, c), "{:.2f}x") for t in nows) + " |")
     for t in nows:
-        ratios = versus_before(runs, t, before, 32)
+        ratios = ratio_per_round(runs, t, before, 32)
         if ratios:
             targets.append((f"{label(t)} within 10% of {label(before)} at 32 in flight",
+                            f"median {median(ratios):.2f}x ({span(ratios, '{:.2f}x')})",
+                            _ok(median(ratios) >= 0.90)))
+    return lines
+
+
+def _log_cost(runs: list[Run], recommends: list[str], targets: list[tuple[str, str, str]]
+              ) -> list[str]:
+    """What the decision log costs (issue 11: at most 10% of Recommend's throughput)."""
+    pairs = [(t, t + NO_LOG) for t in recommends if t + NO_LOG in recommends]
+    if not pairs:
+        return []
+    lines = ["", "| req/s with the decision log over without | " +
+             " | ".join(label(t) for t, _ in pairs) + " |", "|---" * (len(pairs) + 1) + "|"]
+    for c in IN_FLIGHT:
+        lines.append(f"| {c} in flight | " + " | ".join(
+            span(ratio_per_round(runs, t, bare, c), "{:.2f}x") for t, bare in pairs) + " |")
+    for t, bare in pairs:
+        ratios = ratio_per_round(runs, t, bare, 32)
+        if ratios:
+            targets.append((f"{label(t)}: the decision log costs <= 10% at 32 in flight",
                             f"median {median(ratios):.2f}x ({span(ratios, '{:.2f}x')})",
                             _ok(median(ratios) >= 0.90)))
     return lines
@@ -194,7 +222,7 @@ def _workers(runs: list[Run], recommends: list[str], targets: list[tuple[str, st
              ) -> list[str]:
     lines: list[str] = []
     for t in recommends:
-        if t.startswith(BEFORE):
+        if t.startswith(BEFORE) or t.endswith(NO_LOG):
             continue
         ones, twos = per_round(runs, t, 256), per_round(runs, t, 256, workers=2)
         pairs = [(ones[n], twos[n]) for n in sorted(twos) if n in ones]
