@@ -33,6 +33,7 @@ class ScriptedStore:
         self.revisions = (0, 0, 0)
         self.live = LiveData({}, {}, frozenset())
         self.live_loads = 0
+        self.stream_reads = 0
 
     def active_version(self) -> str | None:
         return self.poll().active
@@ -49,6 +50,9 @@ class ScriptedStore:
 
     def version_intact(self, version: str) -> bool:
         return self.intact
+
+    def record_stream_metrics(self) -> None:
+        self.stream_reads += 1
 
     def load_version(self, version: str) -> Any:
         outcome = self.loads.pop(0)
@@ -139,3 +143,15 @@ def test_live_state_is_reloaded_only_when_a_revision_moves() -> None:
     assert store.live_loads == 2 and decider.paused == frozenset({0})
     assert decider.dnc == frozenset({"c9"}) and decider.revisions == (1, 0, 1)
     assert holder.current is not None and holder.current.version == "v1"
+
+
+def test_stream_lengths_are_read_every_few_seconds_not_every_poll() -> None:
+    """128 XLEN every 5 s at most, whatever RECSVC_MODEL_POLL_MS is."""
+    store = ScriptedStore("v1", [None])
+    w, _, _ = watcher(store)
+    for _ in range(5):
+        w.check_once()
+    assert store.reads == 5 and store.stream_reads == 1
+    w._streams_read -= 5.0  # five seconds later
+    w.check_once()
+    assert store.stream_reads == 2
