@@ -5,6 +5,7 @@ a read is one ``send`` and (usually) one ``recv`` with no lock, no pool and no e
 GIL is released while the thread waits on the socket. Timeouts are the kernel's
 (``SO_RCVTIMEO``/``SO_SNDTIMEO``) rather than Python's socket timeout, which would add a
 ``poll`` per read; over TLS they are Python's (OpenSSL retries a read the kernel interrupted).
+Either restarts with every read, so a reply in several pieces gets what is left of the call's.
 
 Writes after the answer (the decision log, contacts) are sent on the same connection without
 waiting: their replies are owed, and read (and dropped, a failure counted in ``dropped``)
@@ -22,6 +23,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from typing import Any
 
 import hiredis
@@ -64,6 +66,8 @@ class _Connection:
         self.owed = 0
         self.failed_writes = 0  # owed replies read that were errors, not yet in ``dropped``
         self.timeout = 0.0
+        self._until = 0.0  # when the current exchange times out
+        self._reads = 0  # socket reads in the current exchange
         try:
             self.set_timeout(timeout)
             for command in endpoint.handshake:
@@ -88,6 +92,7 @@ class _Connection:
     def exchange(self, packed: list[bytes]) -> list[Any]:
         """Send ``packed`` in one write; read the owed replies, then one reply per command.
         An error reply fails the call after every reply arrived (the stream stays in step)."""
+        self._until, self._reads = time.monotonic() + self.timeout, 0
         self._send(b"".join(packed))
         while self.owed:  # counted down as read: what a failure leaves unread was lost
             if isinstance(self._reply(), hiredis.ReplyError):
@@ -118,6 +123,12 @@ class _Connection:
                 raise ConnectionLost(f"Redis protocol error: {exc}") from exc
             if reply is not False:
                 return reply
+            if self._reads:  # the kernel's timeout restarts per read: the call's is what is left
+                left = self._until - time.monotonic()
+                if left <= 0:
+                    raise ReplyTimeout("Redis did not answer in time")
+                self.set_timeout(left)
+            self._reads += 1
             try:
                 data = self.sock.recv(65536)
             except OSError as exc:

@@ -174,3 +174,18 @@ def test_a_connection_made_while_closing_is_closed_too(
     assert isinstance(outcome[0], ConnectionLost)
     time.sleep(0.1)
     assert not [c for c in client.client_list() if c["db"] == "5"]
+
+
+def test_the_timeout_bounds_replies_that_arrive_in_pieces(
+        redis_server: localredis.LocalRedis, prefix: str) -> None:
+    """The kernel's receive timeout restarts with every read: replies arriving 50 ms apart
+    (each BLPOP gives up on its own) must still fail the call at its timeout, as the event
+    loop's pipeline does."""
+    pipelines = ThreadPipelines(redis_server.url)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ReplyTimeout):
+            pipelines.execute_many([("BLPOP", f"{prefix}:none", "0.05")] * 4, timeout=0.12)
+        assert time.monotonic() - started < 0.18
+    finally:
+        pipelines.close()
