@@ -243,6 +243,8 @@ class _SyncCall:
         self.entered = False
         self.failure: Exception | None = None
         try:
+            if limiter.in_flight >= limiter.limit:  # the cap before the token, as ``guarded``
+                raise OverloadedError(limiter.busy_message())
             authorize(limiter, metadata, name)
             if not limiter.enter():
                 raise OverloadedError(limiter.busy_message())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from recsvc.api.auth import hash_token
@@ -145,6 +146,24 @@ def test_tokens_on_a_plaintext_server_and_a_revoked_token(settings: Settings,
         os.utime(tokens_file, (time.time() + 5, time.time() + 5))
         time.sleep(1.1)  # re-read at most once a second
         assert recommend(channel, RECOMMEND_TOKEN) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_full_server_answers_resource_exhausted_before_checking_the_token(
+        settings: Settings, tokens_file: Path, client: redis.Redis) -> None:
+    """The same order in both server models: the cap, then the token."""
+    slow = replace(settings, tokens_file=str(tokens_file), max_concurrent_rpcs=1,
+                   feedback_timeout_ms=3000)
+    with server(slow) as running, \
+            grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = pb_grpc.RetentionOfferServiceStub(channel)
+        client.execute_command("CLIENT", "PAUSE", "800", "ALL")
+        held = stub.RecordFeedback.future(
+            pb.RecordFeedbackRequest(events=[pb.FeedbackEvent(
+                event_id="e1", customer_id="c1", offer_id="o1", event="accept")]),
+            timeout=5, metadata=(("authorization", f"Bearer {FEEDBACK_TOKEN}"),))
+        time.sleep(0.3)
+        assert recommend(channel) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        held.result()
 
 
 def test_a_tokens_file_holding_a_clear_token_is_refused_at_start(
