@@ -11,6 +11,7 @@ import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client import REGISTRY
 
 from recsvc.core.config import Settings
 from recsvc.v1 import offers_pb2 as pb
@@ -263,6 +264,23 @@ def test_the_cap_holds_and_health_answers_with_fewer_threads_than_the_cap(
         assert codes.count(grpc.StatusCode.OK) == 4
         assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 4
         assert server.limiter.in_flight == 0
+
+
+def test_a_batch_its_caller_cancels_frees_its_slot_and_is_counted_cancelled(
+        published: str, settings: Settings) -> None:
+    with running(fast_settings(settings, batch_chunk=5)) as (server, stub, _channel):
+        before = REGISTRY.get_sample_value(
+            "recsvc_rpc_total", {"method": "RecommendBatch", "code": "CANCELLED"}) or 0.0
+        call = stub.RecommendBatch(pb.RecommendBatchRequest(
+            customer_ids=[f"x{i}" for i in range(5000)]), timeout=10)
+        next(call)
+        call.cancel()
+        deadline = time.monotonic() + 3
+        while server.limiter.in_flight and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.limiter.in_flight == 0
+        assert REGISTRY.get_sample_value(
+            "recsvc_rpc_total", {"method": "RecommendBatch", "code": "CANCELLED"}) == before + 1
 
 
 def test_graceful_stop_lets_in_flight_calls_finish(published: str, settings: Settings,
