@@ -67,6 +67,7 @@ class SyncRunningServer:
     records: BlockingRecordReader
     recommender: BlockingRecommender  # its ``failures.counts`` say how many records were corrupt
     feedback_client: redis.Redis  # RecordFeedback's (redis-py)
+    pool: ThreadPoolExecutor  # grpc.server's; grpc never shuts it down
     http_side: HttpSide | None = None
 
     _stopping: threading.Lock = field(default_factory=threading.Lock)
@@ -89,6 +90,9 @@ class SyncRunningServer:
             if self.http_side is not None:
                 self.http_side.stop()
             self.server.stop(grace).wait()
+            # The threads end (calls past the grace are cancelled, their Redis calls bounded)
+            # before their connections are closed.
+            self.pool.shutdown(wait=True, cancel_futures=True)
             self.records.close()
             self.feedback_client.connection_pool.disconnect()
 
@@ -113,8 +117,8 @@ def build_sync_server(settings: Settings, store: RedisStore, reuse_port: bool = 
     # behind them. Every call the cap admits gets a thread, plus spares for refusals, health
     # and reflection (the pool starts a thread only when none is idle).
     threads = max(settings.sync_threads, settings.max_concurrent_rpcs + SPARE_THREADS)
-    server = grpc.server(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
-                         options=grpc_options(settings, reuse_port))
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc")
+    server = grpc.server(pool, options=grpc_options(settings, reuse_port))
     add_servicer(server, servicer)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -138,7 +142,7 @@ def build_sync_server(settings: Settings, store: RedisStore, reuse_port: bool = 
                           f"{settings.port} ({exc})") from None
     server.start()
     running = SyncRunningServer(server, port, health_servicer, watcher, limiter, records,
-                                recommender, feedback_client)
+                                recommender, feedback_client, pool)
     if settings.http_port >= 0:
         running.http_side = _http_side(settings, store, holder, reuse_port)
     return running

@@ -283,6 +283,23 @@ def test_a_batch_its_caller_cancels_frees_its_slot_and_is_counted_cancelled(
             "recsvc_rpc_total", {"method": "RecommendBatch", "code": "CANCELLED"}) == before + 1
 
 
+def test_a_stopped_server_leaves_no_thread_of_its_pool(published: str,
+                                                         settings: Settings) -> None:
+    before = set(threading.enumerate())
+    with running(settings) as (_server, stub, _channel):
+        futures = [stub.Recommend.future(pb.RecommendRequest(customer_id=f"x{i}"), timeout=5)
+                   for i in range(8)]
+        for future in futures:
+            future.result()
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        left = [t for t in threading.enumerate() if t not in before and t.name.startswith("grpc")]
+        if not left:
+            break
+        time.sleep(0.05)
+    assert not left
+
+
 def test_graceful_stop_lets_in_flight_calls_finish(published: str, settings: Settings,
                                                     client: redis.Redis) -> None:
     slow = fast_settings(settings, redis_timeout_ms=3000, default_deadline_ms=10_000)
