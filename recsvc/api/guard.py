@@ -4,17 +4,17 @@ errors become statuses.
 A decorator on the servicer's methods rather than a server interceptor: grpc.aio builds a new
 handler per call for every interceptor, and health checks and reflection, which are not
 decorated, are never counted, rejected or asked for a token (grpcio's own
-``maximum_concurrent_rpcs`` would reject them under load). Everything runs on the event loop, so
-the counter needs no lock. Per call it also binds the request id (``x-request-id`` metadata, or a
-new one) to the call's log lines, checks the token when auth is on (``authorize``), and records
-the call's latency and status in the metrics.
+``maximum_concurrent_rpcs`` would reject them under load). ``guarded`` runs on the event loop, so
+its counter needs no lock; ``guarded_sync``, the same for the thread-pool server model, counts
+under the limiter's lock. Per call both bind the request id (``x-request-id`` metadata, or a new
+one) to the call's log lines, check the cap and then the token when auth is on (``authorize``),
+and record the call's latency and status in the metrics.
 
 Requests arrive as bytes (``handlers.add_servicer`` registers no deserializer) and ``parse``
 decodes them here: bytes that are not a valid message (wire format, bad UTF-8 in a string) are
 INVALID_ARGUMENT, where grpcio's own deserializer answered INTERNAL and logged a traceback per
 call. Failures are logged through ``RateLimitedLog``: one line per kind and interval with the
-count of the others, so a fuzzer cannot fill the disk. ``parse`` and ``status_for`` are plain
-functions a synchronous servicer's wrapper can use too.
+count of the others, so a fuzzer cannot fill the disk.
 """
 
 from __future__ import annotations
