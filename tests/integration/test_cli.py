@@ -19,8 +19,10 @@ from training import localredis
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize("model", ["aio", "sync"])
 def test_parquet_data_trains_and_two_workers_serve_it_on_one_port(
-        tmp_path: Path, redis_server: localredis.LocalRedis, prefix: str) -> None:
+        tmp_path: Path, redis_server: localredis.LocalRedis, prefix: str,
+        model: str) -> None:
     url = redis_server.url
     made = cli(["datagen", "--out", str(tmp_path), "--customers", "800", "--offers", "40",
                 "--segments", "2", "--format", "parquet"], url, prefix)
@@ -33,7 +35,7 @@ def test_parquet_data_trains_and_two_workers_serve_it_on_one_port(
     assert trained.returncode == 0, trained.stderr
     port = localredis.free_port()
     env = dict(os.environ, RECSVC_REDIS_URL=url, RECSVC_KEY_PREFIX=prefix,
-               RECSVC_PORT=str(port), RECSVC_HOST="127.0.0.1")
+               RECSVC_PORT=str(port), RECSVC_HOST="127.0.0.1", RECSVC_SERVER_MODEL=model)
     server = subprocess.Popen([sys.executable, "-m", "recsvc", "serve", "--workers", "2"],
                               env=env)
     try:
