@@ -92,23 +92,30 @@ class CallLimiter:
     """At most ``limit`` recsvc calls in flight per process; beyond: RESOURCE_EXHAUSTED.
 
     The grpc.aio path counts on the event loop without a lock; a synchronous server's threads
-    use ``enter``/``leave``.
+    use ``enter``/``leave``, and with ``working`` set at most that many of the calls in flight
+    work at once (the others wait in ``enter``, counted in flight).
     """
 
-    def __init__(self, limit: int, auth: Authenticator | None = None) -> None:
+    def __init__(self, limit: int, auth: Authenticator | None = None,
+                 working: int | None = None) -> None:
         self.limit = limit
         self.in_flight = 0
         self.auth = auth  # None: no token needed
         self._lock = threading.Lock()
+        self._turns = None if working is None else threading.Semaphore(working)
 
     def enter(self) -> bool:
         with self._lock:
             if self.in_flight >= self.limit:
                 return False
             self.in_flight += 1
-            return True
+        if self._turns is not None:
+            self._turns.acquire()
+        return True
 
     def leave(self) -> None:
+        if self._turns is not None:
+            self._turns.release()
         with self._lock:
             self.in_flight -= 1
 

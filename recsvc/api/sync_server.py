@@ -1,12 +1,12 @@
 """The thread-pool server model: grpc's synchronous server, a Redis connection per thread.
 
-Each call runs on one thread of the pool (at least ``sync_threads``, and as many as the cap
-admits plus spares) from parse to response; its Redis reads block that thread only
-(``BlockingRecordReader``). The concurrency cap, token check, metrics and
-status table are ``guarded_sync``'s; health is grpc's synchronous health servicer, updated by the
-model watcher's thread. The HTTP/JSON face (when ``RECSVC_HTTP_PORT`` is set) keeps aiohttp on
-an event loop of its own thread with the grpc.aio servicer, sharing this server's model and
-breaker (and a cap of the same size of its own).
+Each call runs on one thread of the pool from parse to response, at most ``sync_threads`` calls
+at once (the others the cap admitted wait for a turn on their thread); its Redis reads block
+that thread only (``BlockingRecordReader``: a connection per thread that worked). The
+concurrency cap, token check, metrics and status table are ``guarded_sync``'s; health is grpc's
+synchronous health servicer, updated by the model watcher's thread. The HTTP/JSON face (when
+``RECSVC_HTTP_PORT`` is set) keeps aiohttp on an event loop of its own thread with the grpc.aio
+servicer, sharing this server's model and breaker (and a cap of the same size of its own).
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ def build_sync_server(settings: Settings, store: RedisStore, reuse_port: bool = 
                       ) -> SyncRunningServer:
     """Create, bind and start a thread-pool server; returns it with the bound port."""
     holder = ModelHolder()
-    limiter = CallLimiter(settings.max_concurrent_rpcs, auth.from_settings(settings.tokens_file))
+    limiter = CallLimiter(settings.max_concurrent_rpcs, auth.from_settings(settings.tokens_file),
+                          working=settings.sync_threads)
     records = BlockingRecordReader(store.keys, settings, store.breaker)
     recommender = BlockingRecommender(holder, records, settings.max_batch_ids,
                                       settings.batch_chunk, holdout_of(settings),
@@ -114,9 +115,10 @@ def build_sync_server(settings: Settings, store: RedisStore, reuse_port: bool = 
         feedback_client)
     # The cap is checked on a thread: a call waiting in the pool's queue is not counted, so
     # with fewer threads than the cap, calls beyond it queued without bound and health waited
-    # behind them. Every call the cap admits gets a thread, plus spares for refusals, health
-    # and reflection (the pool starts a thread only when none is idle).
-    threads = max(settings.sync_threads, settings.max_concurrent_rpcs + SPARE_THREADS)
+    # behind them. Every call the cap admits gets a thread (at most sync_threads of them work
+    # at once, the limiter's turns), plus spares for refusals, health and reflection (the pool
+    # starts a thread only when none is idle).
+    threads = max(settings.sync_threads, settings.max_concurrent_rpcs) + SPARE_THREADS
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc")
     server = grpc.server(pool, options=grpc_options(settings, reuse_port))
     add_servicer(server, servicer)

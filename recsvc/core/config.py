@@ -26,8 +26,8 @@ class Settings:
     port: int = 50051
     workers: int = 1  # server processes sharing the port (SO_REUSEPORT)
     # How each process serves gRPC (docs/PERFORMANCE.md, "Server model"): "aio" (one event
-    # loop) or "sync" (a thread pool of at least sync_threads, as many as the cap needs, one
-    # Redis connection per thread).
+    # loop) or "sync" (a thread pool, sync_threads calls working at once, one Redis connection
+    # per thread).
     server_model: str = "aio"
     sync_threads: int = 16
     worker_max_deaths: int = 5  # a worker dying this often in 60 s stops the server (exit 5)

@@ -300,6 +300,19 @@ def test_a_stopped_server_leaves_no_thread_of_its_pool(published: str,
     assert not left
 
 
+def test_calls_admitted_beyond_the_threads_wait_their_turn(
+        published: str, settings: Settings, client: redis.Redis) -> None:
+    """More calls than RECSVC_SYNC_THREADS but within the cap are answered, none refused."""
+    slow = fast_settings(settings, max_concurrent_rpcs=6, sync_threads=2,
+                         redis_timeout_ms=3000, default_deadline_ms=10_000)
+    with running(slow) as (server, stub, _channel):
+        client.execute_command("CLIENT", "PAUSE", "500", "ALL")
+        futures = [stub.Recommend.future(pb.RecommendRequest(customer_id=f"x{i}"), timeout=10)
+                   for i in range(6)]
+        assert all(f.result().model_version == published for f in futures)
+        assert server.limiter.in_flight == 0
+
+
 def test_graceful_stop_lets_in_flight_calls_finish(published: str, settings: Settings,
                                                     client: redis.Redis) -> None:
     slow = fast_settings(settings, redis_timeout_ms=3000, default_deadline_ms=10_000)
