@@ -80,7 +80,7 @@ class SyncRunningServer:
 
     def stop(self, grace: float) -> None:
         """Health goes NOT_SERVING, new calls are refused, in-flight calls get ``grace`` seconds.
-        Safe to call more than once and from any thread."""
+        Safe to call more than once and from any thread but the pool's (it waits for them)."""
         with self._stopping:
             if self._stopped:
                 return
