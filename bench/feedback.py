@@ -5,7 +5,9 @@ the README recommends; ``always`` and ``off`` for comparison), generates and
 trains a data set (cached in bench/data/), runs ``recsvc serve`` and ``recsvc feedback consume``
 as processes and measures:
 - RecordFeedback events/s per server process, batches of 100, N calls in flight (the load
-  generator is ``python -m bench.feedback load``, its own process);
+  generator is ``python -m bench.feedback load``, its own process, with its requests built
+  before the clock starts; its CPU is reported too: on 2 cores it competes with what it
+  measures); ``python -m bench.feedback record`` runs only this part, without the consumer;
 - event-to-next-answer latency, through the real API: from the RecordFeedback acknowledgement
   of an accept of a customer's top offer to (a) the first Recommend without that offer (live
   state) and (b) the first Recommend scored with the folded-in vector (fold-in consumer), idle
@@ -46,7 +48,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "fbench"
 OFFERS = 200
 EVENTS = ("impression",) * 6 + ("click",) * 2 + ("accept", "decline")
-CONFIG = "seed = 7\n[tuning]\nfactors = [16]\nalpha = [5.0]\nblend_weights = [1.0]\n"
+# implicit's ALS only: the fold-in re-solves implicit vectors (an exposure model's are served
+# as trained, so with it chosen no answer would ever show a folded-in vector).
+CONFIG = ("seed = 7\n[tuning]\nfactors = [16]\nalpha = [5.0]\nblend_weights = [1.0]\n"
+          "[exposure]\nmodel = \"implicit\"\n")
 
 
 def customer_id(i: int) -> str:
@@ -65,38 +70,66 @@ def batch(rng: random.Random, size: int, customers: int, run: str, start: int) -
             for i in range(size)]
 
 
+RECORD_FEEDBACK = "/recsvc.v1.RetentionOfferService/RecordFeedback"
+
+
+def requests(rng: random.Random, args: argparse.Namespace, run: str, count: int,
+             start: int = 0) -> list[bytes]:
+    """``count`` serialized requests of ``args.batch`` events with ids never used before."""
+    return [pb.RecordFeedbackRequest(
+        events=batch(rng, args.batch, args.customers, run, start + i * args.batch)
+    ).SerializeToString() for i in range(count)]
+
+
 async def load(args: argparse.Namespace) -> dict[str, Any]:
-    """N calls in flight for ``seconds`` (after 1 s of warm-up); events per call = ``batch``."""
+    """N calls in flight for ``seconds`` (after 1 s of warm-up); events per call = ``batch``.
+
+    The requests are built and serialized before the clock starts (enough for ``max_rate``
+    events/s; more are built on the fly only if the server outruns that, counted in
+    ``requests_built_during_run``), so the client's CPU goes to calls, not to protobuf objects:
+    on a 2-core machine it competes with the server and Redis it measures. Its CPU seconds
+    during the run are reported (``client_cpu_seconds``, ``client_cpu_us_per_event``)."""
     channels = [grpc.aio.insecure_channel(args.target) for _ in range(2)]
-    stubs = [pb_grpc.RetentionOfferServiceStub(c) for c in channels]  # type: ignore[no-untyped-call]
+    # Raw bytes in and out: no serializer per call; the replies are parsed for their statuses.
+    calls = [c.unary_unary(RECORD_FEEDBACK) for c in channels]
     rng = random.Random(args.seed)
     run = uuid.uuid4().hex[:8]
-    counter = 0
+    expected = 1 + int(args.max_rate * (args.seconds + 1.0) / args.batch)
+    if args.rate:
+        expected = min(expected, 1 + int(args.rate * (args.seconds + 1.0) / args.batch))
+    pool = requests(rng, args, run, expected)
+    print("ready", flush=True)  # the requests are built: a background load starts now
+    built_late = 0
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
     errors: Counter[str] = Counter()
+    pause = args.concurrency * args.batch / args.rate if args.rate else 0.0
     warm = time.perf_counter() + 1.0
     end = warm + args.seconds
-    pause = args.concurrency * args.batch / args.rate if args.rate else 0.0
+    measured_cpu: list[resource.struct_rusage] = []  # the client's CPU when the clock starts
+    asyncio.get_running_loop().call_later(
+        1.0, lambda: measured_cpu.append(resource.getrusage(resource.RUSAGE_SELF)))
 
     async def worker(n: int) -> None:
-        nonlocal counter
-        stub = stubs[n % 2]
+        nonlocal built_late
+        call = calls[n % 2]
         while (now := time.perf_counter()) < end:
-            events = batch(rng, args.batch, args.customers, run, counter)
-            counter += args.batch
+            if pool:
+                request = pool.pop()
+            else:
+                built_late += 1
+                request = requests(rng, args, run, 1, (expected + built_late) * args.batch)[0]
             try:
-                reply = await stub.RecordFeedback(pb.RecordFeedbackRequest(events=events),
-                                                  timeout=10)
+                raw = await call(request, timeout=10)
                 if now >= warm:
                     latencies.append(time.perf_counter() - now)
+                    reply = pb.RecordFeedbackResponse.FromString(raw)
                     statuses.update(pb.FeedbackStatus.Name(r.status) for r in reply.results)
             except grpc.aio.AioRpcError as exc:
                 errors[exc.code().name] += 1
             if pause:
                 await asyncio.sleep(max(0.0, pause - (time.perf_counter() - now)))
 
-    cpu = resource.getrusage(resource.RUSAGE_SELF)
     await asyncio.gather(*(worker(i) for i in range(args.concurrency)))
     after = resource.getrusage(resource.RUSAGE_SELF)
     for channel in channels:
@@ -107,12 +140,72 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
         return round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 2) \
             if latencies else 0.0
 
-    return {"calls": len(latencies), "events": len(latencies) * args.batch,
-            "events_per_second": round(len(latencies) * args.batch / args.seconds),
+    events = len(latencies) * args.batch
+    client_cpu = (after.ru_utime + after.ru_stime - measured_cpu[0].ru_utime
+                  - measured_cpu[0].ru_stime)
+    return {"calls": len(latencies), "events": events,
+            "events_per_second": round(events / args.seconds),
             "call_p50_ms": pct(0.5), "call_p99_ms": pct(0.99), "statuses": dict(statuses),
-            "errors": dict(errors),
-            "client_cpu_seconds": round(after.ru_utime + after.ru_stime
-                                        - cpu.ru_utime - cpu.ru_stime, 2)}
+            "errors": dict(errors), "client_cpu_seconds": round(client_cpu, 2),
+            "client_cpu_us_per_event": round(1e6 * client_cpu / max(1, events), 1),
+            "requests_built_during_run": built_late}
+
+
+async def in_process(args: argparse.Namespace, url: str, redis_pid: int) -> dict[str, Any]:
+    """RecordFeedback's server-side Python without gRPC, ``concurrency`` calls in flight on one
+    loop: parse the request bytes, validate (offers checked against a set, as against a model),
+    plan the calls, one round trip, answer, serialize. CPU of this process and of Redis per
+    event; ``--profile`` prints where this process's time went (stderr)."""
+    from dataclasses import replace
+
+    from recsvc.api.feedback import raw_events, respond
+    from recsvc.core.config import Settings
+    from recsvc.feedback.events import Event, Limits, validate
+    from recsvc.store.events import EventLog
+
+    rng = random.Random(args.seed)
+    pool = requests(rng, args, uuid.uuid4().hex[:8], args.calls + 20)
+    offers = {offer_id(i) for i in range(OFFERS)}
+    limits = Limits(max_events=max(1000, args.batch))
+    log = EventLog(schema.Keys(PREFIX), replace(Settings(), redis_url=url, key_prefix=PREFIX))
+
+    async def call(raw: bytes) -> bytes:
+        request = pb.RecordFeedbackRequest.FromString(raw)
+        verdicts = validate(raw_events(request), time.time(), limits, offers.__contains__,
+                            None)
+        valid = [v for v in verdicts if isinstance(v, Event)]
+        outcomes = await log.record(valid, time.monotonic() + 10)
+        return respond(verdicts, outcomes).SerializeToString()
+
+    async def worker(todo: list[bytes]) -> None:
+        for raw in todo:
+            await call(raw)
+
+    for raw in pool[:20]:  # warm-up: connection, script loaded
+        await call(raw)
+    pool = pool[20:]
+    profile = None
+    if args.profile:
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
+    cpu, redis_cpu, start = time.process_time(), procs.cpu_seconds(redis_pid), time.perf_counter()
+    await asyncio.gather(*(worker(pool[k::args.concurrency]) for k in range(args.concurrency)))
+    wall = time.perf_counter() - start
+    cpu, redis_cpu = time.process_time() - cpu, procs.cpu_seconds(redis_pid) - redis_cpu
+    if profile is not None:
+        import pstats
+
+        profile.disable()
+        pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(15)
+    await log.close()
+    events = len(pool) * args.batch
+    return {"events": events, "batch": args.batch, "concurrency": args.concurrency,
+            "events_per_second": round(events / wall),
+            "python_cpu_us_per_event": round(1e6 * cpu / events, 1),
+            "redis_cpu_us_per_event": round(1e6 * redis_cpu / events, 1),
+            "profiled": bool(args.profile)}
 
 
 def prepare(url: str, customers: int) -> str:
@@ -194,12 +287,21 @@ def latency(stub: Any, customers: int, samples: int, seed: int) -> dict[str, Any
 
 
 def run_load(port: int, customers: int, seconds: float, concurrency: int, size: int,
-             rate: float = 0.0, seed: int = 1) -> subprocess.Popen[str]:
+             rate: float = 0.0, seed: int = 1,
+             max_rate: float = 40_000.0) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "bench.feedback", "load", "--target", f"127.0.0.1:{port}",
          "--seconds", str(seconds), "--concurrency", str(concurrency), "--batch", str(size),
-         "--customers", str(customers), "--rate", str(rate), "--seed", str(seed)],
+         "--customers", str(customers), "--rate", str(rate), "--seed", str(seed),
+         "--max-rate", str(max_rate)],
         stdout=subprocess.PIPE, text=True)
+
+
+def started(loader: subprocess.Popen[str]) -> subprocess.Popen[str]:
+    """``loader`` once its requests are built (its first line), so its load is on."""
+    assert loader.stdout is not None
+    loader.stdout.readline()
+    return loader
 
 
 def recommend_load(port: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -212,7 +314,8 @@ def recommend_with_feedback(port: int, args: argparse.Namespace) -> dict[str, An
     """Recommend alone, then with a feedback stream of 10% of its rate (batches of 10)."""
     alone = recommend_load(port, args)
     rate = 0.1 * float(alone["calls_per_second"])
-    background = run_load(port, args.customers, args.seconds + 30, 1, 10, rate=rate, seed=4)
+    background = started(run_load(port, args.customers, args.seconds + 30, 1, 10, rate=rate,
+                                  seed=4))
     time.sleep(1.0)
     together = recommend_load(port, args)
     background.terminate()
@@ -233,25 +336,28 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         out: dict[str, Any] = {"version": out_version, "customers": args.customers,
                                "offers": OFFERS, "seconds": args.seconds,
                                "redis_appendfsync": args.fsync}
+        only_record = args.what == "record"
+        folding = args.consumer and not only_record
         with procs.server(["recsvc", "serve"], dict(env, RECSVC_PORT=str(port)), port) as srv:
             consumer = subprocess.Popen(
-                [sys.executable, "-m", "recsvc", "feedback", "consume"] if args.consumer
+                [sys.executable, "-m", "recsvc", "feedback", "consume"] if folding
                 else [sys.executable, "-c", "import time; time.sleep(3600)"],
                 env=env, stdout=subprocess.DEVNULL)
             try:
                 time.sleep(2.0)
                 runs = []
-                for concurrency in (4, 16):
+                for concurrency in args.concurrencies:
                     cpu = procs.cpu_seconds(srv.pid)
                     fold_cpu = procs.cpu_seconds(consumer.pid)
                     redis_cpu = procs.cpu_seconds(server.process.pid)
-                    loader = run_load(port, args.customers, args.seconds, concurrency, 100)
+                    loader = run_load(port, args.customers, args.seconds, concurrency,
+                                      args.batch, max_rate=args.max_rate)
                     result = json.loads(loader.communicate()[0].strip().splitlines()[-1])
                     result["concurrency"] = concurrency
                     result["server_cpu_seconds"] = round(procs.cpu_seconds(srv.pid) - cpu, 2)
                     result["redis_cpu_seconds"] = round(
                         procs.cpu_seconds(server.process.pid) - redis_cpu, 2)
-                    if args.consumer:
+                    if folding:
                         caught_up(client)
                     folded_cpu = procs.cpu_seconds(consumer.pid) - fold_cpu
                     recorded = result["statuses"].get("FEEDBACK_STATUS_RECORDED", 0)
@@ -267,11 +373,13 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     runs.append(result)
                     print(json.dumps(result), flush=True)
                 out["record_feedback"] = runs
+                if only_record:
+                    return out
                 with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                     stub = pb_grpc.RetentionOfferServiceStub(channel)  # type: ignore[no-untyped-call]
                     out["latency_idle"] = latency(stub, args.customers, args.samples, 3)
-                    background = run_load(port, args.customers, args.seconds + 30, 2, 100,
-                                          rate=2000, seed=2)
+                    background = started(run_load(port, args.customers, args.seconds + 30, 2,
+                                                  100, rate=2000, seed=2))
                     time.sleep(1.5)
                     out["latency_under_2000_events_per_second"] = latency(
                         stub, args.customers, args.samples, 5)
@@ -289,7 +397,13 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.feedback")
-    parser.add_argument("what", choices=("bench", "load"), nargs="?", default="bench")
+    parser.add_argument("what", choices=("bench", "record", "inprocess", "load"), nargs="?",
+                        default="bench",
+                        help="bench: everything; record: only RecordFeedback's throughput "
+                             "(no fold-in consumer, no latency or Recommend runs); inprocess: "
+                             "the server's Python per event without gRPC (--calls, --batch, "
+                             "--concurrency, --profile); load: the load generator (a process "
+                             "of its own)")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--samples", type=int, default=200)
@@ -298,19 +412,36 @@ def main() -> int:
     parser.add_argument("--no-consumer", dest="consumer", action="store_false",
                         help="RecordFeedback alone, no fold-in consumer running")
     parser.add_argument("--target", help="(load) HOST:PORT")
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=4, help="(load) calls in flight")
+    parser.add_argument("--concurrencies", default="4,16",
+                        help="calls in flight of the RecordFeedback runs, comma-separated")
+    parser.add_argument("--max-rate", type=float, default=40_000.0,
+                        help="(load) events/s the requests built before the clock cover")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--rate", type=float, default=0.0, help="(load) events/s cap, 0 = none")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--calls", type=int, default=300, help="(inprocess) calls measured")
+    parser.add_argument("--profile", action="store_true",
+                        help="(inprocess) cProfile's top 15 on stderr")
     args = parser.parse_args()
+    args.concurrencies = [int(c) for c in str(args.concurrencies).split(",") if c.strip()]
     if args.what == "load":
         print(json.dumps(asyncio.run(load(args))))
+        return 0
+    if args.what == "inprocess":
+        server = localredis.start(persist=args.fsync != "off", appendfsync=args.fsync
+                                  if args.fsync != "off" else "always")
+        try:
+            print(json.dumps(asyncio.run(in_process(args, server.url, server.process.pid))))
+        finally:
+            server.stop()
         return 0
     # On SIGTERM the finally blocks stop the server, consumer and redis-server this started.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     results = bench(args)
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench" / "results" / "feedback.json").write_text(json.dumps(results, indent=2))
+    name = "feedback-record.json" if args.what == "record" else "feedback.json"
+    (ROOT / "bench" / "results" / name).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return 0
 

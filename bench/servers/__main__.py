@@ -7,11 +7,12 @@ bench/results/servers.json and the tables of docs/PERFORMANCE.md between its mar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
 
-from bench.servers import plan
+from bench.servers import before, plan
 from training import localredis
 
 
@@ -25,6 +26,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds per server start")
     parser.add_argument("--sync-threads", type=int, help="RECSVC_SYNC_THREADS for sync")
     parser.add_argument("--no-workers", action="store_true", help="skip 2 workers vs 1")
+    parser.add_argument("--before", metavar="REF",
+                        help="also Recommend of this earlier commit (its own train and serve)")
+    parser.add_argument("--log-cost", action="store_true",
+                        help="also each model without the decision log (what logging costs)")
     parser.add_argument("--out", type=Path, default=plan.RESULTS)
     parser.add_argument("--no-docs", action="store_true",
                         help="leave docs/PERFORMANCE.md alone (for trial runs)")
@@ -34,13 +39,19 @@ def main() -> int:
             parser.error(f"--{name} must be positive")
     server = localredis.start()
     try:
-        bench_train(server.url, args.customers)
-        results: dict[str, Any] = {
-            "machine": machine(), "customers": args.customers,
-            "command": "python -m bench.servers " + " ".join(sys.argv[1:])}
-        results.update(plan.run(server.url, server.process.pid, dataset(args.customers),
-                                args.seconds, args.rounds, args.warmup, args.sync_threads,
-                                not args.no_workers))
+        with contextlib.ExitStack() as stack:
+            bench_train(server.url, args.customers)
+            extra = []
+            if args.before:
+                tree, commit = stack.enter_context(before.checkout(args.before))
+                extra.append(before.target(tree, commit, server.url, dataset(args.customers),
+                                           plan.base_env(server.url)))
+            results: dict[str, Any] = {
+                "machine": machine(), "customers": args.customers,
+                "command": "python -m bench.servers " + " ".join(sys.argv[1:])}
+            results.update(plan.run(server.url, server.process.pid, dataset(args.customers),
+                                    args.seconds, args.rounds, args.warmup, args.sync_threads,
+                                    not args.no_workers, extra, args.log_cost))
     finally:
         server.stop()
     plan.publish(results, args.out, not args.no_docs)

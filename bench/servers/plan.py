@@ -32,6 +32,7 @@ SERVER_CPUS, CLIENT_CPUS, BOTH_CPUS = "0", "1", "0,1"
 # Above the 256 in flight of the largest shape: a capped call answers RESOURCE_EXHAUSTED at
 # once, which h2load would count as a fast success.
 MAX_CONCURRENT_RPCS = "1024"
+NO_LOG = "_without_log"  # suffix of a Recommend target run with RECSVC_DECISION_LOG=0
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ def server_models() -> tuple[str, ...]:
 
 
 def targets(env: dict[str, str], sync_threads: int | None,
-            models: tuple[str, ...] | None = None) -> tuple[list[Target], dict[str, str]]:
+            models: tuple[str, ...] | None = None, log_cost: bool = False
+            ) -> tuple[list[Target], dict[str, str]]:
     """The servers to measure, and the ones skipped with the reason; ``models``: the server
     models recsvc knows (default: asked of its Settings)."""
     models = server_models() if models is None else models
@@ -69,6 +71,9 @@ def targets(env: dict[str, str], sync_threads: int | None,
         if model == "sync" and sync_threads:
             extra["RECSVC_SYNC_THREADS"] = str(sync_threads)
         found.append(Target(f"recommend_{model}", ["recsvc", "serve"], dict(env, **extra)))
+        if log_cost:  # the same server without the decision log: what logging costs
+            found.append(Target(f"recommend_{model}{NO_LOG}", ["recsvc", "serve"],
+                                dict(env, RECSVC_DECISION_LOG="0", **extra)))
     return found, skipped
 
 
@@ -116,16 +121,23 @@ def _session(target: Target, workers: int, cpus: str, client_cpus: str, ctx: dic
     return info, measured
 
 
+def base_env(url: str) -> dict[str, str]:
+    return dict(os.environ, RECSVC_REDIS_URL=url, RECSVC_KEY_PREFIX="bench",
+                RECSVC_LOG_LEVEL="WARNING", RECSVC_HOST="127.0.0.1",
+                RECSVC_MAX_CONCURRENT_RPCS=MAX_CONCURRENT_RPCS)
+
+
 def run(url: str, redis_pid: int, data: Path, seconds: float, rounds: int, warmup: float = 1.0,
-        sync_threads: int | None = None, workers_check: bool = True) -> dict[str, Any]:
-    """Every target in ``rounds`` rotated rounds, then 2 workers vs 1; the results dict."""
+        sync_threads: int | None = None, workers_check: bool = True,
+        extra: list[Target] | None = None, log_cost: bool = False) -> dict[str, Any]:
+    """Every target (and ``extra``: an earlier commit's) in ``rounds`` rotated rounds, then 2
+    workers vs 1; the results dict."""
     binary = h2load.find()
     if binary is None:
         raise SystemExit("h2load missing: run `make h2load-bin` (installs nghttp2-client)")
-    env = dict(os.environ, RECSVC_REDIS_URL=url, RECSVC_KEY_PREFIX="bench",
-               RECSVC_LOG_LEVEL="WARNING", RECSVC_HOST="127.0.0.1",
-               RECSVC_MAX_CONCURRENT_RPCS=MAX_CONCURRENT_RPCS)
-    found, skipped = targets(env, sync_threads)
+    env = base_env(url)
+    found, skipped = targets(env, sync_threads, log_cost=log_cost)
+    found += extra or []
     customer = customer_of(data)
     message = pb.RecommendRequest(customer_id=customer, limit=10).SerializeToString()
     out: dict[str, Any] = {
@@ -165,7 +177,8 @@ def run(url: str, redis_pid: int, data: Path, seconds: float, rounds: int, warmu
                 runs.pin(redis_pid, BOTH_CPUS)
                 try:
                     for target in found:
-                        if target.key.startswith("recommend") and target.key not in skipped:
+                        if target.key in ("recommend_aio", "recommend_sync") and \
+                                target.key not in skipped:
                             _, measured = _session(target, 2, BOTH_CPUS, BOTH_CPUS, ctx,
                                                    (runs.SHAPES[-1],), seconds, warmup)
                             out["runs"] += [dict(r, round=number + 1) for r in measured]

@@ -16,6 +16,26 @@ LABELS = {"echo_sync": "sync echo (grpc.server, 8 threads)",
           "echo_aio": "aio echo (bench/echo.py)",
           "recommend_aio": "Recommend, aio", "recommend_sync": "Recommend, sync"}
 ECHOES = ("echo_sync", "echo_aio")
+BEFORE = "recommend_before_"  # + the commit: `--before REF` (bench/servers/before.py)
+
+
+NO_LOG = "_without_log"
+
+
+def label(target: str) -> str:
+    if target.endswith(NO_LOG):
+        return label(target.removesuffix(NO_LOG)) + ", no decision log"
+    if target.startswith(BEFORE):
+        return f"Recommend before ({target.removeprefix(BEFORE)})"
+    return LABELS.get(target, target)
+
+
+def ratio_per_round(runs: list[Run], target: str, other: str, in_flight: int) -> list[float]:
+    """Per round: ``target``'s req/s over ``other``'s (an earlier commit's, the same server
+    without the decision log), same round and shape."""
+    mine, theirs = per_round(runs, target, in_flight), per_round(runs, other, in_flight)
+    return [float(mine[n]["requests_per_second"]) / float(theirs[n]["requests_per_second"])
+            for n in sorted(mine) if n in theirs]
 IN_FLIGHT = (1, 32, 256)
 
 Run = dict[str, Any]
@@ -68,7 +88,7 @@ def budget_scaling(one: Run, two: Run) -> float | None:
 
 def _grid(runs: list[Run], present: list[str], title: str, cell: Callable[[list[Run]], str]
           ) -> list[str]:
-    lines = [f"| {title} | " + " | ".join(LABELS[t] for t in present) + " |",
+    lines = [f"| {title} | " + " | ".join(label(t) for t in present) + " |",
              "|---" * (len(present) + 1) + "|"]
     for c in IN_FLIGHT:
         lines.append(f"| {c} | " + " | ".join(cell(select(runs, t, c)) for t in present) + " |")
@@ -82,6 +102,8 @@ def _ok(passed: bool) -> str:
 def tables(results: dict[str, Any]) -> str:
     m, runs = results["machine"], results["runs"]
     present = [t for t in LABELS if any(r["target"] == t for r in runs)]
+    present += sorted({r["target"] for r in runs if r["target"].startswith(BEFORE)
+                       or r["target"].endswith(NO_LOG)})
     lines = [f"Measured {m['date']} at commit `{m['commit']}` on {m['cores']} cores ({m['cpu']}), "
              f"Python {m['python']}, with `{results['command']}`: {results['rounds']} round(s) "
              f"of {results['seconds']:g} s per run, customer `{results['customer_id']}` of "
@@ -99,14 +121,14 @@ def tables(results: dict[str, Any]) -> str:
     for t in present:
         ones = select(runs, t, 1)
         size = results["targets"].get(t, {}).get("response_frame_bytes", "-")
-        lines.append(f"| {LABELS[t]} | {span((r['mean_ms'] for r in ones), '{:.3f}')} | "
+        lines.append(f"| {label(t)} | {span((r['mean_ms'] for r in ones), '{:.3f}')} | "
                      f"{span((r['p99_ms'] for r in ones if 'p99_ms' in r), '{:.3f}')} | "
                      f"{size} |")
     targets: list[tuple[str, str, str]] = []
     recommends = [t for t in present if t.startswith("recommend")]
     if recommends:
         lines += ["", "| Recommend / the faster echo of its round | " +
-                  " | ".join(f"{LABELS[t]}: req/s | per CPU s" for t in recommends) + " |",
+                  " | ".join(f"{label(t)}: req/s | per CPU s" for t in recommends) + " |",
                   "|---" * (2 * len(recommends) + 1) + "|"]
         for c in IN_FLIGHT:
             cells = [f"{span(versus_echo(runs, t, c, 'requests_per_second'), '{:.0%}')} | "
@@ -116,15 +138,17 @@ def tables(results: dict[str, Any]) -> str:
     for t in recommends:
         ratios = versus_echo(runs, t, 32, "requests_per_second")
         if ratios:
-            targets.append((f"{LABELS[t]} >= 70% of the fastest bare echo at 32 in flight",
+            targets.append((f"{label(t)} >= 70% of the fastest bare echo at 32 in flight",
                             f"median {median(ratios):.0%} ({span(ratios, '{:.0%}')})",
                             _ok(median(ratios) >= 0.70)))
         p99 = [r["p99_ms"] for r in select(runs, t, 1) if "p99_ms" in r]
         if p99:
-            targets.append((f"{LABELS[t]} p99 <= 2 ms at 1 in flight",
+            targets.append((f"{label(t)} p99 <= 2 ms at 1 in flight",
                             f"median {median(p99):.3f} ms ({span(p99, '{:.3f}')})",
                             _ok(median(p99) <= 2.0)))
     lines += _workers(runs, recommends, targets)
+    lines += _before(runs, recommends, targets)
+    lines += _log_cost(runs, recommends, targets)
     unpinned = sorted(t for t, info in results["targets"].items()
                       if info.get("cpus_allowed") not in (None, [results.get("server_cpus", "0")]))
     if unpinned:
@@ -144,7 +168,7 @@ def tables(results: dict[str, Any]) -> str:
         targets.append(("every answer complete (no gRPC error statuses)",
                         "short answers: " + ", ".join(short), "**missed**"))
     if results.get("skipped"):
-        lines += ["", "Not measured: " + "; ".join(f"{LABELS.get(k, k)}: {why}"
+        lines += ["", "Not measured: " + "; ".join(f"{label(k)}: {why}"
                                                   for k, why in results["skipped"].items()) + "."]
     if targets:
         lines += ["", "| target | measured | |", "|---|---|---|"]
@@ -152,10 +176,54 @@ def tables(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _before(runs: list[Run], recommends: list[str], targets: list[tuple[str, str, str]]
+            ) -> list[str]:
+    """Today's Recommend against an earlier commit's (issue 9: within 10% of before)."""
+    befores = [t for t in recommends if t.startswith(BEFORE)]
+    nows = [t for t in recommends if not t.startswith(BEFORE) and not t.endswith(NO_LOG)]
+    if not befores or not nows:
+        return []
+    before = befores[0]
+    lines = ["", f"| req/s over {label(before)} | " + " | ".join(label(t) for t in nows) + " |",
+             "|---" * (len(nows) + 1) + "|"]
+    for c in IN_FLIGHT:
+        lines.append(f"| {c} in flight | " + " | ".join(
+            span(ratio_per_round(runs, t, before, c), "{:.2f}x") for t in nows) + " |")
+    for t in nows:
+        ratios = ratio_per_round(runs, t, before, 32)
+        if ratios:
+            targets.append((f"{label(t)} within 10% of {label(before)} at 32 in flight",
+                            f"median {median(ratios):.2f}x ({span(ratios, '{:.2f}x')})",
+                            _ok(median(ratios) >= 0.90)))
+    return lines
+
+
+def _log_cost(runs: list[Run], recommends: list[str], targets: list[tuple[str, str, str]]
+              ) -> list[str]:
+    """What the decision log costs (issue 11: at most 10% of Recommend's throughput)."""
+    pairs = [(t, t + NO_LOG) for t in recommends if t + NO_LOG in recommends]
+    if not pairs:
+        return []
+    lines = ["", "| req/s with the decision log over without | " +
+             " | ".join(label(t) for t, _ in pairs) + " |", "|---" * (len(pairs) + 1) + "|"]
+    for c in IN_FLIGHT:
+        lines.append(f"| {c} in flight | " + " | ".join(
+            span(ratio_per_round(runs, t, bare, c), "{:.2f}x") for t, bare in pairs) + " |")
+    for t, bare in pairs:
+        ratios = ratio_per_round(runs, t, bare, 32)
+        if ratios:
+            targets.append((f"{label(t)}: the decision log costs <= 10% at 32 in flight",
+                            f"median {median(ratios):.2f}x ({span(ratios, '{:.2f}x')})",
+                            _ok(median(ratios) >= 0.90)))
+    return lines
+
+
 def _workers(runs: list[Run], recommends: list[str], targets: list[tuple[str, str, str]]
              ) -> list[str]:
     lines: list[str] = []
     for t in recommends:
+        if t.startswith(BEFORE) or t.endswith(NO_LOG):
+            continue
         ones, twos = per_round(runs, t, 256), per_round(runs, t, 256, workers=2)
         pairs = [(ones[n], twos[n]) for n in sorted(twos) if n in ones]
         if not pairs:
@@ -171,13 +239,13 @@ def _workers(runs: list[Run], recommends: list[str], targets: list[tuple[str, st
             return (f"{span((a[key] for a, _ in pairs), '{:.2f}')} / "
                     f"{span((b[key] for _, b in pairs), '{:.2f}')}")
 
-        lines.append(f"| {LABELS[t]} | {span(a['requests_per_second'] for a, _ in pairs)} | "
+        lines.append(f"| {label(t)} | {span(a['requests_per_second'] for a, _ in pairs)} | "
                      f"{span(b['requests_per_second'] for _, b in pairs)} | "
                      f"{span(raw, '{:.2f}x')} | {both('server_cpu_seconds')} | "
                      f"{both('client_cpu_seconds')} | {both('redis_cpu_seconds')} | "
                      f"{span(scaled, '{:.2f}x')} |")
         if scaled:
-            targets.append((f"{LABELS[t]}: 2 workers >= 1.7x one (on the CPU budget)",
+            targets.append((f"{label(t)}: 2 workers >= 1.7x one (on the CPU budget)",
                             f"median {median(scaled):.2f}x (raw {span(raw, '{:.2f}x')})",
                             _ok(median(scaled) >= 1.7)))
     return lines

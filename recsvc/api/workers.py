@@ -4,7 +4,10 @@ each to a CPU; and the check that a port is free before any of them starts.
 A worker that dies (a crash, the OOM killer, SIGKILL) is logged and restarted with a backoff; one
 that keeps dying makes the parent stop the others and exit non-zero, so a supervisor above
 (systemd, Kubernetes) sees the failure instead of a server quietly at reduced capacity.
-Used by ``recsvc serve --workers N`` and by the benchmark's echo server. Stdlib only.
+With Prometheus multiprocess metrics (``PROMETHEUS_MULTIPROC_DIR`` in the workers' environment)
+a dead worker's gauge files are removed as soon as its death is noticed, so /metrics never
+keeps a dead pid's values (``recsvc.ops.endpoint.forget_process``).
+Used by ``recsvc serve --workers N`` and by the benchmark's echo server.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from recsvc.core.errors import ListenError
+from recsvc.ops import endpoint, metrics
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +124,21 @@ class _Supervisor:
                           slot, child.pid, describe_exit(code), len(recent),
                           self.policy.window, EXIT_WORKERS_GAVE_UP)
                 return True
+            self._forget(child.pid)
             delay = self.policy.delay(len(recent))
             log.error("worker %d (pid %d) %s; restarting it in %.1f s (death %d of %d allowed "
                       "in %.0f s)", slot, child.pid, describe_exit(code), delay, len(recent),
                       self.policy.max_deaths - 1, self.policy.window)
             self.restart_at[slot] = now + delay
         return False
+
+    def _forget(self, pid: int) -> None:
+        directory = self.env.get(endpoint.MULTIPROC_ENV)
+        if directory:
+            try:
+                endpoint.forget_process(pid, directory)
+            except OSError as exc:  # metrics must never stop the supervisor
+                log.warning("cannot remove the metrics of dead worker pid %d: %s", pid, exc)
 
     def _give_up(self) -> int:
         self.stopping.set()
@@ -159,6 +172,12 @@ def run_workers(command: list[str], env: dict[str, str], count: int,
 def is_worker() -> bool:
     """True in a process started by ``run_workers`` (it shares the port with its siblings)."""
     return os.environ.get("_RECSVC_WORKER") == "1"
+
+
+def worker_started() -> None:
+    """In a worker: say so in the metrics (a series per live worker pid)."""
+    if is_worker():
+        metrics.worker_started(time.time())
 
 
 def pin_worker_cpu() -> None:

@@ -121,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     consume.add_argument("--batch", type=int, default=500, help="entries per read")
     consume.add_argument("--claim-idle-seconds", type=float, default=30.0,
                          help="take over another consumer's entries pending this long")
+    consume.add_argument("--metrics-port", type=int,
+                         help="Prometheus /metrics on this port (overrides "
+                         "RECSVC_FOLDIN_METRICS_PORT; 0 = off)")
 
     add_offer_commands(sub)
     add_report_command(sub)
@@ -141,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=getattr(args, "port", None),
             workers=getattr(args, "workers", None),
             log_level=args.log_level,
+            foldin_metrics_port=getattr(args, "metrics_port", None),
         )
     except SettingError as exc:
         print(f"recsvc: {exc}", file=sys.stderr)
@@ -158,9 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             from recsvc.api.server import serve
-            from recsvc.api.workers import pin_worker_cpu
+            from recsvc.api.workers import pin_worker_cpu, worker_started
 
             pin_worker_cpu()
+            worker_started()
             return serve(settings)
         if args.command == "recommend":
             from recsvc.cli.client import print_recommendation

@@ -50,6 +50,7 @@ class Settings:
     log_salt: str = ""  # key of the customer-id hashes in logs; empty: random per process
     metrics_port: int = 0  # Prometheus /metrics on this port; 0 = off (the image sets 9464)
     metrics_host: str = ""  # empty: the same as host
+    foldin_metrics_port: int = 0  # `recsvc feedback consume`'s /metrics (--metrics-port); 0 = off
     pushgateway_url: str = ""  # `recsvc train` pushes its metrics here when set
     # The HTTP/JSON face and the agent panel (README "For the CRM"): -1 (or empty) = off,
     # 0 = any free port (tests), else that port; same loop, servicer and tokens as gRPC.
@@ -101,7 +102,7 @@ MAX_WORKERS = 256
 SERVER_MODELS = ("aio", "sync")
 # Flags that set a setting (the command line names them in its messages).
 FLAGS = {"redis_url": "--redis-url", "host": "--host", "port": "--port", "workers": "--workers",
-         "log_level": "--log-level"}
+         "log_level": "--log-level", "foldin_metrics_port": "--metrics-port"}
 
 
 def setting_name(name: str) -> str:
@@ -171,6 +172,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "decision_log_max_per_shard": _between(1),
     "log_format": lambda v: None if v in ("json", "text") else "json or text",
     "metrics_port": _between(0, 65535),  # 0: no metrics endpoint
+    "foldin_metrics_port": _between(0, 65535),
     "http_port": _between(-1, 65535),  # -1: no HTTP face; 0: any free port
     "http_max_body_bytes": _between(1024, 2**31 - 1),
 }

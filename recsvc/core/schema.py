@@ -94,7 +94,11 @@ class Keys:
 
     def live(self, customer_id: str) -> str:
         """Hash: the customer's live state (accepts, declines, contacts, fold-in records)."""
-        return f"{self.prefix}:live:{{{shard_of(customer_id)}}}:{customer_id}"
+        return self.live_in(shard_of(customer_id), customer_id)
+
+    def live_in(self, shard: int, customer_id: str) -> str:
+        """``live`` when the caller already knows the customer's shard."""
+        return f"{self.prefix}:live:{{{shard}}}:{customer_id}"
 
     def events(self, shard: int) -> str:
         """Stream: the durable log of recorded feedback events of one shard."""

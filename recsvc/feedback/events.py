@@ -11,6 +11,8 @@ import math
 import re
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 
 from recsvc.core.errors import InvalidRequestError
 
@@ -27,8 +29,9 @@ EARLIEST = 946_684_800.0  # 2000-01-01: older times are typos, not history
 _CHANNEL = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
-@dataclass(frozen=True)
-class RawEvent:
+# The two event types are NamedTuples, immutable like frozen dataclasses but about four times
+# cheaper to build: two are built per event, up to 1,000 events a call.
+class RawEvent(NamedTuple):
     """An event as the caller sent it (the servicer builds it from the proto)."""
 
     event_id: str
@@ -42,8 +45,7 @@ class RawEvent:
     value: float | None = None
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     """A valid event, its time resolved (epoch seconds)."""
 
     event_id: str
@@ -79,8 +81,21 @@ def check_batch_size(count: int, cap: int) -> None:
             "split the batch")
 
 
-def _bytes_len(text: str) -> int:
-    return len(text.encode("utf-8", "surrogatepass"))
+def _longer_than(text: str, limit: int) -> bool:
+    """Is ``text`` over ``limit`` UTF-8 bytes? Encoded only when it could be (<= 4 bytes per
+    character, also with lone surrogates)."""
+    return len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit
+
+
+def _good_channel(channel: str) -> bool:
+    # Only names short enough to be valid reach the cache (a cached key is kept in memory).
+    return len(channel) <= 64 and _matched_channel(channel)
+
+
+@lru_cache(maxsize=1024)
+def _matched_channel(channel: str) -> bool:
+    """A handful of channel names come again and again: each is matched once."""
+    return _CHANNEL.fullmatch(channel) is not None
 
 
 def problem(raw: RawEvent, now: float, limits: Limits,
@@ -89,18 +104,18 @@ def problem(raw: RawEvent, now: float, limits: Limits,
     """The first rule ``raw`` breaks, in words naming the field; None when valid."""
     if not raw.event_id:
         return "event_id: must not be empty (it is the idempotency key)"
-    if _bytes_len(raw.event_id) > MAX_EVENT_ID_BYTES:
+    if _longer_than(raw.event_id, MAX_EVENT_ID_BYTES):
         return f"event_id: longer than {MAX_EVENT_ID_BYTES} bytes"
     if not raw.customer_id:
         return "customer_id: must not be empty"
-    if _bytes_len(raw.customer_id) > MAX_CUSTOMER_ID_BYTES:
+    if _longer_than(raw.customer_id, MAX_CUSTOMER_ID_BYTES):
         return f"customer_id: longer than {MAX_CUSTOMER_ID_BYTES} bytes"
     if raw.event not in EVENT_NAMES:
         return f"event: unknown event {raw.event[:40]!r}; known: {', '.join(EVENT_NAMES)}"
     if raw.event in INTERACTIONS and not raw.offer_id:
         return f"offer_id: required for a {raw.event!r} event"
     if raw.offer_id:
-        if _bytes_len(raw.offer_id) > MAX_OFFER_ID_BYTES:
+        if _longer_than(raw.offer_id, MAX_OFFER_ID_BYTES):
             return f"offer_id: longer than {MAX_OFFER_ID_BYTES} bytes"
         if known_offer is not None and not known_offer(raw.offer_id):
             return f"offer_id: unknown offer {raw.offer_id[:80]!r} (not in the catalogue)"
@@ -117,14 +132,14 @@ def problem(raw: RawEvent, now: float, limits: Limits,
             return "value: required for 'nps' (the score 0-10)"
         if not NPS_RANGE[0] <= raw.value <= NPS_RANGE[1]:
             return f"value: an NPS score lies in 0..10, got {raw.value:g}"
-    if raw.channel and not _CHANNEL.fullmatch(raw.channel):
+    if raw.channel and not _good_channel(raw.channel):
         return "channel: 1 to 64 letters, digits, '_', '-' or '.'"
     if raw.segment:
         if len(raw.segment) > MAX_SEGMENT_CHARS or not raw.segment.isprintable():
             return f"segment: at most {MAX_SEGMENT_CHARS} printable characters"
         if known_segments is not None and raw.segment not in known_segments:
             return f"segment: unknown segment {raw.segment[:80]!r} (not in the active model)"
-    if _bytes_len(raw.decision_id) > MAX_DECISION_ID_BYTES:
+    if raw.decision_id and _longer_than(raw.decision_id, MAX_DECISION_ID_BYTES):
         return f"decision_id: longer than {MAX_DECISION_ID_BYTES} bytes"
     return None
 

@@ -13,6 +13,9 @@ A crashed consumer's pending entries are taken over with ``XAUTOCLAIM`` once idl
 entries after the new version's training cutoff (``meta.feedback_cutoff``, per shard) are
 replayed into it, so a model switch loses nothing and mixes nothing. SIGTERM: the current batch
 finishes, then the process exits.
+
+Every handled entry is counted by outcome and every failed batch by kind
+(``recsvc.ops.foldin_metrics``); the backlog metrics are read from Redis at scrape time.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +35,13 @@ import numpy as np
 import redis
 
 from recsvc.core import schema
-from recsvc.core.config import Settings
+from recsvc.core.config import Settings, setting_name
 from recsvc.core.errors import CorruptRecordError, StoreError
+from recsvc.core.ratelog import RateLimitedLog
 from recsvc.feedback.events import INTERACTIONS
 from recsvc.feedback.foldin import ACCEPTED, FoldModel, NewEvent, add_events
+from recsvc.ops import endpoint, foldin_metrics
+from recsvc.store.backlog import read_backlog
 from recsvc.store.fold_writes import fold_write_args, run_fold_writes
 from recsvc.store.reader import RedisStore
 
@@ -58,6 +66,33 @@ class Entry:
     @property
     def customer(self) -> str:
         return self.fields.get("customer", "")
+
+
+class ContentionError(StoreError):
+    """Customers kept losing the compare-and-set to other consumers (the batch is retried)."""
+
+
+@dataclass
+class Outcomes:
+    """What one customer's entries came to (``foldin_metrics.OUTCOMES``)."""
+
+    folded: int = 0
+    duplicate: int = 0
+    no_effect: int = 0
+
+    def record(self) -> None:
+        foldin_metrics.events_handled("folded", self.folded)
+        foldin_metrics.events_handled("duplicate", self.duplicate)
+        foldin_metrics.events_handled("no_effect", self.no_effect)
+
+
+def failure_kind(exc: Exception) -> str:
+    """``foldin_metrics.FAILURE_KINDS`` of a failed batch."""
+    if isinstance(exc, CorruptRecordError):
+        return "corrupt"
+    if isinstance(exc, ContentionError):
+        return "contention"
+    return "redis"
 
 
 @dataclass
@@ -99,6 +134,7 @@ class FoldInConsumer:
         self.previous = ""
         self.stats = Stats()
         self._last_claim = 0.0
+        self._trouble = RateLimitedLog(log)  # a long outage: a line per 10 s, not per second
 
     # -- set-up and the loop -------------------------------------------------------------
     def ensure_groups(self) -> None:
@@ -111,15 +147,24 @@ class FoldInConsumer:
                 raise StoreError(f"cannot create the consumer group: {reply}")
 
     def run(self, stop: threading.Event) -> Stats:
-        self.ensure_groups()
-        self.sync_version(start=True)
+        """Until ``stop``. Redis trouble (also at start: Redis may come up after us) is a
+        warning line (one per kind and 10 s), a failure count and a retry in 1 s, never an exit:
+        the backlog waits."""
+        started = False
         while not stop.is_set():
             try:
+                if not started:
+                    self.ensure_groups()
+                    self.sync_version(start=True)
+                    started = True
                 self.step()
                 if time.monotonic() - self._last_claim > self.claim_idle_ms / 4000:
                     self.claim_stale()
             except (redis.RedisError, StoreError) as exc:
-                log.warning("fold-in: Redis trouble, retrying in 1 s: %s", exc)
+                kind = failure_kind(exc)
+                foldin_metrics.failure(kind)
+                self._trouble.log(logging.WARNING, kind,
+                                  f"fold-in: a batch failed ({kind}), retrying in 1 s: {exc}")
                 stop.wait(1.0)
         return self.stats
 
@@ -208,20 +253,24 @@ class FoldInConsumer:
         model = self.model
         if model is None:
             self.stats.skipped += len(entries)
+            Outcomes(no_effect=len(entries)).record()
             return
         by_customer: dict[str, list[Entry]] = defaultdict(list)
+        ignored = 0
         for entry in entries:
             if entry.fields.get("event") in INTERACTIONS and entry.customer:
                 by_customer[entry.customer].append(entry)
             else:
-                self.stats.skipped += 1
+                ignored += 1
+        self.stats.skipped += ignored
+        Outcomes(no_effect=ignored).record()
         todo = dict(by_customer)
         for _ in range(CAS_ATTEMPTS):
             if not todo:
                 return
             todo = self._fold_round(model, todo)
             self.stats.cas_retries += len(todo)
-        raise StoreError(f"fold-in: {len(todo)} customers kept losing the compare-and-set")
+        raise ContentionError(f"fold-in: {len(todo)} customers kept losing the compare-and-set")
 
     def _fold_round(self, model: FoldModel,
                     todo: dict[str, list[Entry]]) -> dict[str, list[Entry]]:
@@ -235,32 +284,42 @@ class FoldInConsumer:
                        schema.LIVE_SEGMENT)
         replies = pipe.execute()
         writes: list[list[Any]] = []
-        written: list[str] = []
+        written: list[tuple[str, Outcomes]] = []
         for i, customer in enumerate(customers):
             base, (folded_record, folded_ids, live_segment) = replies[2 * i], replies[2 * i + 1]
             expected = "" if folded_ids is None else _text(folded_ids)
+            outcomes = Outcomes()
             result = self._solve(model, todo[customer], folded_record or base, expected,
-                                 None if live_segment is None else _text(live_segment))
+                                 None if live_segment is None else _text(live_segment),
+                                 outcomes)
             if result is None:
+                outcomes.record()
                 continue
             record, folded = result
             writes.append(fold_write_args(self.keys.live(customer), record_field, folded_field,
                                           expected, record, folded, self.ttl, model.version,
                                           self.previous))
-            written.append(customer)
+            written.append((customer, outcomes))
         won = run_fold_writes(self.client, writes)
         self.stats.folded += sum(won)
-        return {c: todo[c] for c, ok in zip(written, won, strict=True) if not ok}
+        for (_, outcomes), ok in zip(written, won, strict=True):
+            if ok:  # a lost compare-and-set is solved again from what the winner wrote
+                outcomes.record()
+        return {c: todo[c] for (c, _), ok in zip(written, won, strict=True) if not ok}
 
     def _solve(self, model: FoldModel, entries: list[Entry], raw: bytes | None,
-               folded_ids: str, live_segment: str | None) -> tuple[bytes, str] | None:
-        """The customer's new record and folded ids; None when nothing changes."""
+               folded_ids: str, live_segment: str | None,
+               outcomes: Outcomes) -> tuple[bytes, str] | None:
+        """The customer's new record and folded ids; None when nothing changes. ``outcomes``
+        gets what each entry came to."""
         done = folded_ids.split()
         done_set = set(done)
         oldest = min((stream_id_key(s) for s in done), default=None)
         fresh = [e for e in entries if e.stream_id not in done_set
                  and not (len(done) >= FOLDED_KEPT and oldest is not None
                           and stream_id_key(e.stream_id) < oldest)]
+        outcomes.duplicate = len(entries) - len(fresh)
+        outcomes.no_effect = len(fresh)  # until an entry below turns out to change the vector
         if not fresh:
             return None
         if raw is not None:
@@ -289,6 +348,7 @@ class FoldInConsumer:
             return None
         events = [NewEvent(model.offer_index[e.fields["offer"]], e.fields["event"])
                   for e in fresh if e.fields.get("offer") in model.offer_index]
+        outcomes.folded, outcomes.no_effect = len(events), len(fresh) - len(events)
         cell_offers, cell_confidence = add_events(cell_offers, cell_confidence, events,
                                                   model.weights,
                                                   solver.negative_impression_weight)
@@ -311,6 +371,8 @@ class FoldInConsumer:
         for shard, ids in by_shard.items():
             pipe.xack(self.keys.events(shard), GROUP, *ids)
         pipe.execute()
+        foldin_metrics.acknowledged(time.time(),
+                                    [stream_id_key(e.stream_id)[0] for e in entries])
 
     def _shard_of_key(self, key: str) -> int:
         return int(key[key.rindex("{") + 1:key.rindex("}")])
@@ -318,12 +380,36 @@ class FoldInConsumer:
 
 def consume(settings: Settings, stop: threading.Event, name: str | None = None,
             batch: int = 500, claim_idle_seconds: float = 30.0) -> Stats:
-    """The command's body: a client with generous timeouts, the loop until ``stop``."""
+    """The command's body: a client with generous timeouts, the loop until ``stop``; with
+    ``RECSVC_FOLDIN_METRICS_PORT`` (or ``--metrics-port``) its metrics served meanwhile."""
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=30,
                                   socket_connect_timeout=5, health_check_interval=30)
     consumer = FoldInConsumer(client, settings, name, batch,
                               claim_idle_seconds=claim_idle_seconds)
-    log.info("fold-in consumer %s started", consumer.name)
-    stats = consumer.run(stop)
+    with serving_metrics(settings) as port:
+        log.info("fold-in consumer %s started", consumer.name,
+                 extra={"metrics_port": port} if port else None)
+        stats = consumer.run(stop)
     log.info("fold-in consumer %s stopped: %s", consumer.name, stats)
     return stats
+
+
+@contextmanager
+def serving_metrics(settings: Settings) -> Iterator[int]:
+    """The consumer's /metrics while the block runs (yields its port; 0 = off). The backlog is
+    read at scrape time on a client of its own whose timeouts fit a scrape (a few seconds)."""
+    if not settings.foldin_metrics_port:
+        yield 0
+        return
+    reader = redis.Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
+    keys = schema.Keys(settings.key_prefix)
+    collector = foldin_metrics.watch_backlog(lambda: read_backlog(reader, keys, GROUP))
+    try:
+        with endpoint.serving_registry(foldin_metrics.REGISTRY,
+                                       settings.metrics_host or settings.host,
+                                       settings.foldin_metrics_port,
+                                       setting_name("foldin_metrics_port")) as port:
+            yield port
+    finally:
+        foldin_metrics.REGISTRY.unregister(collector)
+        reader.close()

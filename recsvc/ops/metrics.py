@@ -9,11 +9,12 @@ With ``--workers N`` each worker writes its values to memory-mapped files in the
 by ``PROMETHEUS_MULTIPROC_DIR`` (the parent creates it per run, see ``endpoint``); that variable
 must be set before prometheus-client is imported, which is why workers get it in their
 environment. Gauges say how values of several workers combine (``multiprocess_mode``); dead
-workers' gauges are dropped (the ``live*`` modes).
+workers' gauges are dropped (the ``live*`` modes: the supervisor removes a dead pid's files).
+The fold-in consumer's metrics (feedback lag, pending entries, events folded) are in
+``foldin_metrics``: another process, another registry.
 
 API for other rooms (feedback, decisioning), all cheap and safe to call from any thread:
-    feedback_lag(seconds)            age of the oldest unprocessed feedback event
-    stream_length(stream, length)    entries in a Redis stream (events, decisions)
+    streams(lengths, events_limit)   entries per Redis stream kind (the watcher, every few s)
     budgets_exhausted(offers)        how many offers are out of budget now (the watcher sets it)
     contact_cap_hit(channel)         a decision found the customer at a contact cap
 """
@@ -58,11 +59,14 @@ MODEL_SWITCHES = Counter("recsvc_model_switches", "Model versions swapped into m
 MODEL_LOAD_FAILURES = Counter("recsvc_model_load_failures",
                               "Active versions that could not be loaded, by reason",
                               ["reason"])  # corrupt | store
-FEEDBACK_LAG = Gauge("recsvc_feedback_lag_seconds",
-                     "Age of the oldest feedback event not yet processed",
-                     multiprocess_mode="livemax")
-STREAM_LENGTH = Gauge("recsvc_stream_length", "Entries in a Redis stream", ["stream"],
-                      multiprocess_mode="livemax")
+STREAM_LENGTH = Gauge("recsvc_stream_length", "Entries in a Redis stream, over its 64 shards",
+                      ["stream"], multiprocess_mode="livemax")
+EVENTS_LOG_FILL = Gauge("recsvc_events_log_fill_ratio",
+                        "The fullest event shard over RECSVC_EVENTS_MAX_PER_SHARD (at 1 new "
+                        "feedback is rejected: event log full)", multiprocess_mode="livemax")
+WORKER_STARTED = Gauge("recsvc_worker_started_timestamp_seconds",
+                       "When each live worker of `recsvc serve --workers N` started (a series "
+                       "per pid)", multiprocess_mode="liveall")
 BUDGETS_EXHAUSTED = Gauge("recsvc_budgets_exhausted_offers",
                           "Offers whose budget is used up now (in every or in some segments)",
                           multiprocess_mode="livemax")
@@ -150,12 +154,16 @@ def model_load_failed(reason: str) -> None:
     MODEL_LOAD_FAILURES.labels(reason).inc()
 
 
-def feedback_lag(seconds: float) -> None:
-    FEEDBACK_LAG.set(seconds)
+def streams(lengths: dict[str, tuple[int, int]], events_limit: int) -> None:
+    """Per stream kind (events, decisions): (entries over all shards, in the longest shard)."""
+    for stream, (total, _) in lengths.items():
+        STREAM_LENGTH.labels(stream).set(total)
+    if "events" in lengths and events_limit > 0:
+        EVENTS_LOG_FILL.set(lengths["events"][1] / events_limit)
 
 
-def stream_length(stream: str, length: int) -> None:
-    STREAM_LENGTH.labels(stream).set(length)
+def worker_started(when: float) -> None:
+    WORKER_STARTED.set(when)
 
 
 def budgets_exhausted(offers: int) -> None:

@@ -37,6 +37,11 @@ class Store(Protocol):
         """Whether ``version``'s keys are still in Redis (a flush or eviction removes them)."""
         ...
 
+    def record_stream_metrics(self) -> None:
+        """Read the Redis streams' lengths into the metrics (every few seconds, not per call);
+        raises StoreError when Redis does not answer."""
+        ...
+
 
 class Writes(Protocol):
     """Writes after an answer, sent and not waited for (both server models)."""

@@ -38,6 +38,8 @@ from recsvc.serving.ports import Store
 
 log = logging.getLogger(__name__)
 
+STREAM_METRICS_SECONDS = 5.0  # the stream lengths are read this often (128 XLEN, one trip)
+
 
 class ModelWatcher:
     def __init__(self, store: Store, holder: ModelHolder, poll_seconds: float,
@@ -56,6 +58,7 @@ class ModelWatcher:
         self._challenger: ModelVersion | None = None  # that challenger version in memory
         self._refused: tuple[tuple[str, str], ...] = ()  # an experiment record not followed
         self._redis_down_since: float | None = None  # for one log line when down, one when back
+        self._streams_read = -STREAM_METRICS_SECONDS  # monotonic time of the last read
 
     def check_once(self) -> None:
         """One poll: read pointer and revisions; load and swap what moved; notice a model
@@ -71,6 +74,7 @@ class ModelWatcher:
             self._report(redis_ok=False)
             return
         self._redis_state(True)
+        self._stream_metrics()
         active = polled.active
         self._follow_experiment(polled, active)
         if current is not None and active is None:
@@ -108,6 +112,16 @@ class ModelWatcher:
                 except StoreError as exc:
                     log.warning("live offer state not reloaded yet: %s", exc)
         self._report(redis_ok=True)
+
+    def _stream_metrics(self) -> None:
+        now = time.monotonic()
+        if now - self._streams_read < STREAM_METRICS_SECONDS:
+            return
+        self._streams_read = now
+        try:
+            self.store.record_stream_metrics()
+        except StoreError as exc:  # metrics only: the next read tries again
+            log.debug("stream lengths not read: %s", exc)
 
     def _redis_state(self, up: bool, cause: Exception | None = None) -> None:
         """One log line when Redis stops answering, one when it answers again."""

@@ -28,6 +28,7 @@ from recsvc.core.model import ModelVersion
 from recsvc.decisioning.live import LiveData, Poll
 from recsvc.ops import metrics
 from recsvc.store import budgets as budget_scripts
+from recsvc.store.backlog import stream_lengths
 from recsvc.store.live import load_live, poll
 from recsvc.store.redis_pipeline import ErrorReply, PipelinedRedis, PipelineError, ReplyTimeout
 
@@ -79,6 +80,7 @@ class RedisStore:
         self._client = client
         self._keys = keys
         self.breaker = Breaker(settings.redis_retry_after_failure_ms / 1000.0)
+        self._events_limit = settings.events_max_per_shard
 
     @property
     def keys(self) -> schema.Keys:
@@ -116,6 +118,15 @@ class RedisStore:
 
     def load_live(self) -> LiveData:
         return load_live(self._client, self._keys)
+
+    def record_stream_metrics(self) -> None:
+        """Export the event and decision streams' lengths (one round trip). Metrics only: a
+        failure raises StoreError but leaves the breaker alone."""
+        try:
+            lengths = stream_lengths(self._client, self._keys)
+        except redis.RedisError as exc:
+            raise StoreError(f"cannot read the stream lengths: {exc}") from exc
+        metrics.streams(lengths, self._events_limit)
 
     def load_version(self, version: str) -> ModelVersion:
         """Read a whole version's item side (two round trips; once per version, not per call)."""

@@ -48,8 +48,10 @@ class _Protocol(asyncio.Protocol):
         # Python 3.11, twice per request here.
         self.loop = loop
         self.reader = hiredis.Reader()
-        # Callers in the order their commands were written, each with its timeout's timer.
-        self.waiting: collections.deque[tuple[asyncio.Future[Any], asyncio.TimerHandle]] = \
+        # Callers in the order their commands were written, each with its timeout's timer, and
+        # for a batch (``send_many``) the replies gathered so far and how many it waits for.
+        self.waiting: collections.deque[
+            tuple[asyncio.Future[Any], asyncio.TimerHandle, list[Any] | None, int]] = \
             collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost = False
@@ -72,11 +74,19 @@ class _Protocol(asyncio.Protocol):
             if not self.waiting:  # a reply nobody asked for: the stream cannot be trusted
                 self.close(ConnectionLost("Redis sent a reply no command was waiting for"))
                 return
-            waiter, timer = self.waiting.popleft()
+            waiter, timer, gathered, count = self.waiting[0]
+            if gathered is not None:  # one reply of a batch: the caller gets all at once
+                gathered.append(ErrorReply(str(reply)) if isinstance(reply, hiredis.ReplyError)
+                                else reply)
+                if len(gathered) < count:
+                    continue
+            self.waiting.popleft()
             timer.cancel()
             if waiter.done():  # its caller gave up (cancelled); the reply is dropped
                 continue
-            if isinstance(reply, hiredis.ReplyError):
+            if gathered is not None:
+                waiter.set_result(gathered)
+            elif isinstance(reply, hiredis.ReplyError):
                 waiter.set_exception(ErrorReply(str(reply)))
             else:
                 waiter.set_result(reply)
@@ -88,10 +98,21 @@ class _Protocol(asyncio.Protocol):
     def send(self, command: bytes, deadline: float) -> asyncio.Future[Any]:
         """Queue ``command``; its reply arrives on the future, or ReplyTimeout at ``deadline``."""
         waiter: asyncio.Future[Any] = self.loop.create_future()
-        self.waiting.append((waiter, self.loop.call_at(deadline, self._expire, waiter)))
+        self.waiting.append((waiter, self.loop.call_at(deadline, self._expire, waiter), None, 0))
         if not self._unsent:
             self.loop.call_soon(self._flush)
         self._unsent.append(command)
+        return waiter
+
+    def send_many(self, commands: bytes, count: int, deadline: float) -> asyncio.Future[Any]:
+        """Queue ``count`` packed commands; the list of their replies (an error reply as an
+        ErrorReply in its place) arrives on one future: one future and one timer per batch."""
+        waiter: asyncio.Future[Any] = self.loop.create_future()
+        self.waiting.append((waiter, self.loop.call_at(deadline, self._expire, waiter), [],
+                             count))
+        if not self._unsent:
+            self.loop.call_soon(self._flush)
+        self._unsent.append(commands)
         return waiter
 
     def _expire(self, waiter: asyncio.Future[Any]) -> None:
@@ -111,7 +132,7 @@ class _Protocol(asyncio.Protocol):
 
     def _fail_waiting(self, error: PipelineError) -> None:
         while self.waiting:
-            waiter, timer = self.waiting.popleft()
+            waiter, timer, _, _ = self.waiting.popleft()
             timer.cancel()
             if not waiter.done():
                 waiter.set_exception(error)
@@ -159,11 +180,6 @@ class Endpoint:
                    else None, handshake)
 
 
-def _consume(waiter: asyncio.Future[Any]) -> None:
-    if not waiter.cancelled():
-        waiter.exception()  # marks a failure as seen: no "never retrieved" warning
-
-
 class PipelinedRedis:
     """``await execute("HGET", key, field, timeout=0.025)``; reconnects lazily after a failure."""
 
@@ -188,28 +204,27 @@ class PipelinedRedis:
                            timeout: float) -> list[Any]:
         """Several commands in one write (one round trip); replies in order. An error reply
         fails the call after every reply arrived, so the connection stays in step."""
+        results = await self.execute_all(commands, timeout=timeout)
+        for reply in results:
+            if isinstance(reply, ErrorReply):
+                raise reply
+        return results
+
+    async def execute_all(self, commands: list[tuple[bytes | str, ...]],
+                          timeout: float) -> list[Any]:
+        """Several commands in one write (one round trip); every reply in order, an error reply
+        as an ErrorReply in its place (the caller decides per command). ConnectionLost or
+        ReplyTimeout when the connection fails before every reply arrived."""
+        if not commands:
+            return []
         deadline = time.monotonic() + timeout
         protocol = self._protocol
         if protocol is None or protocol.lost:
             protocol = await self._connect(deadline)
-        waiters = [protocol.send(hiredis.pack_command(c), deadline)  # type: ignore[arg-type]
-                   for c in commands]
-        results = []
-        failure: PipelineError | None = None
-        try:
-            for waiter in waiters:
-                try:
-                    results.append(await waiter)
-                except ErrorReply as exc:
-                    failure = failure or exc
-                    results.append(None)
-        except BaseException:
-            for waiter in waiters:
-                waiter.add_done_callback(_consume)
-            raise
-        if failure is not None:
-            raise failure
-        return results
+        packed = b"".join(hiredis.pack_command(c)  # type: ignore[arg-type]
+                          for c in commands)
+        replies: list[Any] = await protocol.send_many(packed, len(commands), deadline)
+        return replies
 
     def send_nowait(self, *args: bytes | str, timeout: float) -> None:
         """Fire and forget: for writes after the answer that nobody awaits. On the open

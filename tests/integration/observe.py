@@ -10,10 +10,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -86,6 +87,22 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
+
+
+def wait_for_metrics(port: int, ready: Callable[[dict[Any, float]], bool],
+                     timeout: float = 20.0) -> dict[Any, float]:
+    """Scrape until ``ready`` (the endpoint may not listen yet); the last scrape."""
+    deadline = time.monotonic() + timeout
+    last: dict[Any, float] = {}
+    while time.monotonic() < deadline:
+        try:
+            last = scrape(port)
+        except OSError:
+            last = {}
+        if ready(last):
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"metrics never ready: {last}")
 
 
 def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,

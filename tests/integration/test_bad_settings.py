@@ -43,6 +43,10 @@ def one_line(stderr: str) -> str:
      "at least 10 per segment"),
     (["datagen", "--out", "OUT", "--segments", "0"], {}, "--segments", "1 to 1000"),
     (["datagen", "--out", "FILE"], {}, "--out", "is an existing file"),
+    (["feedback", "consume", "--metrics-port", "99999"], {},
+     "--metrics-port / RECSVC_FOLDIN_METRICS_PORT", "0 to 65535"),
+    (["feedback", "consume"], {"RECSVC_FOLDIN_METRICS_PORT": "-1"},
+     "--metrics-port / RECSVC_FOLDIN_METRICS_PORT", "0 to 65535"),
 ])
 def test_a_bad_setting_is_one_line_naming_it_and_what_is_allowed_exit_2(
         tmp_path: Path, args: list[str], env: dict[str, str], names: str, allowed: str) -> None:
@@ -69,3 +73,16 @@ def test_a_port_in_use_is_one_line_and_exit_4(tmp_path: Path) -> None:
             line = one_line(result.stderr)
             assert f"--port / RECSVC_PORT: cannot listen on 127.0.0.1:{port}" in line
             assert "Address already in use" in line
+
+
+def test_a_fold_in_metrics_port_in_use_is_one_line_and_exit_1() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli(["feedback", "consume", "--metrics-port", str(port)], NO_REDIS, "bad",
+                     {"RECSVC_HOST": "127.0.0.1"})
+    assert result.returncode == 1, result.stderr
+    line = one_line(result.stderr)
+    assert f"cannot serve metrics on 127.0.0.1:{port} (--metrics-port / " \
+        "RECSVC_FOLDIN_METRICS_PORT)" in line and "Address already in use" in line

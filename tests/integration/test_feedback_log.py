@@ -9,8 +9,8 @@ from recsvc.feedback.events import Event
 from recsvc.store.events import (
     DUPLICATE,
     LOG_FULL,
-    RECORD_EVENT,
-    RECORD_EVENT_SHA,
+    RECORD_EVENTS,
+    RECORD_EVENTS_SHA,
     RECORDED,
     Bounds,
     record_sync,
@@ -77,10 +77,10 @@ def test_dedup_forgets_ids_older_than_the_window_and_beyond_the_size_bound(
     shard = schema.shard_of("c1")
 
     def run(now: float, event_id: str) -> int:
-        reply = client.evalsha(RECORD_EVENT_SHA, *script_args(keys, small, now, ev(event_id)))
+        reply = client.evalsha(RECORD_EVENTS_SHA, *script_args(keys, small, now, ev(event_id)))
         return int(reply[0])
 
-    client.script_load(RECORD_EVENT)
+    client.script_load(RECORD_EVENTS)
     assert run(T, "old") == RECORDED
     assert run(T + 3599, "old") == DUPLICATE  # inside the window
     assert run(T + 3601, "new") == RECORDED  # this call's trim drops "old" (older than 1 h)

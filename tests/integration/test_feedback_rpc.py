@@ -68,6 +68,32 @@ def test_each_event_gets_its_own_status_and_a_retry_is_a_duplicate(
     assert logged == 3
 
 
+def test_a_batch_over_many_shards_keeps_every_events_own_status(settings: Settings,
+                                                                client: redis.Redis) -> None:
+    """200 events of 150 customers (most of the 64 shards, so many script calls per batch),
+    the same event twice in the batch and one bad event: each its own status; sent again,
+    every recorded event is a duplicate and the stream holds each once."""
+    names = ("impression", "click", "accept", "decline", "redeem")
+    events = [event(f"m{i}", customer=f"cust-{i % 150}", offer=f"a{i % 5}",
+                    name=names[i % len(names)], channel="email") for i in range(200)]
+    events.insert(120, events[30])  # a retry inside the batch
+    events.insert(77, event("bad", customer="cust-3", name="wink"))
+    batch = pb.RecordFeedbackRequest(events=events)
+    expected = [X if e.event_id == "bad" else R for e in events]
+    expected[121] = D  # the copy of m30 (after the insert at 77 it sits at 121)
+    assert batch.events[121].event_id == "m30"
+    with running(settings) as (_, stub, _channel):
+        first = stub.RecordFeedback(batch, timeout=5)
+        assert [r.status for r in first.results] == expected
+        assert [r.event_id for r in first.results] == [e.event_id for e in events]
+        assert first.results[77].reason.startswith("event: unknown event 'wink'")
+        again = stub.RecordFeedback(batch, timeout=5)
+        assert [r.status for r in again.results] == [X if s == X else D for s in expected]
+    keys = schema.Keys(settings.key_prefix)
+    assert sum(client.xlen(keys.events(s)) for s in range(schema.SHARDS)) == 200
+    assert client.hget(keys.live("cust-2"), "a:a2") is not None  # m2: an accept of a2
+
+
 def test_empty_and_oversized_batches_are_invalid_argument(settings: Settings) -> None:
     with running(replace(settings, max_feedback_events=3)) as (_, stub, _channel):
         for events in ([], [event(str(i)) for i in range(4)]):

@@ -23,8 +23,10 @@ from recsvc.feedback.events import Event
 from recsvc.feedback.foldin import record_for
 from recsvc.foldin.consumer import GROUP, FoldInConsumer
 from recsvc.store.events import Bounds, record_sync
+from tests.integration import observe
 from tests.integration.helpers import cli, planted
 from tests.integration.serving import PERSONAL_CONFIG, train
+from training.localredis import free_port
 
 pytestmark = pytest.mark.integration
 T = 1_800_000_000.0
@@ -215,3 +217,57 @@ def test_the_consume_command_folds_promptly_and_stops_on_sigterm(
             process.kill()
     assert process.returncode == 0, err
     assert "1 entries" in out or "entries" in out
+
+
+def test_the_consume_command_serves_lag_backlog_and_outcomes_over_http(
+        published: tuple[Path, str], settings: Settings, client: redis.Redis) -> None:
+    """Known answers: d1 is read by a consumer that dies holding it (pending, never taken over
+    in this test); the start-up replay folds d1 and p1 (2 folded, the churn: no effect); the
+    group then delivers p1 (duplicate) and p2 (no effect); s1 after start folds (1)."""
+    keys = schema.Keys(settings.key_prefix)
+    bounds = Bounds.from_settings(settings)
+    record_sync(client, keys, bounds, [Event("d1", "a-test", "a4", "accept", T),
+                                       Event("p1", "a-test", "a5", "accept", T),
+                                       Event("p2", "a-test", "", "churn", T)])
+    shard = keys.events(schema.shard_of("a-test"))
+    client.xgroup_create(shard, GROUP, id="0")
+    client.xreadgroup(GROUP, "dead", {shard: ">"}, count=1)  # d1, never acknowledged
+    port = free_port()
+    env = dict(os.environ, RECSVC_REDIS_URL=settings.redis_url,
+               RECSVC_KEY_PREFIX=settings.key_prefix, RECSVC_HOST="127.0.0.1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recsvc", "feedback", "consume", "--metrics-port", str(port),
+         "--claim-idle-seconds", "3600"], env=env, text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    try:
+        samples = observe.wait_for_metrics(port, lambda m: m.get(folded_key("duplicate")) == 1)
+        record_sync(client, keys, bounds, [Event("s1", "a-test", "b1", "accept", T)])
+        samples = observe.wait_for_metrics(port, lambda m: m.get(folded_key("folded")) == 3)
+        assert samples[folded_key("no_effect")] == 2
+        assert samples[("recsvc_stream_length", (("stream", "events"),))] == 4
+        assert samples[("recsvc_foldin_pending_entries", ())] == 1  # d1, held by "dead"
+        assert samples[("recsvc_redis_up", ())] == 1
+        assert observe.total(samples, "recsvc_foldin_failures_total") == 0
+        # p1, p2 and s1 were acknowledged through the group (d1 is held, replays do not count).
+        assert samples[("recsvc_foldin_delay_seconds_count", ())] == 3
+        # The lag is d1's age, and grows while d1 stays unfolded (on Redis's clock).
+        d1_ms = int(client.xrange(shard, count=1)[0][0].split(b"-")[0])
+        seconds, micros = client.time()
+        lag = samples[("recsvc_feedback_lag_seconds", ())]
+        assert 0 < lag <= (int(seconds) * 1000 + int(micros) // 1000 - d1_ms) / 1000 + 0.01
+        time.sleep(1.1)
+        assert observe.scrape(port)[("recsvc_feedback_lag_seconds", ())] >= lag + 1
+        assert not any(name.startswith("recsvc_rpc") for name, _ in samples)  # no serving noise
+        client.xack(shard, GROUP, client.xrange(shard, count=1)[0][0])
+        assert observe.scrape(port)[("recsvc_feedback_lag_seconds", ())] == 0
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+
+
+def folded_key(outcome: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return ("recsvc_foldin_events_total", (("outcome", outcome),))

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis
 
+from recsvc.core import schema
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 from tests.integration import observe
@@ -32,11 +34,17 @@ def test_metrics_of_two_workers_add_up_to_the_calls_made(
     assert 'recsvc_train_outcome{outcome="ok"} 1.0' in prom.read_text()
     assert 'recsvc_train_phase_seconds{phase="fit"}' in prom.read_text()
     version = trained.stdout.strip().splitlines()[-1]
+    client = redis.Redis.from_url(redis_server.url)
+    keys = schema.Keys(prefix)
+    for shard, count in ((2, 3), (50, 1)):  # events in the log: 4, the longest shard 3
+        for _ in range(count):
+            client.xadd(keys.events(shard), {"customer": "c"})
     before = set(glob.glob("/tmp/recsvc-metrics-*"))
     # Generous Redis timeouts: on a busy test machine a 50 ms one can expire, and this test
     # wants exact counts, not failure handling.
     with observe.serve(redis_server.url, prefix, tmp_path / "serve.log", workers=2,
-                       extra_env={"RECSVC_REDIS_TIMEOUT_MS": "1000"}) as server:
+                       extra_env={"RECSVC_REDIS_TIMEOUT_MS": "1000",
+                                  "RECSVC_EVENTS_MAX_PER_SHARD": "10"}) as server:
         made = {"known": 0, "unknown": 0, "invalid": 0, "info": 0}
         lock = threading.Lock()
         scrapes: list[float] = []
@@ -108,10 +116,21 @@ def test_metrics_of_two_workers_add_up_to_the_calls_made(
         assert samples[("recsvc_redis_breaker_open", ())] == 0
         trained_at = samples[("recsvc_model_trained_timestamp_seconds", ())]
         assert 0 <= time.time() - trained_at < 3600
+        # The streams, read by each worker's watcher every 5 s (off the request path).
+        answered = made["known"] + made["unknown"]  # each answer is one decision-log entry
+        deadline = time.monotonic() + 15
+        while observe.total(samples, "recsvc_stream_length", stream="decisions") != answered:
+            assert time.monotonic() < deadline, observe.total(
+                samples, "recsvc_stream_length", stream="decisions")
+            time.sleep(0.2)
+            samples = observe.scrape(server.metrics_port)
+        assert samples[("recsvc_stream_length", (("stream", "events"),))] == 4
+        assert samples[("recsvc_events_log_fill_ratio", ())] == 0.3  # 3 of 10 in shard 2
         # Both workers answered: each wrote its own files.
         lines = server.lines()
         workers = {line["pid"] for line in lines if "listening" in str(line["event"])}
         assert len(workers) == 2
+    client.close()
     after = set(glob.glob("/tmp/recsvc-metrics-*"))
     assert after <= before  # the run's directory is removed
 

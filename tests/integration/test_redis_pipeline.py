@@ -69,6 +69,33 @@ def test_a_cancelled_caller_does_not_shift_the_replies_of_others(
     asyncio.run(scenario())
 
 
+def test_a_batch_gets_every_reply_in_order_between_single_commands(
+        redis_server: localredis.LocalRedis, filled: str, prefix: str) -> None:
+    """execute_all: one future for the batch, error replies in their place; single commands
+    and batches sent in the same loop turn, or a cancelled batch, shift nobody's replies."""
+    async def scenario() -> None:
+        pipeline = PipelinedRedis(redis_server.url)
+        batch = [("HGET", filled, f"f{i}") for i in range(300)]
+        batch[7] = ("HGET", f"{prefix}:s", "f1")  # WRONGTYPE
+        before = asyncio.ensure_future(pipeline.execute("HGET", filled, "f1", timeout=2))
+        replies = asyncio.ensure_future(pipeline.execute_all(batch, timeout=2))
+        cancelled = asyncio.ensure_future(pipeline.execute_all(batch[:5], timeout=2))
+        after = asyncio.ensure_future(pipeline.execute("HGET", filled, "f2", timeout=2))
+        await asyncio.sleep(0)  # all four sent in one write
+        cancelled.cancel()
+        assert await before == b"v1" and await after == b"v2"
+        got = await replies
+        assert isinstance(got[7], ErrorReply) and "WRONGTYPE" in str(got[7])
+        assert got[:7] + got[8:] == [f"v{i}".encode() for i in range(300) if i != 7]
+        assert await pipeline.execute_all([], timeout=2) == []
+        with pytest.raises(ErrorReply, match="WRONGTYPE"):  # execute_many raises the error
+            await pipeline.execute_many(batch[5:9], timeout=2)
+        assert await pipeline.execute("HGET", filled, "f3", timeout=2) == b"v3"
+        await pipeline.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_timeout_fails_the_waiting_commands_and_the_next_one_reconnects(
         redis_server: localredis.LocalRedis, client: redis.Redis, filled: str) -> None:
     async def scenario() -> None:

@@ -10,10 +10,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.integration import observe
 from training import localredis
 
 pytestmark = pytest.mark.integration
@@ -66,8 +67,14 @@ def serve(redis_server: localredis.LocalRedis, prefix: str) -> Iterator[type[Ser
     yield make  # type: ignore[misc]
     for server in started:
         if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait()
+            # SIGTERM first: the parent stops its workers (a SIGKILL would orphan them when a
+            # test fails midway).
+            server.process.terminate()
+            try:
+                server.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait()
 
 
 def alive(pid: int) -> bool:
@@ -107,3 +114,33 @@ def test_a_worker_that_keeps_dying_stops_the_server_with_exit_5(serve: type[Serv
     server.wait_for(r"worker 0 .* killed by SIGKILL: 2 deaths in 60 s; stopping the other "
                     r"workers and exiting 5")
     assert not alive(other)
+
+
+def worker_pids(port: int) -> set[int]:
+    """The pid series of recsvc_worker_started_timestamp_seconds in the parent's /metrics."""
+    return {int(dict(labels)["pid"]) for name, labels in observe.scrape(port)
+            if name == "recsvc_worker_started_timestamp_seconds"}
+
+
+def test_a_dead_workers_gauges_leave_the_metrics_when_it_is_restarted(
+        serve: type[Serve]) -> None:
+    """Multiprocess gauges live in a file per pid: the parent removes the dead pid's files, so
+    /metrics never keeps a dead worker's values (its counters stay: they counted real calls)."""
+    metrics_port = localredis.free_port()
+    server = serve(RECSVC_METRICS_PORT=str(metrics_port))
+    server.wait_for(r"worker 1 started")
+
+    def wait_for_pids(expected: Callable[[], set[int]]) -> None:
+        deadline = time.monotonic() + 30
+        while (seen := worker_pids(metrics_port)) != expected():
+            assert time.monotonic() < deadline, (seen, expected(), server.lines)
+            time.sleep(0.1)
+
+    wait_for_pids(lambda: {server.worker_pid(0), server.worker_pid(1)})
+    victim = server.worker_pid(0)
+    os.kill(victim, signal.SIGKILL)
+    replacement = int(server.wait_for(rf"worker 0 started \(pid (?!{victim}\))(\d+)\)").group(1))
+    wait_for_pids(lambda: {replacement, server.worker_pid(1)})
+    assert victim not in worker_pids(metrics_port)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=30) == 0

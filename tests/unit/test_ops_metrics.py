@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY
+from pathlib import Path
 
-from recsvc.ops import metrics
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+from recsvc.ops import endpoint, metrics
 
 
 def value(name: str, **labels: str) -> float:
@@ -35,14 +38,28 @@ def test_model_loaded_moves_the_version_and_counts_a_switch() -> None:
 
 
 def test_the_api_for_feedback_and_decisioning() -> None:
-    metrics.feedback_lag(12.5)
-    metrics.stream_length("events", 42)
+    metrics.streams({"events": (42, 3), "decisions": (7, 1)}, events_limit=4)
     metrics.budgets_exhausted(3)
     hits = value("recsvc_contact_cap_hits_total", channel="email")
     metrics.contact_cap_hit("email")
     metrics.contact_cap_hit("")
-    assert value("recsvc_feedback_lag_seconds") == 12.5
     assert value("recsvc_stream_length", stream="events") == 42
+    assert value("recsvc_stream_length", stream="decisions") == 7
+    assert value("recsvc_events_log_fill_ratio") == 0.75  # the longest shard: 3 of 4
     assert value("recsvc_budgets_exhausted_offers") == 3
     assert value("recsvc_contact_cap_hits_total", channel="email") == hits + 1
     assert value("recsvc_contact_cap_hits_total", channel="any") >= 1
+
+
+def test_a_file_a_starting_worker_is_creating_does_not_fail_the_scrape(tmp_path: Path) -> None:
+    """prometheus-client fails the whole scrape on an empty file (struct.error); a worker's new
+    file is empty between its creation and its first write."""
+    done = MmapedDict(str(tmp_path / "counter_101.db"))
+    done.write_value(mmap_key("recsvc_rpc", "recsvc_rpc_total", ["method", "code"],
+                              ["Recommend", "OK"], "RPCs"), 5.0, 0.0)
+    done.close()
+    (tmp_path / "counter_102.db").touch()  # worker 102 is starting
+    registry = CollectorRegistry()
+    endpoint.WorkerFiles(registry, str(tmp_path))
+    assert registry.get_sample_value("recsvc_rpc_total",
+                                     {"method": "Recommend", "code": "OK"}) == 5.0

@@ -34,6 +34,7 @@ class ScriptedStore:
         self.live = LiveData({}, {}, frozenset())
         self.live_loads = 0
         self.experiment: tuple[tuple[str, str], ...] = ()
+        self.stream_reads = 0
 
     def active_version(self) -> str | None:
         return self.poll().active
@@ -50,6 +51,9 @@ class ScriptedStore:
 
     def version_intact(self, version: str) -> bool:
         return self.intact
+
+    def record_stream_metrics(self) -> None:
+        self.stream_reads += 1
 
     def load_version(self, version: str) -> Any:
         outcome = self.loads.pop(0)
@@ -184,3 +188,15 @@ def test_a_malformed_experiment_record_or_an_undecodable_challenger_runs_no_expe
     store.experiment = ()  # stopped: the champion alone, as before
     w.check_once()
     assert holder.current is not None and holder.current.version == "v1"
+
+
+def test_stream_lengths_are_read_every_few_seconds_not_every_poll() -> None:
+    """128 XLEN every 5 s at most, whatever RECSVC_MODEL_POLL_MS is."""
+    store = ScriptedStore("v1", [None])
+    w, _, _ = watcher(store)
+    for _ in range(5):
+        w.check_once()
+    assert store.reads == 5 and store.stream_reads == 1
+    w._streams_read -= 5.0  # five seconds later
+    w.check_once()
+    assert store.stream_reads == 2
