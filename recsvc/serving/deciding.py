@@ -175,18 +175,17 @@ class DecisionCore:
                           f"corrupt customer record in version {d.base.version}: {exc}")
 
     def _answer(self, d: Decider, ask: Ask, segment_hint: str, raw: bytes | None,
-                live: LiveView, record: schema.CustomerRecord | None = None) -> Answer:
+                live: LiveView) -> Answer:
         """The decision for one customer whose record (maybe None) and live state were read."""
-        if raw is None and record is None:
+        if raw is None:
             return self._popular(d, ask, segment_hint or live.segment, live, degraded=False,
                                  reason="customer unknown to the model")
-        if record is None:
-            try:
-                record = decode(raw or b"", d.base)
-            except CorruptRecordError as exc:
-                self._corrupt(d, exc)
-                return self._popular(d, ask, "", live, degraded=True,
-                                     reason=f"customer record unreadable ({exc})")
+        try:
+            record = decode(raw, d.base)
+        except CorruptRecordError as exc:
+            self._corrupt(d, exc)
+            return self._popular(d, ask, "", live, degraded=True,
+                                 reason=f"customer record unreadable ({exc})")
         tables = d.segments[record.segment_index]
         strategy, reason = segment_strategy(d.base.segments[record.segment_index], record)
         # One customer's product, in batch too: a many-row product can differ in the last bits
