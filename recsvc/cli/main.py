@@ -25,6 +25,7 @@ from typing import NoReturn
 
 from recsvc import __version__
 from recsvc.cli.decisions import add_command as add_decisions_command
+from recsvc.cli.experiments import add_command as add_experiments_command
 from recsvc.cli.offers import add_commands as add_offer_commands
 from recsvc.cli.report import add_command as add_report_command
 from recsvc.core.config import LOG_LEVELS, Settings, ignored_variables, problems
@@ -127,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     add_offer_commands(sub)
     add_report_command(sub)
     add_decisions_command(sub)
+    add_experiments_command(sub)
 
     for command in command_plugins():
         command.load()(sub)

@@ -34,6 +34,9 @@ class Poll:
 
     active: str | None
     revisions: tuple[int, int, int]  # offers:rev, budgets ~rev, dnc:rev
+    # The experiment record ``{p}:experiments`` as read (field, value) pairs, sorted; empty when
+    # no experiment runs. Parsed by ``recsvc.experiments.challenger.Experiment.from_fields``.
+    experiment: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

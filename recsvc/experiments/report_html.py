@@ -151,6 +151,13 @@ GROUP_HEADERS = ["", "customers", "offers shown", "acceptance", "redemption", "r
                  "net value / customer"]
 
 
+VERSUS_ROWS = (("retention_rate", "retention rate (points)", True),
+               ("retention_relative", "retention, relative lift", True),
+               ("customers_accepting", "customers accepting an offer (points)", True),
+               ("net_value_per_customer", "net value per customer", False),
+               ("nps", "NPS", False))
+
+
 def render(card: dict[str, Any], title: str = "Retention offers: what they achieved") -> str:
     """The whole page for a scorecard from ``scorecard.scorecard``."""
     cards = []
@@ -198,6 +205,14 @@ def render(card: dict[str, Any], title: str = "Retention offers: what they achie
                  _table(["offer", "shown", "acceptance", "redemption", "net value"], offer_rows),
                  "<h2>By model version</h2>",
                  _table(["version", "decisions", "offers shown", "acceptance"], version_rows)]
+    versus = card.get("challenger_vs_champion") or {}
+    if versus:
+        sections += ["<h2>Challenger vs champion</h2>",
+                     _table(["difference (challenger - champion)", "estimate [95% interval]"],
+                            [[label, _fmt(versus[key], percent)]
+                             for key, label, percent in VERSUS_ROWS]),
+                     "<p class=note>Customers routed to the challenger version by the salted "
+                     "hash against the champion's (arm treatment); control excluded.</p>"]
     if ope_rows:
         sections += ["<h2>Candidate versions, evaluated on logged decisions</h2>",
                      _table(["candidate", "decisions", "logged acceptance", "IPS", "SNIPS"],

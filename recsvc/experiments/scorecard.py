@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recsvc.experiments import stats
-from recsvc.experiments.arms import CONTROL, TREATMENT
+from recsvc.experiments.arms import CHALLENGER, CONTROL, TREATMENT
 
 DAY = 86_400.0
 # Event kinds the scorecard reads, by code (any other kind: -1).
@@ -286,6 +286,7 @@ def scorecard(decisions: Decisions, events: Events | Outcomes, window_days: floa
         "decisions": d.n, "customers": d.customer_count,
         "overall": _public(_group_metrics(d, joined, everyone, np.ones_like(joined.accepted))),
         "arms": {}, "uplift": {}, "segments": {}, "offers": {}, "versions": {},
+        "challenger_vs_champion": {},
     }
     by_arm: dict[str, dict[str, Any]] = {}
     arm_codes = {name: code for code, name in enumerate(d.arm_names)}
@@ -297,6 +298,10 @@ def scorecard(decisions: Decisions, events: Events | Outcomes, window_days: floa
         for arm, metrics in by_arm.items():
             if arm != CONTROL:
                 result["uplift"][arm] = _uplift(metrics, by_arm[CONTROL])
+    if CHALLENGER in by_arm and TREATMENT in by_arm:
+        # Champion / challenger (split mode): the challenger's customers against the champion's
+        # (treatment), with the same estimators and 95% intervals as uplift over control.
+        result["challenger_vs_champion"] = _uplift(by_arm[CHALLENGER], by_arm[TREATMENT])
     for segment in sorted({d.segment_names[c] for c in np.unique(joined.customer_segment)
                            .tolist()}):
         seg = d.segment_names.index(segment)

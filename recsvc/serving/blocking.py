@@ -31,15 +31,17 @@ class BlockingRecommender(DecisionCore):
         self.records = records
 
     def recommend(self, question: Question, deadline: float) -> Answer:
-        d, ask = self.begin(question)
+        d, ask, challenger = self.begin(question)
         try:
             if self.holder.vanished is not None:  # the version's records are gone: no read
                 raise StoreError(self.holder.vanished)
-            state = self.records.customer_state(d.version, ask.customer_id, deadline)
+            state = self.records.customer_state(d.version, ask.customer_id, deadline,
+                                              challenger.version if challenger else "")
         except StoreError as exc:
             answer = self.unread(d, ask, question.segment, self.store_failure(exc))
             return self.settled(d, ask, answer, None, set(), store_up=False)
-        return self._settle(d, ask, self.decided(d, ask, question.segment, state), deadline)
+        d, answer = self.decided(d, ask, question.segment, state, challenger)
+        return self._settle(d, ask, answer, deadline)
 
     def _settle(self, d: Decider, ask: Ask, answer: Answer, deadline: float) -> Answer:
         reservation = self.reservation(d, ask, answer)
@@ -59,15 +61,16 @@ class BlockingRecommender(DecisionCore):
         ``recommend`` decides. A caller that goes away stops the generator at its next
         answer: no more chunks are read."""
         batch = self.begin_batch(customer_ids, limit, channel)
-        d = self.holder.require_decider()
+        d, challenger = self.holder.lineup()
+        also = challenger.version if challenger else ""
         for chunk in self.chunks(batch):
             try:
                 if self.holder.vanished is not None:
                     raise StoreError(self.holder.vanished)
-                states = self.records.customer_states(d.version, chunk, deadline)
+                states = self.records.customer_states(d.version, chunk, deadline, also)
             except StoreError as exc:
                 for ask, answer in self.unread_batch(d, batch, chunk, self.store_failure(exc)):
                     yield self.settled(d, ask, answer, None, set(), store_up=False)
                 continue
-            for ask, answer in self.batch_slice(d, batch, chunk, states):
-                yield self._settle(d, ask, answer, deadline)
+            for answering, ask, answer in self.batch_slice(d, batch, chunk, states, challenger):
+                yield self._settle(answering, ask, answer, deadline)

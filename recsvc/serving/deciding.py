@@ -6,6 +6,11 @@ grpc.aio ``Recommender`` awaits them on its event loop, the thread-pool
 ``begin`` -> read the customer's state -> ``decided`` (or ``unread`` when the store failed) ->
 ``reservation`` -> reserve on-serve budget units when asked -> ``settled``. Knows the ports and
 the in-memory ModelVersion; never grpc, never redis.
+
+While an experiment runs, ``begin`` also hands out the challenger (``holder.Challenger``), the
+read brings the challenger version's record in the same round trip, and ``decided`` names the
+decider that answered: every answer comes from one version, and the caller settles it with that
+version's decider. Shadowed answers carry the challenger's offers for the decision log only.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 
 import numpy as np
 
@@ -29,13 +33,13 @@ from recsvc.decisioning.budgets import day_of
 from recsvc.decisioning.decide import Ask, Decision, decide, finish
 from recsvc.decisioning.decider import Decider
 from recsvc.decisioning.policy import NOTHING_LIVE, LiveView, read_live
-from recsvc.experiments.arms import CONTROL, TREATMENT
+from recsvc.experiments.arms import CHALLENGER, CONTROL, TREATMENT
 from recsvc.experiments.decision_log import Decision as LoggedDecision
 from recsvc.experiments.holdout import Holdout
 from recsvc.feedback.foldin import record_for
 from recsvc.ops import metrics
-from recsvc.serving.holder import ModelHolder
-from recsvc.serving.ports import Writes
+from recsvc.serving.holder import Challenger, ModelHolder
+from recsvc.serving.ports import State, Writes
 from recsvc.serving.questions import (
     Question,
     validate_channel,
@@ -53,8 +57,6 @@ SEGMENT_POPULAR = "segment_popular"
 GLOBAL_POPULAR = "global_popular"
 DEGRADED_SEGMENT_POPULAR = "degraded_segment_popular"
 DEGRADED_GLOBAL_POPULAR = "degraded_global_popular"
-
-State = tuple[bytes | None, dict[bytes, bytes]]  # a customer's record (maybe None), live hash
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class Answer:
     value: Sequence[float] = ()
     cost: Sequence[float] = ()
     arm: str = TREATMENT  # the experiment arm that answered (control: the holdout's baseline)
+    # Shadow mode: the challenger version and the offers it would have shown (logged, not served).
+    shadow: tuple[str, tuple[str, ...]] = ("", ())
 
 
 class DecisionCore:
@@ -106,24 +110,52 @@ class DecisionCore:
         self.batch_chunk = batch_chunk
         self.failures = RateLimitedLog(log)
 
-    def begin(self, question: Question) -> tuple[Decider, Ask]:
-        """Checks every field of ``question`` (InvalidRequestError naming the first bad one)."""
+    def begin(self, question: Question) -> tuple[Decider, Ask, Challenger | None]:
+        """Checks every field of ``question`` (InvalidRequestError naming the first bad one);
+        the champion's decider and the running challenger, taken together."""
         limit = validate_question(question)
-        d = self.holder.require_decider()
+        d, challenger = self.holder.lineup()
         return d, Ask(question.customer_id, limit, time.time(), question.channel,
                       question.exclude_offer_ids, question.context, question.explain,
-                      self.epsilon, self.epsilon > 0 and self._draw() < self.epsilon)
+                      self.epsilon, self.epsilon > 0 and self._draw() < self.epsilon), challenger
 
-    def decided(self, d: Decider, ask: Ask, segment_hint: str, state: State) -> Answer:
-        """The answer from the customer's state as read (before any budget reservation)."""
-        raw, fields = state
+    def decided(self, d: Decider, ask: Ask, segment_hint: str, state: State,
+                challenger: Challenger | None = None) -> tuple[Decider, Answer]:
+        """The decider that answered and its answer, from the customer's state as read (before
+        any budget reservation): the challenger's for its share in split mode, else the
+        champion's (with the challenger's offers beside it for its share in shadow mode)."""
+        raw, fields, challenger_raw = state
+        if challenger is not None and challenger.serves(ask.customer_id):
+            return challenger.decider, self._decided_by(
+                challenger.decider, ask, segment_hint, challenger_raw, fields, CHALLENGER)
+        answer = self._decided_by(d, ask, segment_hint, raw, fields)
+        if challenger is not None and challenger.shadows(ask.customer_id):
+            answer = self._shadowed(answer, challenger.decider, ask, segment_hint,
+                                    challenger_raw, fields)
+        return d, answer
+
+    def _decided_by(self, d: Decider, ask: Ask, segment_hint: str, raw: bytes | None,
+                    fields: dict[bytes, bytes], arm: str = TREATMENT) -> Answer:
+        """One version's answer (``arm`` unless the holdout keeps the customer as control)."""
         live = read_live(fields, ask.now, ask.channel, d.policy)
         # The fold-in consumer's record for this version (r:<version>) wins over the published
         # one: it holds the customer's events since training.
         raw = record_for(d.version, raw, fields)
-        answer = self._answer(d, ask, segment_hint, raw, live)
-        return self._arm(d, ask, answer, live,
-                         lambda every: self._answer(d, every, segment_hint, raw, live))
+        answer = self._arm(d, ask, self._answer(d, ask, segment_hint, raw, live), live,
+                           lambda every: self._answer(d, every, segment_hint, raw, live))
+        return answer if arm == TREATMENT or answer.arm == CONTROL else replace(answer, arm=arm)
+
+    def _shadowed(self, answer: Answer, c: Decider, ask: Ask, segment_hint: str,
+                  raw: bytes | None, fields: dict[bytes, bytes]) -> Answer:
+        """``answer`` with what the challenger ``c`` would have shown (no exploration, no
+        holdout: the challenger's own ranking, for off-policy evaluation in the report)."""
+        quiet = replace(ask, epsilon=0.0, explore=False)
+        live = read_live(fields, ask.now, ask.channel, c.policy)
+        shadow = self._answer(c, quiet, segment_hint, record_for(c.version, raw, fields), live)
+        assert shadow.decision is not None
+        ids = c.model.catalogue.offer_ids
+        return replace(answer, shadow=(c.version, tuple(
+            ids[i] for i in shadow.decision.offers[:ask.limit])))
 
     def unread(self, d: Decider, ask: Ask, segment_hint: str, reason: str) -> Answer:
         """The answer when the customer's state could not be read: popularity, degraded."""
@@ -143,18 +175,17 @@ class DecisionCore:
                           f"corrupt customer record in version {d.base.version}: {exc}")
 
     def _answer(self, d: Decider, ask: Ask, segment_hint: str, raw: bytes | None,
-                live: LiveView, record: schema.CustomerRecord | None = None) -> Answer:
+                live: LiveView) -> Answer:
         """The decision for one customer whose record (maybe None) and live state were read."""
-        if raw is None and record is None:
+        if raw is None:
             return self._popular(d, ask, segment_hint or live.segment, live, degraded=False,
                                  reason="customer unknown to the model")
-        if record is None:
-            try:
-                record = decode(raw or b"", d.base)
-            except CorruptRecordError as exc:
-                self._corrupt(d, exc)
-                return self._popular(d, ask, "", live, degraded=True,
-                                     reason=f"customer record unreadable ({exc})")
+        try:
+            record = decode(raw, d.base)
+        except CorruptRecordError as exc:
+            self._corrupt(d, exc)
+            return self._popular(d, ask, "", live, degraded=True,
+                                 reason=f"customer record unreadable ({exc})")
         tables = d.segments[record.segment_index]
         strategy, reason = segment_strategy(d.base.segments[record.segment_index], record)
         # One customer's product, in batch too: a many-row product can differ in the last bits
@@ -219,7 +250,8 @@ class DecisionCore:
             answer.arm, answer.strategy, ask.channel, tuple(ids[i] for i in decision.offers),
             p_accept, np.asarray(decision.propensities if len(decision.propensities) == n
                                  else [1.0] * n, np.float32),
-            p_accept, np.asarray(answer.value, np.float32), np.asarray(answer.cost, np.float32))
+            p_accept, np.asarray(answer.value, np.float32), np.asarray(answer.cost, np.float32),
+            *answer.shadow)
         self.writes.log_decision(ask.customer_id, entry.fields())
 
     def reservation(self, d: Decider, ask: Ask, answer: Answer) -> Reservation | None:
@@ -246,7 +278,8 @@ class DecisionCore:
             decision = finish(decision, reservation.budgeted,
                               {index_of[g] for g in granted if g in index_of})
             answer = replace(_answer(d, answer.customer_id, answer.segment, answer.strategy,
-                                     decision, answer.reason), arm=answer.arm)
+                                     decision, answer.reason), arm=answer.arm,
+                             shadow=answer.shadow)
         contacts = d.policy.contacts
         if (store_up and contacts.count_on == "serve" and ask.channel and decision.offers
                 and ask.channel not in contacts.exempt_channels):
@@ -279,36 +312,17 @@ class DecisionCore:
                 for ask in (Ask(c, batch.limit, batch.now, batch.channel) for c in chunk)]
 
     def batch_slice(self, d: Decider, batch: BatchAsk, ids: Sequence[str],
-                    states: list[State]) -> list[tuple[Ask, Answer]]:
-        """Decides customer by customer, exactly as ``recommend`` does."""
-        states = [(record_for(d.version, raw, fields), fields) for raw, fields in states]
-        records: list[schema.CustomerRecord | None] = []
-        defects: dict[int, str] = {}  # position -> why its record is unreadable
-        for pos, (raw, _) in enumerate(states):
-            record = None
-            if raw is not None:
-                try:
-                    record = decode(raw, d.base)
-                except CorruptRecordError as exc:
-                    self._corrupt(d, exc)
-                    defects[pos] = str(exc)
-            records.append(record)
+                    states: list[State], challenger: Challenger | None = None
+                    ) -> list[tuple[Decider, Ask, Answer]]:
+        """Decides customer by customer, exactly as ``recommend`` does; with the decider that
+        answered each."""
         out = []
-        for pos, (customer_id, (raw, fields)) in enumerate(zip(ids, states, strict=True)):
+        for customer_id, state in zip(ids, states, strict=True):
             ask = Ask(customer_id, batch.limit, batch.now, batch.channel, epsilon=self.epsilon,
                       explore=self.epsilon > 0 and self._draw() < self.epsilon)
-            live = read_live(fields, batch.now, batch.channel, d.policy)
-            record = records[pos]
-            if raw is not None and record is None:  # unreadable
-                out.append((ask, self._popular(
-                    d, ask, "", live, degraded=True,
-                    reason=f"customer record unreadable ({defects[pos]})")))
-                continue
-            out.append((ask, self._arm(
-                d, ask, self._answer(d, ask, "", raw, live, record), live,
-                partial(self._answer, d, segment_hint="", raw=raw, live=live, record=record))))
+            answering, answer = self.decided(d, ask, "", state, challenger)
+            out.append((answering, ask, answer))
         return out
-
 
 def _answer(d: Decider, customer_id: str, segment: str, strategy: str, decision: Decision,
             reason: str) -> Answer:

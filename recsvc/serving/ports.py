@@ -11,6 +11,10 @@ from typing import Protocol
 from recsvc.core.model import ModelVersion
 from recsvc.decisioning.live import LiveData, Poll
 
+# A customer's record (maybe None), live hash, and the challenger version's record (None when
+# no experiment runs or the challenger does not know the customer).
+State = tuple[bytes | None, dict[bytes, bytes], bytes | None]
+
 
 class Store(Protocol):
     """What the model watcher needs from the model store (blocking, on its own thread)."""
@@ -61,13 +65,14 @@ class Records(Writes, Protocol):
         self, version: str, customer_ids: Sequence[str], deadline: float
     ) -> list[bytes | None]: ...
 
-    async def customer_state(self, version: str, customer_id: str, deadline: float
-                             ) -> tuple[bytes | None, dict[bytes, bytes]]:
-        """The record and the live hash, in one round trip."""
+    async def customer_state(self, version: str, customer_id: str, deadline: float,
+                             challenger: str = "") -> State:
+        """The record and the live hash (and the ``challenger`` version's record), in one
+        round trip."""
         ...
 
-    async def customer_states(self, version: str, customer_ids: Sequence[str], deadline: float
-                              ) -> list[tuple[bytes | None, dict[bytes, bytes]]]: ...
+    async def customer_states(self, version: str, customer_ids: Sequence[str], deadline: float,
+                              challenger: str = "") -> list[State]: ...
 
     async def reserve(self, day: str, segment: str, limit: int,
                       candidates: list[tuple[str, bool]], deadline: float) -> set[str]:
@@ -78,13 +83,14 @@ class Records(Writes, Protocol):
 class BlockingRecords(Writes, Protocol):
     """The same reads for the thread-pool server model: blocking, callable from any thread."""
 
-    def customer_state(self, version: str, customer_id: str, deadline: float
-                       ) -> tuple[bytes | None, dict[bytes, bytes]]:
-        """The record and the live hash, in one round trip."""
+    def customer_state(self, version: str, customer_id: str, deadline: float,
+                       challenger: str = "") -> State:
+        """The record and the live hash (and the ``challenger`` version's record), in one
+        round trip."""
         ...
 
-    def customer_states(self, version: str, customer_ids: Sequence[str], deadline: float
-                        ) -> list[tuple[bytes | None, dict[bytes, bytes]]]: ...
+    def customer_states(self, version: str, customer_ids: Sequence[str], deadline: float,
+                        challenger: str = "") -> list[State]: ...
 
     def reserve(self, day: str, segment: str, limit: int,
                 candidates: list[tuple[str, bool]], deadline: float) -> set[str]:

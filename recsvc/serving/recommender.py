@@ -35,16 +35,17 @@ class Recommender(DecisionCore):
         self.records = records
 
     async def recommend(self, question: Question, deadline: float) -> Answer:
-        d, ask = self.begin(question)
+        d, ask, challenger = self.begin(question)
         try:
             if self.holder.vanished is not None:  # the version's records are gone: no read
                 raise StoreError(self.holder.vanished)
-            state = await self.records.customer_state(d.version, ask.customer_id, deadline)
+            state = await self.records.customer_state(d.version, ask.customer_id, deadline,
+                                                    challenger.version if challenger else "")
         except StoreError as exc:
             answer = self.unread(d, ask, question.segment, self.store_failure(exc))
             return self.settled(d, ask, answer, None, set(), store_up=False)
-        return await self._settle(d, ask, self.decided(d, ask, question.segment, state),
-                                  deadline)
+        d, answer = self.decided(d, ask, question.segment, state, challenger)
+        return await self._settle(d, ask, answer, deadline)
 
     async def _settle(self, d: Decider, ask: Ask, answer: Answer, deadline: float) -> Answer:
         """Reserve on-serve budget units (a second round trip, only for answers holding such
@@ -69,12 +70,13 @@ class Recommender(DecisionCore):
         A caller that goes away cancels the task at its next await: no more chunks are read.
         """
         batch = self.begin_batch(customer_ids, limit, channel)
-        d = self.holder.require_decider()
+        d, challenger = self.holder.lineup()
+        also = challenger.version if challenger else ""
         for chunk in self.chunks(batch):
             try:
                 if self.holder.vanished is not None:
                     raise StoreError(self.holder.vanished)
-                states = await self.records.customer_states(d.version, chunk, deadline)
+                states = await self.records.customer_states(d.version, chunk, deadline, also)
             except StoreError as exc:
                 for ask, answer in self.unread_batch(d, batch, chunk, self.store_failure(exc)):
                     yield self.settled(d, ask, answer, None, set(), store_up=False)
@@ -82,6 +84,7 @@ class Recommender(DecisionCore):
             # Decided a slice at a time: the consumer awaits between answers, so single calls
             # get a turn on the event loop at least every slice.
             for at in range(0, len(chunk), RANK_SLICE):
-                for ask, answer in self.batch_slice(d, batch, chunk[at:at + RANK_SLICE],
-                                                    states[at:at + RANK_SLICE]):
-                    yield await self._settle(d, ask, answer, deadline)
+                for answering, ask, answer in self.batch_slice(
+                        d, batch, chunk[at:at + RANK_SLICE], states[at:at + RANK_SLICE],
+                        challenger):
+                    yield await self._settle(answering, ask, answer, deadline)

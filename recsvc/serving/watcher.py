@@ -12,6 +12,11 @@ still exist: a Redis restarted without persistence, a FLUSHALL or an eviction wo
 turn every known customer into an "unknown" one served global popularity while health said
 SERVING. The holder is marked ``vanished``: requests answer degraded popularity from memory
 with the reason, the named health service goes NOT_SERVING, one log line says it.
+
+The same poll reads the experiment record (``recsvc experiments``): while one runs, its
+challenger version is loaded once and its decider is built beside the champion's with the same
+live state; the holder gets both in one swap. A promotion moves the pointer to the challenger
+already in memory, so the switch costs no load.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from recsvc.core.model import ModelVersion
 from recsvc.decisioning.budgets import budget_state, day_of
 from recsvc.decisioning.decider import build_decider
 from recsvc.decisioning.live import Poll
+from recsvc.experiments.challenger import Experiment
 from recsvc.ops import metrics
-from recsvc.serving.holder import ModelHolder
+from recsvc.serving.holder import Challenger, ModelHolder
 from recsvc.serving.ports import Store
 
 log = logging.getLogger(__name__)
@@ -46,7 +52,11 @@ class ModelWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed_version: str | None = None
-        self._applied: tuple[tuple[int, int, int], str] | None = None  # revisions, UTC day
+        # What the holder was last built from: revisions, UTC day, experiment.
+        self._applied: tuple[tuple[int, int, int], str, Experiment | None] | None = None
+        self._experiment: Experiment | None = None  # the running one, its challenger loaded
+        self._challenger: ModelVersion | None = None  # that challenger version in memory
+        self._refused: tuple[tuple[str, str], ...] = ()  # an experiment record not followed
         self._redis_down_since: float | None = None  # for one log line when down, one when back
         self._streams_read = -STREAM_METRICS_SECONDS  # monotonic time of the last read
 
@@ -66,6 +76,7 @@ class ModelWatcher:
         self._redis_state(True)
         self._stream_metrics()
         active = polled.active
+        self._follow_experiment(polled, active)
         if current is not None and active is None:
             self._vanished(current.version, "the active version pointer is gone")
         elif current is not None and active == current.version and not intact:
@@ -73,7 +84,9 @@ class ModelWatcher:
         elif active is not None and active != self._failed_version and (
                 current is None or current.version != active):
             try:
-                model = self.store.load_version(active)
+                promoted = self._challenger
+                model = promoted if promoted is not None and promoted.version == active \
+                    else self.store.load_version(active)
                 self._apply(model, polled)
                 self.holder.vanished = None
                 metrics.model_loaded(active, model.trained_at, time.time(), current is not None)
@@ -93,7 +106,7 @@ class ModelWatcher:
                             extra={"version": active, "cause": str(exc)})
         elif current is not None:
             self._restored(current.version)
-            if self._applied != (polled.revisions, day_of(time.time())):
+            if self._applied != (polled.revisions, day_of(time.time()), self._experiment):
                 try:
                     self._apply(current, polled)
                 except StoreError as exc:
@@ -129,8 +142,52 @@ class ModelWatcher:
         metrics.budgets_exhausted(len(budgets.exhausted.union(*budgets.exhausted_in.values())))
         decider = build_decider(model, live.overrides, budgets, live.dnc, self.objective,
                                 polled.revisions)
-        self.holder.swap(model, decider)
-        self._applied = (polled.revisions, day_of(now))
+        challenger = None
+        experiment, other = self._experiment, self._challenger
+        if experiment is not None and other is not None and other.version != model.version:
+            challenger = Challenger(experiment, build_decider(
+                other, live.overrides, budgets, live.dnc, self.objective, polled.revisions))
+        self.holder.swap(model, decider, challenger)
+        if experiment is None:
+            self._challenger = None  # ended, or promoted (then it was loaded as the champion)
+        self._applied = (polled.revisions, day_of(now), experiment)
+
+    def _follow_experiment(self, polled: Poll, active: str | None) -> None:
+        """Keep ``_experiment`` on the polled record, its challenger version loaded (a record
+        that does not parse, or a version that does not load, runs no experiment: logged once;
+        a store error is tried again at the next poll)."""
+        try:
+            experiment = Experiment.from_fields(dict(polled.experiment))
+        except ValueError as exc:
+            if self._refused != polled.experiment:
+                log.error("experiment record ignored: %s", exc)
+                self._refused = polled.experiment
+            experiment = None
+        if experiment is not None and experiment.challenger == active:
+            experiment = None  # the challenger became the champion (models activate)
+        if experiment == self._experiment:
+            return
+        if experiment is None:
+            if self._experiment is not None:
+                log.info("experiment ended: challenger %s", self._experiment.challenger)
+            self._experiment = None
+            return
+        if self._challenger is None or self._challenger.version != experiment.challenger:
+            if self._refused == polled.experiment:
+                return
+            try:
+                self._challenger = self.store.load_version(experiment.challenger)
+            except CorruptRecordError as exc:
+                log.error("experiment not followed: challenger %s: %s",
+                          experiment.challenger, exc)
+                self._refused = polled.experiment
+                return
+            except StoreError as exc:
+                log.warning("challenger %s not loaded yet: %s", experiment.challenger, exc)
+                return
+        self._experiment = experiment
+        log.info("experiment running: challenger %s, %s, share %g", experiment.challenger,
+                 experiment.mode, experiment.share)
 
     def _vanished(self, version: str, why: str) -> None:
         """The model in memory is gone from Redis (a restart without persistence, FLUSHALL,

@@ -22,6 +22,7 @@ from recsvc.store.blocking_pipeline import ThreadPipelines
 from recsvc.store.reader import (
     Breaker,
     Command,
+    State,
     attempt_timeout,
     contact_command,
     decision_log_command,
@@ -58,16 +59,16 @@ class BlockingRecordReader:
                     raise failure from exc
         raise AssertionError("unreachable")
 
-    def customer_state(self, version: str, customer_id: str, deadline: float
-                       ) -> tuple[bytes | None, dict[bytes, bytes]]:
-        """The customer's record and live hash: one pipeline, one round trip."""
+    def customer_state(self, version: str, customer_id: str, deadline: float,
+                       challenger: str = "") -> State:
+        """The customer's record and live hash (and the challenger's record): one round trip."""
         return state_of(self._calls(deadline, "pipeline",
-                                    state_commands(self._keys, version, customer_id)))
+                                    state_commands(self._keys, version, customer_id, challenger)))
 
-    def customer_states(self, version: str, customer_ids: Sequence[str], deadline: float
-                        ) -> list[tuple[bytes | None, dict[bytes, bytes]]]:
-        return states_of(self._calls(deadline, "pipeline",
-                                     states_commands(self._keys, version, customer_ids)))
+    def customer_states(self, version: str, customer_ids: Sequence[str], deadline: float,
+                        challenger: str = "") -> list[State]:
+        return states_of(self._calls(
+            deadline, "pipeline", states_commands(self._keys, version, customer_ids, challenger)))
 
     def reserve(self, day: str, segment: str, limit: int,
                 candidates: list[tuple[str, bool]], deadline: float) -> set[str]:

@@ -39,15 +39,19 @@ def _int(raw: Any) -> int:
 
 
 def poll(client: redis.Redis, keys: schema.Keys) -> Poll:
-    """One round trip: the active pointer and the revision counters."""
-    pipe = client.pipeline(transaction=False)
+    """One round trip: the active pointer, the revision counters and the experiment record
+    (MULTI: ``recsvc experiments promote`` moves the pointer and ends the experiment in one
+    script, and the poll sees both or neither)."""
+    pipe = client.pipeline(transaction=True)
     pipe.get(keys.active)
     pipe.get(keys.offers_rev)
     pipe.hget(keys.budgets, REV_FIELD)
     pipe.get(dnc_rev_key(keys))
-    active, offers_rev, budgets_rev, dnc_rev = pipe.execute()
+    pipe.hgetall(keys.experiments)
+    active, offers_rev, budgets_rev, dnc_rev, experiment = pipe.execute()
     return Poll(None if active is None else text_of(active),
-                (_int(offers_rev), _int(budgets_rev), _int(dnc_rev)))
+                (_int(offers_rev), _int(budgets_rev), _int(dnc_rev)),
+                tuple(sorted((text_of(k), text_of(v)) for k, v in experiment.items())))
 
 
 def load_live(client: redis.Redis, keys: schema.Keys) -> LiveData:

@@ -195,17 +195,18 @@ class RecordReader:
                     raise failure from exc
         raise AssertionError("unreachable")
 
-    async def customer_state(self, version: str, customer_id: str, deadline: float
-                             ) -> tuple[bytes | None, dict[bytes, bytes]]:
-        """The customer's record and live hash: one pipeline, one round trip."""
-        return state_of(await self._calls(deadline,
-                                          state_commands(self._keys, version, customer_id)))
+    async def customer_state(self, version: str, customer_id: str, deadline: float,
+                             challenger: str = "") -> State:
+        """The customer's record and live hash (and the challenger version's record): one
+        pipeline, one round trip."""
+        return state_of(await self._calls(
+            deadline, state_commands(self._keys, version, customer_id, challenger)))
 
-    async def customer_states(self, version: str, customer_ids: Sequence[str], deadline: float
-                              ) -> list[tuple[bytes | None, dict[bytes, bytes]]]:
-        """Records (one HMGET) and live hashes of a batch chunk, in one round trip."""
-        return states_of(await self._calls(deadline,
-                                           states_commands(self._keys, version, customer_ids)))
+    async def customer_states(self, version: str, customer_ids: Sequence[str], deadline: float,
+                              challenger: str = "") -> list[State]:
+        """Records (one HMGET per version) and live hashes of a batch chunk, in one round trip."""
+        return states_of(await self._calls(
+            deadline, states_commands(self._keys, version, customer_ids, challenger)))
 
     async def reserve(self, day: str, segment: str, limit: int,
                       candidates: list[tuple[str, bool]], deadline: float) -> set[str]:
@@ -258,27 +259,43 @@ class RecordReader:
 
 
 Command = tuple[bytes | str, ...]
+# A customer's record, live hash and, while an experiment runs, the challenger version's record.
+State = tuple[bytes | None, dict[bytes, bytes], bytes | None]
 
 
-def state_commands(keys: schema.Keys, version: str, customer_id: str) -> list[Command]:
-    """A customer's record and live hash (one pipeline)."""
-    return [("HGET", keys.customers(version), customer_id), ("HGETALL", keys.live(customer_id))]
+def state_commands(keys: schema.Keys, version: str, customer_id: str, challenger: str = ""
+                   ) -> list[Command]:
+    """A customer's record and live hash (one pipeline); with a ``challenger`` version, its
+    record of the customer too (the same pipeline: never a second round trip)."""
+    commands: list[Command] = [("HGET", keys.customers(version), customer_id),
+                               ("HGETALL", keys.live(customer_id))]
+    if challenger:
+        commands.append(("HGET", keys.customers(challenger), customer_id))
+    return commands
 
 
-def states_commands(keys: schema.Keys, version: str, customer_ids: Sequence[str]
-                    ) -> list[Command]:
-    """A batch chunk's records (one HMGET) and live hashes (one pipeline)."""
-    return [("HMGET", keys.customers(version), *customer_ids),
-            *(("HGETALL", keys.live(c)) for c in customer_ids)]
+def states_commands(keys: schema.Keys, version: str, customer_ids: Sequence[str],
+                    challenger: str = "") -> list[Command]:
+    """A batch chunk's records (one HMGET) and live hashes (one pipeline); with a
+    ``challenger`` version, one HMGET of its records last."""
+    commands: list[Command] = [("HMGET", keys.customers(version), *customer_ids),
+                               *(("HGETALL", keys.live(c)) for c in customer_ids)]
+    if challenger:
+        commands.append(("HMGET", keys.customers(challenger), *customer_ids))
+    return commands
 
 
-def state_of(replies: list[Any]) -> tuple[bytes | None, dict[bytes, bytes]]:
-    raw, live = replies
-    return raw, _pairs(live)
+def state_of(replies: list[Any]) -> State:
+    raw, live, *challenger = replies
+    return raw, _pairs(live), challenger[0] if challenger else None
 
 
-def states_of(replies: list[Any]) -> list[tuple[bytes | None, dict[bytes, bytes]]]:
-    return [(raw, _pairs(live)) for raw, live in zip(replies[0], replies[1:], strict=True)]
+def states_of(replies: list[Any]) -> list[State]:
+    n = len(replies[0])
+    lives = replies[1:n + 1]
+    challenger = replies[n + 1] if len(replies) > n + 1 else [None] * n
+    return [(raw, _pairs(live), other)
+            for raw, live, other in zip(replies[0], lives, challenger, strict=True)]
 
 
 def reserve_commands(keys: schema.Keys, day: str, segment: str, limit: int,

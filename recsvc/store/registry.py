@@ -78,7 +78,7 @@ class VersionInfo:
     state: str
     created_at: str
     segment_count: int
-    role: str  # "active", "previous" or ""
+    role: str  # "active", "previous", "challenger" (a running experiment's) or ""
 
 
 class Registry:
@@ -93,17 +93,25 @@ class Registry:
         active, previous = self.client.mget(self.keys.active, self.keys.previous)
         return _text(active), _text(previous)
 
+    def challenger(self) -> str | None:
+        """The running experiment's challenger version (``recsvc experiments``): kept like the
+        active and previous versions until the experiment ends."""
+        return _text(self.client.hget(self.keys.experiments, "challenger"))
+
     def manifest(self, version: str) -> dict[str, Any] | None:
         raw = self.client.hget(self.keys.versions, version)
         return None if raw is None else dict(json.loads(raw))
 
     def all(self) -> list[VersionInfo]:
         active, previous = self.pointers()
+        challenger = self.challenger()
         infos = []
         for raw_version, raw in sorted(self.client.hgetall(self.keys.versions).items()):
             version = _text(raw_version) or ""
             manifest = json.loads(raw)
             role = "active" if version == active else "previous" if version == previous else ""
+            if not role and version == challenger:
+                role = "challenger"
             infos.append(VersionInfo(version, manifest.get("state", "?"),
                                      manifest.get("created_at", ""),
                                      int(manifest.get("segment_count", 0)), role))
@@ -222,6 +230,9 @@ class Registry:
         if version in (active, previous):
             role = "active" if version == active else "previous"
             raise RecsvcError(f"version {version} is {role}; not deleting it")
+        if version == self.challenger():
+            raise RecsvcError(f"version {version} is the running experiment's challenger; "
+                              "not deleting it (stop or promote the experiment first)")
         manifest = self.manifest(version) or {}
         count = int(manifest.get("segment_count", 0))
         keys = self.keys.version_keys(version, count)
@@ -236,7 +247,7 @@ class Registry:
     def collect_garbage(self, keep: set[str]) -> list[str]:
         """Delete every recorded version that is not active, previous or in ``keep``."""
         active, previous = self.pointers()
-        live = {v for v in (active, previous) if v} | keep
+        live = {v for v in (active, previous, self.challenger()) if v} | keep
         recorded = [_text(v) or "" for v in self.client.hkeys(self.keys.versions)]
         doomed = [v for v in recorded if v not in live]
         for version in doomed:

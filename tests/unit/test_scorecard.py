@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from recsvc.experiments.decision_log import Decision, as_columns
+from recsvc.experiments.report_html import render
 from recsvc.experiments.scorecard import DAY, Decisions, Events, scorecard
 
 T0 = 1_790_000_000.0
@@ -112,3 +113,30 @@ def test_decision_log_entries_round_trip_through_stream_fields() -> None:
     raw[b"sc"] = b"\x00"
     with pytest.raises(ValueError, match="field 'sc'"):
         Decision.from_fields(raw)
+
+
+def test_challenger_vs_champion_finds_a_planted_difference_with_an_interval_covering_it() -> None:
+    """Split mode: the challenger arm against the champion's (treatment); control excluded."""
+    rng = np.random.default_rng(23)
+    decisions, rows = [], []
+    for i in range(8000):
+        arm = ("control", "treatment", "treatment", "challenger")[i % 4]
+        customer = f"c{i}"
+        decisions.append(_decision(i, customer, arm, () if arm == "control" else ("o1",),
+                                   ts=T0 + i))
+        retain_p = {"control": 0.50, "treatment": 0.60, "challenger": 0.68}[arm]
+        kind = "renew" if rng.random() < retain_p else "churn"
+        rows.append((customer, "", kind, T0 + i + 10 * DAY, "", None))
+    card = scorecard(Decisions.from_columns(as_columns(decisions)), _events(rows))
+    versus = card["challenger_vs_champion"]["retention_rate"]
+    assert versus["low"] <= 0.08 <= versus["high"]
+    assert versus["value"] == pytest.approx(0.08, abs=0.04)
+    relative = card["challenger_vs_champion"]["retention_relative"]
+    assert relative["low"] <= 0.68 / 0.60 - 1 <= relative["high"]
+    assert card["uplift"]["challenger"]["retention_rate"]["value"] == pytest.approx(
+        0.18, abs=0.04)  # and each against control, as before
+    page = render(card)
+    assert "<h2>Challenger vs champion</h2>" in page
+    without = scorecard(Decisions.from_columns(as_columns(decisions[:2])), _events(rows[:2]))
+    assert without["challenger_vs_champion"] == {}
+    assert "Challenger vs champion" not in render(without)

@@ -33,6 +33,7 @@ class ScriptedStore:
         self.revisions = (0, 0, 0)
         self.live = LiveData({}, {}, frozenset())
         self.live_loads = 0
+        self.experiment: tuple[tuple[str, str], ...] = ()
         self.stream_reads = 0
 
     def active_version(self) -> str | None:
@@ -42,7 +43,7 @@ class ScriptedStore:
         self.reads += 1
         if self.down:
             raise StoreError("down")
-        return Poll(self.active, self.revisions)
+        return Poll(self.active, self.revisions, self.experiment)
 
     def load_live(self) -> LiveData:
         self.live_loads += 1
@@ -142,6 +143,50 @@ def test_live_state_is_reloaded_only_when_a_revision_moves() -> None:
     decider = holder.require_decider()
     assert store.live_loads == 2 and decider.paused == frozenset({0})
     assert decider.dnc == frozenset({"c9"}) and decider.revisions == (1, 0, 1)
+    assert holder.current is not None and holder.current.version == "v1"
+
+
+EXPERIMENT = (("challenger", "v2"), ("mode", "split"), ("salt", "s"), ("share", "0.5"),
+              ("started_at", "0"))
+
+
+def test_an_experiment_loads_its_challenger_once_and_a_promotion_reuses_it() -> None:
+    store = ScriptedStore("v1", [None, None])
+    w, holder, _ = watcher(store)
+    w.check_once()
+    store.experiment = EXPERIMENT
+    w.check_once()
+    w.check_once()
+    champion, challenger = holder.lineup()
+    assert champion.version == "v1" and challenger is not None and challenger.version == "v2"
+    assert challenger.experiment.share == 0.5 and store.loads == []  # loaded once
+    store.revisions = (1, 0, 0)  # live state moved: both deciders rebuilt with it
+    w.check_once()
+    assert holder.lineup()[1].decider.revisions == (1, 0, 0)  # type: ignore[union-attr]
+    store.active, store.experiment = "v2", ()  # promoted: one script moved both
+    w.check_once()
+    assert holder.current is not None and holder.current.version == "v2"
+    assert holder.challenger is None and store.loads == []  # no third load: reused
+
+
+def test_a_malformed_experiment_record_or_an_undecodable_challenger_runs_no_experiment(
+        caplog: Any) -> None:
+    store = ScriptedStore("v1", [None, CorruptRecordError("garbage")])
+    w, holder, _ = watcher(store)
+    w.check_once()
+    store.experiment = (("challenger", "v2"), ("mode", "split"), ("salt", "s"),
+                        ("share", "7"))
+    w.check_once()
+    w.check_once()
+    assert holder.challenger is None
+    assert sum("experiment record ignored" in r.getMessage() for r in caplog.records) == 1
+    store.experiment = EXPERIMENT
+    w.check_once()
+    w.check_once()  # not loaded again
+    assert holder.challenger is None and store.loads == []
+    assert sum("experiment not followed" in r.getMessage() for r in caplog.records) == 1
+    store.experiment = ()  # stopped: the champion alone, as before
+    w.check_once()
     assert holder.current is not None and holder.current.version == "v1"
 
 
