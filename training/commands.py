@@ -55,6 +55,11 @@ def add_train(sub: Any) -> None:
     train.add_argument("--force", action="store_true",
                        help="activate even if the quality gate says the new version is worse")
     train.add_argument("--seed", type=int, help="overrides the config's seed")
+    train.add_argument("--decisions", metavar="DIR",
+                       help="an exported decision log (`recsvc decisions export --out DIR`): "
+                       "its logged propensities de-bias the held-out metrics of the "
+                       "interactions whose decision_id it holds, its explored answers make the "
+                       "exploration slice")
     train.set_defaults(run=run_train)
 
 
