@@ -117,7 +117,8 @@ def read(directory: str) -> LoggedShows:
         outside = np.flatnonzero(~((p > 0) & (p <= 1)))
         if len(outside):
             r = int(np.searchsorted(np.cumsum(shown), outside[0], side="right"))
-            raise _bad(path, table, r, f"propensity {p[outside[0]]!r} is not in (0, 1]")
+            value = float(p[outside[0]])
+            raise _bad(path, table, r, f"propensity {value!r} is not in (0, 1]")
         row = np.repeat(np.arange(table.num_rows), shown)
         offers = pc.fill_null(pc.list_flatten(table["offers"]), "")
         keys.append(pc.binary_join_element_wise(ids.take(pa.array(row)), offers, SEPARATOR))
