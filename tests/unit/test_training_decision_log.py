@@ -74,7 +74,7 @@ def test_explored_round_trips_through_the_stream_fields() -> None:
 def test_bad_decisions_are_refused_naming_the_file_and_the_decision(
         tmp_path: Path, entries: tuple[Decision, ...], message: str) -> None:
     directory = _export(tmp_path / "log", *entries)
-    with pytest.raises(DataError, match="part.parquet") as caught:
+    with pytest.raises(DataError, match=r"part\.parquet") as caught:
         decisions.read(str(directory))
     assert message in str(caught.value)
 
@@ -90,7 +90,7 @@ def test_a_directory_that_is_not_an_export_is_refused(tmp_path: Path) -> None:
         decisions.read(str(tmp_path / "empty"))
     (tmp_path / "other").mkdir()
     pq.write_table(pa.table({"decision_id": ["d1"]}), tmp_path / "other" / "x.parquet")
-    with pytest.raises(DataError, match="missing column.*offers, propensities"):
+    with pytest.raises(DataError, match=r"missing column.*offers, propensities"):
         decisions.read(str(tmp_path / "other"))
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "x.parquet").write_bytes(b"not parquet")
