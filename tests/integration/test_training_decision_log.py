@@ -1,0 +1,134 @@
+"""``recsvc train --decisions DIR`` end to end: a decision log export with logged propensities and
+explored answers joins the interactions by decision_id; the run report and the version metadata
+show naive, de-biased (with the logged propensities) and exploration-slice metrics side by side,
+and which chose. The statistics themselves are tested against known answers in
+tests/unit/test_logged_propensity_metrics.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from recsvc.experiments.decision_log import Decision
+from recsvc.experiments.parquet_log import table_of
+from tests.integration.helpers import cli
+from training import localredis
+
+pytestmark = pytest.mark.integration
+
+CUSTOMERS, OFFERS, DECISIONS, SHOWN_PER_DECISION = 1500, 30, 6, 4
+CONFIG = """
+seed = 3
+[evaluation]
+holdout = 1
+min_history = 2
+[tuning]
+factors = [4]
+regularization = [0.1]
+alpha = [5.0]
+iterations = [5]
+blend_weights = [0.0, 1.0]
+[exposure]
+factors = [4]
+regularization = [10.0]
+iterations = 4
+competitors = false
+"""
+
+
+@pytest.fixture(scope="module")
+def logged_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Customers shown offers by a biased policy with known per-decision propensities; a quarter
+    of them only by explored answers (SHOWN_PER_DECISION of OFFERS drawn uniformly)."""
+    out = tmp_path_factory.mktemp("logged")
+    rng = np.random.default_rng(3)
+    taste = rng.normal(size=(CUSTOMERS, 3))
+    p = 1 / (1 + np.exp(-(-1.2 + taste @ rng.normal(size=(OFFERS, 3)).T)))
+    bias = np.exp(rng.normal(0, 1.5, OFFERS))
+    explores = rng.random(CUSTOMERS) < 0.25
+    entries: list[Decision] = []
+    rows: list[tuple[str, str, str, int, str]] = []
+    for c in range(CUSTOMERS):
+        for d in range(DECISIONS):
+            if explores[c]:
+                shown = rng.choice(OFFERS, SHOWN_PER_DECISION, replace=False)
+                q = np.full(SHOWN_PER_DECISION, SHOWN_PER_DECISION / OFFERS)
+            else:
+                weights = bias / bias.sum()
+                shown = rng.choice(OFFERS, SHOWN_PER_DECISION, replace=False, p=weights)
+                q = np.minimum(1.0, SHOWN_PER_DECISION * weights[shown])  # logged as is
+            decision_id = f"d{c}-{d}"
+            offers = tuple(f"o{o}" for o in shown)
+            zeros = np.zeros(len(offers), np.float32)
+            entries.append(Decision(decision_id, 1_790_000_000.0 + d, f"c{c}", "s1", "v0",
+                                    "treatment", "personalized", "email", offers, zeros,
+                                    q.astype(np.float32), zeros, zeros, zeros,
+                                    explored=bool(explores[c])))
+            for o in shown:
+                ts = 1_790_000_000 + 1000 * d
+                rows.append((f"c{c}", f"o{o}", "impression", ts, decision_id))
+                if rng.random() < p[c, o]:
+                    rows.append((f"c{c}", f"o{o}", "accept", ts + 10, decision_id))
+    (out / "decisions").mkdir()
+    pq.write_table(table_of([(0, e.decision_id, e) for e in entries]),
+                   out / "decisions" / "log.parquet")
+    pq.write_table(pa.table({name: [r[i] for r in rows] for i, name in enumerate(
+        ("customer_id", "offer_id", "event", "ts", "decision_id"))}),
+        out / "interactions.parquet")
+    pq.write_table(pa.table({"customer_id": [f"c{c}" for c in range(CUSTOMERS)],
+                             "segment": ["s1"] * CUSTOMERS}), out / "customers.parquet")
+    pq.write_table(pa.table({"offer_id": [f"o{o}" for o in range(OFFERS)],
+                             "segments": ["*"] * OFFERS}), out / "offers.parquet")
+    (out / "config.toml").write_text(CONFIG)
+    return out
+
+
+def _train(world: Path, decisions: Path, url: str, prefix: str, report: Path
+           ) -> tuple[int, str, str]:
+    result = cli(["train", "--customers", str(world / "customers.parquet"), "--offers",
+                  str(world / "offers.parquet"), "--interactions",
+                  str(world / "interactions.parquet"), "--config", str(world / "config.toml"),
+                  "--decisions", str(decisions), "--report", str(report)], url, prefix)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_train_with_a_decision_log_reports_logged_debiased_and_exploration_metrics(
+        logged_world: Path, redis_server: localredis.LocalRedis, prefix: str,
+        tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    code, out, err = _train(logged_world, logged_world / "decisions", redis_server.url, prefix,
+                            report_path)
+    assert code == 0, err + out
+    report = json.loads(report_path.read_text())
+    joined = report["decision_log"]
+    assert joined["decisions_read"] == CUSTOMERS * DECISIONS
+    assert joined["interactions_joined"] == joined["interactions_with_decision_id"] > 0
+    assert joined["interactions_explored"] > 0
+    [segment] = report["segments"]
+    evaluation = segment["evaluation"]
+    assert evaluation["selected_on"] == "debiased_precision_at_10"
+    # Every held-out accept was joined: the de-biased metric used no estimated propensity.
+    assert evaluation["logged_propensity_pairs"] == evaluation["held_out_pairs"] > 0
+    assert evaluation["estimated_propensity_pairs"] == 0
+    assert 0 < evaluation["exploration_customers"] < segment["evaluated_customers"]
+    for key in ("metrics", "model_metrics", "baseline_metrics"):
+        metrics = segment[key]
+        assert {"precision_at_10", "debiased_precision_at_10",
+                "exploration_precision_at_10", "exploration_ndcg_at_10"} <= set(metrics)
+        assert metrics["exploration_customers"] == evaluation["exploration_customers"]
+    assert "exploration p@10" in out and "chosen on debiased_precision_at_10" in out
+    assert "decision log: " in out
+
+
+def test_a_bad_decision_log_fails_the_run_naming_it(
+        logged_world: Path, redis_server: localredis.LocalRedis, prefix: str,
+        tmp_path: Path) -> None:
+    code, out, err = _train(logged_world, tmp_path / "nowhere", redis_server.url, prefix,
+                            tmp_path / "r.json")
+    assert code == 1
+    assert "--decisions" in err + out and "no such directory" in err + out
