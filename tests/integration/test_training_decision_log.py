@@ -7,17 +7,26 @@ tests/unit/test_logged_propensity_metrics.py."""
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import redis
 
+from recsvc.core import schema
+from recsvc.core.config import Settings
 from recsvc.experiments.decision_log import Decision
 from recsvc.experiments.parquet_log import table_of
-from tests.integration.helpers import cli
+from recsvc.store.decisions import read_decisions
+from recsvc.v1 import offers_pb2 as pb
+from tests.integration.helpers import FAST_CONFIG, cli, planted
+from tests.integration.serving import running, train, wait_for_version
 from training import localredis
+from training.inputs import decisions
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +141,30 @@ def test_a_bad_decision_log_fails_the_run_naming_it(
                             tmp_path / "r.json")
     assert code == 1
     assert "--decisions" in err + out and "no such directory" in err + out
+
+
+@pytest.mark.both_models
+def test_serving_logs_whether_each_answer_explored(tmp_path: Path, settings: Settings,
+                                                   client: redis.Redis) -> None:
+    """With half the answers exploring, the logged ``explored`` is true exactly for the answers
+    whose offers carry the "exploration" reason, and survives the Parquet export."""
+    version = train(planted(tmp_path), settings.redis_url, settings.key_prefix, FAST_CONFIG)
+    customers = [f"a{i}" for i in range(40)]
+    with running(replace(settings, decision_log=True, explore_share=0.5)) as (_, stub, _c):
+        wait_for_version(stub, version)
+        answers = [stub.Recommend(pb.RecommendRequest(customer_id=c, limit=3), timeout=5)
+                   for c in customers]
+        keys = schema.Keys(settings.key_prefix)
+        deadline = time.monotonic() + 5
+        while sum(client.xlen(keys.decisions(s)) for s in range(schema.SHARDS)) < len(answers) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+    explored = {a.decision_id: any("exploration" in o.reasons for o in a.offers)
+                for a in answers}
+    logged = {d.decision_id: d.explored for d in read_decisions(client, keys)}
+    assert logged == explored and 0 < sum(logged.values()) < len(logged)
+    result = cli(["decisions", "export", "--out", str(tmp_path / "export")],
+                 settings.redis_url, settings.key_prefix)
+    assert result.returncode == 0, result.stderr
+    shown = decisions.read(str(tmp_path / "export"))
+    assert shown.decisions == len(logged) and shown.explored.sum() == 3 * sum(logged.values())
