@@ -75,6 +75,10 @@ def add_datagen(sub: Any) -> None:
     gen.add_argument("--world", choices=("default", "biased"), default="default",
                      help="biased: exposure by an incumbent policy, with ground truth "
                           "(truth.parquet, truth.json)")
+    gen.add_argument("--explore-share", type=float, default=0.0,
+                     help="biased world: this share of customers also get one explored answer "
+                          "(uniform exposure) in the last week, logged with decision ids and a "
+                          "decision log export in OUT/decisions (recsvc train --decisions)")
     gen.set_defaults(run=run_datagen)
 
 

@@ -168,3 +168,40 @@ def test_serving_logs_whether_each_answer_explored(tmp_path: Path, settings: Set
     assert result.returncode == 0, result.stderr
     shown = decisions.read(str(tmp_path / "export"))
     assert shown.decisions == len(logged) and shown.explored.sum() == 3 * sum(logged.values())
+
+
+def test_biased_world_exploration_window_is_the_training_exploration_slice(
+        redis_server: localredis.LocalRedis, prefix: str, tmp_path: Path) -> None:
+    """``datagen --world biased --explore-share``: explored answers logged with decision ids and
+    a decision log; training joins every explored interaction and reports the slice, on which
+    the chosen model beats segment popularity (as the world's truth says it does)."""
+    out = tmp_path / "world"
+    made = cli(["datagen", "--world", "biased", "--out", str(out), "--customers", "4000",
+                "--offers", "80", "--segments", "2", "--seed", "5", "--format", "parquet",
+                "--explore-share", "0.3"], "redis://127.0.0.1:1/0", "unused")
+    assert made.returncode == 0, made.stderr
+    (out / "config.toml").write_text(CONFIG)
+    report_path = tmp_path / "report.json"
+    code, stdout, err = _train(out, out / "decisions", redis_server.url, prefix, report_path)
+    assert code == 0, err + stdout
+    report = json.loads(report_path.read_text())
+    joined = report["decision_log"]
+    assert joined["interactions_joined"] == joined["interactions_with_decision_id"] \
+        == joined["interactions_explored"] > 0
+    for segment in report["segments"]:
+        evaluation = segment["evaluation"]
+        assert evaluation["exploration_customers"] > 0
+        assert evaluation["logged_propensity_pairs"] == evaluation["exploration_pairs"] > 0
+        if segment["strategy"] != "segment_popular":
+            assert segment["model_metrics"]["exploration_precision_at_10"] > \
+                segment["baseline_metrics"]["exploration_precision_at_10"]
+
+
+def test_explore_share_is_validated() -> None:
+    bad = cli(["datagen", "--out", "/tmp/unused-i13p", "--explore-share", "0.5"],
+              "redis://127.0.0.1:1/0", "unused")
+    assert bad.returncode != 0 and "--explore-share: allowed with --world biased only" \
+        in bad.stderr
+    bad = cli(["datagen", "--world", "biased", "--out", "/tmp/unused-i13p", "--explore-share",
+               "1.5"], "redis://127.0.0.1:1/0", "unused")
+    assert bad.returncode != 0 and "--explore-share: 1.5 is not allowed" in bad.stderr
