@@ -216,7 +216,7 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
                                                   args.interactions, workdir)
             report["feedback"] = tables.report
             data = data_module.load(tables.customers, args.offers, tables.interactions,
-                                    config.weight_cap)
+                                    config.weight_cap, bool(getattr(args, "decisions", None)))
             if getattr(args, "decisions", None):  # logged propensities, the exploration slice
                 report["inputs"] = {**paths, "decisions": args.decisions}
                 report["decision_log"] = decision_log.attach(data, args.decisions)

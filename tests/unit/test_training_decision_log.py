@@ -119,7 +119,7 @@ def test_cells_take_the_largest_logged_propensity_and_weigh_by_it(tmp_path: Path
     log = _export(tmp_path / "log", _decision("d1", ("o1",), [0.1]),
                   _decision("d3", ("o1", "o2"), [0.4, 0.4]),
                   _decision("d2", ("o2",), [0.5], explored=True))
-    data = data_module.load(*_tables(tmp_path), weight_cap=100.0)
+    data = data_module.load(*_tables(tmp_path), weight_cap=100.0, decision_ids=True)
     counts = decisions.attach(data, str(log))
     assert counts == {"decisions_read": 3, "offers_shown": 4, "interactions_with_decision_id": 4,
                       "interactions_joined": 4, "interactions_explored": 1}
@@ -136,7 +136,9 @@ def test_cells_take_the_largest_logged_propensity_and_weigh_by_it(tmp_path: Path
 
 def test_decisions_without_a_decision_id_column_are_refused(tmp_path: Path) -> None:
     log = _export(tmp_path / "log", _decision("d1", ("o1",), [0.1]))
-    data = data_module.load(*_tables(tmp_path, with_decision_id=False), weight_cap=100.0)
+    data = data_module.load(*_tables(tmp_path, with_decision_id=False), weight_cap=100.0,
+                            decision_ids=True)
+    assert data_module.load(*_tables(tmp_path), weight_cap=100.0).decision_id is None
     assert data.decision_id is None
     with pytest.raises(DataError, match="no decision_id column"):
         decisions.attach(data, str(log))

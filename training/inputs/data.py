@@ -159,7 +159,9 @@ def read(path: str, required: tuple[str, ...], bad: BadRows,
 
 
 def load(customers_path: str, offers_path: str, interactions_path: str,
-         weight_cap: float) -> Dataset:
+         weight_cap: float, decision_ids: bool = False) -> Dataset:
+    """``decision_ids``: keep the interactions' decision_id column (for ``--decisions`` only:
+    millions of mostly empty strings otherwise)."""
     bad = BadRows()
     customers = read(customers_path, ("customer_id", "segment"), bad)
     offers_table = read(offers_path, ("offer_id",), bad)
@@ -205,7 +207,7 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
     event = lookup(interactions, "event", pa.array(EVENTS))
     ts, ts_bad, ts_converted = parse_epoch_time(interactions, "ts")
     decision_id = text(interactions, "decision_id") \
-        if "decision_id" in interactions.column_names else None
+        if decision_ids and "decision_id" in interactions.column_names else None
     has_weight = "weight" in interactions.column_names
     weight, weight_bad = parse_float(interactions, "weight") if has_weight else (None, None)
     unknown_events = _values_seen(interactions, "event", (event < 0) & (cust >= 0) & (offer >= 0))
