@@ -282,6 +282,7 @@ def train_segment(name: str, cells: Cells, config: TrainConfig,
     result.metrics["served"] = (
         result.metrics["baseline"] if weight <= 0 else result.metrics["model"] if weight >= 1
         else timed(lambda: test_eval.metrics(factors.items, factors.users, weight)).as_dict())
+    result.evaluation["served"] = side_by_side(result.metrics["served"])
     if exposure.competitors:
         on_step(f"{name}: measuring implicit ALS with its default settings")
         chosen = np.zeros(customers, dtype=bool)
@@ -313,6 +314,15 @@ def _evaluation(select_on: str, test: _Evaluator) -> dict[str, Any]:
             "exploration_customers": len(test.slice_rows),
             "exploration_pairs": int(test.explored.sum()),
             "exploration_note": "reported, not selected on: exposure there is uniform"}
+
+
+def side_by_side(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """A metrics dict as {naive, debiased, exploration} -> {precision_at_10, ndcg_at_10}."""
+    out = {"naive": {k: metrics[k] for k in ("precision_at_10", "ndcg_at_10")}}
+    for kind in ("debiased", "exploration"):
+        if f"{kind}_precision_at_10" in metrics:
+            out[kind] = {k: metrics[f"{kind}_{k}"] for k in ("precision_at_10", "ndcg_at_10")}
+    return out
 
 
 def _calibrate(result: SegmentResult, cells: Cells, factors: Factors | None,

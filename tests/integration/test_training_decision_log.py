@@ -124,6 +124,12 @@ def test_train_with_a_decision_log_reports_logged_debiased_and_exploration_metri
     # Every held-out accept was joined: the de-biased metric used no estimated propensity.
     assert evaluation["logged_propensity_pairs"] == evaluation["held_out_pairs"] > 0
     assert evaluation["estimated_propensity_pairs"] == 0
+    served = segment["metrics"]
+    assert evaluation["served"] == {  # side by side in the metadata's extra
+        kind: {"precision_at_10": served[f"{prefix_}precision_at_10"],
+               "ndcg_at_10": served[f"{prefix_}ndcg_at_10"]}
+        for kind, prefix_ in (("naive", ""), ("debiased", "debiased_"),
+                              ("exploration", "exploration_"))}
     assert 0 < evaluation["exploration_customers"] < segment["evaluated_customers"]
     for key in ("metrics", "model_metrics", "baseline_metrics"):
         metrics = segment[key]
