@@ -19,7 +19,9 @@ Definitions (also in docs/DESIGN.md and every report):
 - exploration slice (``exploration_*``): customers with an offer shown in an explored answer
   (shown uniformly at random among the eligible offers), and as relevant only their held-out
   pairs that an explored answer showed. Exposure there is uniform, so the plain hit rate needs no
-  propensity: its expectation is (k / eligible) x the true expected precision of the ranking.
+  propensity: its expectation is (k / eligible) x the true expected precision of the ranking
+  when every explored accept is held out (tests/unit/test_logged_propensity_metrics.py); with
+  the usual holdout of each customer's latest accepts it is a lower-weighted version of it.
 The top 10 never contains offers the customer accepted in the training part (the service
 filters those too), and every strategy is scored by recsvc.ranking, the serving code.
 """
