@@ -55,6 +55,11 @@ def add_train(sub: Any) -> None:
     train.add_argument("--force", action="store_true",
                        help="activate even if the quality gate says the new version is worse")
     train.add_argument("--seed", type=int, help="overrides the config's seed")
+    train.add_argument("--decisions", metavar="DIR",
+                       help="an exported decision log (`recsvc decisions export --out DIR`): "
+                       "its logged propensities de-bias the held-out metrics of the "
+                       "interactions whose decision_id it holds, its explored answers make the "
+                       "exploration slice")
     train.set_defaults(run=run_train)
 
 
@@ -70,6 +75,10 @@ def add_datagen(sub: Any) -> None:
     gen.add_argument("--world", choices=("default", "biased"), default="default",
                      help="biased: exposure by an incumbent policy, with ground truth "
                           "(truth.parquet, truth.json)")
+    gen.add_argument("--explore-share", type=float, default=0.0,
+                     help="biased world: this share of customers also get one explored answer "
+                          "(uniform exposure) in the last week, logged with decision ids and a "
+                          "decision log export in OUT/decisions (recsvc train --decisions)")
     gen.set_defaults(run=run_datagen)
 
 

@@ -13,14 +13,22 @@ Definitions (also in docs/DESIGN.md and every report):
   to), clipped at ``max_weight`` and self-normalised, so an accept of an offer the incumbent
   rarely showed counts for what it says about customers who were not shown it (SNIPS):
   ``sum_u sum_(i in H_u) w_i g_ui / sum_u sum_(i in H_u) w_i / |H_u|``; with every w = 1 it is the
-  naive metric.
+  naive metric. When the decision log says with which probability the serving policy showed a
+  held-out pair (``logged_propensity``: training/inputs/decisions.py), that probability replaces
+  the estimate for that pair, clipped and self-normalised the same way.
+- exploration slice (``exploration_*``): customers with an offer shown in an explored answer
+  (shown uniformly at random among the eligible offers), and as relevant only their held-out
+  pairs that an explored answer showed. Exposure there is uniform, so the plain hit rate needs no
+  propensity: its expectation is (k / eligible) x the true expected precision of the ranking
+  when every explored accept is held out (tests/unit/test_logged_propensity_metrics.py); with
+  the usual holdout of each customer's latest accepts it is a lower-weighted version of it.
 The top 10 never contains offers the customer accepted in the training part (the service
 filters those too), and every strategy is scored by recsvc.ranking, the serving code.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -71,6 +79,9 @@ class Metrics:
     coverage: float
     debiased_precision_at_10: float | None = None
     debiased_ndcg_at_10: float | None = None
+    exploration_precision_at_10: float | None = None
+    exploration_ndcg_at_10: float | None = None
+    exploration_customers: int = 0
 
     def as_dict(self) -> dict[str, float]:
         result = {"precision_at_10": round(self.precision_at_10, 6),
@@ -78,6 +89,11 @@ class Metrics:
         if self.debiased_precision_at_10 is not None and self.debiased_ndcg_at_10 is not None:
             result["debiased_precision_at_10"] = round(self.debiased_precision_at_10, 6)
             result["debiased_ndcg_at_10"] = round(self.debiased_ndcg_at_10, 6)
+        if self.exploration_precision_at_10 is not None \
+                and self.exploration_ndcg_at_10 is not None:
+            result["exploration_precision_at_10"] = round(self.exploration_precision_at_10, 6)
+            result["exploration_ndcg_at_10"] = round(self.exploration_ndcg_at_10, 6)
+            result["exploration_customers"] = self.exploration_customers
         return result
 
     def key(self, select_on: str) -> tuple[float, float]:
@@ -97,17 +113,26 @@ class Metrics:
 def inverse_propensity(shown_customers: npt.NDArray[np.float64], customers: int,
                        max_weight: float) -> npt.NDArray[np.float64]:
     """Per offer 1 / P(shown), P estimated as the share of customers it was shown to, clipped."""
-    propensity = shown_customers / max(customers, 1)
+    return clipped_inverse(shown_customers / max(customers, 1), max_weight)
+
+
+def clipped_inverse(propensity: npt.NDArray[np.float64], max_weight: float
+                    ) -> npt.NDArray[np.float64]:
+    """1 / propensity, at most ``max_weight`` (estimated and logged propensities alike)."""
     result: npt.NDArray[np.float64] = 1.0 / np.maximum(propensity, 1.0 / max_weight)
     return result
 
 
 def score_metrics(top: npt.NDArray[np.int64], relevant_rows: npt.NDArray[np.int64],
                   relevant_cols: npt.NDArray[np.int64], n_offers: int,
-                  weights: npt.NDArray[np.float64] | None = None) -> Metrics:
+                  weights: npt.NDArray[np.float64] | None = None, *,
+                  pair_weights: npt.NDArray[np.float64] | None = None) -> Metrics:
     """Metrics of top-10 lists (one row per customer, -1 pads) against held-out cells given as
     (row, column) pairs; rows index ``top``. ``weights`` (inverse propensity per offer column)
-    adds the de-biased metrics."""
+    or ``pair_weights`` (one per held-out pair) adds the de-biased metrics."""
+    if pair_weights is None and weights is not None:
+        pair_weights = weights[relevant_cols]
+    weights = pair_weights
     n = len(top)
     if n == 0:
         return Metrics(0.0, 0.0, 0.0, None if weights is None else 0.0,
@@ -134,13 +159,31 @@ def score_metrics(top: npt.NDArray[np.int64], relevant_rows: npt.NDArray[np.int6
     order = np.argsort(wanted)
     hit_rank[order[pair_of_hit]] = at_rank
     found = hit_rank >= 0
-    w = weights[relevant_cols] / held_all[relevant_rows]
+    w = weights / held_all[relevant_rows]
     gain_p = found / K * held_all[relevant_rows]
     gain_n = np.where(found, _DISCOUNT[np.maximum(hit_rank, 0)], 0.0) \
         * held_all[relevant_rows] / ideal[relevant_rows]
     total = float(w.sum()) * n / len(np.unique(relevant_rows))
     return Metrics(metrics.precision_at_10, metrics.ndcg_at_10, metrics.coverage,
                    float((w * gain_p).sum() / total), float((w * gain_n).sum() / total))
+
+
+def with_exploration(metrics: Metrics, top: npt.NDArray[np.int64],
+                     relevant_rows: npt.NDArray[np.int64], relevant_cols: npt.NDArray[np.int64],
+                     explored: npt.NDArray[np.bool_], slice_rows: npt.NDArray[np.int64],
+                     n_offers: int) -> Metrics:
+    """``metrics`` plus the exploration slice's: the naive metrics of the customers
+    ``slice_rows`` (rows of ``top``) against their held-out pairs that were ``explored``."""
+    if not len(slice_rows):
+        return metrics
+    local = np.full(len(top), -1, dtype=np.int64)
+    local[slice_rows] = np.arange(len(slice_rows))
+    keep = explored & (local[relevant_rows] >= 0)
+    on_slice = score_metrics(top[slice_rows], local[relevant_rows[keep]], relevant_cols[keep],
+                             n_offers)
+    return replace(metrics, exploration_precision_at_10=on_slice.precision_at_10,
+                   exploration_ndcg_at_10=on_slice.ndcg_at_10,
+                   exploration_customers=len(slice_rows))
 
 
 def top10(segment: SegmentModel, vectors: npt.NDArray[np.float32] | None, n: int,

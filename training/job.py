@@ -31,6 +31,7 @@ from training.calibrate import base_rate, global_calibration
 from training.config import TrainConfig, load_config
 from training.inputs import attributes
 from training.inputs import data as data_module
+from training.inputs import decisions as decision_log
 from training.inputs import events as feedback_events
 from training.inputs import profile as profile_module
 from training.matrix import Cells, build_cells, global_popularity
@@ -183,7 +184,7 @@ def segment_meta(result: SegmentResult) -> SegmentMeta:
         extra={"implicit_default_metrics": result.metrics.get("implicit_default"),
                "calibration": result.calibration,
                "popularity_calibration": result.popularity_calibration,
-               "calibration_reliability": result.reliability},
+               "calibration_reliability": result.reliability, "evaluation": result.evaluation},
     )
 
 
@@ -215,7 +216,10 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
                                                   args.interactions, workdir)
             report["feedback"] = tables.report
             data = data_module.load(tables.customers, args.offers, tables.interactions,
-                                    config.weight_cap)
+                                    config.weight_cap, bool(getattr(args, "decisions", None)))
+            if getattr(args, "decisions", None):  # logged propensities, the exploration slice
+                report["inputs"] = {**paths, "decisions": args.decisions}
+                report["decision_log"] = decision_log.attach(data, args.decisions)
         profile = _check_input(data, paths, active, active_meta, config, args, report, say)
         if report["data_checks"]["forced"]:
             forced.append("data_checks")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +39,10 @@ class Cells:
     interactions: int  # input rows behind these cells
     customers: npt.NDArray[np.int64]  # local row -> dataset customer index
     offers: npt.NDArray[np.int64]  # local column -> catalogue index
+    # With a decision log (--decisions): per cell the largest logged propensity of its joined
+    # interactions (NaN: none joined) and whether an explored answer showed it.
+    logged_propensity: npt.NDArray[np.float64] | None = None
+    explored: npt.NDArray[np.bool_] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -91,6 +96,8 @@ class _Pairs:
     impression_only: npt.NDArray[np.bool_]
     accepted_at: npt.NDArray[np.float64]
     rows: npt.NDArray[np.int64]
+    logged_propensity: npt.NDArray[np.float64] | None = None
+    explored: npt.NDArray[np.bool_] | None = None
 
 
 CHUNK_ROWS = 4_000_000  # interactions aggregated at a time: bounds the temporary memory
@@ -113,6 +120,8 @@ def _aggregate(data: Dataset, rows: npt.NDArray[np.int64] | slice, config: Train
     key = (data.customer[rows].astype(np.int64) * n_offers + data.offer[rows]) * _N_EVENTS + event
     order = np.argsort(key, kind="stable")
     key, value, ts = key[order], value[order], ts[order]
+    logged = None if data.logged_propensity is None else data.logged_propensity[rows][order]
+    explored = None if data.explored is None else data.explored[rows][order]
     del order, event
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     if config.duplicates == "sum":
@@ -125,6 +134,9 @@ def _aggregate(data: Dataset, rows: npt.NDArray[np.int64] | slice, config: Train
     event_ts = np.maximum.reduceat(ts, starts)
     rows_per_event = np.diff(np.r_[starts, len(key)])
     event_key = key[starts]
+    if logged is not None and explored is not None:
+        logged = np.fmax.reduceat(logged, starts)
+        explored = np.maximum.reduceat(explored, starts)
     del key, value, ts, starts
     event = (event_key % _N_EVENTS).astype(np.int8)
     pair = event_key // _N_EVENTS
@@ -141,6 +153,10 @@ def _aggregate(data: Dataset, rows: npt.NDArray[np.int64] | slice, config: Train
                          & ~np.maximum.reduceat(engaged, pair_starts)),
         accepted_at=np.maximum.reduceat(positive_ts, pair_starts),
         rows=np.add.reduceat(rows_per_event, pair_starts),
+        # A cell shown by several logged decisions: the largest propensity, so the smallest
+        # weight (P(shown at least once) is at least that).
+        logged_propensity=None if logged is None else np.fmax.reduceat(logged, pair_starts),
+        explored=None if explored is None else np.maximum.reduceat(explored, pair_starts),
     )
 
 
@@ -160,9 +176,11 @@ def _all_pairs(data: Dataset, config: TrainConfig) -> _Pairs:
     for lo, hi in itertools.pairwise(bounds):
         rows = np.flatnonzero((data.customer >= lo) & (data.customer < hi))
         parts.append(_aggregate(data, rows, config, newest))
-    return _Pairs(*(np.concatenate([getattr(p, f) for p in parts])
-                    for f in ("customer", "offer", "confidence", "impression_only",
-                              "accepted_at", "rows")))
+    joined: list[Any] = [None if getattr(parts[0], f) is None else
+                         np.concatenate([getattr(p, f) for p in parts])
+                         for f in ("customer", "offer", "confidence", "impression_only",
+                                   "accepted_at", "rows", "logged_propensity", "explored")]
+    return _Pairs(*joined)
 
 
 def build_cells(data: Dataset, config: TrainConfig) -> list[Cells]:
@@ -187,6 +205,9 @@ def build_cells(data: Dataset, config: TrainConfig) -> list[Cells]:
             interactions=int(pairs.rows[mine].sum()),
             customers=customers,
             offers=offers,
+            logged_propensity=None if pairs.logged_propensity is None
+            else pairs.logged_propensity[mine],
+            explored=None if pairs.explored is None else pairs.explored[mine],
         ))
     return cells
 

@@ -15,7 +15,26 @@ def _fmt(metrics: dict[str, float] | None) -> str:
     if "debiased_precision_at_10" in metrics:  # naive | de-biased, side by side
         line += (f" | de-biased p@10 {metrics['debiased_precision_at_10']:.3f} ndcg@10 "
                  f"{metrics['debiased_ndcg_at_10']:.3f}")
+    if "exploration_precision_at_10" in metrics:  # | the exploration slice (uniform exposure)
+        line += (f" | exploration p@10 {metrics['exploration_precision_at_10']:.3f} ndcg@10 "
+                 f"{metrics['exploration_ndcg_at_10']:.3f} "
+                 f"({int(metrics['exploration_customers']):,} customers)")
     return line
+
+
+def _evaluation_line(evaluation: dict[str, Any] | None) -> list[str]:
+    """Which metric chose, and where the de-biased metric's propensities came from."""
+    if not evaluation:
+        return []
+    held = evaluation["held_out_pairs"]
+    line = (f"  chosen on {evaluation['selected_on']} (validation); test propensities: logged "
+            f"{evaluation['logged_propensity_pairs']:,} of {held:,} held-out pairs, estimated "
+            f"{evaluation['estimated_propensity_pairs']:,}")
+    if evaluation.get("exploration_customers"):
+        line += (f"; exploration slice {evaluation['exploration_customers']:,} customers, "
+                 f"{evaluation['exploration_pairs']:,} held-out pairs (reported, not selected "
+                 "on)")
+    return [line]
 
 
 def _entry_lines(entries: list[dict[str, Any]]) -> list[str]:
@@ -68,6 +87,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"interactions ignored (offer not open to the customer's segment): "
                      f"{ignored:,}")
     lines.extend(_check_lines(report.get("data_checks")))
+    joined = report.get("decision_log")
+    if joined:
+        lines.append(f"decision log: {joined['decisions_read']:,} decisions; "
+                     f"{joined['interactions_joined']:,} of "
+                     f"{joined['interactions_with_decision_id']:,} interactions with a "
+                     f"decision_id joined ({joined['interactions_explored']:,} explored)")
     for seg in report.get("segments", []):
         params = seg.get("params") or {}
         chosen = (f"factors {params['factors']} reg {params['regularization']} alpha "
@@ -80,6 +105,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"  model    {_fmt(seg.get('model_metrics'))}")
         lines.append(f"  baseline {_fmt(seg.get('baseline_metrics'))}")
         lines.append(f"  served   {_fmt(seg.get('metrics'))}")
+        lines.extend(_evaluation_line(seg.get("evaluation")))
         if seg.get("implicit_default_metrics"):
             lines.append(f"  implicit ALS, default settings (never served) "
                          f"{_fmt(seg['implicit_default_metrics'])}")

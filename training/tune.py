@@ -11,7 +11,10 @@ implicit's (``algorithm``) and the exposure model of shown cells (training/expos
 (``select_on``). On the test split the report also measures implicit ALS with implicit's
 default settings, a competitor that is never served. A share of the validation sample's shown
 cells is held out of the validation fits: the chosen candidate's fit scores them to calibrate
-p_accept (training/calibrate.py).
+p_accept (training/calibrate.py). The de-biased metrics weigh a held-out pair by the inverse of the
+propensity its decision logged when the decision log joins it (``--decisions``), else by the one
+estimated from impressions; customers shown an explored answer also get the exploration slice's
+metrics (training/evaluate.py), reported next to naive and de-biased, never selected on.
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ from training.evaluate import (
     Metrics,
     Split,
     cell_scores,
+    clipped_inverse,
     holdout_split,
     inverse_propensity,
     score_metrics,
     segment_model,
     strategy_for,
     top10,
+    with_exploration,
 )
 from training.exposure import ExposureParams, fit_exposure
 from training.fit import Factors, Params, fit
@@ -68,6 +73,7 @@ class SegmentResult:
     evaluated: int = 0
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # model/baseline/served
     trials: list[dict[str, Any]] = field(default_factory=list)
+    evaluation: dict[str, Any] = field(default_factory=dict)  # what chose, which propensities
     calibration: dict[str, Any] | None = None  # score -> p_accept (recsvc.core.calibration)
     # The map of segment popularity for a modelled segment's customers without a vector.
     popularity_calibration: dict[str, Any] | None = None
@@ -101,7 +107,6 @@ class _Evaluator:
 
     def __init__(self, cells: Cells, split: Split, sample: npt.NDArray[np.int64],
                  weights: npt.NDArray[np.float64] | None = None) -> None:
-        self.weights = weights
         self.rows = sample
         position = np.full(cells.shape[0], -1, dtype=np.int64)
         position[sample] = np.arange(len(sample))
@@ -110,6 +115,14 @@ class _Evaluator:
         self.exclude_rows, self.exclude_cols = at[seen], cells.cols[seen].astype(np.int64)
         held = (at >= 0) & split.heldout
         self.relevant_rows, self.relevant_cols = at[held], cells.cols[held].astype(np.int64)
+        self.weights = None if weights is None else weights[held]  # one per held-out pair
+        logged = cells.logged_propensity
+        self.logged_pairs = 0 if logged is None else int(np.isfinite(logged[held]).sum())
+        self.explored = np.zeros(len(self.relevant_rows), dtype=bool)
+        self.slice_rows = np.empty(0, dtype=np.int64)
+        if cells.explored is not None:  # the slice: customers shown an explored answer
+            self.explored = cells.explored[held]
+            self.slice_rows = np.unique(at[(at >= 0) & cells.explored])
         self.popularity = cells.popularity(keep=split.train)
         self.n_offers = cells.shape[1]
 
@@ -120,8 +133,10 @@ class _Evaluator:
         model = segment_model(strategy, items, self.popularity, weight)
         vectors = None if users is None or strategy == STRATEGY_POPULAR else users[self.rows]
         top = top10(model, vectors, len(self.rows), self.exclude_rows, self.exclude_cols)
-        return score_metrics(top, self.relevant_rows, self.relevant_cols, self.n_offers,
-                             self.weights)
+        metrics = score_metrics(top, self.relevant_rows, self.relevant_cols, self.n_offers,
+                                pair_weights=self.weights)
+        return with_exploration(metrics, top, self.relevant_rows, self.relevant_cols,
+                                self.explored, self.slice_rows, self.n_offers)
 
 
 def _sample(rows: npt.NDArray[np.int64], limit: int, rng: np.random.Generator
@@ -132,9 +147,14 @@ def _sample(rows: npt.NDArray[np.int64], limit: int, rng: np.random.Generator
 
 
 def exposure_weights(cells: Cells, max_weight: float) -> npt.NDArray[np.float64]:
-    """Per offer column: inverse propensity of exposure, from the customers each was shown to."""
+    """Per cell: inverse propensity of exposure, the logged one where the decision log joins the
+    cell, else the offer's share of the segment's customers it was shown to; both clipped."""
     shown = np.bincount(cells.cols, minlength=cells.shape[1]).astype(np.float64)
-    return inverse_propensity(shown, cells.shape[0], max_weight)
+    weights = inverse_propensity(shown, cells.shape[0], max_weight)[cells.cols]
+    if cells.logged_propensity is not None:
+        logged = np.isfinite(cells.logged_propensity)
+        weights[logged] = clipped_inverse(cells.logged_propensity[logged], max_weight)
+    return weights
 
 
 def train_segment(name: str, cells: Cells, config: TrainConfig,
@@ -258,9 +278,11 @@ def train_segment(name: str, cells: Cells, config: TrainConfig,
         "model": timed(lambda: test_eval.metrics(factors.items, factors.users, 1.0)).as_dict(),
         "baseline": timed(lambda: test_eval.metrics(None, None, 0.0)).as_dict(),
     }
+    result.evaluation = _evaluation(select_on, test_eval)
     result.metrics["served"] = (
         result.metrics["baseline"] if weight <= 0 else result.metrics["model"] if weight >= 1
         else timed(lambda: test_eval.metrics(factors.items, factors.users, weight)).as_dict())
+    result.evaluation["served"] = side_by_side(result.metrics["served"])
     if exposure.competitors:
         on_step(f"{name}: measuring implicit ALS with its default settings")
         chosen = np.zeros(customers, dtype=bool)
@@ -279,6 +301,28 @@ def train_segment(name: str, cells: Cells, config: TrainConfig,
         on_step(f"{name}: fitting on all data")
         result.factors = fit_on(params, None)
     return result
+
+
+def _evaluation(select_on: str, test: _Evaluator) -> dict[str, Any]:
+    """What the report and the metadata say of the evaluation: which metric chose, where the
+    propensities of the de-biased metric came from, the exploration slice's size."""
+    held = len(test.relevant_rows)
+    return {"selected_on": "debiased_precision_at_10" if select_on == "debiased"
+            else "ndcg_at_10",
+            "held_out_pairs": held, "logged_propensity_pairs": test.logged_pairs,
+            "estimated_propensity_pairs": held - test.logged_pairs,
+            "exploration_customers": len(test.slice_rows),
+            "exploration_pairs": int(test.explored.sum()),
+            "exploration_note": "reported, not selected on: exposure there is uniform"}
+
+
+def side_by_side(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """A metrics dict as {naive, debiased, exploration} -> {precision_at_10, ndcg_at_10}."""
+    out = {"naive": {k: metrics[k] for k in ("precision_at_10", "ndcg_at_10")}}
+    for kind in ("debiased", "exploration"):
+        if f"{kind}_precision_at_10" in metrics:
+            out[kind] = {k: metrics[f"{kind}_{k}"] for k in ("precision_at_10", "ndcg_at_10")}
+    return out
 
 
 def _calibrate(result: SegmentResult, cells: Cells, factors: Factors | None,

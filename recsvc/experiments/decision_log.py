@@ -40,6 +40,9 @@ class Decision:
     # A challenger in shadow: the offers it would have shown (off-policy evaluation).
     candidate_version: str = ""
     candidate: tuple[str, ...] = ()
+    # Whether the answer explored (offers drawn uniformly among the eligible, epsilon-greedy):
+    # training reports its held-out metrics on this slice separately (no bias but uniform).
+    explored: bool = False
 
     def fields(self) -> list[bytes | str]:
         """Flat field/value pairs for XADD."""
@@ -51,7 +54,8 @@ class Decision:
                 "ch", self.channel, "o", SEPARATOR.join(self.offers),
                 "sc", blob(self.scores), "p", blob(self.propensities),
                 "pa", blob(self.p_accept), "val", blob(self.values), "cost", blob(self.costs),
-                "cv", self.candidate_version, "co", SEPARATOR.join(self.candidate)]
+                "cv", self.candidate_version, "co", SEPARATOR.join(self.candidate),
+                "x", "1" if self.explored else "0"]
 
     @classmethod
     def from_fields(cls, raw: Mapping[bytes, bytes]) -> Decision:
@@ -74,7 +78,8 @@ class Decision:
         return cls(text("id"), ts, text("c"), text("s"), text("v"), text("a"), text("g"),
                    text("ch"), offers, floats("sc", len(offers)), floats("p", len(offers)),
                    floats("pa", len(offers)), floats("val", len(offers)),
-                   floats("cost", len(offers)), text("cv"), _split(text("co")))
+                   floats("cost", len(offers)), text("cv"), _split(text("co")),
+                   text("x") == "1")
 
 
 def _split(joined: str) -> tuple[str, ...]:
@@ -95,4 +100,5 @@ def as_columns(decisions: Sequence[Decision]) -> dict[str, list[object]]:
         "costs": [d.costs.tolist() for d in decisions],
         "candidate_version": [d.candidate_version for d in decisions],
         "candidate": [list(d.candidate) for d in decisions],
+        "explored": [d.explored for d in decisions],
     }

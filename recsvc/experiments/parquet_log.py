@@ -32,6 +32,7 @@ SCHEMA = pa.schema([
     ("channel", pa.string()), ("offers", _TEXTS), ("scores", _FLOATS),
     ("propensities", _FLOATS), ("p_accept", _FLOATS), ("values", _FLOATS),
     ("costs", _FLOATS), ("candidate_version", pa.string()), ("candidate", _TEXTS),
+    ("explored", pa.bool_()),  # absent in exports written before it: read as False
 ])
 EVENT_COLUMNS = ("customer_id", "offer_id", "event", "ts", "decision_id", "value")
 DAY_SECONDS = 86_400
@@ -53,6 +54,7 @@ def table_of(entries: Sequence[tuple[int, str, Decision]]) -> pa.Table:
         "costs": [x.costs.tolist() for x in d],
         "candidate_version": [x.candidate_version for x in d],
         "candidate": [list(x.candidate) for x in d],
+        "explored": [x.explored for x in d],
     }, schema=SCHEMA)
 
 

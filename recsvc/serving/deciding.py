@@ -251,7 +251,7 @@ class DecisionCore:
             p_accept, np.asarray(decision.propensities if len(decision.propensities) == n
                                  else [1.0] * n, np.float32),
             p_accept, np.asarray(answer.value, np.float32), np.asarray(answer.cost, np.float32),
-            *answer.shadow)
+            *answer.shadow, explored=decision.explored)
         self.writes.log_decision(ask.customer_id, entry.fields())
 
     def reservation(self, d: Decider, ask: Ask, answer: Answer) -> Reservation | None:

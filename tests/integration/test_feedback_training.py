@@ -68,7 +68,7 @@ def test_merge_counts_each_event_id_once_and_never_an_outcome(tmp_path: Path) ->
     interactions.write_text("customer_id,offer_id,event,ts,event_id\n"
                             "a0,a1,accept,1700000000,seen-before\n")
     rows = [("seen-before", "a0", "a1", "accept", "1800000000.0", "", "", "", "", "1-0"),
-            ("x", "a0", "b2", "click", "1800000001.0", "", "", "", "", "1-1"),
+            ("x", "a0", "b2", "click", "1800000001.0", "", "dec-7", "", "", "1-1"),
             ("x", "a0", "b2", "click", "1800000001.0", "", "", "", "", "1-2"),
             ("nps1", "a0", "", "nps", "1800000002.0", "9", "", "", "", "1-3")]
     columns = list(zip(*rows, strict=True))
@@ -80,5 +80,6 @@ def test_merge_counts_each_event_id_once_and_never_an_outcome(tmp_path: Path) ->
                    StreamEvents(table, {"0": "1-3"}), str(tmp_path / "work"))
     out = pq.read_table(merged.interactions)
     assert out["event_id"].to_pylist() == ["seen-before", "x"]
+    assert out["decision_id"].to_pylist() == ["", "dec-7"]  # joins the decision log
     assert merged.report["duplicate_event_ids_left_out"] == 2
     assert merged.report["outcome_events_left_out"] == 1

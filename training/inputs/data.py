@@ -124,6 +124,11 @@ class Dataset:
     # for decisioning's customer attributes (training/inputs/attributes.py); invalid clv/churn_risk
     # values are missing there too.
     customer_columns: dict[str, pa.Array] = field(default_factory=dict)
+    # Per kept interaction, when the table has a decision_id column ('' when none); the logged
+    # propensity (NaN: not in the decision log) and explored flag once joined with ``--decisions``.
+    decision_id: pa.Array | None = None
+    logged_propensity: npt.NDArray[np.float64] | None = None
+    explored: npt.NDArray[np.bool_] | None = None
 
     def drop_interactions(self) -> None:
         """Free the per-row arrays once the cells are built (they are the bulk of memory)."""
@@ -133,6 +138,7 @@ class Dataset:
         self.event = empty.astype(np.int8)
         self.ts = empty
         self.weight = None
+        self.decision_id = self.logged_propensity = self.explored = None
 
     @property
     def offer_ids(self) -> list[str]:
@@ -153,7 +159,9 @@ def read(path: str, required: tuple[str, ...], bad: BadRows,
 
 
 def load(customers_path: str, offers_path: str, interactions_path: str,
-         weight_cap: float) -> Dataset:
+         weight_cap: float, decision_ids: bool = False) -> Dataset:
+    """``decision_ids``: keep the interactions' decision_id column (for ``--decisions`` only:
+    millions of mostly empty strings otherwise)."""
     bad = BadRows()
     customers = read(customers_path, ("customer_id", "segment"), bad)
     offers_table = read(offers_path, ("offer_id",), bad)
@@ -198,6 +206,8 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
     offer = lookup(interactions, "offer_id", offer_ids)
     event = lookup(interactions, "event", pa.array(EVENTS))
     ts, ts_bad, ts_converted = parse_epoch_time(interactions, "ts")
+    decision_id = text(interactions, "decision_id") \
+        if decision_ids and "decision_id" in interactions.column_names else None
     has_weight = "weight" in interactions.column_names
     weight, weight_bad = parse_float(interactions, "weight") if has_weight else (None, None)
     unknown_events = _values_seen(interactions, "event", (event < 0) & (cust >= 0) & (offer >= 0))
@@ -242,6 +252,8 @@ def load(customers_path: str, offers_path: str, interactions_path: str,
         invalid_values=invalid_values,
         ts_converted=ts_converted,
         customer_columns=customer_columns,
+        decision_id=None if decision_id is None else
+        decision_id.filter(pa.array(keep)).filter(pa.array(open_to_customer)),
     )
 
 

@@ -127,11 +127,12 @@ def merge(customers_path: str, offers_path: str, interactions_path: str,
         return Merged(customers_path, interactions_path, report)
     added = pa.table({
         "customer_id": stream["customer_id"], "offer_id": stream["offer_id"],
-        "event": stream["event"], "ts": stream["ts"], "event_id": stream["event_id"]})
+        "event": stream["event"], "ts": stream["ts"], "event_id": stream["event_id"],
+        "decision_id": stream["decision_id"]})  # joins the decision log (--decisions)
     base = interactions.select([c for c in interactions.column_names
                                 if c in ("customer_id", "offer_id", "event", "ts", "weight",
-                                         "event_id")])
-    for name in ("weight", "event_id"):
+                                         "event_id", "decision_id")])
+    for name in ("weight", "event_id", "decision_id"):
         if name not in base.column_names:
             base = base.append_column(name, pa.array([""] * base.num_rows, type=pa.string()))
     added = added.append_column("weight", pa.array([""] * added.num_rows, type=pa.string()))

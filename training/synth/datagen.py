@@ -185,6 +185,11 @@ def argument_problems(args: argparse.Namespace) -> list[str]:
                      f"for {args.segments} segments)")
     if args.customers < 1:
         lines.append(f"--customers: {args.customers} is not allowed (allowed: 1 or more)")
+    share = getattr(args, "explore_share", 0.0)
+    if not 0 <= share < 1:
+        lines.append(f"--explore-share: {share} is not allowed (allowed: 0 to below 1)")
+    elif share and getattr(args, "world", "default") != "biased":
+        lines.append("--explore-share: allowed with --world biased only")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         lines.append(f"--out: {args.out} is an existing file (allowed: a directory, created "
                      "when missing; its data files are overwritten)")
@@ -203,8 +208,15 @@ def main(args: argparse.Namespace) -> int:
             from training.synth import world
 
             tables, truth, summary = world.generate(args.customers, args.offers, args.segments,
-                                                    args.seed)
+                                                    args.seed, explore_share=getattr(
+                                                        args, "explore_share", 0.0))
+            logged = tables.pop("decisions", None)
             paths = write(tables, args.out, args.format)
+            if logged is not None:  # the exploration window's decision log (--decisions)
+                from training.synth import exploration
+
+                paths["decisions"] = exploration.write_decisions(logged, args.out)
+                tables["decisions"] = logged
             paths.update(world.write_truth(truth, summary, args.out))
             tables = {**tables, "truth": truth}
             print(f"oracle precision@10 on the unbiased window: "

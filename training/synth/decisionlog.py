@@ -106,6 +106,7 @@ def generate(out: Path, decisions: int, seed: int = 11) -> Written:
         "candidate_version": pa.repeat(empty_text[0], decisions),
         "candidate": pa.ListArray.from_arrays(pa.array(np.zeros(decisions + 1, np.int32)),
                                               pa.array([], pa.string())),
+        "explored": pa.array(np.zeros(decisions, dtype=bool)),
     }, schema=SCHEMA)
     directory = out / "decisions"
     directory.mkdir(parents=True, exist_ok=True)

@@ -156,8 +156,10 @@ def _events(cust: npt.NDArray[np.int64], offer: npt.NDArray[np.int64],
 
 
 def generate(customers: int, offers: int, segments: int, seed: int,
-             evaluated: int = 20_000) -> tuple[dict[str, pa.Table], pa.Table, dict[str, Any]]:
-    """(input tables, truth table, truth summary) of a biased world."""
+             evaluated: int = 20_000, explore_share: float = 0.0
+             ) -> tuple[dict[str, pa.Table], pa.Table, dict[str, Any]]:
+    """(input tables, truth table, truth summary) of a biased world; with ``explore_share`` the
+    tables also hold ``decisions`` (training/synth/exploration.py)."""
     rng = np.random.default_rng(seed)
     names = segment_names(segments)
     world = make_world(customers, offers, segments, rng)
@@ -186,8 +188,21 @@ def generate(customers: int, offers: int, segments: int, seed: int,
             "customer_id": pa.array(customer_ids[ev_c]), "offer_id": pa.array(offer_ids[ev_o]),
             "event": pa.array(ev_e), "ts": pa.array(ev_t.astype(np.int64))}),
     }
+    acc_c, acc_o = cust[accepted], offer[accepted]
+    if explore_share > 0:
+        from training.synth import exploration  # it imports this module
+
+        window = exploration.draw(world, explore_share, seed)
+        incumbent = tables["interactions"]
+        tables["interactions"] = pa.concat_tables([incumbent.append_column(
+            "decision_id", pa.array([""] * incumbent.num_rows, pa.string())),
+            exploration.interactions(window, customer_ids, offer_ids)])
+        tables["decisions"] = exploration.decisions(window, customer_ids, offer_ids, names,
+                                                    world.segment)
+        acc_c = np.r_[acc_c, window.customer[window.accepted]]
+        acc_o = np.r_[acc_o, window.offer[window.accepted]]
     sample = np.sort(rng.choice(customers, size=min(customers, evaluated), replace=False))
-    truth, summary = _truth(world, sample, cust[accepted], offer[accepted], rng)
+    truth, summary = _truth(world, sample, acc_c, acc_o, rng)
     truth = truth.append_column("customer_id", pa.array(customer_ids[truth["c"].to_numpy()]))
     truth = truth.append_column("offer_id", pa.array(offer_ids[truth["o"].to_numpy()]))
     truth = truth.select(["customer_id", "offer_id", "p_true", "accepted"])
