@@ -39,10 +39,13 @@ def _int(raw: Any) -> int:
 
 
 def poll(client: redis.Redis, keys: schema.Keys) -> Poll:
-    """One round trip: the active pointer, the revision counters and the experiment record
-    (MULTI: ``recsvc experiments promote`` moves the pointer and ends the experiment in one
-    script, and the poll sees both or neither)."""
-    pipe = client.pipeline(transaction=True)
+    """One round trip: the active pointer, the revision counters and the experiment record.
+
+    No MULTI: the serving ACL user may read only (``+@read +@connection``). The pointer is read
+    before the record, so the poll never pairs the new pointer with the record that
+    ``recsvc experiments promote`` removes in the same script as it moves the pointer: at worst
+    it sees the old pointer without the experiment (the champion alone, for one poll)."""
+    pipe = client.pipeline(transaction=False)
     pipe.get(keys.active)
     pipe.get(keys.offers_rev)
     pipe.hget(keys.budgets, REV_FIELD)
