@@ -9,6 +9,7 @@ in bench/results/servers.json); `servers` runs only that one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -27,6 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
 RESULTS = ROOT / "bench" / "results"
 PREFIX = "bench"
+# The last commit before decisioning (issue 9) merged: `make bench` serves it beside today's code
+# so "throughput within 10% of before" is measured in the same rounds (skipped in a clone
+# without that history).
+BEFORE_DECISIONING = "f3f4db3^1"
 
 
 def machine() -> dict[str, Any]:
@@ -167,7 +172,7 @@ def bench_serve(url: str, customers: int, seconds: float) -> dict[str, Any]:
 def bench_servers(server: localredis.LocalRedis, customers: int, results: dict[str, Any],
                   args: argparse.Namespace) -> None:
     """The h2load comparison of bench/servers/ on the model just published."""
-    from bench.servers import h2load, plan
+    from bench.servers import before, h2load, plan
 
     if h2load.find() is None:
         print("-- h2load missing (make h2load-bin): server-model comparison skipped", flush=True)
@@ -177,7 +182,14 @@ def bench_servers(server: localredis.LocalRedis, customers: int, results: dict[s
     print(f"-- server models under h2load: {rounds} rounds of {seconds:g} s runs", flush=True)
     out = {"machine": results["machine"], "command": results["command"],
            "customers": customers}
-    out.update(plan.run(server.url, server.process.pid, dataset(customers), seconds, rounds))
+    with contextlib.ExitStack() as stack:
+        extra = []
+        if not args.quick and before.known(BEFORE_DECISIONING):
+            tree, commit = stack.enter_context(before.checkout(BEFORE_DECISIONING))
+            extra.append(before.target(tree, commit, server.url, dataset(customers),
+                                       plan.base_env(server.url)))
+        out.update(plan.run(server.url, server.process.pid, dataset(customers), seconds, rounds,
+                            extra=extra, log_cost=not args.quick))
     plan.publish(out, plan.RESULTS, docs=True)
 
 

@@ -28,14 +28,23 @@ from training import localredis
 PATH = "/recsvc.v1.RetentionOfferService/Recommend"
 
 
-def h2load(args: list[str]) -> dict[str, float]:
+def h2load(args: list[str], percentiles: bool = False) -> dict[str, float]:
+    """One h2load run on CPU 1; with ``percentiles`` also p50/p99 from its per-request log."""
     binary = servers_h2load.find()
     if binary is None:
         raise SystemExit("h2load missing: make h2load-bin")
-    out = subprocess.run(["taskset", "-c", "1", binary, *args], capture_output=True,
-                         text=True, check=True).stdout
-    summary = servers_h2load.parse(out)
-    return {k: summary[k] for k in ("requests_per_second", "succeeded", "mean_ms")}
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp, "requests.tsv")
+        logging = ["--log-file", str(log)] if percentiles else []
+        out = subprocess.run(["taskset", "-c", "1", binary, *logging, *args],
+                             capture_output=True, text=True, check=True).stdout
+        summary = servers_h2load.parse(out)
+        result = {k: summary[k] for k in ("requests_per_second", "succeeded", "mean_ms")}
+        if percentiles:
+            latencies = servers_h2load.log_latencies(log.read_text())
+            result["p50_ms"] = round(servers_h2load.percentile(latencies, 0.50), 3)
+            result["p99_ms"] = round(servers_h2load.percentile(latencies, 0.99), 3)
+    return result
 
 
 def main() -> int:
@@ -77,8 +86,9 @@ def main() -> int:
                     "http_json": h2load(["-n", str(args.requests), "-c", "32", "-t", "1",
                                          *http_args]),
                     "grpc_1_in_flight": h2load(["-n", "2000", "-c", "1", "-m", "1",
-                                                *grpc_args]),
-                    "http_json_1_in_flight": h2load(["-n", "2000", "-c", "1", *http_args]),
+                                                *grpc_args], percentiles=True),
+                    "http_json_1_in_flight": h2load(["-n", "2000", "-c", "1", *http_args],
+                                                    percentiles=True),
                 })
     finally:
         server.stop()

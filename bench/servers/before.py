@@ -20,6 +20,12 @@ from bench.servers.plan import ROOT, Target
 PREFIX = "before"
 
 
+def known(ref: str) -> bool:
+    """Whether this clone has ``ref`` (a shallow clone may not)."""
+    return subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                          cwd=ROOT, capture_output=True).returncode == 0
+
+
 @contextmanager
 def checkout(ref: str) -> Iterator[tuple[Path, str]]:
     """A detached worktree of ``ref`` and its short commit id; removed afterwards."""
