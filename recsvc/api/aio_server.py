@@ -22,7 +22,13 @@ from recsvc.api.feedback import FeedbackDesk
 from recsvc.api.guard import CallLimiter
 from recsvc.api.handlers import SERVICE_NAME, add_servicer
 from recsvc.api.http import app as http_face
-from recsvc.api.runtime import LoopThread, grpc_options, health_statuses, holdout_of
+from recsvc.api.runtime import (
+    LoopThread,
+    decision_log_share,
+    grpc_options,
+    health_statuses,
+    holdout_of,
+)
 from recsvc.api.service import RetentionOfferServicer
 from recsvc.core.config import Settings
 from recsvc.core.errors import ListenError
@@ -92,7 +98,7 @@ class AioStack:
               limiter: CallLimiter) -> AioStack:
         records = RecordReader(store.keys, settings, store.breaker)
         recommender = Recommender(holder, records, settings.max_batch_ids, settings.batch_chunk,
-                                  holdout_of(settings), settings.decision_log,
+                                  holdout_of(settings), decision_log_share(settings),
                                   settings.explore_share)
         events = EventLog(store.keys, settings)  # its own pipelined connection (longer timeout)
         servicer = RetentionOfferServicer(

@@ -50,6 +50,11 @@ def grpc_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int]]:
             ("grpc.so_reuseport", 1 if reuse_port else 0)]
 
 
+def decision_log_share(settings: Settings) -> float:
+    """The share of customers whose answers are logged (0 when the decision log is off)."""
+    return settings.decision_log_share if settings.decision_log else 0.0
+
+
 def health_statuses(model_loaded: bool, redis_ok: bool, model_in_redis: bool
                     ) -> list[tuple[str, int]]:
     """What the health service answers, per service name. "" answers "can this instance

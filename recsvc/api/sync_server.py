@@ -27,7 +27,13 @@ from recsvc.api.feedback import FeedbackDesk
 from recsvc.api.guard import CallLimiter
 from recsvc.api.handlers import SERVICE_NAME, add_servicer
 from recsvc.api.http import app as http_face
-from recsvc.api.runtime import LoopThread, grpc_options, health_statuses, holdout_of
+from recsvc.api.runtime import (
+    LoopThread,
+    decision_log_share,
+    grpc_options,
+    health_statuses,
+    holdout_of,
+)
 from recsvc.api.sync_service import BlockingServicer
 from recsvc.core.config import Settings
 from recsvc.core.errors import ListenError
@@ -106,7 +112,7 @@ def build_sync_server(settings: Settings, store: RedisStore, reuse_port: bool = 
     records = BlockingRecordReader(store.keys, settings, store.breaker)
     recommender = BlockingRecommender(holder, records, settings.max_batch_ids,
                                       settings.batch_chunk, holdout_of(settings),
-                                      settings.decision_log, settings.explore_share)
+                                      decision_log_share(settings), settings.explore_share)
     events = EventLog(store.keys, settings)  # its keys and bounds; written with redis-py here
     feedback_client = connect(settings, timeout_ms=settings.feedback_timeout_ms)
     servicer = BlockingServicer(

@@ -82,6 +82,10 @@ class Settings:
     holdout_baseline: str = "none"  # what control gets: "none", "popular" or "random"
     explore_share: float = 0.0  # share of answers showing random eligible offers (epsilon)
     decision_log: bool = True  # every answer appended to the decision log (docs/DESIGN.md, 6)
+    # Share of customers (a salted hash: in or out for good) whose answers are logged; below 1
+    # the scorecard covers that random subset (wider intervals) for less logging cost
+    # (PERFORMANCE.md: the full log costs Recommend 15-17% of its throughput).
+    decision_log_share: float = 1.0
     decision_log_max_per_shard: int = 200_000  # entries kept per shard (64 shards)
 
     @classmethod
@@ -172,6 +176,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "holdout_baseline": lambda v: None if v in ("none", "popular", "random")
     else "none, popular or random",
     "decision_log_max_per_shard": _between(1),
+    "decision_log_share": lambda v: None if 0 < v <= 1 else "more than 0, at most 1",
     "log_format": lambda v: None if v in ("json", "text") else "json or text",
     "metrics_port": _between(0, 65535),  # 0: no metrics endpoint
     "foldin_metrics_port": _between(0, 65535),

@@ -100,6 +100,16 @@ def committed_files(directory: Path) -> list[Path]:
     return [path for r, path in data_files(directory) if r <= run]
 
 
+def readable_files(directory: Path) -> list[Path]:
+    """What a reader takes: the committed files of an export, or, in a directory without a
+    commit file (Parquet files of this schema from elsewhere), every Parquet file except those of
+    the export's layout (a first run's that has not committed)."""
+    if (directory / COMMIT).exists():
+        return committed_files(directory)
+    uncommitted = {path for _, path in data_files(directory)}
+    return [p for p in sorted(directory.glob("**/*.parquet")) if p not in uncommitted]
+
+
 def part_path(directory: Path, day: str, run: int, part: int) -> Path:
     folder = directory / f"day={day}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -120,11 +120,7 @@ def read_decisions(directory: Path) -> tuple[Decisions, pa.ChunkedArray]:
     """The committed export as coded columns, and the decision ids (to place events by). A
     directory without a commit file is read whole (Parquet files of this schema from elsewhere),
     except files of the export's layout: those are a first run's that has not committed."""
-    if (directory / export_dir.COMMIT).exists():
-        files = export_dir.committed_files(directory)
-    else:
-        uncommitted = {path for _, path in export_dir.data_files(directory)}
-        files = [p for p in sorted(directory.glob("**/*.parquet")) if p not in uncommitted]
+    files = export_dir.readable_files(directory)
     if not files:
         raise ValueError(f"{directory}: no exported decisions (run `recsvc decisions export`)")
     table = ds.dataset([str(f) for f in files], format="parquet").to_table(columns=[

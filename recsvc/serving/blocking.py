@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 class BlockingRecommender(DecisionCore):
     def __init__(self, holder: ModelHolder, records: BlockingRecords, max_batch_ids: int,
                  batch_chunk: int, holdout: Holdout | None = None,
-                 log_decisions: bool = False, explore_share: float = 0.0):
-        super().__init__(holder, records, max_batch_ids, batch_chunk, holdout, log_decisions,
+                 log_share: float = 0.0, explore_share: float = 0.0):
+        super().__init__(holder, records, max_batch_ids, batch_chunk, holdout, log_share,
                          explore_share)
         self.records = records
 

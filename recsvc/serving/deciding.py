@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -99,11 +100,14 @@ class Answer:
 class DecisionCore:
     def __init__(self, holder: ModelHolder, writes: Writes, max_batch_ids: int,
                  batch_chunk: int, holdout: Holdout | None = None,
-                 log_decisions: bool = False, explore_share: float = 0.0):
+                 log_share: float = 0.0, explore_share: float = 0.0):
         self.holder = holder
         self.writes = writes
         self.holdout = holdout or Holdout()
-        self.log_decisions = log_decisions
+        # Share of customers whose answers go to the decision log (0: off, 1: every answer). A
+        # customer is in or out for good (a salted hash), so sampled attribution stays whole.
+        self.log_share = log_share
+        self._log_below = int(log_share * 2**32)
         self.epsilon = explore_share  # share of answers that explore (epsilon-greedy)
         self._draw = random.Random().random
         self.max_batch_ids = max_batch_ids
@@ -254,6 +258,12 @@ class DecisionCore:
             *answer.shadow, explored=decision.explored)
         self.writes.log_decision(ask.customer_id, entry.fields())
 
+    def _logged(self, customer_id: str) -> bool:
+        if self.log_share >= 1.0:
+            return True
+        return self.log_share > 0.0 and \
+            zlib.crc32(b"decision-log:" + customer_id.encode()) < self._log_below
+
     def reservation(self, d: Decider, ask: Ask, answer: Answer) -> Reservation | None:
         """The on-serve budget units ``answer`` needs, or None when it holds no such offer."""
         decision = answer.decision
@@ -284,7 +294,7 @@ class DecisionCore:
         if (store_up and contacts.count_on == "serve" and ask.channel and decision.offers
                 and ask.channel not in contacts.exempt_channels):
             self.writes.record_contact(ask.customer_id, ask.channel, ask.now, contacts.keep)
-        if self.log_decisions and store_up:
+        if store_up and self._logged(ask.customer_id):
             self._log(d, ask, answer)
         return answer
 

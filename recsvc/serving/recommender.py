@@ -29,8 +29,8 @@ RANK_SLICE = 50
 class Recommender(DecisionCore):
     def __init__(self, holder: ModelHolder, records: Records, max_batch_ids: int,
                  batch_chunk: int, holdout: Holdout | None = None,
-                 log_decisions: bool = False, explore_share: float = 0.0):
-        super().__init__(holder, records, max_batch_ids, batch_chunk, holdout, log_decisions,
+                 log_share: float = 0.0, explore_share: float = 0.0):
+        super().__init__(holder, records, max_batch_ids, batch_chunk, holdout, log_share,
                          explore_share)
         self.records = records
 

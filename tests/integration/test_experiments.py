@@ -86,3 +86,25 @@ def test_report_on_an_empty_decision_log_is_one_clear_line(settings: Settings) -
     result = cli(["report", "--out", "/tmp/never.html"], settings.redis_url, settings.key_prefix)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("recsvc: the decision log is empty")
+
+
+def test_a_decision_log_share_logs_that_share_of_customers_every_answer_of_each(
+        tmp_path: Path, settings: Settings, client: redis.Redis) -> None:
+    """RECSVC_DECISION_LOG_SHARE samples customers, not answers: a logged customer's every
+    answer is in the log (its attribution stays whole), an unlogged one's none."""
+    version = train(planted(tmp_path), settings.redis_url, settings.key_prefix, FAST_CONFIG)
+    customers = [f"{g}{i}" for g, n in (("a", 100), ("b", 100)) for i in range(n)]
+    keys = schema.Keys(settings.key_prefix)
+    with running(replace(settings, decision_log_share=0.3)) as (_, stub, _channel):
+        wait_for_version(stub, version)
+        for _ in range(2):
+            for c in customers:
+                stub.Recommend(pb.RecommendRequest(customer_id=c, limit=3), timeout=5)
+        time.sleep(0.5)  # the writes after the answers
+    logged: dict[str, int] = {}
+    for shard in range(schema.SHARDS):
+        for _, fields in client.xrange(keys.decisions(shard)):
+            customer = fields[b"c"].decode()
+            logged[customer] = logged.get(customer, 0) + 1
+    assert set(logged.values()) == {2}  # both answers of a logged customer, never one
+    assert 0.2 * len(customers) < len(logged) < 0.4 * len(customers)  # 30% of 200: sd 6.5

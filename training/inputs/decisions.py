@@ -58,11 +58,7 @@ def _files(directory: Path) -> list[Path]:
     if not directory.is_dir():
         raise DataError(f"--decisions {directory}: not a directory (give the directory "
                         "`recsvc decisions export --out` wrote)")
-    if (directory / export_dir.COMMIT).exists():
-        files = export_dir.committed_files(directory)
-    else:
-        uncommitted = {path for _, path in export_dir.data_files(directory)}
-        files = [p for p in sorted(directory.glob("**/*.parquet")) if p not in uncommitted]
+    files = export_dir.readable_files(directory)
     if not files:
         raise DataError(f"--decisions {directory}: no exported decisions (run "
                         "`recsvc decisions export`)")
