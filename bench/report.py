@@ -95,11 +95,10 @@ def tables(results: dict[str, Any]) -> str:
             # One pipeline: HGET of the record + HGETALL of the live hash (docs/DESIGN.md s. 6).
             ("one Redis round trip per Recommend (HGET + HGETALL, one pipeline)",
              f"{one['redis_hget_per_call']} HGET/call, "
-             f"{one.get('redis_hgetall_per_call', 0)} HGETALL/call, "
-             f"{one['redis_commands_per_call']} commands/call",
-             _ok(abs(one["redis_hget_per_call"] - 1) < 0.05
-                 and one["redis_commands_per_call"] - one.get("redis_hgetall_per_call", 0)
-                 - 1 < 0.05)),
+             f"{one.get('redis_hgetall_per_call', 0)} HGETALL/call awaited; "
+             f"{one['redis_commands_per_call']} commands/call in all (the decision log's XADD "
+             "after the answer, not awaited, and the watcher's polls)",
+             _ok(_one_round_trip(one))),
             ("RecommendBatch >= 20,000 customers/s", f"{best_batch:,.0f}",
              _ok(best_batch >= 20_000)),
         ]
@@ -119,3 +118,13 @@ def write(results: dict[str, Any], path: Path) -> None:
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
     path.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
+
+
+def _one_round_trip(run: dict[str, Any]) -> bool:
+    """One HGET and one HGETALL per call, and nothing else awaited: other commands are the
+    decision log's XADD (when counted) and the watcher's polls (a few per second)."""
+    reads = run["redis_hget_per_call"] + run.get("redis_hgetall_per_call", 0)
+    others = run["redis_commands_per_call"] - reads - run.get("redis_xadd_per_call", 0)
+    return (abs(run["redis_hget_per_call"] - 1) < 0.05
+            and abs(run.get("redis_hgetall_per_call", 0) - 1) < 0.05
+            and ("redis_xadd_per_call" not in run or others < 0.05))
