@@ -4,6 +4,7 @@ control group the settings describe."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from typing import Any
 
@@ -48,6 +49,14 @@ def grpc_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int]]:
     return [("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 1 if reuse_port else 0)]
+
+
+def chosen_model(setting: str) -> str:
+    """The server model to run: ``setting``, or for "auto" sync when this process may run on
+    one CPU only (a pinned worker, a cpuset of one) and aio when it may spread over several."""
+    if setting != "auto":
+        return setting
+    return "sync" if len(os.sched_getaffinity(0)) == 1 else "aio"
 
 
 def decision_log_share(settings: Settings) -> float:

@@ -1,7 +1,8 @@
 """Runs a recsvc server process: the server model the settings choose, signals, workers.
 
-``build_server`` starts the model ``RECSVC_SERVER_MODEL`` names: ``aio_server`` (grpc.aio, one
-event loop) or ``sync_server`` (grpc's thread pool, a Redis connection per thread); both serve
+``build_server`` starts the model ``RECSVC_SERVER_MODEL`` names (``runtime.chosen_model`` for
+"auto"): ``aio_server`` (grpc.aio, one event loop) or ``sync_server`` (grpc's thread pool, a
+Redis connection per thread); both serve
 the same servicer behaviour, health, limits and HTTP face. docs/PERFORMANCE.md ("Server model")
 has the measurements that chose the default.
 """
@@ -17,6 +18,7 @@ from types import FrameType
 
 from recsvc.api.aio_server import RunningServer as AioRunningServer
 from recsvc.api.aio_server import build_aio_server
+from recsvc.api.runtime import chosen_model
 from recsvc.api.sync_server import SyncRunningServer, build_sync_server
 from recsvc.api.workers import RestartPolicy, check_can_listen, is_worker, run_workers
 from recsvc.core import schema
@@ -33,7 +35,9 @@ RunningServer = AioRunningServer | SyncRunningServer
 def build_server(settings: Settings, store: RedisStore, reuse_port: bool = False
                  ) -> RunningServer:
     """Create, bind and start a server of the configured model; returns it with its port."""
-    if settings.server_model == "sync":
+    model = chosen_model(settings.server_model)
+    log.info("server model %s (RECSVC_SERVER_MODEL=%s)", model, settings.server_model)
+    if model == "sync":
         return build_sync_server(settings, store, reuse_port)
     return build_aio_server(settings, store, reuse_port)
 

@@ -26,10 +26,11 @@ class Settings:
     port: int = 50051
     workers: int = 1  # server processes sharing the port (SO_REUSEPORT)
     # How each process serves gRPC (docs/PERFORMANCE.md, "Server model"): "sync" (grpc's thread
-    # pool, sync_threads calls working at once, one Redis connection per thread; measured
-    # 1.17-1.38x the throughput of "aio" on 2 cores, p99 0.88 ms against 1.49 at 1 in flight)
-    # or "aio" (grpc.aio, one event loop).
-    server_model: str = "sync"
+    # pool, one Redis connection per thread), "aio" (grpc.aio, one event loop), or "auto": sync
+    # when the process may run on one CPU only (each `--workers` process is pinned to one; a
+    # cpuset of one), aio otherwise: measured, sync serves 1.34x aio on one CPU, and aio 1.45x
+    # sync when the threads may spread over two (the GIL then travels between cores).
+    server_model: str = "auto"
     sync_threads: int = 16
     worker_max_deaths: int = 5  # a worker dying this often in 60 s stops the server (exit 5)
     max_concurrent_rpcs: int = 64  # per process; health checks are never counted
@@ -105,7 +106,7 @@ class Settings:
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 MAX_WORKERS = 256
-SERVER_MODELS = ("aio", "sync")
+SERVER_MODELS = ("auto", "aio", "sync")
 # Flags that set a setting (the command line names them in its messages).
 FLAGS = {"redis_url": "--redis-url", "host": "--host", "port": "--port", "workers": "--workers",
          "log_level": "--log-level", "foldin_metrics_port": "--metrics-port"}
