@@ -45,9 +45,10 @@ _SEGMENT_STRATEGY_TO_PROTO = {
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def batch_default_seconds(default_seconds: float, per_id_seconds: float, ids: int) -> float:
-    """A batch without a caller's deadline gets the default plus an allowance per id."""
-    return default_seconds + per_id_seconds * ids
+def batch_deadline(context: TimeBound, default_seconds: float, per_id_seconds: float,
+                   ids: int) -> float:
+    """The caller's deadline; a batch without one gets the default plus an allowance per id."""
+    return deadline_of(context, default_seconds + per_id_seconds * ids)
 
 
 class TimeBound(Protocol):
@@ -153,10 +154,9 @@ class RetentionOfferServicer(pb_grpc.RetentionOfferServiceServicer):
     async def RecommendBatch(self, request: pb.RecommendBatchRequest, context: Context) -> None:
         # context.write rather than an async generator: measured ~1.7x the messages per second.
         ids = list(request.customer_ids)
-        default = batch_default_seconds(self.default_deadline, self.batch_seconds_per_id,
-                                        len(ids))
-        answers = self.recommender.recommend_batch(ids, request.limit, request.channel,
-                                                   deadline_of(context, default))
+        answers = self.recommender.recommend_batch(
+            ids, request.limit, request.channel,
+            batch_deadline(context, self.default_deadline, self.batch_seconds_per_id, len(ids)))
         async for answer in answers:
             await context.write(to_response(answer))
 

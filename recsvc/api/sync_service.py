@@ -12,7 +12,7 @@ import redis
 from recsvc.api.feedback import FeedbackDesk
 from recsvc.api.guard import CallLimiter, guarded_sync
 from recsvc.api.service import (
-    batch_default_seconds,
+    batch_deadline,
     deadline_of,
     model_info,
     question_of,
@@ -46,10 +46,10 @@ class BlockingServicer:
     def RecommendBatch(self, request: pb.RecommendBatchRequest,
                        context: grpc.ServicerContext) -> Iterator[pb.RecommendResponse]:
         ids = list(request.customer_ids)
-        default = batch_default_seconds(self.default_deadline, self.batch_seconds_per_id,
-                                        len(ids))
-        for answer in self.recommender.recommend_batch(ids, request.limit, request.channel,
-                                                       deadline_of(context, default)):
+        for answer in self.recommender.recommend_batch(
+                ids, request.limit, request.channel,
+                batch_deadline(context, self.default_deadline, self.batch_seconds_per_id,
+                               len(ids))):
             yield to_response(answer)
 
     @guarded_sync(pb.GetModelInfoRequest)

@@ -33,8 +33,7 @@ class BlockingRecommender(DecisionCore):
     def recommend(self, question: Question, deadline: float) -> Answer:
         d, ask, challenger = self.begin(question)
         try:
-            if self.holder.vanished is not None:  # the version's records are gone: no read
-                raise StoreError(self.holder.vanished)
+            self.check_readable()
             state = self.records.customer_state(d.version, ask.customer_id, deadline,
                                               challenger.version if challenger else "")
         except StoreError as exc:
@@ -65,8 +64,7 @@ class BlockingRecommender(DecisionCore):
         also = challenger.version if challenger else ""
         for chunk in self.chunks(batch):
             try:
-                if self.holder.vanished is not None:
-                    raise StoreError(self.holder.vanished)
+                self.check_readable()
                 states = self.records.customer_states(d.version, chunk, deadline, also)
             except StoreError as exc:
                 for ask, answer in self.unread_batch(d, batch, chunk, self.store_failure(exc)):

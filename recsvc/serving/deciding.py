@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from recsvc.core import schema
-from recsvc.core.errors import CorruptRecordError, InvalidRequestError
+from recsvc.core.errors import CorruptRecordError, InvalidRequestError, StoreError
 from recsvc.core.model import STRATEGY_BLENDED, STRATEGY_POPULAR, ModelVersion, SegmentModel
 from recsvc.core.ranking import Ranked, segment_scores
 from recsvc.core.ratelog import RateLimitedLog
@@ -165,6 +165,11 @@ class DecisionCore:
         """The answer when the customer's state could not be read: popularity, degraded."""
         log.debug("serving popularity, store failed: %s", reason)
         return self._popular(d, ask, segment_hint, NOTHING_LIVE, degraded=True, reason=reason)
+
+    def check_readable(self) -> None:
+        """StoreError when the version's records are gone from Redis: no read is attempted."""
+        if self.holder.vanished is not None:
+            raise StoreError(self.holder.vanished)
 
     def store_failure(self, exc: Exception) -> str:
         """Why the store was not read: the vanished version, or the store's error."""

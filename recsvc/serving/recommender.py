@@ -37,8 +37,7 @@ class Recommender(DecisionCore):
     async def recommend(self, question: Question, deadline: float) -> Answer:
         d, ask, challenger = self.begin(question)
         try:
-            if self.holder.vanished is not None:  # the version's records are gone: no read
-                raise StoreError(self.holder.vanished)
+            self.check_readable()
             state = await self.records.customer_state(d.version, ask.customer_id, deadline,
                                                     challenger.version if challenger else "")
         except StoreError as exc:
@@ -74,8 +73,7 @@ class Recommender(DecisionCore):
         also = challenger.version if challenger else ""
         for chunk in self.chunks(batch):
             try:
-                if self.holder.vanished is not None:
-                    raise StoreError(self.holder.vanished)
+                self.check_readable()
                 states = await self.records.customer_states(d.version, chunk, deadline, also)
             except StoreError as exc:
                 for ask, answer in self.unread_batch(d, batch, chunk, self.store_failure(exc)):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -16,15 +15,6 @@ from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, ReplyTimeout
 from training import localredis
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def filled(client: redis.Redis, prefix: str) -> Iterator[str]:
-    key = f"{prefix}:h"
-    client.hset(key, mapping={f"f{i}": f"v{i}" for i in range(500)})
-    client.set(f"{prefix}:s", "a string")
-    yield key
-    client.delete(key, f"{prefix}:s")
 
 
 def test_threads_get_their_own_replies(redis_server: localredis.LocalRedis, filled: str) -> None:

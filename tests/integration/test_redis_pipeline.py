@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
 
 import pytest
 import redis
 
 from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, PipelinedRedis, ReplyTimeout
 from training import localredis
-
-
-@pytest.fixture
-def filled(client: redis.Redis, prefix: str) -> Iterator[str]:
-    key = f"{prefix}:h"
-    client.hset(key, mapping={f"f{i}": f"v{i}" for i in range(500)})
-    client.set(f"{prefix}:s", "a string")
-    yield key
-    client.delete(key, f"{prefix}:s")
 
 
 def test_many_concurrent_commands_get_their_own_replies(
