@@ -58,13 +58,6 @@ class Writes(Protocol):
 class Records(Writes, Protocol):
     """What requests need on the event loop (grpc.aio): customer records and live state."""
 
-    async def customer_record(self, version: str, customer_id: str,
-                              deadline: float) -> bytes | None: ...
-
-    async def customer_records(
-        self, version: str, customer_ids: Sequence[str], deadline: float
-    ) -> list[bytes | None]: ...
-
     async def customer_state(self, version: str, customer_id: str, deadline: float,
                              challenger: str = "") -> State:
         """The record and the live hash (and the ``challenger`` version's record), in one

@@ -240,19 +240,6 @@ class RecordReader:
         """Writes after the answer (decision log, contacts) that failed: a metric to watch."""
         return self._writes.dropped
 
-    async def customer_record(self, version: str, customer_id: str,
-                              deadline: float) -> bytes | None:
-        raw: bytes | None = await self._call(deadline, "HGET", self._keys.customers(version),
-                                             customer_id)
-        return raw
-
-    async def customer_records(
-        self, version: str, customer_ids: Sequence[str], deadline: float
-    ) -> list[bytes | None]:
-        values: list[bytes | None] = await self._call(
-            deadline, "HMGET", self._keys.customers(version), *customer_ids)
-        return values
-
     async def close(self) -> None:
         await self._redis.close()
         await self._writes.close()
