@@ -26,8 +26,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds per server start")
     parser.add_argument("--sync-threads", type=int, help="RECSVC_SYNC_THREADS for sync")
     parser.add_argument("--no-workers", action="store_true", help="skip 2 workers vs 1")
-    parser.add_argument("--before", metavar="REF",
-                        help="also Recommend of this earlier commit (its own train and serve)")
+    parser.add_argument("--before", metavar="REF", action="append", default=[],
+                        help="also Recommend of this earlier commit (its own train and serve); "
+                             "repeat it to pair two commits (a move against its parent: the "
+                             "later ones are also compared with the first)")
     parser.add_argument("--log-cost", action="store_true",
                         help="also each model without the decision log (what logging costs)")
     parser.add_argument("--out", type=Path, default=plan.RESULTS)
@@ -42,8 +44,8 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             bench_train(server.url, args.customers)
             extra = []
-            if args.before:
-                tree, commit = stack.enter_context(before.checkout(args.before))
+            for ref in args.before:
+                tree, commit = stack.enter_context(before.checkout(ref))
                 extra.append(before.target(tree, commit, server.url, dataset(args.customers),
                                            plan.base_env(server.url)))
             results: dict[str, Any] = {

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.servers.plan import ROOT, Target
 
-PREFIX = "before"
+PREFIX = "before"  # + the commit: each earlier commit publishes under a prefix of its own
 
 
 def known(ref: str) -> bool:
@@ -44,7 +44,8 @@ def checkout(ref: str) -> Iterator[tuple[Path, str]]:
 
 def target(tree: Path, commit: str, url: str, data: Path, env: dict[str, str]) -> Target:
     """Train ``data`` with the tree's own code; the Target serving it."""
-    own = dict(env, PYTHONPATH=str(tree), RECSVC_KEY_PREFIX=PREFIX, RECSVC_REDIS_URL=url)
+    own = dict(env, PYTHONPATH=str(tree), RECSVC_KEY_PREFIX=f"{PREFIX}_{commit}",
+               RECSVC_REDIS_URL=url)
     own.pop("RECSVC_SERVER_MODEL", None)
     print(f"-- training with {commit} (before)", flush=True)
     result = subprocess.run(

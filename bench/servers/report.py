@@ -102,8 +102,10 @@ def _ok(passed: bool) -> str:
 def tables(results: dict[str, Any]) -> str:
     m, runs = results["machine"], results["runs"]
     present = [t for t in LABELS if any(r["target"] == t for r in runs)]
-    present += sorted({r["target"] for r in runs if r["target"].startswith(BEFORE)
-                       or r["target"].endswith(NO_LOG)})
+    # The earlier commits in the order given (the first is what the others are compared with).
+    measured = {r["target"] for r in runs}
+    present += [t for t in results["targets"] if t in measured and t not in present
+                and (t.startswith(BEFORE) or t.endswith(NO_LOG))]
     lines = [f"Measured {m['date']} at commit `{m['commit']}` on {m['cores']} cores ({m['cpu']}), "
              f"Python {m['python']}, with `{results['command']}`: {results['rounds']} round(s) "
              f"of {results['seconds']:g} s per run, customer `{results['customer_id']}` of "
@@ -178,13 +180,15 @@ def tables(results: dict[str, Any]) -> str:
 
 def _before(runs: list[Run], recommends: list[str], targets: list[tuple[str, str, str]]
             ) -> list[str]:
-    """Today's Recommend against an earlier commit's (issue 9: within 10% of before)."""
+    """Today's Recommend against an earlier commit's (issue 9: within 10% of before); with
+    several earlier commits, each later one against the first too (a move against its parent)."""
     befores = [t for t in recommends if t.startswith(BEFORE)]
     nows = [t for t in recommends if not t.startswith(BEFORE) and not t.endswith(NO_LOG)]
     if not befores:
         return []
-    return _ratios(runs, [(t, befores[0]) for t in nows], f"req/s over {label(befores[0])}",
-                   f"within 10% of {label(befores[0])}", targets)
+    return _ratios(runs, [(t, befores[0]) for t in nows + befores[1:]],
+                   f"req/s over {label(befores[0])}", f"within 10% of {label(befores[0])}",
+                   targets)
 
 
 def _log_cost(runs: list[Run], recommends: list[str], targets: list[tuple[str, str, str]]
