@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from recsvc import __version__
+from recsvc.cli.campaign import add_command as add_campaign_command
 from recsvc.cli.decisions import add_command as add_decisions_command
 from recsvc.cli.experiments import add_command as add_experiments_command
 from recsvc.cli.offers import add_commands as add_offer_commands
@@ -129,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     add_report_command(sub)
     add_decisions_command(sub)
     add_experiments_command(sub)
+    add_campaign_command(sub)
 
     for command in command_plugins():
         command.load()(sub)

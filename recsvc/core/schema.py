@@ -92,6 +92,11 @@ class Keys:
         """Hash: customer id -> customer record (see encode_customer_record)."""
         return f"{self.prefix}:v:{version}:customers"
 
+    def customers_of_shard(self, version: str, shard: int) -> str:
+        """The hash holding the records of the customers of ``shard`` (bulk readers group by
+        shard, so a layout of one hash per shard changes only this line)."""
+        return self.customers(version)
+
     def live(self, customer_id: str) -> str:
         """Hash: the customer's live state (accepts, declines, contacts, fold-in records)."""
         return self.live_in(shard_of(customer_id), customer_id)

@@ -108,8 +108,9 @@ def apply_levers(objective: F64, levers: F64) -> F64:
 
 
 def evaluate(kind: str, p_accept: F64, value: F64, cost: F64, levers: F64 | None,
-             churn_risk: float, clv: float) -> F64:
-    """The objective per offer (arrays aligned with ``p_accept``)."""
+             churn_risk: float | F64, clv: float | F64) -> F64:
+    """The objective per offer (arrays aligned with ``p_accept``; a campaign passes n x
+    offers p_accept with churn_risk and clv as n x 1 columns)."""
     if kind == RELEVANCE:
         raw = p_accept
     elif kind == EXPECTED_VALUE:

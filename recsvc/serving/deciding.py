@@ -263,7 +263,8 @@ class DecisionCore:
             *answer.shadow, explored=decision.explored)
         self.writes.log_decision(ask.customer_id, entry.fields())
 
-    def _logged(self, customer_id: str) -> bool:
+    def logged(self, customer_id: str) -> bool:
+        """Whether this customer's answers go to the decision log (a fixed salted hash)."""
         if self.log_share >= 1.0:
             return True
         return self.log_share > 0.0 and \
@@ -299,7 +300,7 @@ class DecisionCore:
         if (store_up and contacts.count_on == "serve" and ask.channel and decision.offers
                 and ask.channel not in contacts.exempt_channels):
             self.writes.record_contact(ask.customer_id, ask.channel, ask.now, contacts.keep)
-        if store_up and self._logged(ask.customer_id):
+        if store_up and self.logged(ask.customer_id):
             self._log(d, ask, answer)
         return answer
 

@@ -78,6 +78,29 @@ end
 return granted
 """
 
+# A campaign's reservation of one offer: KEYS[1] = budgets hash; ARGV = offer, day, then the
+# segment of each unit the campaign granted, best value first. Returns one 1 (reserved) or 0
+# (no unit left: another process took it meanwhile) per unit, so the campaign drops and refills
+# exactly the refused ones; the limits are the serving script's, so nothing is overspent.
+CAMPAIGN_RESERVE_LUA = _LIMITS_LUA + r"""
+local key, offer, day = KEYS[1], ARGV[1], ARGV[2]
+local raw = redis.call('HGET', key, offer)
+local ok, spec = false, nil
+if raw then ok, spec = pcall(cjson.decode, raw) end
+local out = {}
+for i = 3, #ARGV do
+  if not raw or (ok and spec.count == 'accept') then
+    out[#out + 1] = 1  -- the budget was removed meanwhile, or counts accepts: no unit needed
+  elseif ok and recsvc_budget_room(key, offer, spec, day, ARGV[i]) then
+    recsvc_budget_count(key, offer, spec, day, ARGV[i])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+
 # For the feedback helper's RecordFeedback script (on a single Redis the budgets hash is on the
 # same node): call ``recsvc_budget_on_accept(budgets_key, offer, segment, day)`` for an accept
 # or redeem; it counts a unit of an on-accept budget (never refuses: the customer accepted).

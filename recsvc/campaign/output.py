@@ -1,0 +1,105 @@
+"""The campaign's Parquet file: one row per customer and offer rank, one row (a null offer) per
+customer without an offer. Strings that repeat (offer ids, strategies, arms, segments, reasons)
+are dictionary-encoded from the run's small vocabularies: no Python per row.
+
+Columns (README "Campaigns"): customer_id, known (the model has a record of the customer),
+segment, rank (1 = best; 0 on a row without an offer), offer_id (null: no offer), score
+(= p_accept, as Recommend's score), p_accept, objective, value, cost, strategy, arm,
+decision_id (the decision-log entry's id), reasons (the offer's reason codes, comma-separated),
+reason (the answer's reason in words: why popular, why no offer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What the campaign answered: the kept pairs (sorted by customer, then rank) and, per
+    customer, codes into the vocabularies."""
+
+    ids: Sequence[str]
+    pair_customer: I64
+    pair_rank: I64
+    pair_offer: I64
+    pair_p: F64
+    pair_objective: F64
+    pair_value: F64
+    pair_cost: F64
+    pair_reasons: I64
+    segment: I64
+    strategy: I64
+    arm: I64
+    reason: I64
+    known: npt.NDArray[np.bool_]
+    token: str  # decision ids are "<token>-<customer row>"
+    offers: Sequence[str]
+    segments: Sequence[str]
+    strategies: Sequence[str]
+    arms: Sequence[str]
+    reasons: Sequence[str]  # both the reason codes of offers and the answers' reasons
+
+
+def decision_ids(token: str, rows: I64) -> pa.Array:
+    return pc.binary_join_element_wise(pa.scalar(token), pa.array(rows).cast(pa.string()), "-")
+
+
+def write(path: Path, a: Answers) -> int:
+    """Writes the file; the number of rows."""
+    n = len(a.ids)
+    counts = np.bincount(a.pair_customer, minlength=n)
+    empty = np.flatnonzero(counts == 0)
+    customer = np.concatenate((a.pair_customer, empty))
+    order = np.argsort(customer, kind="stable")
+    customer = customer[order]
+    with_offer = order < len(a.pair_customer)
+    pick = np.where(with_offer, order, 0)
+
+    def pairs(values: npt.NDArray[np.generic], dtype: pa.DataType) -> pa.Array:
+        if not len(a.pair_customer):
+            return pa.nulls(len(customer), dtype)
+        return pa.array(values[pick], dtype, mask=~with_offer)
+
+    def coded(codes: npt.NDArray[np.int64], vocabulary: Sequence[str],
+              mask: npt.NDArray[np.bool_] | None = None) -> pa.Array:
+        indices = pa.array(codes.astype(np.int32), pa.int32(), mask=mask)
+        return pa.DictionaryArray.from_arrays(indices, pa.array(list(vocabulary), pa.string()))
+
+    pair_codes = a.pair_offer[pick] if len(a.pair_customer) else np.zeros(len(customer), int)
+    reason_codes = a.pair_reasons[pick] if len(a.pair_customer) else np.zeros(len(customer), int)
+    table = pa.table({
+        "customer_id": pa.array(a.ids, pa.string()).take(pa.array(customer)),
+        "known": pa.array(a.known[customer]),
+        "segment": coded(a.segment[customer], a.segments),
+        "rank": pa.array(np.where(with_offer, a.pair_rank[pick] if len(a.pair_customer)
+                                  else 0, 0).astype(np.int32)),
+        "offer_id": coded(pair_codes, a.offers, mask=~with_offer),
+        "score": pairs(a.pair_p.astype(np.float32), pa.float32()),
+        "p_accept": pairs(a.pair_p, pa.float64()),
+        "objective": pairs(a.pair_objective, pa.float64()),
+        "value": pairs(a.pair_value, pa.float64()),
+        "cost": pairs(a.pair_cost, pa.float64()),
+        "strategy": coded(a.strategy[customer], a.strategies),
+        "arm": coded(a.arm[customer], a.arms),
+        "decision_id": decision_ids(a.token, customer),
+        "reasons": coded(reason_codes, a.reasons, mask=~with_offer),
+        "reason": coded(a.reason[customer], a.reasons),
+    })
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    pq.write_table(table, partial)
+    partial.replace(path)  # never a half-written file under the name asked for
+    rows: int = table.num_rows
+    return rows

@@ -1,0 +1,336 @@
+"""A whole campaign: ids -> bulk reads -> decisions -> budgets by value -> reservation ->
+Parquet -> decision log and contacts (docs/DESIGN.md "Campaigns").
+
+The lineup is read once, as the watcher builds it (active version, live overrides, budgets,
+do-not-contact list, the running experiment), so every customer is decided with one state.
+Budgets: ``decisioning/allocation.py`` grants units by value; each budgeted offer's grants are
+then reserved in one script call (``store/budgets.py``, the serving limits); grants another
+process took meanwhile are refused there, banned, and the allocation runs again with the
+reserved grants held (never overspent; a refused customer gets their next candidate).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from recsvc.campaign.chunks import ChunkDecider, Collected
+from recsvc.core import schema
+from recsvc.core.config import Settings
+from recsvc.core.errors import ModelNotPublishedError, SettingError
+from recsvc.decisioning.allocation import Units, allocate, units_left
+from recsvc.decisioning.budgets import budget_state, day_of
+from recsvc.decisioning.decider import Decider, build_decider
+from recsvc.experiments.challenger import Experiment
+from recsvc.experiments.decision_log import Decision as LoggedDecision
+from recsvc.experiments.holdout import Holdout
+from recsvc.serving.deciding import DecisionCore
+from recsvc.serving.holder import Challenger, ModelHolder
+from recsvc.serving.questions import (
+    DEFAULT_LIMIT,
+    validate_channel,
+    validate_context,
+    validate_limit,
+)
+from recsvc.store.campaign import CampaignStore
+from recsvc.store.reader import RedisStore, connect
+
+if TYPE_CHECKING:
+    from recsvc.campaign.output import Answers
+
+log = logging.getLogger(__name__)
+
+CHUNK = 5000  # customers per round trip
+MAX_ROUNDS = 10  # reservation rounds before the leftovers get no budgeted offer
+
+
+@dataclass(frozen=True)
+class Options:
+    customers: Path
+    out: Path
+    channel: str = ""
+    limit: int = DEFAULT_LIMIT
+    context: Mapping[str, str] = field(default_factory=dict)
+    dry_run: bool = False
+
+
+@dataclass
+class Summary:
+    version: str = ""
+    customers: int = 0
+    with_offers: int = 0
+    without_offers: int = 0
+    unknown: int = 0
+    decided_one_by_one: int = 0
+    rows: int = 0
+    units_reserved: int = 0
+    units_refused: int = 0
+    reservation_rounds: int = 0
+    decisions_logged: int = 0
+    contacts: int = 0
+    dry_run: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _NoWrites:
+    """Serving's after-answer writes are the campaign's own, in bulk (``CampaignStore``)."""
+
+    def log_decision(self, customer_id: str, fields: list[bytes | str]) -> None:
+        return None
+
+    def record_contact(self, customer_id: str, channel: str, now: float, keep: int) -> None:
+        return None
+
+
+def run(settings: Settings, options: Options) -> Summary:
+    limit = validate_limit(options.limit)
+    validate_channel(options.channel)
+    validate_context(options.context)
+    from recsvc.campaign import inputs, output
+
+    clock = time.perf_counter()
+    summary = Summary(dry_run=options.dry_run)
+    ids = inputs.read_ids(options.customers)
+    summary.customers = len(ids)
+    summary.seconds["read_ids"] = _lap(clock)
+    keys = schema.Keys(settings.key_prefix)
+    store = RedisStore(connect(settings, timeout_ms=10_000), keys, settings)
+    now = time.time()
+    d, challenger = lineup(store, settings.objective, now)
+    summary.version = d.version
+    try:
+        holdout = Holdout.parse(settings.holdout_share, settings.holdout_segments,
+                                settings.holdout_salt, settings.holdout_baseline)
+    except ValueError as exc:
+        raise SettingError(f"RECSVC_HOLDOUT_*: {exc}") from exc
+    holder = ModelHolder()
+    holder.swap(d.base, d, challenger)
+    core = DecisionCore(holder, _NoWrites(), settings.max_batch_ids, settings.batch_chunk,
+                        holdout, settings.decision_log_share if settings.decision_log else 0.0,
+                        settings.explore_share)
+    bulk = CampaignStore(settings.redis_url, keys)
+    try:
+        collected = Collected(len(ids))
+        decider = ChunkDecider(core, d, challenger, limit, now, options.channel,
+                               options.context, collected)
+        other = challenger.version if challenger is not None else ""
+        read_seconds = 0.0
+        for at in range(0, len(ids), CHUNK):
+            chunk = ids[at:at + CHUNK]
+            started = time.perf_counter()
+            raws, lives, challenger_raws = bulk.states(d.version, chunk,
+                                                       [schema.shard_of(c) for c in chunk],
+                                                       other)
+            read_seconds += time.perf_counter() - started
+            decider.decide(at, chunk, raws, lives, challenger_raws)
+        summary.seconds["read_redis"] = round(read_seconds, 3)
+        summary.seconds["decide"] = round(_lap(clock) - read_seconds, 3)
+        summary.decided_one_by_one = collected.one_by_one
+        pairs = _sorted_pairs(collected)
+        budgeted = _budgeted(d, challenger, collected, pairs.offer)
+        taken = _allocate(bulk, pairs, budgeted, limit, collected,
+                          d.budgets.day or day_of(now), options.dry_run, summary)
+        summary.seconds["budgets"] = _lap(clock)
+        kept = pairs.take(taken)
+        answers = output.Answers(
+            ids, kept.customer, kept.rank_in_answer(), kept.offer, kept.p, kept.objective,
+            kept.value, kept.cost, kept.reasons, collected.segment, collected.strategy,
+            collected.arm, collected.reason, collected.known, secrets.token_hex(4),
+            collected.offers.words, collected.segments.words, collected.strategies.words,
+            collected.arms.words, collected.reasons.words)
+        summary.rows = output.write(options.out, answers)
+        summary.seconds["write_parquet"] = _lap(clock)
+        counts = np.bincount(kept.customer, minlength=len(ids))
+        summary.with_offers = int(np.count_nonzero(counts))
+        summary.without_offers = len(ids) - summary.with_offers
+        summary.unknown = int(np.count_nonzero(~collected.known))
+        if not options.dry_run:
+            _write(bulk, core, d, challenger, answers, kept, counts, now, options.channel,
+                   settings, collected, summary)
+            summary.seconds["write_redis"] = _lap(clock)
+    finally:
+        bulk.close()
+    return summary
+
+
+def _lap(clock: float) -> float:
+    """Seconds since ``clock`` (the run's start), rounded."""
+    return round(time.perf_counter() - clock, 3)
+
+
+def lineup(store: RedisStore, objective: str, now: float) -> tuple[Decider, Challenger | None]:
+    """The champion's decider and the running challenger, as the watcher builds them."""
+    polled = store.poll()
+    if polled.active is None:
+        raise ModelNotPublishedError(
+            "no model version is active yet: run `recsvc train` to publish one")
+    model = store.load_version(polled.active)
+    live = store.load_live()
+    budgets = budget_state(live.budgets, now)
+    d = build_decider(model, live.overrides, budgets, live.dnc, objective, polled.revisions)
+    try:
+        experiment = Experiment.from_fields(dict(polled.experiment))
+    except ValueError as exc:
+        log.error("experiment record ignored: %s", exc)
+        experiment = None
+    if experiment is None or experiment.challenger == polled.active:
+        return d, None
+    other = store.load_version(experiment.challenger)
+    return d, Challenger(experiment, build_decider(other, live.overrides, budgets, live.dnc,
+                                                   objective, polled.revisions))
+
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Candidate pairs sorted by customer, then rank."""
+
+    customer: I64
+    rank: I64
+    offer: I64
+    p: F64
+    objective: F64
+    value: F64
+    cost: F64
+    reasons: I64
+
+    def take(self, keep: npt.NDArray[np.bool_]) -> Pairs:
+        return Pairs(*(getattr(self, f)[keep] for f in self.__dataclass_fields__))
+
+    def rank_in_answer(self) -> I64:
+        """1-based position of each pair within its customer's (kept) pairs."""
+        n = len(self.customer)
+        if not n:
+            return np.zeros(0, np.int64)
+        first = np.ones(n, dtype=bool)
+        first[1:] = self.customer[1:] != self.customer[:-1]
+        start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+        result: I64 = np.arange(n) - start + 1
+        return result
+
+
+def _sorted_pairs(collected: Collected) -> Pairs:
+    if not collected.pairs:
+        empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
+        return Pairs(empty_i, empty_i, empty_i, empty_f, empty_f, empty_f, empty_f, empty_i)
+    columns = [np.concatenate(c) for c in zip(*collected.pairs, strict=True)]
+    order = np.lexsort((columns[1], columns[0]))
+    return Pairs(*(c[order] for c in columns))
+
+
+def _budgeted(d: Decider, challenger: Challenger | None, collected: Collected,
+              offer: I64) -> npt.NDArray[np.bool_]:
+    on_serve = d.budgets.on_serve()
+    flags = np.array([w in on_serve for w in collected.offers.words], dtype=bool)
+    result: npt.NDArray[np.bool_] = flags[offer] if len(flags) else np.zeros(0, bool)
+    return result
+
+
+def _allocate(bulk: CampaignStore, pairs: Pairs, budgeted: npt.NDArray[np.bool_], limit: int,
+              collected: Collected, day: str, dry_run: bool,
+              summary: Summary) -> npt.NDArray[np.bool_]:
+    """Which pairs are answered: units granted by value, reserved (unless ``dry_run``)."""
+    n = len(pairs.customer)
+    if not budgeted.any():
+        start = np.zeros(n, dtype=np.int64)
+        if n:
+            first = np.ones(n, dtype=bool)
+            first[1:] = pairs.customer[1:] != pairs.customer[:-1]
+            start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+        result: npt.NDArray[np.bool_] = (np.arange(n) - start) < limit
+        return result
+    segment = collected.segment[pairs.customer]
+    offers, segments = collected.offers.words, collected.segments.words
+    forced = np.zeros(n, dtype=bool)
+    banned = np.zeros(n, dtype=bool)
+    units = units_left(bulk.budgets(), day)
+    for _ in range(MAX_ROUNDS):
+        summary.reservation_rounds += 1
+        chosen = allocate(pairs.customer, pairs.objective, offers, pairs.offer, segments,
+                          segment, budgeted, limit, units, forced, banned)
+        fresh = chosen.granted & ~forced
+        if dry_run or not fresh.any():
+            return chosen.taken
+        refused = False
+        for code in np.unique(pairs.offer[fresh]).tolist():
+            grants = np.flatnonzero(fresh & (pairs.offer == code))
+            grants = grants[np.lexsort((grants, -pairs.objective[grants]))]
+            ok = np.asarray(bulk.reserve(offers[code], day,
+                                         [segments[s] for s in segment[grants].tolist()]),
+                            dtype=bool)
+            forced[grants[ok]] = True
+            banned[grants[~ok]] = True
+            summary.units_reserved += int(ok.sum())
+            summary.units_refused += int((~ok).sum())
+            refused = refused or not ok.all()
+        if not refused:
+            return chosen.taken
+        units = units_left(bulk.budgets(), day)
+    # Still refused after MAX_ROUNDS: the reserved grants stand, nothing more is granted.
+    nothing = Units({o: 0 for o in offers}, {})
+    return allocate(pairs.customer, pairs.objective, offers, pairs.offer, segments, segment,
+                    budgeted, limit, nothing, forced, banned).taken
+
+
+def _write(bulk: CampaignStore, core: DecisionCore, d: Decider, challenger: Challenger | None,
+           answers: Answers, kept: Pairs, counts: I64, now: float, channel: str,
+           settings: Settings, collected: Collected, summary: Summary) -> None:
+    """The decision log (the customers serving would log) and contacts counted on serve."""
+    ids = answers.ids
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    offers = collected.offers.words
+    strategies, arms, segments = (collected.strategies.words, collected.arms.words,
+                                  collected.segments.words)
+
+    def entries() -> Iterator[tuple[str, list[bytes | str]]]:
+        offer_codes, p, values, costs = (kept.offer.tolist(), kept.p.astype(np.float32),
+                                         kept.value.astype(np.float32),
+                                         kept.cost.astype(np.float32))
+        ranks = kept.rank.tolist()
+        for row, customer_id in enumerate(ids):
+            if not core.logged(customer_id):
+                continue
+            a, b = int(starts[row]), int(ends[row])
+            single = collected.singles.get(row)
+            version = challenger.version if challenger is not None and \
+                collected.challenger[row] else d.version
+            if single is not None:
+                propensities = np.asarray([single[0][r] if r < len(single[0]) else 1.0
+                                           for r in ranks[a:b]], np.float32)
+                shadow = single[1]
+            else:
+                propensities = np.full(b - a, collected.propensity[row], np.float32)
+                shadow = ("", ())
+            entry = LoggedDecision(
+                f"{answers.token}-{row}", now, customer_id, segments[collected.segment[row]],
+                version, arms[collected.arm[row]], strategies[collected.strategy[row]], channel,
+                tuple(offers[c] for c in offer_codes[a:b]), p[a:b], propensities, p[a:b],
+                values[a:b], costs[a:b], *shadow, explored=bool(collected.explored[row]))
+            yield customer_id, entry.fields()
+
+    summary.decisions_logged = bulk.write_log(entries(), settings.decision_log_max_per_shard)
+
+    def contacts() -> Iterator[tuple[str, str]]:
+        for row in np.flatnonzero(counts > 0).tolist():
+            answering = challenger.decider if challenger is not None and \
+                collected.challenger[row] else d
+            policy = answering.policy.contacts
+            if policy.count_on == "serve" and channel and channel not in policy.exempt_channels:
+                yield ids[row], channel
+
+    if channel:
+        keep = d.policy.contacts.keep
+        summary.contacts = bulk.write_contacts(contacts(), now, keep)
+
