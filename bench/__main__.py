@@ -1,9 +1,10 @@
-"""`make bench` / `python -m bench {all,train,serve,servers,exposure} [--quick]`.
+"""`make bench` / `python -m bench {all,train,serve,servers,exposure,campaign} [--quick]`.
 
 Starts its own redis-server, generates data (cached in bench/data/), measures training and
 serving, writes bench/results/latest.json and regenerates the tables of docs/PERFORMANCE.md.
 `serve` and `all` also run the h2load comparison of the server models (bench/servers/, results
-in bench/results/servers.json); `servers` runs only that one.
+in bench/results/servers.json); `servers` runs only that one. `campaign` (and `all`) runs
+`recsvc campaign` over 100k and 1M customers (bench/campaign.py, bench/results/campaign.json).
 """
 
 from __future__ import annotations
@@ -198,7 +199,8 @@ def bench_servers(server: localredis.LocalRedis, customers: int, results: dict[s
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("what", choices=("all", "train", "serve", "servers", "exposure"),
+    parser.add_argument("what", choices=("all", "train", "serve", "servers", "exposure",
+                                             "campaign"),
                         nargs="?", default="all")
     parser.add_argument("--quick", action="store_true", help="100k customers, shorter runs")
     parser.add_argument("--seconds", type=float, help="seconds per serving measurement")
@@ -228,9 +230,16 @@ def main() -> int:
             if args.what == "servers":
                 bench_train(server.url, sizes[-1])
             bench_servers(server, sizes[-1], results, args)
+        if args.what in ("all", "campaign"):
+            from bench import campaign
+
+            if args.what == "campaign":  # publish a model whose customers the campaign asks
+                bench_train(server.url, sizes[-1])
+            campaign.run(server.url, PREFIX, dataset(sizes[-1]), sizes, command,
+                         results["machine"])
     finally:
         server.stop()
-    if args.what == "servers":
+    if args.what in ("servers", "campaign"):
         return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
