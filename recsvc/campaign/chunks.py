@@ -130,6 +130,7 @@ class ChunkDecider:
             for i in np.flatnonzero(bulk).tolist():
                 if core.holdout.arm(ids[i], names[records.segment[i]]) == CONTROL:
                     bulk[i] = False
+        first_bulk = len(self.out.pairs)
         for index, segment in enumerate(d.base.segments):
             mine = bulk & (records.segment == index)
             personal = mine & (records.factors > 0) & (segment.strategy != STRATEGY_POPULAR)
@@ -144,6 +145,21 @@ class ChunkDecider:
                                                           challenger_raws[i]), routed)
             self._single(offset + i, answering, answer,
                          raws[i] if answering is d else challenger_raws[i])
+        self._sort_since(first_bulk)
+
+    def _sort_since(self, first: int) -> None:
+        """This chunk's pairs as one block sorted by customer, then rank (chunks come in
+        customer order, so the blocks concatenated are sorted too)."""
+        pairs = self.out.pairs
+        if len(pairs) <= first:
+            return
+        columns = [np.concatenate(c) for c in zip(*pairs[first:], strict=True)]
+        # One integer key; the pairs come in long sorted runs, which a stable sort merges.
+        key = columns[0] * (int(columns[1].max()) + 1) + columns[1]
+        order = np.argsort(key, kind="stable")
+        block = tuple(c[order] for c in columns)
+        del pairs[first:]
+        pairs.append(block)  # type: ignore[arg-type]
 
     def _bulk(self, offset: int, rows: npt.NDArray[np.intp], records: Records, index: int,
               by_model: bool) -> None:

@@ -80,7 +80,9 @@ def write(path: Path, a: Answers) -> int:
     pair_codes = a.pair_offer[pick] if len(a.pair_customer) else np.zeros(len(customer), int)
     reason_codes = a.pair_reasons[pick] if len(a.pair_customer) else np.zeros(len(customer), int)
     table = pa.table({
-        "customer_id": pa.array(a.ids, pa.string()).take(pa.array(customer)),
+        # Per customer, not per row: dictionaries indexed by the customer's position.
+        "customer_id": pa.DictionaryArray.from_arrays(pa.array(customer.astype(np.int32)),
+                                                      pa.array(a.ids, pa.string())),
         "known": pa.array(a.known[customer]),
         "segment": coded(a.segment[customer], a.segments),
         "rank": pa.array(np.where(with_offer, a.pair_rank[pick] if len(a.pair_customer)
@@ -93,13 +95,17 @@ def write(path: Path, a: Answers) -> int:
         "cost": pairs(a.pair_cost, pa.float64()),
         "strategy": coded(a.strategy[customer], a.strategies),
         "arm": coded(a.arm[customer], a.arms),
-        "decision_id": decision_ids(a.token, customer),
+        "decision_id": pa.DictionaryArray.from_arrays(
+            pa.array(customer.astype(np.int32)), decision_ids(a.token, np.arange(n))),
         "reasons": coded(reason_codes, a.reasons, mask=~with_offer),
         "reason": coded(a.reason[customer], a.reasons),
     })
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    pq.write_table(table, partial)
+    # Dictionaries only where the column is one already; no statistics: ~30% less time.
+    pq.write_table(table, partial, write_statistics=False, use_dictionary=[
+        "customer_id", "decision_id", "segment", "offer_id", "strategy", "arm", "reasons",
+        "reason"])
     partial.replace(path)  # never a half-written file under the name asked for
     rows: int = table.num_rows
     return rows

@@ -15,6 +15,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,11 +27,12 @@ from recsvc.campaign.chunks import ChunkDecider, Collected
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import ModelNotPublishedError, SettingError
+from recsvc.core.schema import FLOAT32_LE
 from recsvc.decisioning.allocation import Units, allocate, units_left
 from recsvc.decisioning.budgets import budget_state, day_of
 from recsvc.decisioning.decider import Decider, build_decider
 from recsvc.experiments.challenger import Experiment
-from recsvc.experiments.decision_log import Decision as LoggedDecision
+from recsvc.experiments.decision_log import SEPARATOR, entry_fields
 from recsvc.experiments.holdout import Holdout
 from recsvc.serving.deciding import DecisionCore
 from recsvc.serving.holder import Challenger, ModelHolder
@@ -40,7 +42,7 @@ from recsvc.serving.questions import (
     validate_context,
     validate_limit,
 )
-from recsvc.store.campaign import CampaignStore
+from recsvc.store.campaign import CampaignStore, Pending
 from recsvc.store.reader import RedisStore, connect
 
 if TYPE_CHECKING:
@@ -123,14 +125,22 @@ def run(settings: Settings, options: Options) -> Summary:
                                options.context, collected)
         other = challenger.version if challenger is not None else ""
         read_seconds = 0.0
-        for at in range(0, len(ids), CHUNK):
-            chunk = ids[at:at + CHUNK]
+        chunks = [ids[at:at + CHUNK] for at in range(0, len(ids), CHUNK)]
+
+        def send(chunk: list[str]) -> Pending:
+            return bulk.send_states(d.version, chunk, [schema.shard_of(c) for c in chunk],
+                                    other)
+
+        # The next chunk's reads are in flight while this one is decided (Redis works on the
+        # other core meanwhile).
+        pending = send(chunks[0])
+        for number, chunk in enumerate(chunks):
             started = time.perf_counter()
-            raws, lives, challenger_raws = bulk.states(d.version, chunk,
-                                                       [schema.shard_of(c) for c in chunk],
-                                                       other)
+            raws, lives, challenger_raws = bulk.receive_states(pending)
+            if number + 1 < len(chunks):
+                pending = send(chunks[number + 1])
             read_seconds += time.perf_counter() - started
-            decider.decide(at, chunk, raws, lives, challenger_raws)
+            decider.decide(number * CHUNK, chunk, raws, lives, challenger_raws)
         summary.seconds["read_redis"] = round(read_seconds, 3)
         summary.seconds["decide"] = round(_lap(clock) - read_seconds, 3)
         summary.decided_one_by_one = collected.one_by_one
@@ -146,16 +156,19 @@ def run(settings: Settings, options: Options) -> Summary:
             collected.arm, collected.reason, collected.known, secrets.token_hex(4),
             collected.offers.words, collected.segments.words, collected.strategies.words,
             collected.arms.words, collected.reasons.words)
-        summary.rows = output.write(options.out, answers)
-        summary.seconds["write_parquet"] = _lap(clock)
         counts = np.bincount(kept.customer, minlength=len(ids))
         summary.with_offers = int(np.count_nonzero(counts))
         summary.without_offers = len(ids) - summary.with_offers
         summary.unknown = int(np.count_nonzero(~collected.known))
-        if not options.dry_run:
-            _write(bulk, core, d, challenger, answers, kept, counts, now, options.channel,
-                   settings, collected, summary)
-            summary.seconds["write_redis"] = _lap(clock)
+        # The file is written on a thread (pyarrow releases the GIL) while the log is sent.
+        with ThreadPoolExecutor(1) as pool:
+            written = pool.submit(output.write, options.out, answers)
+            if not options.dry_run:
+                _write(bulk, core, d, challenger, answers, kept, counts, now, options.channel,
+                       settings, collected, summary)
+                summary.seconds["write_redis"] = _lap(clock)
+            summary.rows = written.result()
+        summary.seconds["write_parquet"] = _lap(clock)
     finally:
         bulk.close()
     return summary
@@ -224,9 +237,8 @@ def _sorted_pairs(collected: Collected) -> Pairs:
     if not collected.pairs:
         empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
         return Pairs(empty_i, empty_i, empty_i, empty_f, empty_f, empty_f, empty_f, empty_i)
-    columns = [np.concatenate(c) for c in zip(*collected.pairs, strict=True)]
-    order = np.lexsort((columns[1], columns[0]))
-    return Pairs(*(c[order] for c in columns))
+    # Each chunk's block is sorted already (ChunkDecider), and chunks come in customer order.
+    return Pairs(*(np.concatenate(c) for c in zip(*collected.pairs, strict=True)))
 
 
 def _budgeted(d: Decider, challenger: Challenger | None, collected: Collected,
@@ -287,7 +299,7 @@ def _write(bulk: CampaignStore, core: DecisionCore, d: Decider, challenger: Chal
            answers: Answers, kept: Pairs, counts: I64, now: float, channel: str,
            settings: Settings, collected: Collected, summary: Summary) -> None:
     """The decision log (the customers serving would log) and contacts counted on serve."""
-    ids = answers.ids
+    ids, token = answers.ids, answers.token
     ends = np.cumsum(counts)
     starts = ends - counts
     offers = collected.offers.words
@@ -295,30 +307,41 @@ def _write(bulk: CampaignStore, core: DecisionCore, d: Decider, challenger: Chal
                                   collected.segments.words)
 
     def entries() -> Iterator[tuple[str, list[bytes | str]]]:
-        offer_codes, p, values, costs = (kept.offer.tolist(), kept.p.astype(np.float32),
-                                         kept.value.astype(np.float32),
-                                         kept.cost.astype(np.float32))
-        ranks = kept.rank.tolist()
+        # Numbers encoded once for every pair; each entry slices its own bytes.
+        p = kept.p.astype(FLOAT32_LE).tobytes()
+        values = kept.value.astype(FLOAT32_LE).tobytes()
+        costs = kept.cost.astype(FLOAT32_LE).tobytes()
+        one = np.ones(1, FLOAT32_LE).tobytes()
+        offer_codes, ranks = kept.offer.tolist(), kept.rank.tolist()
+        stamp = str(int(now * 1000))
+        versions = (d.version, challenger.version if challenger is not None else "")
+        segment_of, arm_of, strategy_of = (collected.segment.tolist(), collected.arm.tolist(),
+                                           collected.strategy.tolist())
+        on_challenger, explored = collected.challenger.tolist(), collected.explored.tolist()
+        greedy = collected.propensity.tolist()
+        starts_list, ends_list = starts.tolist(), ends.tolist()
+        join = SEPARATOR.join
         for row, customer_id in enumerate(ids):
             if not core.logged(customer_id):
                 continue
-            a, b = int(starts[row]), int(ends[row])
+            a, b = starts_list[row], ends_list[row]
             single = collected.singles.get(row)
-            version = challenger.version if challenger is not None and \
-                collected.challenger[row] else d.version
             if single is not None:
                 propensities = np.asarray([single[0][r] if r < len(single[0]) else 1.0
-                                           for r in ranks[a:b]], np.float32)
-                shadow = single[1]
+                                           for r in ranks[a:b]], FLOAT32_LE).tobytes()
+                shadow, candidate = single[1][0], join(single[1][1])
             else:
-                propensities = np.full(b - a, collected.propensity[row], np.float32)
-                shadow = ("", ())
-            entry = LoggedDecision(
-                f"{answers.token}-{row}", now, customer_id, segments[collected.segment[row]],
-                version, arms[collected.arm[row]], strategies[collected.strategy[row]], channel,
-                tuple(offers[c] for c in offer_codes[a:b]), p[a:b], propensities, p[a:b],
-                values[a:b], costs[a:b], *shadow, explored=bool(collected.explored[row]))
-            yield customer_id, entry.fields()
+                shown = greedy[row]
+                propensities = one * (b - a) if shown == 1.0 else \
+                    np.full(b - a, shown, FLOAT32_LE).tobytes()
+                shadow = candidate = ""
+            scores = p[4 * a:4 * b]
+            yield customer_id, entry_fields(
+                f"{token}-{row}", stamp, customer_id, segments[segment_of[row]],
+                versions[on_challenger[row]], arms[arm_of[row]], strategies[strategy_of[row]],
+                channel, join([offers[c] for c in offer_codes[a:b]]), scores, propensities,
+                scores, values[4 * a:4 * b], costs[4 * a:4 * b], shadow, candidate,
+                explored[row])
 
     summary.decisions_logged = bulk.write_log(entries(), settings.decision_log_max_per_shard)
 

@@ -79,23 +79,24 @@ def decide_rows(d: Decider, tables: SegmentTables, vectors: npt.NDArray[np.float
         and not tables.any_new
     scores = None if vectors is None else segment_scores(segment, vectors)
     p, value, order = _ordering(d, tables, scores, churn, clv, by_score)
-    if scores is not None and vectors is not None:
-        # A many-row product can differ from the one-row product serving computes in the last
-        # bits; where that could reorder offers (values within float32 noise of each other in
-        # a row's head or at its cut), the row is scored again exactly as serving scores it.
-        redo = near_ties(order, mask, width)
-        if len(redo):
-            scores[redo] = np.concatenate(
-                [segment_scores(segment, vectors[i:i + 1]) for i in redo.tolist()])
+    if scores is None and order.shape[0] == 1:
+        best = top_shared(order[0], mask, width)
+    else:
+        best, close = top_rows(order, mask, width)
+        if scores is not None and vectors is not None and len(close):
+            # A many-row product can differ from the one-row product serving computes in the
+            # last bits; where that could reorder offers (values within float32 noise of each
+            # other in a row's head or at its cut), the row is scored again as serving scores it.
+            scores[close] = np.concatenate(
+                [segment_scores(segment, vectors[i:i + 1]) for i in close.tolist()])
             if by_score:
                 order = scores
             else:
                 assert p is not None and value is not None
-                p[redo], value[redo], _ = _ordering(d, tables, scores[redo], churn[redo],
-                                                    clv[redo], False)
+                p[close], value[close], _ = _ordering(d, tables, scores[close], churn[close],
+                                                      clv[close], False)
                 order = value
-    shared = scores is None and order.shape[0] == 1
-    best = top_shared(order[0], mask, width) if shared else top_rows(order, mask, width)
+            best[close] = top_rows(order[close], mask[close], width)[0]
     count = np.minimum(eligible, width)
     taken = np.arange(width)[np.newaxis, :] < count[:, np.newaxis]
     best = np.where(taken, best, -1)
@@ -129,26 +130,6 @@ def _ordering(d: Decider, tables: SegmentTables, scores: npt.NDArray[np.float32]
 
 
 NOISE = 1e-5  # relative: far above float32 rounding of a product, far below a real difference
-
-
-def near_ties(order: npt.NDArray[np.floating[Any]], mask: npt.NDArray[np.bool_],
-              width: int) -> INTP:
-    """Rows whose best ``width`` + 1 eligible values hold two within ``NOISE`` of the row's
-    largest magnitude (over every offer, eligible or not: a proxy for the size of the product's
-    terms, which bounds its rounding): their order could hang on the last bits."""
-    n, m = mask.shape
-    if not n or not m or width <= 0:
-        return np.empty(0, dtype=np.intp)
-    masked = np.where(mask, order, NO_SCORE).astype(np.float64)
-    k = min(width + 1, m)
-    head = -np.partition(-masked, k - 1, axis=1)[:, :k] if k < m else masked
-    head = -np.sort(-head, axis=1)[:, :k]
-    finite = np.isfinite(head)
-    scale = np.max(np.abs(np.broadcast_to(order, mask.shape)), axis=1).astype(np.float64)
-    gaps = head[:, :-1] - head[:, 1:]
-    close = (gaps <= NOISE * np.maximum(scale, 1e-30)[:, np.newaxis]) & finite[:, 1:]
-    result: INTP = np.flatnonzero(close.any(axis=1))
-    return result
 
 
 def _rules_passed(tables: SegmentTables, attributes: npt.NDArray[np.uint32], size: int,
@@ -229,29 +210,46 @@ def _standardization(scores: npt.NDArray[np.floating[Any]]) -> tuple[F64, F64]:
 
 
 def top_rows(order: npt.NDArray[np.floating[Any]], mask: npt.NDArray[np.bool_],
-             width: int) -> INTP:
+             width: int) -> tuple[INTP, INTP]:
     """Per row, the best ``width`` eligible positions, ties in position order: what
     ``decide._top`` (a stable sort of each row) returns, by a partition and a sort of the
-    head; rows where a tie straddles the cut are sorted whole."""
+    head; rows where a tie straddles the cut are sorted whole. Also the rows whose head (the
+    best ``width`` + 1) holds two values within ``NOISE`` of the row's largest magnitude (over
+    every offer, eligible or not: a proxy for the size of the product's terms, which bounds
+    its rounding): their order could hang on the last bits of a product."""
     n, m = mask.shape
+    none = np.empty(0, dtype=np.intp)
     if width <= 0 or m == 0:
-        return np.zeros((n, max(width, 0)), dtype=np.intp)
+        return np.zeros((n, max(width, 0)), dtype=np.intp), none
     masked = np.where(mask, order, NO_SCORE)
-    if width >= m:
-        out = np.argsort(-masked, axis=1, kind="stable")
-        return np.pad(out, ((0, 0), (0, width - m)))
-    head = np.argpartition(-masked, width - 1, axis=1)[:, :width]
+    k = min(width + 1, m)
     row = np.arange(n)[:, np.newaxis]
+    if k < m:
+        head = np.argpartition(-masked, k - 1, axis=1)[:, :k]
+    else:
+        head = np.broadcast_to(np.arange(m), (n, m))
     values = masked[row, head]
     head = np.take_along_axis(head, np.lexsort((head, -values), axis=1), axis=1)
-    cut = masked[row[:, 0], head[:, -1]]
-    # A value equal to the cut's outside the head: the head may hold the wrong tied ones.
-    at_least = np.count_nonzero(masked >= cut[:, np.newaxis], axis=1)
-    redo = np.flatnonzero((at_least > width) & (cut > NO_SCORE))
-    if len(redo):
-        head[redo] = np.argsort(-masked[redo], axis=1, kind="stable")[:, :width]
-    result: INTP = head
-    return result
+    values = masked[row, head].astype(np.float64)
+    finite = np.isfinite(values)
+    scale = np.max(np.abs(order), axis=1).astype(np.float64) if order.shape[0] == n \
+        else np.full(n, float(np.max(np.abs(order))))
+    gaps = values[:, :-1] - values[:, 1:]
+    near = (gaps <= NOISE * np.maximum(scale, 1e-30)[:, np.newaxis]) & finite[:, 1:]
+    close: INTP = np.flatnonzero(near.any(axis=1))
+    best = head[:, :width]
+    if width < m:
+        cut = values[:, width - 1]
+        # A value equal to the cut's outside the head: the head may hold the wrong tied ones.
+        at_least = np.count_nonzero(masked >= masked[row[:, 0], best[:, -1]][:, np.newaxis],
+                                    axis=1)
+        redo = np.flatnonzero((at_least > width) & (cut > NO_SCORE))
+        if len(redo):
+            best[redo] = np.argsort(-masked[redo], axis=1, kind="stable")[:, :width]
+    else:
+        best = np.pad(best, ((0, 0), (0, width - best.shape[1])))
+    result: INTP = np.ascontiguousarray(best)
+    return result, close
 
 
 def top_shared(order: npt.NDArray[np.floating[Any]], mask: npt.NDArray[np.bool_],

@@ -49,13 +49,12 @@ class Decision:
         def blob(values: npt.NDArray[np.float32]) -> bytes:
             return np.asarray(values, dtype=FLOAT32_LE).tobytes()
 
-        return ["id", self.decision_id, "t", str(int(self.ts * 1000)), "c", self.customer_id,
-                "s", self.segment, "v", self.version, "a", self.arm, "g", self.strategy,
-                "ch", self.channel, "o", SEPARATOR.join(self.offers),
-                "sc", blob(self.scores), "p", blob(self.propensities),
-                "pa", blob(self.p_accept), "val", blob(self.values), "cost", blob(self.costs),
-                "cv", self.candidate_version, "co", SEPARATOR.join(self.candidate),
-                "x", "1" if self.explored else "0"]
+        return entry_fields(self.decision_id, str(int(self.ts * 1000)), self.customer_id,
+                            self.segment, self.version, self.arm, self.strategy, self.channel,
+                            SEPARATOR.join(self.offers), blob(self.scores),
+                            blob(self.propensities), blob(self.p_accept), blob(self.values),
+                            blob(self.costs), self.candidate_version,
+                            SEPARATOR.join(self.candidate), self.explored)
 
     @classmethod
     def from_fields(cls, raw: Mapping[bytes, bytes]) -> Decision:
@@ -80,6 +79,19 @@ class Decision:
                    floats("pa", len(offers)), floats("val", len(offers)),
                    floats("cost", len(offers)), text("cv"), _split(text("co")),
                    text("x") == "1")
+
+
+def entry_fields(decision_id: str, ts_ms: str, customer_id: str, segment: str, version: str,
+                 arm: str, strategy: str, channel: str, offers: str, scores: bytes,
+                 propensities: bytes, p_accept: bytes, values: bytes, costs: bytes,
+                 candidate_version: str, candidate: str, explored: bool) -> list[bytes | str]:
+    """The stream fields of one entry from its parts already encoded (offer ids joined by
+    ``SEPARATOR``, numbers as float32 LE blobs): what ``Decision.fields`` returns, for writers
+    that encode many entries at once (``recsvc campaign``)."""
+    return ["id", decision_id, "t", ts_ms, "c", customer_id, "s", segment, "v", version,
+            "a", arm, "g", strategy, "ch", channel, "o", offers, "sc", scores,
+            "p", propensities, "pa", p_accept, "val", values, "cost", costs,
+            "cv", candidate_version, "co", candidate, "x", "1" if explored else "0"]
 
 
 def _split(joined: str) -> tuple[str, ...]:

@@ -2,9 +2,10 @@
 offer, the decision log and contacts written in bulk. One blocking hiredis-parsed connection.
 
 Reads: per chunk of customers, the records grouped by shard (``Keys.customers_of_shard``) with
-one HMGET of at most ``HMGET_FIELDS`` ids per command, the live hash of every customer (HGETALL;
-most are empty) and, while an experiment runs, the challenger version's records: every command
-of a chunk in one write, replies in order. Writes: the same entries serving writes (the decision
+one HMGET of at most ``HMGET_FIELDS`` ids per command, the live hashes of each shard group in one
+script call that returns only the non-empty ones (most are empty) and, while an experiment runs,
+the challenger version's records: every command of a chunk in one write, sent before the
+previous chunk is decided, replies read after. Writes: the same entries serving writes (the decision
 log's XADD, the contact script), pipelined in blocks.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
@@ -26,6 +28,16 @@ from recsvc.store.redis_pipeline import Endpoint, PipelineError
 HMGET_FIELDS = 1000
 WRITE_BLOCK = 2000  # commands per write when sending the log and the contacts
 _CONTACT_SHA = hashlib.sha1(budget_scripts.CONTACT_LUA.encode()).hexdigest()
+# KEYS: live hashes of one shard. Returns [position, HGETALL reply, ...] of the non-empty ones.
+LIVE_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local h = redis.call('HGETALL', key)
+  if #h > 0 then out[#out + 1] = i; out[#out + 1] = h end
+end
+return out
+"""
+_LIVE_SHA = hashlib.sha1(LIVE_LUA.encode()).hexdigest()
 
 Live = dict[bytes, bytes]
 
@@ -35,6 +47,16 @@ def _pack(command: tuple[bytes | str, ...]) -> bytes:
     return packed
 
 
+@dataclass(frozen=True)
+class Pending:
+    """Reads sent and not yet read back."""
+
+    customers: int
+    groups: list[tuple[int, list[int]]]  # (shard, positions in the chunk) per command
+    versions: int
+    replies: int
+
+
 class CampaignStore:
     def __init__(self, url: str, keys: schema.Keys, timeout: float = 120.0) -> None:
         self.keys = keys
@@ -42,6 +64,7 @@ class CampaignStore:
             self._connection = _Connection(Endpoint.of(url), timeout)
         except PipelineError as exc:
             raise StoreError(str(exc)) from exc
+        self._exchange([_pack(("SCRIPT", "LOAD", LIVE_LUA))])
 
     def _exchange(self, packed: list[bytes]) -> list[Any]:
         try:
@@ -49,12 +72,11 @@ class CampaignStore:
         except PipelineError as exc:
             raise StoreError(f"Redis: {exc}") from exc
 
-    def states(self, version: str, customer_ids: Sequence[str], shards: Sequence[int],
-               challenger: str = "") -> tuple[list[bytes | None], list[Live],
-                                              list[bytes | None]]:
-        """Records, live hashes and (with ``challenger``) the challenger's records of
-        ``customer_ids``, in their order."""
-        n = len(customer_ids)
+    def send_states(self, version: str, customer_ids: Sequence[str], shards: Sequence[int],
+                    challenger: str = "") -> Pending:
+        """Sends the reads of ``customer_ids`` (records, live hashes, the ``challenger``
+        version's records) without waiting: the caller decides the previous chunk meanwhile
+        and collects with ``receive_states``."""
         by_shard: dict[int, list[int]] = {}
         for i, shard in enumerate(shards):
             by_shard.setdefault(shard, []).append(i)
@@ -63,24 +85,62 @@ class CampaignStore:
             groups += [(shard, rows[at:at + HMGET_FIELDS])
                        for at in range(0, len(rows), HMGET_FIELDS)]
         versions = [version, challenger] if challenger else [version]
+        live_in = self.keys.live_in
         packed = [_pack(("HMGET", self.keys.customers_of_shard(v, shard),
                          *(customer_ids[i] for i in rows)))
                   for v in versions for shard, rows in groups]
-        live_key = self.keys.live_in
-        for shard, customer_id in zip(shards, customer_ids, strict=True):
-            key = live_key(shard, customer_id).encode()
-            packed.append(b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%b\r\n" % (len(key), key))
-        replies = self._exchange(packed)
+        # The live hashes of a shard in one script call (one slot): only the non-empty ones
+        # come back, so the reply of a chunk is a few entries instead of one per customer.
+        packed += [_pack(("EVALSHA", _LIVE_SHA, str(len(rows)),
+                          *(live_in(shard, customer_ids[i]) for i in rows)))
+                   for shard, rows in groups]
+        try:
+            self._connection.sock.sendall(b"".join(packed))
+        except OSError as exc:
+            raise StoreError(f"Redis: cannot send: {exc}") from exc
+        return Pending(len(customer_ids), groups, len(versions), len(packed))
+
+    def receive_states(self, pending: Pending) -> tuple[list[bytes | None], list[Live],
+                                                        list[bytes | None]]:
+        """Records, live hashes and the challenger's records of a ``send_states``, in order."""
+        replies = [self._reply() for _ in range(pending.replies)]
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                raise StoreError(f"Redis: {reply}")
+        n, groups = pending.customers, pending.groups
         out: list[list[bytes | None]] = []
-        for k in range(len(versions)):
+        for k in range(pending.versions):
             records: list[bytes | None] = [None] * n
             for (_, rows), reply in zip(groups, replies[k * len(groups):(k + 1) * len(groups)],
                                         strict=True):
                 for i, raw in zip(rows, reply, strict=True):
                     records[i] = raw
             out.append(records)
-        lives = [_pairs(r) if r else {} for r in replies[len(versions) * len(groups):]]
-        return out[0], lives, out[1] if challenger else [None] * n
+        lives: list[Live] = [{}] * n
+        for (_, rows), reply in zip(groups, replies[pending.versions * len(groups):],
+                                    strict=True):
+            for at in range(0, len(reply), 2):
+                lives[rows[int(reply[at]) - 1]] = _pairs(reply[at + 1])
+        return out[0], lives, out[1] if pending.versions > 1 else [None] * n
+
+    def states(self, version: str, customer_ids: Sequence[str], shards: Sequence[int],
+               challenger: str = "") -> tuple[list[bytes | None], list[Live],
+                                              list[bytes | None]]:
+        return self.receive_states(self.send_states(version, customer_ids, shards, challenger))
+
+    def _reply(self) -> Any:
+        connection = self._connection
+        while True:
+            reply = connection.reader.gets()
+            if reply is not False:
+                return reply
+            try:
+                data = connection.sock.recv(1 << 20)
+            except OSError as exc:
+                raise StoreError(f"Redis did not answer: {exc}") from exc
+            if not data:
+                raise StoreError("Redis closed the connection")
+            connection.reader.feed(data)
 
     def budgets(self) -> dict[str, str]:
         reply = self._exchange([_pack(("HGETALL", self.keys.budgets))])[0]
@@ -108,17 +168,36 @@ class CampaignStore:
                                  stamp, kept, ttl)) for c, ch in contacts)
 
     def _send(self, packed: Iterable[bytes]) -> int:
+        """Writes in blocks; a block's replies are read after the next block is sent, so Redis
+        works on one while the next is encoded. StoreError after all when any failed."""
+        owed = sent = 0
+        failed: list[str] = []
         block: list[bytes] = []
-        sent = 0
+
+        def flush() -> None:
+            nonlocal owed, sent
+            try:
+                self._connection.sock.sendall(b"".join(block))
+            except OSError as exc:
+                raise StoreError(f"Redis: cannot send: {exc}") from exc
+            for _ in range(owed):
+                reply = self._reply()
+                if isinstance(reply, hiredis.ReplyError):
+                    failed.append(str(reply))
+            owed, sent = len(block), sent + len(block)
+            block.clear()
+
         for command in packed:
             block.append(command)
             if len(block) >= WRITE_BLOCK:
-                self._exchange(block)
-                sent += len(block)
-                block = []
-        if block:
-            self._exchange(block)
-            sent += len(block)
+                flush()
+        flush()
+        for _ in range(owed):
+            reply = self._reply()
+            if isinstance(reply, hiredis.ReplyError):
+                failed.append(str(reply))
+        if failed:
+            raise StoreError(f"{len(failed)} of {sent} writes failed, the first: {failed[0]}")
         return sent
 
     def close(self) -> None:
