@@ -155,7 +155,7 @@ class ChunkDecider:
             return
         columns = [np.concatenate(c) for c in zip(*pairs[first:], strict=True)]
         # One integer key; the pairs come in long sorted runs, which a stable sort merges.
-        key = columns[0] * (int(columns[1].max()) + 1) + columns[1]
+        key = columns[0] * (int(columns[1].max(initial=0)) + 1) + columns[1]
         order = np.argsort(key, kind="stable")
         block = tuple(c[order] for c in columns)
         del pairs[first:]

@@ -61,33 +61,41 @@ def write(path: Path, a: Answers) -> int:
     n = len(a.ids)
     counts = np.bincount(a.pair_customer, minlength=n)
     empty = np.flatnonzero(counts == 0)
-    customer = np.concatenate((a.pair_customer, empty))
-    order = np.argsort(customer, kind="stable")
-    customer = customer[order]
-    with_offer = order < len(a.pair_customer)
-    pick = np.where(with_offer, order, 0)
+    if len(empty):  # rows without an offer merged in, in customer order
+        customer = np.concatenate((a.pair_customer, empty))
+        order = np.argsort(customer, kind="stable")
+        customer = customer[order]
+        with_offer = order < len(a.pair_customer)
+        pick = np.where(with_offer, order, 0)
+        missing: npt.NDArray[np.bool_] | None = ~with_offer
+    else:  # every customer has an offer: the pairs are the rows, as they are
+        customer, pick, missing = a.pair_customer, None, None
 
     def pairs(values: npt.NDArray[np.generic], dtype: pa.DataType) -> pa.Array:
         if not len(a.pair_customer):
             return pa.nulls(len(customer), dtype)
-        return pa.array(values[pick], dtype, mask=~with_offer)
+        return pa.array(values if pick is None else values[pick], dtype, mask=missing)
 
     def coded(codes: npt.NDArray[np.int64], vocabulary: Sequence[str],
               mask: npt.NDArray[np.bool_] | None = None) -> pa.Array:
-        indices = pa.array(codes.astype(np.int32), pa.int32(), mask=mask)
+        indices = pa.array(codes, pa.int64(), mask=mask)
         return pa.DictionaryArray.from_arrays(indices, pa.array(list(vocabulary), pa.string()))
 
-    pair_codes = a.pair_offer[pick] if len(a.pair_customer) else np.zeros(len(customer), int)
-    reason_codes = a.pair_reasons[pick] if len(a.pair_customer) else np.zeros(len(customer), int)
+    def per_pair(values: I64) -> I64:
+        if not len(a.pair_customer):
+            return np.zeros(len(customer), np.int64)
+        return values if pick is None else values[pick]
+
+    rank = per_pair(a.pair_rank) if missing is None else np.where(missing, 0, per_pair(
+        a.pair_rank))
+    rows = pa.array(customer, pa.int64())
     table = pa.table({
         # Per customer, not per row: dictionaries indexed by the customer's position.
-        "customer_id": pa.DictionaryArray.from_arrays(pa.array(customer.astype(np.int32)),
-                                                      pa.array(a.ids, pa.string())),
+        "customer_id": pa.DictionaryArray.from_arrays(rows, pa.array(a.ids, pa.string())),
         "known": pa.array(a.known[customer]),
         "segment": coded(a.segment[customer], a.segments),
-        "rank": pa.array(np.where(with_offer, a.pair_rank[pick] if len(a.pair_customer)
-                                  else 0, 0).astype(np.int32)),
-        "offer_id": coded(pair_codes, a.offers, mask=~with_offer),
+        "rank": pa.array(rank.astype(np.int32)),
+        "offer_id": coded(per_pair(a.pair_offer), a.offers, mask=missing),
         "score": pairs(a.pair_p.astype(np.float32), pa.float32()),
         "p_accept": pairs(a.pair_p, pa.float64()),
         "objective": pairs(a.pair_objective, pa.float64()),
@@ -95,9 +103,8 @@ def write(path: Path, a: Answers) -> int:
         "cost": pairs(a.pair_cost, pa.float64()),
         "strategy": coded(a.strategy[customer], a.strategies),
         "arm": coded(a.arm[customer], a.arms),
-        "decision_id": pa.DictionaryArray.from_arrays(
-            pa.array(customer.astype(np.int32)), decision_ids(a.token, np.arange(n))),
-        "reasons": coded(reason_codes, a.reasons, mask=~with_offer),
+        "decision_id": pa.DictionaryArray.from_arrays(rows, decision_ids(a.token, np.arange(n))),
+        "reasons": coded(per_pair(a.pair_reasons), a.reasons, mask=missing),
         "reason": coded(a.reason[customer], a.reasons),
     })
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,5 +114,5 @@ def write(path: Path, a: Answers) -> int:
         "customer_id", "decision_id", "segment", "offer_id", "strategy", "arm", "reasons",
         "reason"])
     partial.replace(path)  # never a half-written file under the name asked for
-    rows: int = table.num_rows
-    return rows
+    written: int = table.num_rows
+    return written

@@ -289,4 +289,13 @@ def test_unknown_customer_row_and_empty_answers(settings: Settings, tmp_path: Pa
     assert stranger and not stranger[0]["known"]
     assert stranger[0]["strategy"] == "global_popular"
     assert summary["unknown"] == 1
+    # Everyone held out with no offer: one row each, a null offer, the reason.
+    code, err, summary = campaign(settings, path, out, "--dry-run",
+                                  env={"RECSVC_HOLDOUT_SHARE": "1.0"})
+    assert code == 0, err
+    rows = pq.read_table(out).to_pylist()
+    assert [(r["customer_id"], r["offer_id"], r["rank"], r["arm"]) for r in rows] == \
+        [("b0", None, 0, "control"), ("stranger", None, 0, "control")]
+    assert rows[0]["reason"] == "control group (holdout): no offer"
+    assert summary["without_offers"] == 2
 
