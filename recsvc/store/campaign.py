@@ -65,6 +65,8 @@ class CampaignStore:
         except PipelineError as exc:
             raise StoreError(str(exc)) from exc
         self._exchange([_pack(("SCRIPT", "LOAD", LIVE_LUA))])
+        # ``Keys.live_in`` of every shard without the customer: a key is head + id.
+        self._live_heads = [keys.live_in(shard, "") for shard in range(schema.SHARDS)]
 
     def _exchange(self, packed: list[bytes]) -> list[Any]:
         try:
@@ -85,14 +87,14 @@ class CampaignStore:
             groups += [(shard, rows[at:at + HMGET_FIELDS])
                        for at in range(0, len(rows), HMGET_FIELDS)]
         versions = [version, challenger] if challenger else [version]
-        live_in = self.keys.live_in
+        heads = self._live_heads
         packed = [_pack(("HMGET", self.keys.customers_of_shard(v, shard),
                          *(customer_ids[i] for i in rows)))
                   for v in versions for shard, rows in groups]
         # The live hashes of a shard in one script call (one slot): only the non-empty ones
         # come back, so the reply of a chunk is a few entries instead of one per customer.
         packed += [_pack(("EVALSHA", _LIVE_SHA, str(len(rows)),
-                          *(live_in(shard, customer_ids[i]) for i in rows)))
+                          *[heads[shard] + customer_ids[i] for i in rows]))
                    for shard, rows in groups]
         try:
             self._connection.sock.sendall(b"".join(packed))
