@@ -79,8 +79,20 @@ def measured(url: str, prefix: str, ids: Path, out: Path, dry_run: bool) -> dict
     return result
 
 
+def _now_commit() -> str:
+    """The commit the campaign subprocesses run (the code on disk when they start, which a
+    long training before them may not have started with)."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return commit + ("+dirty" if dirty else "")
+
+
 def run(url: str, prefix: str, data: Path, sizes: list[int], command: str,
         machine: dict[str, Any]) -> dict[str, Any]:
+    machine = dict(machine, commit=_now_commit(),
+                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     work = ROOT / "bench" / "data" / "campaign"
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine, "command": command, "runs": []}

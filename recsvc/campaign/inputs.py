@@ -26,10 +26,9 @@ def read_ids(path: Path) -> list[str]:
     if not path.is_file():
         raise InvalidRequestError(f"--customers: {path} is not a file")
     if path.suffix.lower() in (".parquet", ".pq"):
-        table = pq.read_table(path)
-        if COLUMN not in table.column_names:
+        if COLUMN not in pq.read_schema(path).names:
             raise InvalidRequestError(f"--customers: {path} has no {COLUMN!r} column")
-        column = table.column(COLUMN).cast(pa.string())
+        column = pq.read_table(path, columns=[COLUMN]).column(COLUMN).cast(pa.string())
         first, unit = 1, "row"
     else:
         with path.open("rb") as handle:

@@ -149,7 +149,7 @@ def run(settings: Settings, options: Options) -> Summary:
         taken = _allocate(bulk, pairs, budgeted, limit, collected,
                           d.budgets.day or day_of(now), options.dry_run, summary)
         summary.seconds["budgets"] = _lap(clock)
-        kept = pairs.take(taken)
+        kept = pairs if taken.all() else pairs.take(taken)
         answers = output.Answers(
             ids, kept.customer, kept.rank_in_answer(), kept.offer, kept.p, kept.objective,
             kept.value, kept.cost, kept.reasons, collected.segment, collected.strategy,
@@ -306,13 +306,14 @@ def _write(bulk: CampaignStore, core: DecisionCore, d: Decider, challenger: Chal
     strategies, arms, segments = (collected.strategies.words, collected.arms.words,
                                   collected.segments.words)
 
-    def entries() -> Iterator[tuple[str, list[bytes | str]]]:
+    def entries() -> Iterator[tuple[int, list[bytes | str]]]:
         # Numbers encoded once for every pair; each entry slices its own bytes.
         p = kept.p.astype(FLOAT32_LE).tobytes()
         values = kept.value.astype(FLOAT32_LE).tobytes()
         costs = kept.cost.astype(FLOAT32_LE).tobytes()
         one = np.ones(1, FLOAT32_LE).tobytes()
         offer_codes, ranks = kept.offer.tolist(), kept.rank.tolist()
+        names = [o.encode() for o in offers]
         stamp = str(int(now * 1000))
         versions = (d.version, challenger.version if challenger is not None else "")
         segment_of, arm_of, strategy_of = (collected.segment.tolist(), collected.arm.tolist(),
@@ -320,7 +321,7 @@ def _write(bulk: CampaignStore, core: DecisionCore, d: Decider, challenger: Chal
         on_challenger, explored = collected.challenger.tolist(), collected.explored.tolist()
         greedy = collected.propensity.tolist()
         starts_list, ends_list = starts.tolist(), ends.tolist()
-        join = SEPARATOR.join
+        join = SEPARATOR.encode().join
         for row, customer_id in enumerate(ids):
             if not core.logged(customer_id):
                 continue
@@ -329,17 +330,17 @@ def _write(bulk: CampaignStore, core: DecisionCore, d: Decider, challenger: Chal
             if single is not None:
                 propensities = np.asarray([single[0][r] if r < len(single[0]) else 1.0
                                            for r in ranks[a:b]], FLOAT32_LE).tobytes()
-                shadow, candidate = single[1][0], join(single[1][1])
+                shadow, candidate = single[1][0], SEPARATOR.join(single[1][1])
             else:
                 shown = greedy[row]
                 propensities = one * (b - a) if shown == 1.0 else \
                     np.full(b - a, shown, FLOAT32_LE).tobytes()
                 shadow = candidate = ""
             scores = p[4 * a:4 * b]
-            yield customer_id, entry_fields(
+            yield schema.shard_of(customer_id), entry_fields(
                 f"{token}-{row}", stamp, customer_id, segments[segment_of[row]],
                 versions[on_challenger[row]], arms[arm_of[row]], strategies[strategy_of[row]],
-                channel, join([offers[c] for c in offer_codes[a:b]]), scores, propensities,
+                channel, join([names[c] for c in offer_codes[a:b]]), scores, propensities,
                 scores, values[4 * a:4 * b], costs[4 * a:4 * b], shadow, candidate,
                 explored[row])
 

@@ -82,7 +82,7 @@ class Decision:
 
 
 def entry_fields(decision_id: str, ts_ms: str, customer_id: str, segment: str, version: str,
-                 arm: str, strategy: str, channel: str, offers: str, scores: bytes,
+                 arm: str, strategy: str, channel: str, offers: str | bytes, scores: bytes,
                  propensities: bytes, p_accept: bytes, values: bytes, costs: bytes,
                  candidate_version: str, candidate: str, explored: bool) -> list[bytes | str]:
     """The stream fields of one entry from its parts already encoded (offer ids joined by

@@ -22,7 +22,7 @@ from recsvc.core import schema
 from recsvc.core.errors import StoreError
 from recsvc.store import budgets as budget_scripts
 from recsvc.store.blocking_pipeline import _Connection
-from recsvc.store.reader import LIVE_TTL_SECONDS, decision_log_command
+from recsvc.store.reader import LIVE_TTL_SECONDS
 from recsvc.store.redis_pipeline import Endpoint, PipelineError
 
 HMGET_FIELDS = 1000
@@ -155,12 +155,20 @@ class CampaignStore:
                                        self.keys.budgets, offer_id, day, *segments))])[0]
         return [bool(v) for v in reply]
 
-    def write_log(self, entries: Iterable[tuple[str, list[bytes | str]]],
+    def write_log(self, entries: Iterable[tuple[int, list[bytes | str]]],
                   max_per_shard: int) -> int:
-        """Decision-log entries (customer id, fields), as serving appends them; the count."""
-        limit = str(max_per_shard)
-        return self._send(_pack(decision_log_command(self.keys, c, limit, f))
-                          for c, f in entries)
+        """Decision-log entries (customer's shard, fields), appended as serving appends them
+        (``reader.decision_log_command``); the count."""
+        packer: LogPacker | None = None
+
+        def commands() -> Iterable[bytes]:
+            nonlocal packer
+            for shard, fields in entries:
+                if packer is None:
+                    packer = LogPacker(self.keys, max_per_shard, fields[0::2])
+                yield packer.pack(shard, fields[1::2])
+
+        return self._send(commands())
 
     def write_contacts(self, contacts: Iterable[tuple[str, str]], now: float, keep: int) -> int:
         """A contact on each (customer, channel), serving's contact script; the count."""
@@ -204,6 +212,35 @@ class CampaignStore:
 
     def close(self) -> None:
         self._connection.close()
+
+
+class LogPacker:
+    """XADD commands of decision-log entries packed from one template: every entry has the
+    same field names (``decision_log.entry_fields``), so only the values are formatted (a
+    third of hiredis.pack_command's time for 33 arguments; the same bytes)."""
+
+    def __init__(self, keys: schema.Keys, max_per_shard: int,
+                 names: Sequence[bytes | str]) -> None:
+        limit = str(max_per_shard).encode()
+        head = b"*%d\r\n$4\r\nXADD\r\n$%%d\r\n%%b\r\n$6\r\nMAXLEN\r\n$1\r\n~\r\n" \
+            b"$%d\r\n%b\r\n$1\r\n*\r\n" % (6 + 2 * len(names), len(limit), limit)
+        body = b"".join(b"$%d\r\n%b\r\n$%%d\r\n%%b\r\n" % (len(n), n)
+                        for n in (_bytes(name) for name in names))
+        self._template = head + body
+        self._keys = [keys.decisions(shard).encode() for shard in range(schema.SHARDS)]
+
+    def pack(self, shard: int, values: Sequence[bytes | str]) -> bytes:
+        key = self._keys[shard]
+        args: list[int | bytes] = [len(key), key]
+        for value in values:
+            raw = value if type(value) is bytes else _bytes(value)
+            args += (len(raw), raw)
+        packed: bytes = self._template % tuple(args)
+        return packed
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def _pairs(reply: Any) -> Live:

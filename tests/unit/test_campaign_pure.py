@@ -1,5 +1,6 @@
 """The campaign's pure parts: budget units allocated by value (known answers), the units left
-read from the budgets hash, and the vectorized top-k against decide's stable sort."""
+read from the budgets hash, the vectorized top-k against decide's stable sort, and the
+decision-log packer against serving's command (no Redis needed for any of them)."""
 
 from __future__ import annotations
 
@@ -120,3 +121,23 @@ def test_near_ties_flags_rows_whose_head_could_swap() -> None:
                      [False, True, True, True]])
     # Row 3: the eligible values are tiny beside the masked 5.0: within its rounding.
     assert top_rows(order, mask, 2)[1].tolist() == [1, 3]
+
+
+def test_log_packer_writes_what_serving_writes() -> None:
+    import hiredis
+
+    from recsvc.core import schema
+    from recsvc.experiments.decision_log import Decision
+    from recsvc.store.campaign import LogPacker
+    from recsvc.store.reader import decision_log_command
+
+    keys = schema.Keys("p")
+    entry = Decision("id-1", 1.5, "C7", "loyal", "v1", "treatment", "personalized", "email",
+                     ("o1", "o2"), np.array([0.5, 0.25], np.float32),
+                     np.array([1.0, 1.0], np.float32), np.array([0.5, 0.25], np.float32),
+                     np.array([3.0, 4.0], np.float32), np.array([1.0, 2.0], np.float32),
+                     "v2", ("o3",), explored=True)
+    fields = entry.fields()
+    want = hiredis.pack_command(decision_log_command(keys, "C7", "1000", fields))  # type: ignore[arg-type]
+    got = LogPacker(keys, 1000, fields[0::2]).pack(schema.shard_of("C7"), fields[1::2])
+    assert got == want
