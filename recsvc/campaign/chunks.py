@@ -53,6 +53,11 @@ class Vocabulary:
         return found
 
 
+# Candidate pairs: customer (campaign row), rank, offer code, p_accept, objective, value, cost,
+# reason codes; a block is sorted by customer, then rank.
+Block = tuple[I64, I64, I64, F64, F64, F64, F64, I64]
+
+
 @dataclass
 class Collected:
     """Everything decided so far: candidate pairs (in chunks) and per-customer codes."""
@@ -63,7 +68,7 @@ class Collected:
     strategies: Vocabulary = field(default_factory=Vocabulary)
     arms: Vocabulary = field(default_factory=Vocabulary)
     reasons: Vocabulary = field(default_factory=lambda: Vocabulary([""]))
-    pairs: list[tuple[I64, I64, I64, F64, F64, F64, F64, I64]] = field(default_factory=list)
+    pairs: list[Block] = field(default_factory=list)
     segment: I64 = field(init=False)
     strategy: I64 = field(init=False)
     arm: I64 = field(init=False)
@@ -108,8 +113,9 @@ class ChunkDecider:
 
     def decide(self, offset: int, ids: Sequence[str], raws: Sequence[bytes | None],
                lives: Sequence[dict[bytes, bytes]], challenger_raws: Sequence[bytes | None]
-               ) -> None:
-        """Decide customers ``offset .. offset + len(ids)`` of the campaign."""
+               ) -> Block | None:
+        """Decide customers ``offset .. offset + len(ids)`` of the campaign; their candidate
+        pairs as one block (None: no customer has a candidate)."""
         d, core = self.d, self.core
         records = decode_many(raws, self._factors, len(d.base.catalogue.offer_ids))
         epsilon = core.epsilon
@@ -145,21 +151,22 @@ class ChunkDecider:
                                                           challenger_raws[i]), routed)
             self._single(offset + i, answering, answer,
                          raws[i] if answering is d else challenger_raws[i])
-        self._sort_since(first_bulk)
+        return self._sort_since(first_bulk)
 
-    def _sort_since(self, first: int) -> None:
+    def _sort_since(self, first: int) -> Block | None:
         """This chunk's pairs as one block sorted by customer, then rank (chunks come in
         customer order, so the blocks concatenated are sorted too)."""
         pairs = self.out.pairs
         if len(pairs) <= first:
-            return
+            return None
         columns = [np.concatenate(c) for c in zip(*pairs[first:], strict=True)]
         # One integer key; the pairs come in long sorted runs, which a stable sort merges.
         key = columns[0] * (int(columns[1].max(initial=0)) + 1) + columns[1]
         order = np.argsort(key, kind="stable")
-        block = tuple(c[order] for c in columns)
+        block: Block = tuple(c[order] for c in columns)  # type: ignore[assignment]
         del pairs[first:]
-        pairs.append(block)  # type: ignore[arg-type]
+        pairs.append(block)
+        return block
 
     def _bulk(self, offset: int, rows: npt.NDArray[np.intp], records: Records, index: int,
               by_model: bool) -> None:

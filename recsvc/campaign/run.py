@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from recsvc.campaign.chunks import ChunkDecider, Collected
+from recsvc.campaign.chunks import Block, ChunkDecider, Collected
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import ModelNotPublishedError, SettingError
@@ -119,59 +119,108 @@ def run(settings: Settings, options: Options) -> Summary:
                         holdout, settings.decision_log_share if settings.decision_log else 0.0,
                         settings.explore_share)
     bulk = CampaignStore(settings.redis_url, keys)
+    token = secrets.token_hex(4)
+    writer = output.Writer(options.out)
+    # Without on-serve budgets every answer is final once decided: its rows are written on a
+    # thread (pyarrow releases the GIL) while the next chunks are read and decided.
+    streaming = not any(c.budgets.on_serve() for c in
+                        (d, *((challenger.decider,) if challenger is not None else ())))
     try:
-        collected = Collected(len(ids))
-        decider = ChunkDecider(core, d, challenger, limit, now, options.channel,
-                               options.context, collected)
-        other = challenger.version if challenger is not None else ""
-        read_seconds = 0.0
-        chunks = [ids[at:at + CHUNK] for at in range(0, len(ids), CHUNK)]
-
-        def send(chunk: list[str]) -> Pending:
-            return bulk.send_states(d.version, chunk, [schema.shard_of(c) for c in chunk],
-                                    other)
-
-        # The next chunk's reads are in flight while this one is decided (Redis works on the
-        # other core meanwhile).
-        pending = send(chunks[0])
-        for number, chunk in enumerate(chunks):
-            started = time.perf_counter()
-            raws, lives, challenger_raws = bulk.receive_states(pending)
-            if number + 1 < len(chunks):
-                pending = send(chunks[number + 1])
-            read_seconds += time.perf_counter() - started
-            decider.decide(number * CHUNK, chunk, raws, lives, challenger_raws)
-        summary.seconds["read_redis"] = round(read_seconds, 3)
-        summary.seconds["decide"] = round(_lap(clock) - read_seconds, 3)
-        summary.decided_one_by_one = collected.one_by_one
-        pairs = _sorted_pairs(collected)
-        budgeted = _budgeted(d, challenger, collected, pairs.offer)
-        taken = _allocate(bulk, pairs, budgeted, limit, collected,
-                          d.budgets.day or day_of(now), options.dry_run, summary)
-        summary.seconds["budgets"] = _lap(clock)
-        kept = pairs if taken.all() else pairs.take(taken)
-        answers = output.Answers(
-            ids, kept.customer, kept.rank_in_answer(), kept.offer, kept.p, kept.objective,
-            kept.value, kept.cost, kept.reasons, collected.segment, collected.strategy,
-            collected.arm, collected.reason, collected.known, secrets.token_hex(4),
-            collected.offers.words, collected.segments.words, collected.strategies.words,
-            collected.arms.words, collected.reasons.words)
-        counts = np.bincount(kept.customer, minlength=len(ids))
-        summary.with_offers = int(np.count_nonzero(counts))
-        summary.without_offers = len(ids) - summary.with_offers
-        summary.unknown = int(np.count_nonzero(~collected.known))
-        # The file is written on a thread (pyarrow releases the GIL) while the log is sent.
         with ThreadPoolExecutor(1) as pool:
-            written = pool.submit(output.write, options.out, answers)
+            collected = Collected(len(ids))
+            decider = ChunkDecider(core, d, challenger, limit, now, options.channel,
+                                   options.context, collected)
+            other = challenger.version if challenger is not None else ""
+            read_seconds = 0.0
+            chunks = [ids[at:at + CHUNK] for at in range(0, len(ids), CHUNK)]
+            written: list[Future[None]] = []
+
+            def send(chunk: list[str]) -> Pending:
+                return bulk.send_states(d.version, chunk, [schema.shard_of(c) for c in chunk],
+                                        other)
+
+            # The next chunk's reads are in flight while this one is decided (Redis works on
+            # the other core meanwhile).
+            pending = send(chunks[0])
+            for number, chunk in enumerate(chunks):
+                started = time.perf_counter()
+                raws, lives, challenger_raws = bulk.receive_states(pending)
+                if number + 1 < len(chunks):
+                    pending = send(chunks[number + 1])
+                read_seconds += time.perf_counter() - started
+                at = number * CHUNK
+                block = decider.decide(at, chunk, raws, lives, challenger_raws)
+                if streaming:
+                    written.append(pool.submit(writer.append, _answers(
+                        chunk, at, _block_pairs(block, at), collected, token)))
+            summary.seconds["read_redis"] = round(read_seconds, 3)
+            summary.seconds["decide"] = round(_lap(clock) - read_seconds, 3)
+            summary.decided_one_by_one = collected.one_by_one
+            summary.unknown = int(np.count_nonzero(~collected.known))
+            kept: Pairs | None = None
+            if not streaming or not options.dry_run:
+                pairs = _sorted_pairs(collected)
+                kept = pairs
+            if not streaming:
+                assert kept is not None
+                budgeted = _budgeted(d, challenger, collected, kept.offer)
+                taken = _allocate(bulk, kept, budgeted, limit, collected,
+                                  d.budgets.day or day_of(now), options.dry_run, summary)
+                kept = kept if taken.all() else kept.take(taken)
+                local = Pairs(kept.customer, kept.rank_in_answer() - 1, *(
+                    getattr(kept, f) for f in ("offer", "p", "objective", "value", "cost",
+                                               "reasons")))
+                written.append(pool.submit(writer.append, _answers(
+                    ids, 0, local, collected, token)))
+            summary.seconds["budgets"] = _lap(clock)
+            if kept is not None:
+                counts = np.bincount(kept.customer, minlength=len(ids))
+                summary.with_offers = int(np.count_nonzero(counts))
+            else:
+                summary.with_offers = int(np.count_nonzero(np.bincount(
+                    np.concatenate([b[0] for b in collected.pairs]) if collected.pairs
+                    else np.zeros(0, np.int64), minlength=len(ids))))
+            summary.without_offers = len(ids) - summary.with_offers
             if not options.dry_run:
-                _write(bulk, core, d, challenger, answers, kept, counts, now, options.channel,
-                       settings, collected, summary)
+                assert kept is not None
+                _write(bulk, core, d, challenger, ids, token, kept, counts, now,
+                       options.channel, settings, collected, summary)
                 summary.seconds["write_redis"] = _lap(clock)
-            summary.rows = written.result()
+            for future in written:
+                future.result()
+        summary.rows = writer.close()
         summary.seconds["write_parquet"] = _lap(clock)
+    except BaseException:
+        writer.abort()
+        raise
     finally:
         bulk.close()
     return summary
+
+
+def _block_pairs(block: Block | None, at: int) -> Pairs:
+    """A chunk's block with customers counted from the chunk's first row."""
+    if block is None:
+        empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
+        return Pairs(empty_i, empty_i, empty_i, empty_f, empty_f, empty_f, empty_f, empty_i)
+    customer, rank, offer, p, objective, value, cost, reasons = block
+    return Pairs(customer - at, rank, offer, p, objective, value, cost, reasons)
+
+
+def _answers(ids: Sequence[str], at: int, pairs: Pairs, collected: Collected,
+             token: str) -> Answers:
+    """Customers ``at .. at + len(ids)`` as the output writes them (``pairs``: their kept
+    pairs, customers counted from ``at``, ranks from 0)."""
+    from recsvc.campaign.output import Answers
+
+    end = at + len(ids)
+    return Answers(
+        ids, pairs.customer, pairs.rank + 1, pairs.offer, pairs.p, pairs.objective,
+        pairs.value, pairs.cost, pairs.reasons, collected.segment[at:end],
+        collected.strategy[at:end], collected.arm[at:end], collected.reason[at:end],
+        collected.known[at:end], token, list(collected.offers.words),
+        list(collected.segments.words), list(collected.strategies.words),
+        list(collected.arms.words), list(collected.reasons.words), at)
 
 
 def _lap(clock: float) -> float:
@@ -296,10 +345,9 @@ def _allocate(bulk: CampaignStore, pairs: Pairs, budgeted: npt.NDArray[np.bool_]
 
 
 def _write(bulk: CampaignStore, core: DecisionCore, d: Decider, challenger: Challenger | None,
-           answers: Answers, kept: Pairs, counts: I64, now: float, channel: str,
+           ids: Sequence[str], token: str, kept: Pairs, counts: I64, now: float, channel: str,
            settings: Settings, collected: Collected, summary: Summary) -> None:
     """The decision log (the customers serving would log) and contacts counted on serve."""
-    ids, token = answers.ids, answers.token
     ends = np.cumsum(counts)
     starts = ends - counts
     offers = collected.offers.words
