@@ -133,20 +133,22 @@ def run(settings: Settings, options: Options) -> Summary:
             other = challenger.version if challenger is not None else ""
             read_seconds = 0.0
             chunks = [ids[at:at + CHUNK] for at in range(0, len(ids), CHUNK)]
+            shards = [schema.shard_of(c) for c in ids]
             written: list[Future[None]] = []
 
-            def send(chunk: list[str]) -> Pending:
-                return bulk.send_states(d.version, chunk, [schema.shard_of(c) for c in chunk],
+            def send(number: int) -> Pending:
+                at = number * CHUNK
+                return bulk.send_states(d.version, chunks[number], shards[at:at + CHUNK],
                                         other)
 
             # The next chunk's reads are in flight while this one is decided (Redis works on
             # the other core meanwhile).
-            pending = send(chunks[0])
+            pending = send(0)
             for number, chunk in enumerate(chunks):
                 started = time.perf_counter()
                 raws, lives, challenger_raws = bulk.receive_states(pending)
                 if number + 1 < len(chunks):
-                    pending = send(chunks[number + 1])
+                    pending = send(number + 1)
                 read_seconds += time.perf_counter() - started
                 at = number * CHUNK
                 block = decider.decide(at, chunk, raws, lives, challenger_raws)
@@ -183,7 +185,7 @@ def run(settings: Settings, options: Options) -> Summary:
             summary.without_offers = len(ids) - summary.with_offers
             if not options.dry_run:
                 assert kept is not None
-                _write(bulk, core, d, challenger, ids, token, kept, counts, now,
+                _write(bulk, core, d, challenger, ids, shards, token, kept, counts, now,
                        options.channel, settings, collected, summary)
                 summary.seconds["write_redis"] = _lap(clock)
             for future in written:
@@ -345,8 +347,9 @@ def _allocate(bulk: CampaignStore, pairs: Pairs, budgeted: npt.NDArray[np.bool_]
 
 
 def _write(bulk: CampaignStore, core: DecisionCore, d: Decider, challenger: Challenger | None,
-           ids: Sequence[str], token: str, kept: Pairs, counts: I64, now: float, channel: str,
-           settings: Settings, collected: Collected, summary: Summary) -> None:
+           ids: Sequence[str], shards: Sequence[int], token: str, kept: Pairs, counts: I64,
+           now: float, channel: str, settings: Settings, collected: Collected,
+           summary: Summary) -> None:
     """The decision log (the customers serving would log) and contacts counted on serve."""
     ends = np.cumsum(counts)
     starts = ends - counts
@@ -355,21 +358,25 @@ def _write(bulk: CampaignStore, core: DecisionCore, d: Decider, challenger: Chal
                                   collected.segments.words)
 
     def entries() -> Iterator[tuple[int, list[bytes | str]]]:
-        # Numbers encoded once for every pair; each entry slices its own bytes.
+        # Numbers encoded once for every pair, texts once per word; each entry slices bytes.
         p = kept.p.astype(FLOAT32_LE).tobytes()
         values = kept.value.astype(FLOAT32_LE).tobytes()
         costs = kept.cost.astype(FLOAT32_LE).tobytes()
         one = np.ones(1, FLOAT32_LE).tobytes()
         offer_codes, ranks = kept.offer.tolist(), kept.rank.tolist()
         names = [o.encode() for o in offers]
-        stamp = str(int(now * 1000))
-        versions = (d.version, challenger.version if challenger is not None else "")
+        segment_b, arm_b, strategy_b = ([w.encode() for w in words]
+                                        for words in (segments, arms, strategies))
+        stamp, channel_b = str(int(now * 1000)).encode(), channel.encode()
+        versions = (d.version.encode(),
+                    challenger.version.encode() if challenger is not None else b"")
         segment_of, arm_of, strategy_of = (collected.segment.tolist(), collected.arm.tolist(),
                                            collected.strategy.tolist())
         on_challenger, explored = collected.challenger.tolist(), collected.explored.tolist()
         greedy = collected.propensity.tolist()
         starts_list, ends_list = starts.tolist(), ends.tolist()
         join = SEPARATOR.encode().join
+        head = token.encode() + b"-"
         for row, customer_id in enumerate(ids):
             if not core.logged(customer_id):
                 continue
@@ -378,19 +385,20 @@ def _write(bulk: CampaignStore, core: DecisionCore, d: Decider, challenger: Chal
             if single is not None:
                 propensities = np.asarray([single[0][r] if r < len(single[0]) else 1.0
                                            for r in ranks[a:b]], FLOAT32_LE).tobytes()
-                shadow, candidate = single[1][0], SEPARATOR.join(single[1][1])
+                shadow, candidate = single[1][0].encode(), join(
+                    [o.encode() for o in single[1][1]])
             else:
                 shown = greedy[row]
                 propensities = one * (b - a) if shown == 1.0 else \
                     np.full(b - a, shown, FLOAT32_LE).tobytes()
-                shadow = candidate = ""
+                shadow = candidate = b""
             scores = p[4 * a:4 * b]
-            yield schema.shard_of(customer_id), entry_fields(
-                f"{token}-{row}", stamp, customer_id, segments[segment_of[row]],
-                versions[on_challenger[row]], arms[arm_of[row]], strategies[strategy_of[row]],
-                channel, join([names[c] for c in offer_codes[a:b]]), scores, propensities,
-                scores, values[4 * a:4 * b], costs[4 * a:4 * b], shadow, candidate,
-                explored[row])
+            yield shards[row], entry_fields(
+                head + str(row).encode(), stamp, customer_id.encode(),
+                segment_b[segment_of[row]], versions[on_challenger[row]], arm_b[arm_of[row]],
+                strategy_b[strategy_of[row]], channel_b,
+                join([names[c] for c in offer_codes[a:b]]), scores, propensities, scores,
+                values[4 * a:4 * b], costs[4 * a:4 * b], shadow, candidate, explored[row])
 
     summary.decisions_logged = bulk.write_log(entries(), settings.decision_log_max_per_shard)
 

@@ -17,6 +17,7 @@ import numpy.typing as npt
 from recsvc.core.schema import FLOAT32_LE
 
 SEPARATOR = "\x1f"
+Text = str | bytes  # a field's text, or its UTF-8 bytes
 _EMPTY = np.empty(0, dtype=np.float32)
 
 
@@ -81,13 +82,14 @@ class Decision:
                    text("x") == "1")
 
 
-def entry_fields(decision_id: str, ts_ms: str, customer_id: str, segment: str, version: str,
-                 arm: str, strategy: str, channel: str, offers: str | bytes, scores: bytes,
-                 propensities: bytes, p_accept: bytes, values: bytes, costs: bytes,
-                 candidate_version: str, candidate: str, explored: bool) -> list[bytes | str]:
+def entry_fields(decision_id: Text, ts_ms: Text, customer_id: Text, segment: Text,
+                 version: Text, arm: Text, strategy: Text, channel: Text, offers: Text,
+                 scores: bytes, propensities: bytes, p_accept: bytes, values: bytes,
+                 costs: bytes, candidate_version: Text, candidate: Text,
+                 explored: bool) -> list[bytes | str]:
     """The stream fields of one entry from its parts already encoded (offer ids joined by
     ``SEPARATOR``, numbers as float32 LE blobs): what ``Decision.fields`` returns, for writers
-    that encode many entries at once (``recsvc campaign``)."""
+    that encode many entries at once (``recsvc campaign``, which gives the texts as bytes)."""
     return ["id", decision_id, "t", ts_ms, "c", customer_id, "s", segment, "v", version,
             "a", arm, "g", strategy, "ch", channel, "o", offers, "sc", scores,
             "p", propensities, "pa", p_accept, "val", values, "cost", costs,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import hiredis
@@ -230,12 +231,11 @@ class LogPacker:
         self._keys = [keys.decisions(shard).encode() for shard in range(schema.SHARDS)]
 
     def pack(self, shard: int, values: Sequence[bytes | str]) -> bytes:
+        """``values``: bytes (a str is encoded, at a cost: give bytes where it matters)."""
         key = self._keys[shard]
-        args: list[int | bytes] = [len(key), key]
-        for value in values:
-            raw = value if type(value) is bytes else _bytes(value)
-            args += (len(raw), raw)
-        packed: bytes = self._template % tuple(args)
+        raws = [v if type(v) is bytes else v.encode() for v in values]  # type: ignore[union-attr]
+        packed: bytes = self._template % (len(key), key, *chain.from_iterable(
+            zip(map(len, raws), raws, strict=True)))
         return packed
 
 
