@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,8 @@ def compare(settings: Settings, ids: list[str], got: dict[str, list[dict[str, An
             mine = got[customer_id]
             assert [r["offer_id"] for r in mine] == [o.offer_id for o in reply.offers], \
                 customer_id
+            if mine:
+                assert mine[0]["arm"] == (reply.arm or "treatment"), customer_id
             for row, offer in zip(mine, reply.offers, strict=True):
                 assert row["p_accept"] == pytest.approx(offer.p_accept, abs=1e-5)
                 assert row["objective"] == pytest.approx(offer.objective, abs=1e-5)
@@ -137,6 +140,33 @@ def test_campaign_equals_recommend_with_rules(settings: Settings, client: redis.
     got = answers(tmp_path / "out.parquet")
     assert compare(settings, ids, got, 10, "", {"intent": "cancel"}) > 100
     assert "b4" in [r["offer_id"] for r in got["a0"]]  # the context rule held
+
+
+def test_campaign_equals_recommend_with_a_holdout(settings: Settings, tmp_path: Path) -> None:
+    """Control customers (the holdout's popular baseline) go through serving's own core: the
+    same arm and offers as the server configured alike."""
+    data = decisioning_data.write(tmp_path / "data")
+    result = cli(["train", "--customers", str(data / "customers.csv"), "--offers",
+                  str(data / "offers.csv"), "--interactions", str(data / "interactions.csv"),
+                  "--config", str(data / "config.toml")], settings.redis_url,
+                 settings.key_prefix)
+    assert result.returncode == 0, result.stderr
+    ids = [f"a{i}" for i in range(40)] + [f"b{i}" for i in range(80)]
+    path = tmp_path / "ids.txt"
+    path.write_text("\n".join(ids) + "\n")
+    holdout = {"RECSVC_HOLDOUT_SHARE": "0.5", "RECSVC_HOLDOUT_BASELINE": "popular",
+               "RECSVC_HOLDOUT_SALT": "campaign-test"}
+    code, err, summary = campaign(settings, path, tmp_path / "out.parquet", "--limit", "4",
+                                  "--dry-run", env=holdout)
+    assert code == 0, err
+    got = answers(tmp_path / "out.parquet")
+    arms = {r["customer_id"]: r["arm"] for r in pq.read_table(tmp_path / "out.parquet")
+            .to_pylist()}
+    assert 20 < sum(a == "control" for a in arms.values()) < 100
+    assert summary["decided_one_by_one"] == sum(a == "control" for a in arms.values())
+    alike = replace(settings, holdout_share=0.5, holdout_baseline="popular",
+                    holdout_salt="campaign-test")
+    assert compare(alike, ids, got, 4, "") > 300
 
 
 def _budget_world(settings: Settings, tmp_path: Path) -> Path:
