@@ -234,7 +234,8 @@ def top_rows(order: npt.NDArray[np.floating[Any]], mask: npt.NDArray[np.bool_],
     finite = np.isfinite(values)
     scale = np.max(np.abs(order), axis=1).astype(np.float64) if order.shape[0] == n \
         else np.full(n, float(np.max(np.abs(order))))
-    gaps = values[:, :-1] - values[:, 1:]
+    with np.errstate(invalid="ignore"):  # -inf - -inf past the eligible ones: NaN, no tie
+        gaps = values[:, :-1] - values[:, 1:]
     near = (gaps <= NOISE * np.maximum(scale, 1e-30)[:, np.newaxis]) & finite[:, 1:]
     close: INTP = np.flatnonzero(near.any(axis=1))
     best = head[:, :width]

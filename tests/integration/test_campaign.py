@@ -329,3 +329,26 @@ def test_unknown_customer_row_and_empty_answers(settings: Settings, tmp_path: Pa
     assert rows[0]["reason"] == "control group (holdout): no offer"
     assert summary["without_offers"] == 2
 
+
+
+def test_many_chunks_write_the_same_file_as_one(settings: Settings, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 7 customers (reads in flight, a row group per chunk) and one chunk: the same
+    rows (decision ids aside: each run has its own token)."""
+    _budget_world(settings, tmp_path)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join([f"b{i}" for i in range(60)] + ["stranger"]) + "\n")
+
+    def rows(path: Path) -> list[dict[str, Any]]:
+        out = pq.read_table(path).to_pylist()
+        for row in out:
+            row["decision_id"] = row["decision_id"].split("-")[1]
+        return out
+
+    campaign_run.run(settings, campaign_run.Options(ids, tmp_path / "one.parquet",
+                                                    dry_run=True))
+    monkeypatch.setattr(campaign_run, "CHUNK", 7)
+    campaign_run.run(settings, campaign_run.Options(ids, tmp_path / "many.parquet",
+                                                    dry_run=True))
+    assert pq.ParquetFile(tmp_path / "many.parquet").metadata.num_row_groups == 9
+    assert rows(tmp_path / "many.parquet") == rows(tmp_path / "one.parquet")
