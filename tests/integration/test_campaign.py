@@ -19,6 +19,7 @@ from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.experiments.decision_log import Decision as LoggedDecision
 from recsvc.store import budgets as budget_scripts
+from recsvc.store import campaign as store_campaign
 from recsvc.store.campaign import CampaignStore
 from recsvc.v1 import offers_pb2 as pb
 from tests.integration import decisioning_data
@@ -244,6 +245,7 @@ def test_never_overspent_when_another_process_reserves(
     budget_scripts.set_budget(client, keys, offer, {"count": "serve", "total": 20})
     _Racing.url, _Racing.offer, _Racing.taken = settings.redis_url, offer, 0
     monkeypatch.setattr(campaign_run, "CampaignStore", _Racing)
+    monkeypatch.setattr(store_campaign, "RESERVE_UNITS", 4)  # several script calls per offer
     summary = campaign_run.run(settings, campaign_run.Options(
         ids, tmp_path / "out.parquet", limit=2))
     assert _Racing.taken == 5
