@@ -123,7 +123,7 @@ class FoldInConsumer:
     def __init__(self, client: redis.Redis, settings: Settings, name: str | None = None,
                  batch: int = 500, block_ms: int = 1000, claim_idle_seconds: float = 30.0) -> None:
         self.client = client
-        self.keys = schema.Keys(settings.key_prefix)
+        self.keys = schema.keys_for(settings)
         self.store = RedisStore(client, self.keys, settings)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.batch = batch
@@ -402,7 +402,7 @@ def serving_metrics(settings: Settings) -> Iterator[int]:
         yield 0
         return
     reader = redis.Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     collector = foldin_metrics.watch_backlog(lambda: read_backlog(reader, keys, GROUP))
     try:
         with endpoint.serving_registry(foldin_metrics.REGISTRY,

@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from recsvc.core import schema
@@ -60,8 +61,23 @@ class Breaker:
 
 
 def connect(settings: Settings, timeout_ms: int | None = None) -> redis.Redis:
-    """A client whose every call fails fast instead of waiting seconds (redis-py's defaults)."""
+    """A client whose every call fails fast instead of waiting seconds (redis-py's defaults).
+
+    With ``redis_cluster``, redis-py's cluster client: it learns the slot map from the node the
+    URL names, sends each command to the master of its key's slot and follows MOVED. It speaks
+    the same commands (typed here as ``redis.Redis``); what differs on a cluster, that a script
+    or a transaction must stay on one slot, the key layout takes care of (``schema.Keys``).
+    """
     timeout = (timeout_ms if timeout_ms is not None else settings.redis_timeout_ms) / 1000.0
+    if settings.redis_cluster:
+        cluster = RedisCluster.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_pool_size,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        return cast(redis.Redis, cluster)
     pool = redis.BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=settings.redis_pool_size,

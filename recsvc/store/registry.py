@@ -238,7 +238,7 @@ class Registry:
         keys = self.keys.version_keys(version, count)
         # A crashed writer may have written segments its manifest does not count yet.
         keys += [k.decode() for k in self.client.scan_iter(
-            match=f"{self.keys.prefix}:v:{version}:seg:*", count=1000)]
+            match=self.keys.segment(version, 0).removesuffix("0") + "*", count=1000)]
         pipe = self.client.pipeline(transaction=False)
         pipe.unlink(*sorted(set(keys)))
         pipe.hdel(self.keys.versions, version)
