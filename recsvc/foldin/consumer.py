@@ -279,7 +279,7 @@ class FoldInConsumer:
         folded_field = schema.live_folded_field(model.version)
         pipe = self.client.pipeline(transaction=False)
         for customer in customers:
-            pipe.hget(self.keys.customers(model.version), customer)
+            pipe.hget(self.keys.customer_hash_of(model.version, customer), customer)
             pipe.hmget(self.keys.live(customer), record_field, folded_field,
                        schema.LIVE_SEGMENT)
         replies = pipe.execute()

@@ -115,7 +115,8 @@ class RedisStore:
     def version_intact(self, version: str) -> bool:
         """Meta and customer records still exist (one round trip; once per poll)."""
         try:
-            present = self._client.exists(self._keys.meta(version), self._keys.customers(version))
+            present = self._client.exists(self._keys.meta(version),
+                                          self._keys.customer_hash(version, 0))
         except redis.RedisError as exc:
             self.breaker.open()
             raise StoreError(f"cannot check model version {version}: {exc}") from exc
@@ -270,10 +271,11 @@ def state_commands(keys: schema.Keys, version: str, customer_id: str, challenger
                    ) -> list[Command]:
     """A customer's record and live hash (one pipeline); with a ``challenger`` version, its
     record of the customer too (the same pipeline: never a second round trip)."""
-    commands: list[Command] = [("HGET", keys.customers(version), customer_id),
-                               ("HGETALL", keys.live(customer_id))]
+    shard = schema.shard_of(customer_id)  # every key here is on the shard's slot (a cluster)
+    commands: list[Command] = [("HGET", keys.customer_hash(version, shard), customer_id),
+                               ("HGETALL", keys.live_in(shard, customer_id))]
     if challenger:
-        commands.append(("HGET", keys.customers(challenger), customer_id))
+        commands.append(("HGET", keys.customer_hash(challenger, shard), customer_id))
     return commands
 
 

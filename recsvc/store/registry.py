@@ -165,14 +165,20 @@ class Registry:
             raise PublishError(f"version {version} is not a complete published version "
                                f"(state {manifest.get('state')})")
         segments = int(manifest.get("segment_count", 0))
-        customers_key = self.keys.customers(version)
+        hashes = self.keys.customer_hashes(version)
         pipe = self.client.pipeline(transaction=False)
-        pipe.hlen(customers_key)
         pipe.exists(self.keys.meta(version), self.keys.offers(version),
                     self.keys.global_popularity(version),
                     *(self.keys.segment(version, i) for i in range(segments)))
-        pipe.hrandfield(customers_key, SAMPLE_CHECKED, withvalues=True)
-        stored, present, sample = pipe.execute()
+        for key in hashes:
+            pipe.hlen(key)
+        # A sample from every hash, SAMPLE_CHECKED in all (at least one per hash)
+        each = max(1, SAMPLE_CHECKED // len(hashes))
+        for key in hashes:
+            pipe.hrandfield(key, each, withvalues=True)
+        present, *replies = pipe.execute()
+        stored = sum(replies[:len(hashes)])
+        sample = [item for reply in replies[len(hashes):] for item in reply]
         refuse = f"version {version} is incomplete in Redis (evicted or deleted?): "
         if present != segments + 3:
             raise PublishError(refuse + f"{segments + 3 - present} of its {segments + 3} model "
@@ -193,6 +199,13 @@ class Registry:
         if expected is None:
             return f"{stored:,} customer records, keys present (published without a digest)"
         return f"{stored:,} customer records, digest {manifest['digest'][:12]}"
+
+    def record_count(self, version: str) -> int:
+        """The customer records a version holds in Redis (over its one or 64 hashes)."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.keys.customer_hashes(version):
+            pipe.hlen(key)
+        return sum(pipe.execute())
 
     def activate(self, version: str, expected_active: str | None,
                  lock_token: str = "") -> str | None:

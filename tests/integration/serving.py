@@ -77,7 +77,7 @@ def reference_ranking(client: redis.Redis, prefix: str, version: str, customer_i
     keys = schema.Keys(prefix)
     meta = json.loads(client.get(keys.meta(version)))
     catalogue = json.loads(client.get(keys.offers(version)))
-    raw = client.hget(keys.customers(version), customer_id)
+    raw = client.hget(keys.customer_hash_of(version, customer_id), customer_id)
     assert raw[0] == 2  # record format 2: a 12-byte header
     segment_index = int.from_bytes(raw[2:4], "little")
     dim = int.from_bytes(raw[4:6], "little")
