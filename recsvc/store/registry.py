@@ -249,11 +249,21 @@ class Registry:
         manifest = self.manifest(version) or {}
         count = int(manifest.get("segment_count", 0))
         keys = self.keys.version_keys(version, count)
-        # A crashed writer may have written segments its manifest does not count yet.
-        keys += [k.decode() for k in self.client.scan_iter(
-            match=self.keys.segment(version, 0).removesuffix("0") + "*", count=1000)]
+        # A crashed writer may have written segments its manifest does not count yet. On a
+        # cluster they are on the control slot: only its master is scanned.
+        match = self.keys.segment(version, 0).removesuffix("0") + "*"
+        if self.keys.cluster:
+            node = self.client.get_node_from_key(self.keys.active)  # type: ignore[attr-defined]
+            found = self.client.scan_iter(match=match, count=1000, target_nodes=node)
+        else:
+            found = self.client.scan_iter(match=match, count=1000)
+        keys += [k.decode() for k in found]
         pipe = self.client.pipeline(transaction=False)
-        pipe.unlink(*sorted(set(keys)))
+        if self.keys.cluster:  # a cluster pipeline unlinks one key per command (its slot's)
+            for key in sorted(set(keys)):
+                pipe.unlink(key)
+        else:
+            pipe.unlink(*sorted(set(keys)))
         pipe.hdel(self.keys.versions, version)
         pipe.execute()
 
