@@ -15,7 +15,7 @@ from redis.cluster import RedisCluster
 
 from recsvc.core import schema
 from recsvc.core.config import Settings
-from recsvc.store.registry import Registry
+from recsvc.store.registry import Registry, eviction_risk
 from tests.integration import decisioning_data
 from tests.integration.helpers import cli, train_args
 from tests.integration.test_decisioning import eventually, served
@@ -66,4 +66,18 @@ def test_admin_commands_write_the_control_slot_and_the_watcher_follows(
         run("offers", "budget", "a5", "--clear", "--reset")
         run("offers", "resume", "a1")
         eventually(lambda: "a5" not in holder.budgets.specs, within=2)
+    client.close()
+
+
+def test_an_evicting_policy_on_any_master_is_reported_with_its_node(
+        redis_cluster: localredis.LocalCluster) -> None:
+    client = RedisCluster.from_url(redis_cluster.url, socket_timeout=10)
+    assert eviction_risk(cast(redis.Redis, client)) is None
+    node = client.get_primaries()[-1]
+    client.config_set("maxmemory-policy", "allkeys-lru", target_nodes=node)
+    try:
+        risk = eviction_risk(cast(redis.Redis, client))
+    finally:
+        client.config_set("maxmemory-policy", "noeviction", target_nodes=node)
+    assert risk is not None and risk.startswith(node.name) and "allkeys-lru" in risk
     client.close()
