@@ -3,9 +3,10 @@
 A background thread polls every ``poll`` seconds (not per request): one pipeline reads the
 active pointer and the live revision counters (offers, budgets, do-not-contact). A new version
 is loaded fully before it is swapped in; when only a revision moved (or the UTC day turned, for
-daily budgets) the live state is read again and a new decider is built on the same version. That
-one read is also the Redis health signal, and its success closes the store's breaker, so
-requests use Redis again as soon as it answers.
+daily budgets) the live state is read again and a new decider is built on the same version (on
+a Redis Cluster also when the polled on-accept budget sums exhaust or free an offer: the feedback
+script there cannot bump the budgets' revision). That one read is also the Redis health signal,
+and its success closes the store's breaker, so requests use Redis again as soon as it answers.
 
 While the pointer names the version in memory, the poll also checks that the version's keys
 still exist: a Redis restarted without persistence, a FLUSHALL or an eviction would otherwise
@@ -167,9 +168,11 @@ class ModelWatcher:
         script bumps ``~rev`` instead, and ``budget_use`` is empty."""
         if not polled.budget_use or polled.budget_use == self._use_seen:
             return False
-        self._use_seen = polled.budget_use
         state = budget_state(with_use(self._budget_fields, dict(polled.budget_use)), time.time())
-        return (state.exhausted, dict(state.exhausted_in)) != self._exhaustion
+        if (state.exhausted, dict(state.exhausted_in)) != self._exhaustion:
+            return True  # ``_apply`` notes the sums once it succeeds (a failure tries again)
+        self._use_seen = polled.budget_use
+        return False
 
     def _follow_experiment(self, polled: Poll, active: str | None) -> None:
         """Keep ``_experiment`` on the polled record, its challenger version loaded (a record
