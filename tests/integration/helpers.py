@@ -47,13 +47,13 @@ def redis_env(redis_url: str, prefix: str) -> dict[str, str]:
 
 def cli(args: list[str], redis_url: str, prefix: str,
         extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, **redis_env(redis_url, prefix), **(extra_env or {}))
+    env = {**os.environ, **redis_env(redis_url, prefix), **(extra_env or {})}
     return subprocess.run([sys.executable, "-m", "recsvc", *args], env=env, text=True,
                           capture_output=True, timeout=300)
 
 
 def popen_cli(args: list[str], redis_url: str, prefix: str) -> subprocess.Popen[str]:
-    env = dict(os.environ, **redis_env(redis_url, prefix))
+    env = {**os.environ, **redis_env(redis_url, prefix)}
     return subprocess.Popen([sys.executable, "-m", "recsvc", *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
