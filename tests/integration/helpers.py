@@ -33,7 +33,7 @@ def is_cluster(redis_url: str) -> bool:
     try:
         client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=0.5)
         return int(client.info("cluster").get("cluster_enabled", 0)) == 1
-    except redis.RedisError:
+    except (redis.RedisError, ValueError):  # no Redis there, or not a Redis URL at all
         return False
 
 
