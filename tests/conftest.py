@@ -11,6 +11,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
+from recsvc.core import schema
 from recsvc.core.config import Settings
 from training import localredis
 
@@ -85,6 +86,12 @@ def settings(redis_url: str, topology: str, prefix: str, server_model: str) -> S
     return Settings(redis_url=redis_url, redis_cluster=topology == "cluster", key_prefix=prefix,
                     host="127.0.0.1", port=0, redis_timeout_ms=50, model_poll_ms=100,
                     default_deadline_ms=1000, server_model=server_model)
+
+
+@pytest.fixture
+def keys(prefix: str, topology: str) -> schema.Keys:
+    """The test's key names, for a cluster or a single Redis (``schema.keys_for``)."""
+    return schema.Keys(prefix, cluster=topology == "cluster")
 
 
 @pytest.fixture

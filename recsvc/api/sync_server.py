@@ -20,6 +20,7 @@ import grpc
 import redis
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from redis.cluster import RedisCluster
 
 from recsvc.api import auth, tls
 from recsvc.api.aio_server import AioStack
@@ -100,7 +101,10 @@ class SyncRunningServer:
             # before their connections are closed.
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.records.close()
-            self.feedback_client.connection_pool.disconnect()
+            if isinstance(self.feedback_client, RedisCluster):  # no one pool: one per node
+                self.feedback_client.close()
+            else:
+                self.feedback_client.connection_pool.disconnect()
 
 
 def build_sync_server(settings: Settings, store: RedisStore, reuse_port: bool = False

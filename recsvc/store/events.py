@@ -60,12 +60,14 @@ class EventLog:
         self.bounds = Bounds.from_settings(settings)
         self._timeout = settings.feedback_timeout_ms / 1000.0
 
-    async def record(self, events: Sequence[Event], deadline: float) -> list[Outcome]:
+    async def record(self, events: Sequence[Event], deadline: float,
+                     on_accept: Sequence[tuple[str, bool]] = ()) -> list[Outcome]:
         """Run the batch's calls; one Outcome per event, in order. StoreError if Redis fails
-        (retry the batch: events already recorded come back as duplicates)."""
+        (retry the batch: events already recorded come back as duplicates). ``on_accept``: the
+        on-accept budgets to count on a cluster (``plan_calls``)."""
         if not events:
             return []
-        calls = plan_calls(self.keys, self.bounds, time.time(), events)
+        calls = plan_calls(self.keys, self.bounds, time.time(), events, on_accept)
         return outcomes_of(calls, await self.run(calls, deadline), len(events))
 
     async def run(self, calls: Sequence[ShardCall], deadline: float) -> list[Any]:
@@ -99,11 +101,14 @@ class EventLog:
 
 
 def record_sync(client: redis.Redis, keys: schema.Keys, bounds: Bounds,
-                events: Sequence[Event]) -> list[Outcome]:
-    """The same as ``EventLog.record`` with blocking redis-py: one pipeline per batch."""
+                events: Sequence[Event],
+                on_accept: Sequence[tuple[str, bool]] = ()) -> list[Outcome]:
+    """The same as ``EventLog.record`` with blocking redis-py: one pipeline per batch (on a
+    cluster redis-py's cluster pipeline: each call to its shard's master, all masters' calls
+    written before any reply is read)."""
     if not events:
         return []
-    calls = plan_calls(keys, bounds, time.time(), events)
+    calls = plan_calls(keys, bounds, time.time(), events, on_accept)
     return outcomes_of(calls, run_sync(client, calls), len(events))
 
 

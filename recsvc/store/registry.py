@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import redis
+from redis.cluster import RedisCluster
 
 from recsvc.core import schema
 from recsvc.core.errors import LockHeldError, PublishError, RecsvcError
@@ -249,11 +250,21 @@ class Registry:
         manifest = self.manifest(version) or {}
         count = int(manifest.get("segment_count", 0))
         keys = self.keys.version_keys(version, count)
-        # A crashed writer may have written segments its manifest does not count yet.
-        keys += [k.decode() for k in self.client.scan_iter(
-            match=self.keys.segment(version, 0).removesuffix("0") + "*", count=1000)]
+        # A crashed writer may have written segments its manifest does not count yet. On a
+        # cluster they are on the control slot: only its master is scanned.
+        match = self.keys.segment(version, 0).removesuffix("0") + "*"
+        if self.keys.cluster:
+            node = self.client.get_node_from_key(self.keys.active)  # type: ignore[attr-defined]
+            found = self.client.scan_iter(match=match, count=1000, target_nodes=node)
+        else:
+            found = self.client.scan_iter(match=match, count=1000)
+        keys += [k.decode() for k in found]
         pipe = self.client.pipeline(transaction=False)
-        pipe.unlink(*sorted(set(keys)))
+        if self.keys.cluster:  # a cluster pipeline unlinks one key per command (its slot's)
+            for key in sorted(set(keys)):
+                pipe.unlink(key)
+        else:
+            pipe.unlink(*sorted(set(keys)))
         pipe.hdel(self.keys.versions, version)
         pipe.execute()
 
@@ -289,13 +300,25 @@ def eviction_risk(client: redis.Redis) -> str | None:
     version, once ``maxmemory`` is reached; with maxmemory 0 (no limit) not yet, but one
     ``CONFIG SET`` away, so that is reported too. Read with CONFIG GET, or INFO where a managed
     Redis disables CONFIG. None too when Redis does not answer: the caller's next command says so.
+    On a cluster every master is asked (each holds part of every version); the first at risk is
+    named.
     """
+    if not isinstance(client, RedisCluster):
+        return _eviction_risk(client, {})
+    for node in client.get_primaries():
+        risk = _eviction_risk(client, {"target_nodes": node})
+        if risk:
+            return f"{node.name}: {risk}"
+    return None
+
+
+def _eviction_risk(client: redis.Redis, where: dict[str, Any]) -> str | None:
     try:
         try:
-            config = client.config_get("maxmemory*")
+            config = client.config_get("maxmemory*", **where)
             policy, maxmemory = config.get("maxmemory-policy"), config.get("maxmemory")
         except redis.ResponseError:
-            info = client.info("memory")
+            info = client.info("memory", **where)
             policy, maxmemory = info.get("maxmemory_policy"), info.get("maxmemory")
     except redis.RedisError:
         return None

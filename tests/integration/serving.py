@@ -48,7 +48,7 @@ def train(data: Path, url: str, prefix: str, config_text: str = PERSONAL_CONFIG,
 @contextmanager
 def running(settings: Settings) -> Iterator[tuple[RunningServer, pb_grpc.RetentionOfferServiceStub,
                                                   grpc.Channel]]:
-    store = RedisStore(connect(settings), schema.Keys(settings.key_prefix), settings)
+    store = RedisStore(connect(settings), schema.keys_for(settings), settings)
     server = build_server(settings, store)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:
