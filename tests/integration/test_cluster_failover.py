@@ -1,6 +1,7 @@
 """A Redis Cluster master lost under load: its customers are answered degraded, never with an
 error, the others stay personal, and once its replica is promoted every answer is personal
-again (the hot path read the new slot map). Each server model gets a cluster of its own."""
+again (the hot path read the new slot map); a batch meanwhile answers degraded, never an
+error, and in full after. Each server model gets a cluster of its own."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from redis.crc import key_slot
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.v1 import offers_pb2 as pb
+from recsvc.v1 import offers_pb2_grpc as pb_grpc
 from tests.integration.serving import make_data, running, train, wait_for_version
 from training import localredis
 
@@ -97,6 +99,13 @@ def master_of(slot: int, masters: dict[int, list[tuple[int, int]]]) -> int:
     return next(p for p, ranges in masters.items() if any(a <= slot <= b for a, b in ranges))
 
 
+def batch(stub: pb_grpc.RetentionOfferServiceStub, customers: list[str]) -> list[int]:
+    answers = list(stub.RecommendBatch(pb.RecommendBatchRequest(customer_ids=customers),
+                                       timeout=5))
+    assert [a.customer_id for a in answers] == customers
+    return [a.strategy for a in answers]
+
+
 def test_a_lost_master_degrades_only_its_customers_until_its_replica_takes_over(
         data: Path, cluster: localredis.LocalCluster, prefix: str, server_model: str) -> None:
     settings = Settings(redis_url=cluster.url, redis_cluster=True, key_prefix=prefix,
@@ -151,10 +160,14 @@ def test_a_lost_master_degrades_only_its_customers_until_its_replica_takes_over(
             time.sleep(0.5)  # the replica is not promoted yet (node timeout 1 s)
             assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == \
                 health_pb2.HealthCheckResponse.SERVING
+            # A batch over every master: answered, degraded (a chunk needs all its masters).
+            during = batch(stub, personal[:40])
+            assert all(s in DEGRADED for s in during), during
             wait_promoted(cluster, victim, masters[victim][0][0])
             ok_at = time.monotonic()
             cluster.wait_ok()
             time.sleep(BACK_WITHIN + 1.0)
+            assert batch(stub, personal[:40]) == [PERSONAL] * 40
             assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == \
                 health_pb2.HealthCheckResponse.SERVING
         finally:
