@@ -20,7 +20,8 @@ from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.ops import metrics
 from recsvc.store.blocking_reader import BlockingRecordReader
-from recsvc.store.cluster_pipeline import ClusterPipelines, ClusterThreadPipelines
+from recsvc.store.cluster_blocking import ClusterThreadPipelines
+from recsvc.store.cluster_pipeline import ClusterPipelines
 from recsvc.store.reader import (
     Breaker,
     Command,

@@ -9,7 +9,8 @@ import pytest
 import redis
 
 from recsvc.store.blocking_pipeline import ThreadPipelines
-from recsvc.store.cluster_pipeline import ClusterPipelines, ClusterThreadPipelines
+from recsvc.store.cluster_blocking import ClusterThreadPipelines
+from recsvc.store.cluster_pipeline import ClusterPipelines
 from recsvc.store.redis_pipeline import PipelinedRedis
 
 AioPipeline = PipelinedRedis | ClusterPipelines

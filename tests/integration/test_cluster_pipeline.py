@@ -12,7 +12,8 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from recsvc.store.cluster_pipeline import ClusterPipelines, ClusterThreadPipelines
+from recsvc.store.cluster_blocking import ClusterThreadPipelines
+from recsvc.store.cluster_pipeline import ClusterPipelines
 from recsvc.store.slots import SLOTS, CrossSlotError, SlotMap
 from training import localredis
 
