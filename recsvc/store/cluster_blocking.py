@@ -16,6 +16,7 @@ from typing import Any
 from recsvc.store.blocking_pipeline import ThreadPipelines
 from recsvc.store.cluster_pipeline import (
     REDIRECTS,
+    SLOT_MAP_LOG,
     ClusterDown,
     Router,
     first_error,
@@ -31,8 +32,6 @@ from recsvc.store.slots import (
     call_slot,
     command_slot,
 )
-
-log = logging.getLogger(__name__)
 
 
 class ClusterThreadPipelines:
@@ -191,7 +190,8 @@ class ClusterThreadPipelines:
         try:
             self._refresh(self.router.timeout)
         except PipelineError as exc:
-            log.warning("cannot read the Redis Cluster slot map: %s", exc)
+            SLOT_MAP_LOG.log(logging.WARNING, "slot_map",
+                             f"cannot read the Redis Cluster slot map: {exc}")
         finally:
             with self._lock:
                 self._refreshing = False
@@ -213,6 +213,8 @@ class ClusterThreadPipelines:
                 gone = [self._links.pop(a) for a in list(self._links) if a not in masters]
             for link in gone:
                 link.close()
+                with self._lock:
+                    self._dropped += link.dropped  # still counted once the link is gone
             return
         raise ClusterDown("no node answered CLUSTER SLOTS (" + "; ".join(failures) + ")")
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from recsvc.core.ratelog import RateLimitedLog
 from recsvc.store.redis_pipeline import (
     ConnectionLost,
     Endpoint,
@@ -44,7 +45,8 @@ from recsvc.store.slots import (
     redirect,
 )
 
-log = logging.getLogger(__name__)
+# While a master is away the map is read about once a second: one line per 10 s says so.
+SLOT_MAP_LOG = RateLimitedLog(logging.getLogger(__name__))
 
 REDIRECTS = 3  # MOVED/ASK followed per call before giving up (a slot migrating twice is rare)
 
@@ -282,7 +284,8 @@ class ClusterPipelines:
     def _refreshed(self, task: asyncio.Future[None]) -> None:
         self._refreshing = None
         if not task.cancelled() and task.exception() is not None:
-            log.warning("cannot read the Redis Cluster slot map: %s", task.exception())
+            SLOT_MAP_LOG.log(logging.WARNING, "slot_map",
+                             f"cannot read the Redis Cluster slot map: {task.exception()}")
 
     async def _refresh(self) -> None:
         failures: list[str] = []
@@ -298,7 +301,9 @@ class ClusterPipelines:
                 await probe.close()
             masters = slot_map.masters
             for gone in [a for a in self._links if a not in masters]:
-                await self._links.pop(gone).close()
+                link = self._links.pop(gone)
+                self._dropped += link.dropped  # still counted once the link is gone
+                await link.close()
             return
         raise ClusterDown("no node answered CLUSTER SLOTS (" + "; ".join(failures) + ")")
 
