@@ -183,10 +183,19 @@ class ClusterPipelines:
             asking = self._redirected(error, address)
         raise named(ClusterDown("too many cluster redirections"), None)
 
-    async def execute_groups(self, groups: list[list[Command]], timeout: float
-                             ) -> list[list[Any]]:
+    async def execute_all(self, commands: list[Command], timeout: float) -> list[Any]:
+        """``PipelinedRedis.execute_all`` on a cluster: each command (with a key: CrossSlotError
+        for one without, such as SCRIPT LOAD) on its slot's master, every master written before
+        any reply is awaited; every reply in order, an error reply as an ErrorReply in its
+        place (MOVED followed, as everywhere here)."""
+        replies = await self.execute_groups([[c] for c in commands], timeout, in_place=True)
+        return [r for call in replies for r in call]
+
+    async def execute_groups(self, groups: list[list[Command]], timeout: float,
+                             in_place: bool = False) -> list[list[Any]]:
         """Several calls (each on one slot), each master's in one write, every master's written
-        before any reply is awaited; the replies per call, in order."""
+        before any reply is awaited; the replies per call, in order. An error reply other than
+        a redirection is raised, or with ``in_place`` left in its place."""
         deadline = time.monotonic() + timeout
         slots = [call_slot(g) for g in groups]
         for _ in range(REDIRECTS):
@@ -212,7 +221,7 @@ class ClusterPipelines:
                     out[i] = result[at:at + len(groups[i])]
                     at += len(groups[i])
                     error = first_error(out[i])
-                    if error is not None:
+                    if error is not None and (not in_place or redirect(str(error))):
                         if self._redirected(error, address) is not None:  # ASK: a migration
                             raise named(ClusterDown(f"slot migrating: {error}"), address)
                         retry = True

@@ -14,6 +14,7 @@ from redis.crc import key_slot
 
 from recsvc.store.cluster_blocking import ClusterThreadPipelines
 from recsvc.store.cluster_pipeline import ClusterPipelines
+from recsvc.store.redis_pipeline import ErrorReply
 from recsvc.store.slots import SLOTS, CrossSlotError, SlotMap
 from training import localredis
 
@@ -99,6 +100,14 @@ def test_aio_calls_go_to_their_masters_batches_come_back_in_order_and_moved_is_f
         assert [g[0] for g in got] == [k.encode() for k in reversed(keys)]
         await asyncio.sleep(0.2)
         assert pipelines.router.map is not None and len(pipelines.router.map.masters) == 3
+        # execute_all: one command per slot, error replies in their place (the feedback
+        # executor's shape: one script call per shard).
+        mixed: list[tuple[bytes | str, ...]] = [("HGET", k, "f") for k in keys]
+        mixed[5] = ("LLEN", keys[5])  # WRONGTYPE
+        stale(pipelines, redis_cluster.nodes[0].port)
+        got_all = await pipelines.execute_all(mixed, timeout=2)
+        assert isinstance(got_all[5], ErrorReply) and "WRONGTYPE" in str(got_all[5])
+        assert got_all[:5] + got_all[6:] == [k.encode() for i, k in enumerate(keys) if i != 5]
         # Writes after the answer reach the key's master (the shared map).
         for k in keys:
             writes.send_nowait("HSET", k, "w", "1", timeout=2)
