@@ -290,6 +290,37 @@ def states_commands(keys: schema.Keys, version: str, customer_ids: Sequence[str]
     return commands
 
 
+def sharded_states_commands(keys: schema.Keys, version: str, customer_ids: Sequence[str],
+                            challenger: str = "") -> tuple[list[list[Command]], list[list[int]]]:
+    """``states_commands`` on a cluster: per shard of the chunk, one call on the shard's slot
+    (one HMGET of the shard's hash, the live hashes, the challenger's HMGET), and the positions
+    in ``customer_ids`` of that call's customers."""
+    members: dict[int, list[int]] = {}
+    for i, customer_id in enumerate(customer_ids):
+        members.setdefault(schema.shard_of(customer_id), []).append(i)
+    calls: list[list[Command]] = []
+    for shard, positions in members.items():
+        ids = [customer_ids[i] for i in positions]
+        call: list[Command] = [("HMGET", keys.customer_hash(version, shard), *ids),
+                               *(("HGETALL", keys.live_in(shard, c)) for c in ids)]
+        if challenger:
+            call.append(("HMGET", keys.customer_hash(challenger, shard), *ids))
+        calls.append(call)
+    return calls, list(members.values())
+
+
+def sharded_states_of(replies: list[list[Any]], positions: list[list[int]], count: int
+                      ) -> list[State]:
+    """The states of ``sharded_states_commands``' calls back in the customers' order."""
+    states: list[State | None] = [None] * count
+    for call_replies, members in zip(replies, positions, strict=True):
+        for i, state in zip(members, states_of(call_replies), strict=True):
+            states[i] = state
+    if None in states:
+        raise AssertionError("a customer of the chunk was in no call")
+    return cast(list[State], states)
+
+
 def state_of(replies: list[Any]) -> State:
     raw, live, *challenger = replies
     return raw, _pairs(live), challenger[0] if challenger else None
