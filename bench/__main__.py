@@ -176,7 +176,7 @@ def bench_serve(url: str, customers: int, seconds: float) -> dict[str, Any]:
 def bench_servers(server: localredis.LocalRedis, customers: int, results: dict[str, Any],
                   args: argparse.Namespace) -> None:
     """The h2load comparison of bench/servers/ on the model just published."""
-    from bench.servers import before, h2load, plan
+    from bench.servers import before, h2load, plan, unpinned
 
     if h2load.find() is None:
         print("-- h2load missing (make h2load-bin): server-model comparison skipped", flush=True)
@@ -194,7 +194,12 @@ def bench_servers(server: localredis.LocalRedis, customers: int, results: dict[s
                                        plan.base_env(server.url)))
         out.update(plan.run(server.url, server.process.pid, dataset(customers), seconds, rounds,
                             extra=extra, log_cost=not args.quick))
-    plan.publish(out, plan.RESULTS, docs=True)
+        plan.publish(out, plan.RESULTS, docs=True)
+        # The other case `auto` decides by: one process free on every CPU (aio picked there)
+        print("-- server models unpinned (one process on every CPU)", flush=True)
+        free = unpinned.measure(server.url, dataset(customers), rounds, seconds, extra)
+        free.update(machine=results["machine"], customers=customers, command=results["command"])
+        unpinned.publish(free, unpinned.RESULTS, docs=True)
 
 
 def main() -> int:

@@ -31,9 +31,10 @@ RESULTS = ROOT / "bench" / "results" / "scaling.json"
 FIELDS_PER_HSET, HSETS_PER_PIPELINE = 1000, 8
 
 
-def _train(url: str, data: Path, prefix: str) -> dict[str, Any]:
+def _train(url: str, data: Path, prefix: str, extra: dict[str, str] | None = None
+           ) -> dict[str, Any]:
     report_path = data / "scaling-report.json"
-    env = dict(os.environ, RECSVC_REDIS_URL=url, RECSVC_KEY_PREFIX=prefix)
+    env = dict(os.environ, RECSVC_REDIS_URL=url, RECSVC_KEY_PREFIX=prefix, **(extra or {}))
     done = subprocess.run([sys.executable, "-m", "recsvc", "train", "--customers",
                            str(data / "customers.csv"), "--offers", str(data / "offers.csv"),
                            "--interactions", str(data / "interactions.csv"), "--report",
@@ -91,6 +92,63 @@ def bench_redis(base: int, points: list[int]) -> dict[str, Any]:
         return out
     finally:
         server.stop()
+
+
+def bench_cluster(base: int, points: list[int], masters: int) -> dict[str, Any]:
+    """The same points on a local Redis Cluster of ``masters`` (RECSVC_REDIS_CLUSTER): the base
+    set trained and published into it by `recsvc train` itself (its publish rate), then each
+    point's records, cycled under new ids, written per shard hash the way publish writes them
+    (a chunk's records grouped by shard, one cluster pipeline per chunk: every master's
+    commands written before any reply is read): rate, memory per customer, spread."""
+    from recsvc.core import schema
+    from recsvc.core.config import Settings
+    from recsvc.store.reader import connect
+
+    cluster = localredis.start_cluster(masters=masters)
+    try:
+        settings = Settings(redis_url=cluster.url, redis_cluster=True, key_prefix="scale")
+        client = connect(settings, timeout_ms=120_000)
+        env_extra = {"RECSVC_REDIS_CLUSTER": "1"}
+        run = _train(cluster.url, dataset(base), "scale", env_extra)
+        keys = schema.keys_for(settings)
+        records = [value for key in keys.customer_hashes(run["version"])
+                   for _, value in client.hscan_iter(key, count=5000)]
+        nodes = [redis.Redis(port=n.port) for n in cluster.nodes]
+        out: dict[str, Any] = {
+            "masters": masters, "base_customers": base,
+            "train_publish_customers_per_second": run["publish_customers_per_second"],
+            "train_seconds_total": run["seconds_total"], "points": []}
+        print(json.dumps({k: v for k, v in out.items() if k != "points"}), flush=True)
+        points_keys = schema.Keys("points", cluster=True)
+        for n in points:
+            used_before = [node.info("memory")["used_memory"] for node in nodes]
+            started = time.perf_counter()
+            chunk = FIELDS_PER_HSET * HSETS_PER_PIPELINE
+            for first in range(0, n, chunk):
+                grouped: dict[str, dict[Any, bytes]] = {}
+                for i in range(first, min(n, first + chunk)):
+                    customer = f"C{i:09d}"
+                    grouped.setdefault(points_keys.customer_hash_of(str(n), customer), {})[
+                        customer] = records[i % len(records)]
+                pipe = client.pipeline(transaction=False)
+                for key, mapping in grouped.items():
+                    pipe.hset(key, mapping=mapping)
+                pipe.execute()
+            seconds = time.perf_counter() - started
+            used = [node.info("memory")["used_memory"] - before
+                    for node, before in zip(nodes, used_before, strict=True)]
+            point = {"customers": n, "publish_seconds": round(seconds, 2),
+                     "publish_per_second": round(n / seconds),
+                     "used_memory_delta_per_customer": round(sum(used) / n, 1),
+                     "customers_per_master_share": [round(u / max(1, sum(used)), 3)
+                                                    for u in used if u > 0]}
+            print(json.dumps(point), flush=True)
+            out["points"].append(point)
+            client.unlink(*points_keys.customer_hashes(str(n)))
+            time.sleep(1)
+        return out
+    finally:
+        cluster.stop()
 
 
 def _jvm_peak_mib() -> float:
@@ -168,6 +226,10 @@ def main() -> int:
     red = sub.add_parser("redis")
     red.add_argument("--base", type=int, default=100_000)
     red.add_argument("--points", type=int, nargs="+", default=[100_000, 1_000_000])
+    clu = sub.add_parser("cluster")
+    clu.add_argument("--base", type=int, default=100_000)
+    clu.add_argument("--points", type=int, nargs="+", default=[1_000_000])
+    clu.add_argument("--masters", type=int, default=3)
     fits = sub.add_parser("fit")
     fits.add_argument("--base", type=int, default=100_000)
     fits.add_argument("--engines", nargs="+", default=["implicit", "spark"])
@@ -184,6 +246,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.part == "redis":
         _merge("redis", bench_redis(args.base, args.points))
+    elif args.part == "cluster":
+        _merge("cluster", bench_cluster(args.base, args.points, args.masters))
     elif args.part == "fit-one":
         print(json.dumps(fit_one(args.base, args.engine, args.factors, args.iterations,
                                  args.whole)))

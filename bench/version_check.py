@@ -1,8 +1,9 @@
 """What checking a version before activation costs: ``Registry.check`` (HLEN + key presence +
 digest of the small keys + 64 sampled records) against a digest over every customer record
-(a full HSCAN), on a synthetic version in a redis-server of its own.
+(a full HSCAN), on a synthetic version in a redis-server of its own (``--cluster``: a 3-master
+Redis Cluster of its own, the records in 64 shard hashes).
 
-    .venv/bin/python -m bench.version_check --customers 1000000
+    .venv/bin/python -m bench.version_check --customers 1000000 [--cluster]
 
 Prints one JSON object; docs/DESIGN.md (section 2) quotes the numbers.
 """
@@ -14,9 +15,11 @@ import hashlib
 import json
 import statistics
 import time
+from typing import cast
 
 import numpy as np
 import redis
+from redis.cluster import RedisCluster
 
 from recsvc.core import schema
 from recsvc.store.registry import Registry
@@ -50,24 +53,35 @@ def write_version(client: redis.Redis, keys: schema.Keys, version: str, customer
     for start in range(0, customers, 8000):
         pipe = client.pipeline(transaction=False)
         for batch in range(start, min(customers, start + 8000), 1000):
-            pipe.hset(keys.customers(version), mapping={
-                f"C{c:08d}": schema.encode_customer_record(c % segments, vectors[c % 1000],
-                                                           [c % offers, (c + 1) % offers])
-                for c in range(batch, min(customers, batch + 1000))})
+            grouped: dict[str, dict[str, bytes]] = {}  # one hash, or a hash per shard
+            for c in range(batch, min(customers, batch + 1000)):
+                grouped.setdefault(keys.customer_hash_of(version, f"C{c:08d}"), {})[
+                    f"C{c:08d}"] = schema.encode_customer_record(
+                        c % segments, vectors[c % 1000], [c % offers, (c + 1) % offers])
+            for key, records in grouped.items():
+                pipe.hset(key, mapping=records)  # type: ignore[arg-type]
         pipe.execute()
     registry.complete(version, segments, customers=customers,
                       digest=registry.digest(version, segments))
 
 
-def full_scan_digest(client: redis.Redis, key: str) -> tuple[int, int]:
+def full_scan_digest(client: redis.Redis, hashes: list[str]) -> tuple[int, int]:
     """An order-independent digest over every record (what a per-record checksum would need):
     the sum of 8-byte BLAKE2b hashes of (field, value); returns (records, digest)."""
     total, count = 0, 0
-    for field, value in client.hscan_iter(key, count=1000):
-        total += int.from_bytes(hashlib.blake2b(field + b"\0" + value, digest_size=8).digest(),
-                                "little")
-        count += 1
+    for key in hashes:
+        for field, value in client.hscan_iter(key, count=1000):
+            total += int.from_bytes(hashlib.blake2b(field + b"\0" + value,
+                                                    digest_size=8).digest(), "little")
+            count += 1
     return count, total % (1 << 64)
+
+
+def used_memory(client: redis.Redis, cluster: bool) -> int:
+    if not cluster:
+        return int(client.info("memory")["used_memory"])
+    per_node = client.info("memory", target_nodes=RedisCluster.PRIMARIES)  # type: ignore[call-arg]
+    return sum(int(info["used_memory"]) for info in per_node.values())
 
 
 def main() -> None:
@@ -77,11 +91,14 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=4)
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--cluster", action="store_true",
+                        help="a 3-master Redis Cluster instead of one redis-server")
     args = parser.parse_args()
-    server = localredis.start()
+    server = localredis.start_cluster(masters=3) if args.cluster else localredis.start()
     try:
-        client = redis.Redis.from_url(server.url, socket_timeout=600)
-        keys = schema.Keys(PREFIX)
+        client = cast(redis.Redis, RedisCluster.from_url(server.url, socket_timeout=600)) \
+            if args.cluster else redis.Redis.from_url(server.url, socket_timeout=600)
+        keys = schema.Keys(PREFIX, cluster=args.cluster)
         registry = Registry(client, keys)
         version = schema.new_version_id()
         started = time.perf_counter()
@@ -97,11 +114,12 @@ def main() -> None:
             registry.digest(version, args.segments)
             digests.append(time.perf_counter() - started)
         started = time.perf_counter()
-        scanned, _ = full_scan_digest(client, keys.customers(version))
+        scanned, _ = full_scan_digest(client, keys.customer_hashes(version))
         scan = time.perf_counter() - started
-        memory = client.info("memory")["used_memory"]
+        memory = used_memory(client, args.cluster)
         print(json.dumps({
-            "customers": args.customers, "offers": args.offers, "segments": args.segments,
+            "cluster": args.cluster, "customers": args.customers, "offers": args.offers,
+            "segments": args.segments,
             "factors": args.factors, "redis_used_memory_mib": round(memory / 2**20),
             "write_seconds": round(written, 2),
             "check_seconds_median": round(statistics.median(checks), 4),

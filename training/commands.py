@@ -90,7 +90,7 @@ def run_events(args: argparse.Namespace, settings: Settings) -> int:
     except ImportError as exc:
         return _missing_stack("events", exc)
     client = connect(settings, timeout_ms=30_000)
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     if args.events_command == "export":
         exported = events.export(client, keys, args.out)
         print(f"{exported.table.num_rows} events written to {args.out} (from "

@@ -195,7 +195,7 @@ def run_training(args: argparse.Namespace, settings: Settings, report: dict[str,
     run = Run(config)
     report["phases"] = run.phases
     client = connect(settings, timeout_ms=30_000)
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     registry = Registry(client, keys)
     paths = {"customers": args.customers, "offers": args.offers,
              "interactions": args.interactions}

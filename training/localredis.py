@@ -24,6 +24,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port at most 55535 whose cluster bus port (+10000) is free too."""
+    while True:
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 @dataclass
 class LocalRedis:
     process: subprocess.Popen[bytes]
@@ -76,7 +90,7 @@ def start(port: int | None = None, maxmemory: str = "0", persist: bool = False,
 
 
 def _launch(port: int, workdir: str, persist: bool, maxmemory: str,
-            appendfsync: str = "always") -> subprocess.Popen[bytes]:
+            appendfsync: str = "always", extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(INSTALL_HINT)
@@ -84,8 +98,103 @@ def _launch(port: int, workdir: str, persist: bool, maxmemory: str,
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "yes" if persist else "no", "--appendfsync", appendfsync,
          "--dir", workdir, "--maxmemory", maxmemory, "--maxmemory-policy", "noeviction",
-         "--lazyfree-lazy-user-del", "yes"],
+         "--lazyfree-lazy-user-del", "yes", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# A master the others no longer hear from for this long is failed over to its replica.
+CLUSTER_NODE_TIMEOUT_MS = 1000
+
+
+@dataclass
+class LocalCluster:
+    """A throwaway Redis Cluster: ``masters`` masters with ``replicas`` replicas each, every node
+    a ``LocalRedis`` of its own (``kill`` one to test a failover)."""
+
+    nodes: list[LocalRedis]
+    masters: int
+
+    @property
+    def url(self) -> str:
+        """One node's URL: cluster clients discover the others from it."""
+        return self.nodes[0].url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every live node says ``cluster_state:ok`` (all slots served, a failover done)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(_cluster_ok(n.port) for n in self.nodes if n.process.poll() is None):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"redis cluster not ok within {timeout:g} s")
+
+
+def start_cluster(masters: int = 3, replicas: int = 0) -> LocalCluster:
+    """A fresh cluster of ``masters`` (every slot assigned) and ``replicas`` per master, built
+    with ``redis-cli --cluster create``; ``cluster_state:ok`` on every node before it returns."""
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        raise RuntimeError("redis-cli not found: install it with `apt-get install redis-tools`")
+    nodes: list[LocalRedis] = []
+    try:
+        for _ in range(masters * (1 + replicas)):
+            port = free_cluster_port()
+            workdir = tempfile.mkdtemp(prefix="recsvc-cluster-")
+            extra = ("--cluster-enabled", "yes", "--cluster-config-file",
+                     os.path.join(workdir, "nodes.conf"),
+                     "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS))
+            process = _launch(port, workdir, False, "0", extra=extra)
+            _wait_ready(process, port)
+            nodes.append(LocalRedis(process, port, workdir))
+        created = subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
+             "--cluster-replicas", str(replicas), "--cluster-yes"],
+            capture_output=True, text=True, timeout=60)
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-1000:]}"
+                               f"{created.stderr[-1000:]}")
+        cluster = LocalCluster(nodes, masters)
+        cluster.wait_ok()
+        if replicas:
+            _wait_replicas(nodes, masters * replicas)
+        return cluster
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+
+
+def _cluster_ok(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"CLUSTER INFO\r\n")
+            return b"cluster_state:ok" in sock.recv(4096)
+    except OSError:
+        return False
+
+
+def _wait_replicas(nodes: list[LocalRedis], count: int, timeout: float = 30.0) -> None:
+    """Until ``count`` replicas have finished their first sync with their master."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        synced = 0
+        for node in nodes:
+            try:
+                with socket.create_connection(("127.0.0.1", node.port), timeout=0.5) as sock:
+                    sock.sendall(b"INFO replication\r\n")
+                    info = sock.recv(8192)
+            except OSError:
+                continue
+            if b"role:slave" in info and b"master_link_status:up" in info:
+                synced += 1
+        if synced >= count:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"redis cluster replicas not in sync within {timeout:g} s")
 
 
 def _wait_ready(process: subprocess.Popen[bytes], port: int) -> None:

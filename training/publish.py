@@ -107,14 +107,16 @@ def publish(
 
     written = 0
     samples: list[tuple[str, bytes]] = []
-    customers_key = keys.customers(version)
     for commands, chunk in enumerate(batched(customer_batches, 8)):
         if lock.lost:
             raise PublishError("lost the training lock while publishing; the new version is "
                                "left inactive and will be deleted by the next run")
+        # On a cluster the records of a chunk go to the hash of their shard; a cluster pipeline
+        # writes every master's commands before it reads a reply, so the masters work at once.
         pipe = client.pipeline(transaction=False)
+        for key, records in _by_hash(keys, version, chunk):
+            pipe.hset(key, mapping=records)
         for batch in chunk:
-            pipe.hset(customers_key, mapping=dict(batch))
             written += len(batch)
             if commands % 50 == 0 and len(samples) < SAMPLE_CHECKED:
                 samples.extend(batch[:20])
@@ -136,6 +138,20 @@ def publish(
                          time.perf_counter() - started, deleted)
 
 
+def _by_hash(keys: schema.Keys, version: str, chunk: list[list[tuple[str, bytes]]]
+             ) -> list[tuple[str, dict[Any, bytes]]]:
+    """The chunk's HSETs: one per batch into the one hash of a single Redis; on a cluster one
+    per shard hash the chunk touches."""
+    if not keys.cluster:
+        return [(keys.customers(version), dict(batch)) for batch in chunk]
+    grouped: dict[str, dict[Any, bytes]] = {}
+    for batch in chunk:
+        for customer_id, record in batch:
+            key = keys.customer_hash_of(version, customer_id)
+            grouped.setdefault(key, {})[customer_id] = record
+    return list(grouped.items())
+
+
 T = TypeVar("T")
 
 
@@ -155,7 +171,7 @@ def verify(client: redis.Redis, keys: schema.Keys, version: str,
            segments: list[SegmentArtifact], global_popular: SegmentArtifact,
            customer_count: int, samples: list[tuple[str, bytes]]) -> None:
     """Read the version back; raise PublishError on the first difference."""
-    stored = client.hlen(keys.customers(version))
+    stored = Registry(client, keys).record_count(version)
     if stored != customer_count:
         raise PublishError(f"version {version}: {stored} customer records stored, "
                            f"{customer_count} written")
@@ -174,7 +190,10 @@ def verify(client: redis.Redis, keys: schema.Keys, version: str,
                                "written")
         check_finite(f"stored segment {i}", schema.decode_f32(blob[b"popularity"]))
     if samples:
-        values = client.hmget(keys.customers(version), [cid for cid, _ in samples])
+        pipe = client.pipeline(transaction=False)
+        for customer_id, _ in samples:
+            pipe.hget(keys.customer_hash_of(version, customer_id), customer_id)
+        values = pipe.execute()
         for (customer_id, record), value in zip(samples, values, strict=True):
             if value != record:
                 raise PublishError(f"version {version}: record of customer {customer_id!r} "

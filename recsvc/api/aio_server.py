@@ -35,6 +35,7 @@ from recsvc.core.errors import ListenError
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.recommender import Recommender
 from recsvc.serving.watcher import ModelWatcher
+from recsvc.store.cluster_reader import record_reader
 from recsvc.store.events import EventLog
 from recsvc.store.reader import RecordReader, RedisStore
 
@@ -96,7 +97,7 @@ class AioStack:
     @classmethod
     def build(cls, settings: Settings, store: RedisStore, holder: ModelHolder,
               limiter: CallLimiter) -> AioStack:
-        records = RecordReader(store.keys, settings, store.breaker)
+        records = record_reader(store.keys, settings, store.breaker)
         recommender = Recommender(holder, records, settings.max_batch_ids, settings.batch_chunk,
                                   holdout_of(settings), decision_log_share(settings),
                                   settings.explore_share)

@@ -86,11 +86,12 @@ class FeedbackDesk:
     async def record(self, verdicts: Sequence[Event | Rejected],
                      deadline: float) -> pb.RecordFeedbackResponse:
         valid = [v for v in verdicts if isinstance(v, Event)]
-        outcomes = await self.log.record(valid, deadline)
+        outcomes = await self.log.record(valid, deadline, self.holder.budgets.on_accept)
         return respond(verdicts, outcomes)
 
     def record_blocking(self, verdicts: Sequence[Event | Rejected],
                         client: redis.Redis) -> pb.RecordFeedbackResponse:
         """The same for a threaded server: one redis-py pipeline per batch."""
         valid = [v for v in verdicts if isinstance(v, Event)]
-        return respond(verdicts, record_sync(client, self.log.keys, self.log.bounds, valid))
+        return respond(verdicts, record_sync(client, self.log.keys, self.log.bounds, valid,
+                                             self.holder.budgets.on_accept))

@@ -65,7 +65,7 @@ def _serve_one(settings: Settings, reuse_port: bool) -> int:
 
 
 def _run_one(settings: Settings, reuse_port: bool) -> int:
-    store = RedisStore(connect(settings), schema.Keys(settings.key_prefix), settings)
+    store = RedisStore(connect(settings), schema.keys_for(settings), settings)
     running = build_server(settings, store, reuse_port=reuse_port)
     log.info("recsvc listening on %s:%d (pid %d)", settings.host, running.port, os.getpid())
     stopped = threading.Event()

@@ -20,6 +20,7 @@ import grpc
 import redis
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from redis.cluster import RedisCluster
 
 from recsvc.api import auth, tls
 from recsvc.api.aio_server import AioStack
@@ -41,6 +42,7 @@ from recsvc.serving.blocking import BlockingRecommender
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.watcher import ModelWatcher
 from recsvc.store.blocking_reader import BlockingRecordReader
+from recsvc.store.cluster_reader import blocking_record_reader
 from recsvc.store.events import EventLog
 from recsvc.store.reader import RedisStore, connect
 
@@ -100,7 +102,10 @@ class SyncRunningServer:
             # before their connections are closed.
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.records.close()
-            self.feedback_client.connection_pool.disconnect()
+            if isinstance(self.feedback_client, RedisCluster):  # no one pool: one per node
+                self.feedback_client.close()
+            else:
+                self.feedback_client.connection_pool.disconnect()
 
 
 def build_sync_server(settings: Settings, store: RedisStore, reuse_port: bool = False
@@ -109,7 +114,7 @@ def build_sync_server(settings: Settings, store: RedisStore, reuse_port: bool = 
     holder = ModelHolder()
     limiter = CallLimiter(settings.max_concurrent_rpcs, auth.from_settings(settings.tokens_file),
                           working=settings.sync_threads)
-    records = BlockingRecordReader(store.keys, settings, store.breaker)
+    records = blocking_record_reader(store.keys, settings, store.breaker)
     recommender = BlockingRecommender(holder, records, settings.max_batch_ids,
                                       settings.batch_chunk, holdout_of(settings),
                                       decision_log_share(settings), settings.explore_share)

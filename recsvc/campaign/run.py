@@ -93,6 +93,11 @@ class _NoWrites:
 
 
 def run(settings: Settings, options: Options) -> Summary:
+    if settings.redis_cluster:
+        # The bulk reads and writes use one connection to one node; on a cluster they would
+        # meet MOVED for the other masters' shards. Refused before anything is read or written.
+        raise SettingError("RECSVC_REDIS_CLUSTER: recsvc campaign runs against a single Redis "
+                           "only (its bulk connection is not cluster-aware yet)")
     limit = validate_limit(options.limit)
     validate_channel(options.channel)
     validate_context(options.context)
@@ -103,7 +108,7 @@ def run(settings: Settings, options: Options) -> Summary:
     ids = inputs.read_ids(options.customers)
     summary.customers = len(ids)
     summary.seconds["read_ids"] = _lap(clock)
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     store = RedisStore(connect(settings, timeout_ms=10_000), keys, settings)
     now = time.time()
     d, challenger = lineup(store, settings.objective, now)

@@ -140,7 +140,7 @@ def models_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def _models(args: argparse.Namespace, settings: Settings) -> int:
     client = connect(settings, timeout_ms=5000)
-    registry = Registry(client, schema.Keys(settings.key_prefix))
+    registry = Registry(client, schema.keys_for(settings))
     if args.models_command == "list":
         infos = registry.all()
         if not infos:

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise RecsvcError(f"recsvc decisions export needs pyarrow ({exc.name}): "
                           "pip install 'recsvc[report]'") from None
     client = connect(settings, timeout_ms=30_000)
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     directory = Path(args.out)
     try:
         with export_dir.exclusive(directory):

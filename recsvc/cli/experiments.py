@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     experiments = Experiments(connect(settings, timeout_ms=5000),
-                              schema.Keys(settings.key_prefix))
+                              schema.keys_for(settings))
     command = args.experiments_command
     if command == "start":
         experiment = experiments.start(args.challenger, args.share, args.shadow, args.salt)

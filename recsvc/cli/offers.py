@@ -138,7 +138,7 @@ def _admin(settings: Settings) -> OfferAdmin:
     from recsvc.store.offers_admin import OfferAdmin
     from recsvc.store.reader import connect
 
-    return OfferAdmin(connect(settings, timeout_ms=5000), schema.Keys(settings.key_prefix))
+    return OfferAdmin(connect(settings, timeout_ms=5000), schema.keys_for(settings))
 
 
 def offers_command(args: argparse.Namespace, settings: Settings) -> int:

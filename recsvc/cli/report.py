@@ -58,7 +58,7 @@ def _inputs(args: argparse.Namespace, settings: Settings) -> tuple[Decisions, Ev
         except ImportError as exc:
             raise RecsvcError(f"reading Parquet needs pyarrow ({exc.name}): "
                               "pip install 'recsvc[report]'") from None
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     if args.decisions:
         decisions, ids = parquet_log.read_decisions(Path(args.decisions))
         if args.events:  # Redis is not asked at all

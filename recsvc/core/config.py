@@ -21,6 +21,9 @@ class Settings:
     """Every setting, its environment variable (``RECSVC_`` + upper-case name) and default."""
 
     redis_url: str = "redis://localhost:6379/0"
+    # The URL names one node of a Redis Cluster (the others are discovered): the keys are then
+    # named for the cluster (docs/DESIGN.md section 6, "Redis Cluster"). Off: a single Redis.
+    redis_cluster: bool = False
     key_prefix: str = "recsvc"  # all keys live under this prefix
     host: str = "0.0.0.0"
     port: int = 50051
@@ -140,9 +143,10 @@ def _log_level(value: str) -> str | None:
 
 
 def _key_prefix(value: str) -> str | None:
-    if re.fullmatch(r"[!-~]{1,64}", value):
+    # No braces: a brace pair in a key is a Redis Cluster hash tag, and the layout sets its own.
+    if re.fullmatch(r"[!-z|~]{1,64}", value):
         return None
-    return "1 to 64 printable ASCII characters without spaces (e.g. recsvc)"
+    return "1 to 64 printable ASCII characters without spaces or braces (e.g. recsvc)"
 
 
 def _host(value: str) -> str | None:

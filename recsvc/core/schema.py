@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
+from recsvc.core.config import Settings
+
 FLOAT32_LE = np.dtype("<f4")
 UINT32_LE = np.dtype("<u4")
 
@@ -36,6 +38,11 @@ MISSING_CODE = 0xFFFFFFFF  # a categorical attribute without a value
 SHARDS = 64
 
 
+def keys_for(settings: Settings) -> Keys:
+    """The key names of a deployment: its prefix, named for a cluster or a single Redis."""
+    return Keys(settings.key_prefix, cluster=settings.redis_cluster)
+
+
 def shard_of(customer_id: str) -> int:
     """The customer's shard, 0..SHARDS-1: CRC-32 of the UTF-8 id modulo SHARDS."""
     return zlib.crc32(customer_id.encode()) % SHARDS
@@ -48,54 +55,80 @@ FIELD_POPULARITY = "popularity"  # f32 LE, one score per offer, same order as FI
 
 @dataclass(frozen=True)
 class Keys:
-    """Key names under one prefix (``RECSVC_KEY_PREFIX``, default ``recsvc``)."""
+    """Key names under one prefix (``RECSVC_KEY_PREFIX``, default ``recsvc``).
+
+    ``cluster`` (``RECSVC_REDIS_CLUSTER``) names keys for Redis Cluster (docs/DESIGN.md section
+    6, "Redis Cluster"): the keys that are not about one customer (pointers, manifests, version
+    metadata, budgets, live offers, experiments) carry the prefix as their hash tag, ``{p}``, so
+    the scripts and transactions over them stay on one slot; a version's customer records are
+    spread over one hash per shard, on the slot of the customer's live keys. A single Redis
+    keeps the names it always had (``cluster`` False).
+    """
 
     prefix: str = "recsvc"
+    cluster: bool = False
+
+    @property
+    def _c(self) -> str:
+        """The prefix of the keys that are not about one customer: one slot on a cluster."""
+        return f"{{{self.prefix}}}" if self.cluster else self.prefix
 
     @property
     def active(self) -> str:
         """String: the active version id."""
-        return f"{self.prefix}:active"
+        return f"{self._c}:active"
 
     @property
     def previous(self) -> str:
         """String: the version that was active before; the rollback target."""
-        return f"{self.prefix}:previous"
+        return f"{self._c}:previous"
 
     @property
     def versions(self) -> str:
         """Hash: version id -> JSON manifest (state, segment count, created_at)."""
-        return f"{self.prefix}:versions"
+        return f"{self._c}:versions"
 
     @property
     def train_lock(self) -> str:
         """String with a TTL: held by the one training run allowed to publish."""
-        return f"{self.prefix}:lock:train"
+        return f"{self._c}:lock:train"
 
     def meta(self, version: str) -> str:
         """String: JSON run metadata (segments, parameters, metrics, fingerprint)."""
-        return f"{self.prefix}:v:{version}:meta"
+        return f"{self._c}:v:{version}:meta"
 
     def offers(self, version: str) -> str:
         """String: JSON offer catalogue, in index order."""
-        return f"{self.prefix}:v:{version}:offers"
+        return f"{self._c}:v:{version}:offers"
 
     def segment(self, version: str, index: int) -> str:
         """Hash: FIELD_OFFERS, FIELD_POPULARITY and (with a model) FIELD_FACTORS."""
-        return f"{self.prefix}:v:{version}:seg:{index}"
+        return f"{self._c}:v:{version}:seg:{index}"
 
     def global_popularity(self, version: str) -> str:
         """Hash: FIELD_OFFERS, FIELD_POPULARITY for offers open to every segment."""
-        return f"{self.prefix}:v:{version}:global"
+        return f"{self._c}:v:{version}:global"
 
     def customers(self, version: str) -> str:
-        """Hash: customer id -> customer record (see encode_customer_record)."""
+        """Hash: customer id -> customer record (see encode_customer_record), on a single
+        Redis; on a cluster the records are spread over ``customer_hash`` per shard."""
         return f"{self.prefix}:v:{version}:customers"
 
-    def customers_of_shard(self, version: str, shard: int) -> str:
-        """The hash holding the records of the customers of ``shard`` (bulk readers group by
-        shard, so a layout of one hash per shard changes only this line)."""
-        return self.customers(version)
+    def customer_hash(self, version: str, shard: int) -> str:
+        """The hash holding the records of the customers of ``shard``: ``customers`` on a
+        single Redis, ``customers:{shard}`` (the live keys' slot) on a cluster."""
+        if not self.cluster:
+            return self.customers(version)
+        return f"{self.prefix}:v:{version}:customers:{{{shard}}}"
+
+    def customer_hash_of(self, version: str, customer_id: str) -> str:
+        return self.customer_hash(version, shard_of(customer_id))
+
+    def customer_hashes(self, version: str) -> list[str]:
+        """Every hash of a version's customer records (one, or one per shard)."""
+        if not self.cluster:
+            return [self.customers(version)]
+        return [self.customer_hash(version, s) for s in range(SHARDS)]
 
     def live(self, customer_id: str) -> str:
         """Hash: the customer's live state (accepts, declines, contacts, fold-in records)."""
@@ -117,36 +150,41 @@ class Keys:
         """Stream: the decision log of one shard (one entry per answer)."""
         return f"{self.prefix}:decisions:{{{shard}}}"
 
+    def budget_use(self, shard: int) -> str:
+        """Hash, on a cluster only: on-accept budget counters (``<offer>:used...``) counted by the
+        feedback script of ``shard``, summed with ``budgets``' own (one slot per event script)."""
+        return f"{self.prefix}:budgetuse:{{{shard}}}"
+
     @property
     def budgets(self) -> str:
         """Hash: budget specs and counters of every budgeted offer (one slot: atomic reserve)."""
-        return f"{self.prefix}:budgets"
+        return f"{self._c}:budgets"
 
     @property
     def offers_live(self) -> str:
         """Hash: offer id -> JSON overrides or a new offer, set without retraining."""
-        return f"{self.prefix}:offers:live"
+        return f"{self._c}:offers:live"
 
     @property
     def offers_rev(self) -> str:
         """String counter: bumped on every change of ``offers_live`` (replicas reload on move)."""
-        return f"{self.prefix}:offers:rev"
+        return f"{self._c}:offers:rev"
 
     @property
     def do_not_contact(self) -> str:
         """Set: customer ids that must never get an offer."""
-        return f"{self.prefix}:dnc"
+        return f"{self._c}:dnc"
 
     @property
     def experiments(self) -> str:
         """Hash: experiment definitions (arms, split, salt, shadow)."""
-        return f"{self.prefix}:experiments"
+        return f"{self._c}:experiments"
 
     @property
     def foldin_replayed(self) -> str:
         """Hash: version -> epoch s when the fold-in consumers last replayed the streams into it
         (only the active version's entry is kept: a switch back must replay again)."""
-        return f"{self.prefix}:foldin:replayed"
+        return f"{self._c}:foldin:replayed"
 
     def version_keys(self, version: str, segment_count: int) -> list[str]:
         """Every key a version owns, for deletion."""
@@ -154,7 +192,7 @@ class Keys:
             self.meta(version),
             self.offers(version),
             self.global_popularity(version),
-            self.customers(version),
+            *self.customer_hashes(version),
             *(self.segment(version, i) for i in range(segment_count)),
         ]
 

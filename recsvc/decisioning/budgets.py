@@ -21,6 +21,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 SERVE, ACCEPT = "serve", "accept"
@@ -91,6 +92,45 @@ class BudgetState:
 
     def on_serve(self) -> frozenset[str]:
         return frozenset(o for o, s in self.specs.items() if s.count == SERVE)
+
+    @cached_property
+    def on_accept(self) -> tuple[tuple[str, bool], ...]:
+        """The on-accept budgeted offers, sorted, each with whether it has a daily limit: what
+        the feedback script counts on a Redis Cluster (docs/DESIGN.md section 6)."""
+        return on_accept_of(self.specs)
+
+
+def on_accept_of(specs: Mapping[str, BudgetSpec]) -> tuple[tuple[str, bool], ...]:
+    return tuple(sorted((o, s.per_day is not None) for o, s in specs.items() if s.count == ACCEPT))
+
+
+def use_fields(specs: Mapping[str, BudgetSpec], day: str) -> list[str]:
+    """The counter fields of the on-accept budgets that decide exhaustion on ``day``: what the
+    watcher sums over a cluster's 64 shard counter hashes."""
+    fields: list[str] = []
+    for offer, spec in sorted(specs.items()):
+        if spec.count != ACCEPT:
+            continue
+        fields.append(f"{offer}:used")
+        if spec.per_day is not None:
+            fields.append(f"{offer}:used:d:{day}")
+        fields += [f"{offer}:used:s:{segment}" for segment in sorted(spec.per_segment)]
+    return fields
+
+
+def with_use(fields_: Mapping[str, str], use: Mapping[str, int]) -> dict[str, str]:
+    """The budgets hash with the shard counters ``use`` (field -> summed units) added to its own
+    counters: on a cluster, on-accept units are counted per shard (docs/DESIGN.md section 6)."""
+    if not use:
+        return dict(fields_)
+    merged = dict(fields_)
+    for name, units in use.items():
+        try:
+            own = int(merged.get(name, "0"))
+        except ValueError:
+            own = 0
+        merged[name] = str(own + units)
+    return merged
 
 
 def budget_state(fields_: Mapping[str, str], now: float) -> BudgetState:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,9 @@ class Poll:
     # The experiment record ``{p}:experiments`` as read (field, value) pairs, sorted; empty when
     # no experiment runs. Parsed by ``recsvc.experiments.challenger.Experiment.from_fields``.
     experiment: tuple[tuple[str, str], ...] = ()
+    # On a Redis Cluster with on-accept budgets: their counter fields summed over the 64 shard
+    # hashes (field, units), sorted; the watcher decides exhaustion from them each poll.
+    budget_use: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class LiveData:
     overrides: dict[str, dict[str, Any]]  # offer id -> override (JSON objects)
     budgets: dict[str, str]  # the whole budgets hash, decoded
     dnc: frozenset[str]
+    # On a cluster: on-accept counters summed over the shard hashes (``budgets.with_use``)
+    budget_use: dict[str, int] = field(default_factory=dict)
 
 
 def validate_override(offer_id: str, raw: Mapping[str, Any], known: bool) -> dict[str, Any]:

@@ -29,10 +29,11 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import redis
+from redis.cluster import RedisCluster
 
 from recsvc.core import schema
 from recsvc.core.config import Settings, setting_name
@@ -48,6 +49,7 @@ from recsvc.store.reader import RedisStore
 log = logging.getLogger(__name__)
 
 GROUP = "foldin"
+CLUSTER_IDLE_SECONDS = 0.1  # on a cluster, how often idle streams are asked again (no BLOCK)
 FOLDED_KEPT = 256  # stream ids remembered per customer and version (older ones count as done)
 CAS_ATTEMPTS = 5
 
@@ -123,7 +125,7 @@ class FoldInConsumer:
     def __init__(self, client: redis.Redis, settings: Settings, name: str | None = None,
                  batch: int = 500, block_ms: int = 1000, claim_idle_seconds: float = 30.0) -> None:
         self.client = client
-        self.keys = schema.Keys(settings.key_prefix)
+        self.keys = schema.keys_for(settings)
         self.store = RedisStore(client, self.keys, settings)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.batch = batch
@@ -170,12 +172,16 @@ class FoldInConsumer:
 
     def step(self, block_ms: int | None = None) -> int:
         """Read one batch of new entries (waiting up to ``block_ms``), fold it, ack it."""
-        streams = {self.keys.events(s): ">" for s in range(schema.SHARDS)}
-        reply: Any = self.client.xreadgroup(
-            GROUP, self.name, streams,  # type: ignore[arg-type]
-            count=self.batch, block=self.block_ms if block_ms is None else block_ms)
-        entries = [e for key, raw in (reply or [])
-                   for e in _entries(self._shard_of_key(_text(key)), raw)]
+        block = self.block_ms if block_ms is None else block_ms
+        if self.keys.cluster:
+            entries = self._read_cluster(block)
+        else:
+            streams = {self.keys.events(s): ">" for s in range(schema.SHARDS)}
+            reply: Any = self.client.xreadgroup(
+                GROUP, self.name, streams,  # type: ignore[arg-type]
+                count=self.batch, block=block)
+            entries = [e for key, raw in (reply or [])
+                       for e in _entries(self._shard_of_key(_text(key)), raw)]
         if not entries:
             return 0
         self.sync_version()  # after the read: see the module docstring
@@ -183,6 +189,24 @@ class FoldInConsumer:
         self._ack(entries)
         self.stats.entries += len(entries)
         return len(entries)
+
+    def _read_cluster(self, block_ms: int) -> list[Entry]:
+        """On a cluster the 64 streams are on 64 slots and XREADGROUP's keys must share one:
+        one XREADGROUP per stream, without BLOCK, in one cluster pipeline (a round trip per
+        master); while all are empty it asks again every CLUSTER_IDLE_SECONDS up to
+        ``block_ms`` (COUNT is per stream, as in the single Redis's one call)."""
+        deadline = time.monotonic() + block_ms / 1000.0
+        while True:
+            pipe = self.client.pipeline(transaction=False)
+            for shard in range(schema.SHARDS):
+                pipe.xreadgroup(GROUP, self.name, {self.keys.events(shard): ">"},
+                                count=self.batch)
+            entries = [e for shard, reply in enumerate(pipe.execute())
+                       for _key, raw in (reply or []) for e in _entries(shard, raw)]
+            left = deadline - time.monotonic()
+            if entries or left <= 0:
+                return entries
+            time.sleep(min(CLUSTER_IDLE_SECONDS, left))
 
     def claim_stale(self) -> int:
         """Take over entries another consumer read but did not ack for ``claim_idle``."""
@@ -279,7 +303,7 @@ class FoldInConsumer:
         folded_field = schema.live_folded_field(model.version)
         pipe = self.client.pipeline(transaction=False)
         for customer in customers:
-            pipe.hget(self.keys.customers(model.version), customer)
+            pipe.hget(self.keys.customer_hash_of(model.version, customer), customer)
             pipe.hmget(self.keys.live(customer), record_field, folded_field,
                        schema.LIVE_SEGMENT)
         replies = pipe.execute()
@@ -382,8 +406,8 @@ def consume(settings: Settings, stop: threading.Event, name: str | None = None,
             batch: int = 500, claim_idle_seconds: float = 30.0) -> Stats:
     """The command's body: a client with generous timeouts, the loop until ``stop``; with
     ``RECSVC_FOLDIN_METRICS_PORT`` (or ``--metrics-port``) its metrics served meanwhile."""
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=30,
-                                  socket_connect_timeout=5, health_check_interval=30)
+    client = _client(settings, socket_timeout=30, socket_connect_timeout=5,
+                     health_check_interval=30)
     consumer = FoldInConsumer(client, settings, name, batch,
                               claim_idle_seconds=claim_idle_seconds)
     with serving_metrics(settings) as port:
@@ -394,6 +418,19 @@ def consume(settings: Settings, stop: threading.Event, name: str | None = None,
     return stats
 
 
+def _client(settings: Settings, socket_timeout: float, socket_connect_timeout: float,
+            health_check_interval: int = 0) -> redis.Redis:
+    """The consumer's own client: timeouts of its own (a blocking read waits a second), a
+    cluster client on a Redis Cluster."""
+    if settings.redis_cluster:
+        return cast(redis.Redis, RedisCluster.from_url(
+            settings.redis_url, socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout))
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=socket_timeout,
+                                socket_connect_timeout=socket_connect_timeout,
+                                health_check_interval=health_check_interval)
+
+
 @contextmanager
 def serving_metrics(settings: Settings) -> Iterator[int]:
     """The consumer's /metrics while the block runs (yields its port; 0 = off). The backlog is
@@ -401,8 +438,8 @@ def serving_metrics(settings: Settings) -> Iterator[int]:
     if not settings.foldin_metrics_port:
         yield 0
         return
-    reader = redis.Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
-    keys = schema.Keys(settings.key_prefix)
+    reader = _client(settings, socket_timeout=3, socket_connect_timeout=3)
+    keys = schema.keys_for(settings)
     collector = foldin_metrics.watch_backlog(lambda: read_backlog(reader, keys, GROUP))
     try:
         with endpoint.serving_registry(foldin_metrics.REGISTRY,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from recsvc.core.errors import ModelNotPublishedError
 from recsvc.core.model import ModelVersion
+from recsvc.decisioning.budgets import BudgetState
 from recsvc.decisioning.decider import Decider, build_decider
 from recsvc.experiments.challenger import Experiment
 
@@ -31,6 +32,7 @@ class Challenger:
 
 
 Lineup = tuple[Decider, Challenger | None]  # the champion's decider, the challenger if any
+_NO_BUDGETS = BudgetState()
 
 
 class ModelHolder:
@@ -54,6 +56,13 @@ class ModelHolder:
     def challenger(self) -> Challenger | None:
         state = self._state
         return None if state is None else state[2]
+
+    @property
+    def budgets(self) -> BudgetState:
+        """The budget state the current decider was built with (none before a version loads):
+        the feedback script's list of on-accept budgets on a cluster."""
+        state = self._state
+        return _NO_BUDGETS if state is None else state[1].budgets
 
     def require(self) -> ModelVersion:
         return self.require_decider().base

@@ -3,9 +3,10 @@
 A background thread polls every ``poll`` seconds (not per request): one pipeline reads the
 active pointer and the live revision counters (offers, budgets, do-not-contact). A new version
 is loaded fully before it is swapped in; when only a revision moved (or the UTC day turned, for
-daily budgets) the live state is read again and a new decider is built on the same version. That
-one read is also the Redis health signal, and its success closes the store's breaker, so
-requests use Redis again as soon as it answers.
+daily budgets) the live state is read again and a new decider is built on the same version (on
+a Redis Cluster also when the polled on-accept budget sums exhaust or free an offer: the feedback
+script there cannot bump the budgets' revision). That one read is also the Redis health signal,
+and its success closes the store's breaker, so requests use Redis again as soon as it answers.
 
 While the pointer names the version in memory, the poll also checks that the version's keys
 still exist: a Redis restarted without persistence, a FLUSHALL or an eviction would otherwise
@@ -28,7 +29,7 @@ from collections.abc import Callable
 
 from recsvc.core.errors import CorruptRecordError, StoreError
 from recsvc.core.model import ModelVersion
-from recsvc.decisioning.budgets import budget_state, day_of
+from recsvc.decisioning.budgets import budget_state, day_of, with_use
 from recsvc.decisioning.decider import build_decider
 from recsvc.decisioning.live import Poll
 from recsvc.experiments.challenger import Experiment
@@ -59,6 +60,11 @@ class ModelWatcher:
         self._refused: tuple[tuple[str, str], ...] = ()  # an experiment record not followed
         self._redis_down_since: float | None = None  # for one log line when down, one when back
         self._streams_read = -STREAM_METRICS_SECONDS  # monotonic time of the last read
+        # On a cluster, what the budget state was built from and what it decided: the polled
+        # on-accept counters are checked against them (a rebuild only when exhaustion moves).
+        self._budget_fields: dict[str, str] = {}
+        self._exhaustion: tuple[object, object] = (frozenset(), {})
+        self._use_seen: tuple[tuple[str, int], ...] = ()
 
     def check_once(self) -> None:
         """One poll: read pointer and revisions; load and swap what moved; notice a model
@@ -106,7 +112,8 @@ class ModelWatcher:
                             extra={"version": active, "cause": str(exc)})
         elif current is not None:
             self._restored(current.version)
-            if self._applied != (polled.revisions, day_of(time.time()), self._experiment):
+            if self._applied != (polled.revisions, day_of(time.time()), self._experiment) \
+                    or self._ran_out(polled):
                 try:
                     self._apply(current, polled)
                 except StoreError as exc:
@@ -138,7 +145,10 @@ class ModelWatcher:
     def _apply(self, model: ModelVersion, polled: Poll) -> None:
         now = time.time()
         live = self.store.load_live()
-        budgets = budget_state(live.budgets, now)
+        budgets = budget_state(with_use(live.budgets, live.budget_use), now)
+        self._budget_fields = live.budgets
+        self._exhaustion = (budgets.exhausted, dict(budgets.exhausted_in))
+        self._use_seen = polled.budget_use
         metrics.budgets_exhausted(len(budgets.exhausted.union(*budgets.exhausted_in.values())))
         decider = build_decider(model, live.overrides, budgets, live.dnc, self.objective,
                                 polled.revisions)
@@ -151,6 +161,18 @@ class ModelWatcher:
         if experiment is None:
             self._challenger = None  # ended, or promoted (then it was loaded as the champion)
         self._applied = (polled.revisions, day_of(now), experiment)
+
+    def _ran_out(self, polled: Poll) -> bool:
+        """On a cluster: do the polled on-accept counters (summed over the shards) exhaust an
+        offer, or free one, compared with the state in use? On a single Redis the feedback
+        script bumps ``~rev`` instead, and ``budget_use`` is empty."""
+        if not polled.budget_use or polled.budget_use == self._use_seen:
+            return False
+        state = budget_state(with_use(self._budget_fields, dict(polled.budget_use)), time.time())
+        if (state.exhausted, dict(state.exhausted_in)) != self._exhaustion:
+            return True  # ``_apply`` notes the sums once it succeeds (a failure tries again)
+        self._use_seen = polled.budget_use
+        return False
 
     def _follow_experiment(self, polled: Poll, active: str | None) -> None:
         """Keep ``_experiment`` on the polled record, its challenger version loaded (a record

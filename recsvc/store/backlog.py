@@ -3,7 +3,8 @@ and the oldest entry not folded in; and the stream lengths the serving process e
 
 Read for metrics (at scrape time or every few seconds), never per request. ``read_backlog`` is
 two round trips whatever the shard count: ``TIME``, ``XLEN``, ``XINFO GROUPS`` and ``XPENDING``
-of every shard in one pipeline, then the first entry after each shard's ``last-delivered-id``.
+of every shard in one pipeline, then the first entry after each shard's ``last-delivered-id``
+(on a cluster: TIME asked first, and each pipeline a round trip per master).
 The age is measured on Redis's clock: stream ids are Redis's clock at acceptance (``XADD *``),
 so the consumer's host clock (skewed or not) never enters the lag.
 """
@@ -54,13 +55,19 @@ class Backlog:
 def read_backlog(client: redis.Redis, keys: schema.Keys, group: str = FOLDIN_GROUP) -> Backlog:
     """The fold-in group's backlog over every event shard (two round trips)."""
     pipe = client.pipeline(transaction=False)
-    pipe.time()
+    clock: Any = None
+    if keys.cluster:  # a cluster pipeline refuses TIME (no key): asked of one node first
+        clock = client.time()
+    else:
+        pipe.time()
     for shard in range(schema.SHARDS):
         key = keys.events(shard)
         pipe.xlen(key)
         pipe.xinfo_groups(key)  # an error reply when the stream does not exist
         pipe.xpending(key, group)  # NOGROUP error reply before the consumer first ran
     replies = pipe.execute(raise_on_error=False)
+    if clock is not None:
+        replies.insert(0, clock)
     seconds, micros = replies[0]
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     lengths, delivered, pending, oldest_pending = [], [], [], []

@@ -105,6 +105,20 @@ class _Connection:
                 raise ErrorReply(str(reply))
         return replies
 
+    def begin(self, packed: list[bytes]) -> None:
+        """``exchange`` in two halves, for a cluster's batch (every master's commands written
+        before any reply is read): the write here, the reads in ``finish``."""
+        self._until, self._reads = time.monotonic() + self.timeout, 0
+        self._send(b"".join(packed))
+
+    def finish(self, count: int) -> list[Any]:
+        """The owed replies, then ``count`` replies, an error reply in its place."""
+        while self.owed:
+            if isinstance(self._reply(), hiredis.ReplyError):
+                self.failed_writes += 1
+            self.owed -= 1
+        return [self._reply() for _ in range(count)]
+
     def send_owed(self, packed: bytes) -> None:
         self._send(packed)
         self.owed += 1
@@ -155,8 +169,8 @@ class _Connection:
 class ThreadPipelines:
     """``execute_many(commands, timeout)`` on the calling thread's own connection."""
 
-    def __init__(self, url: str) -> None:
-        self.endpoint = Endpoint.of(url)
+    def __init__(self, url: str | Endpoint) -> None:
+        self.endpoint = url if isinstance(url, Endpoint) else Endpoint.of(url)
         self.dropped = 0  # writes sent without waiting that failed (or were lost unanswered)
         self._local = threading.local()
         self._all: list[_Connection] = []  # every thread's, to close them at shutdown
@@ -179,6 +193,27 @@ class ThreadPipelines:
             raise
         self._count(connection)
         return replies
+
+    def begin(self, commands: list[tuple[bytes | str, ...]], timeout: float) -> _Connection:
+        """Write ``commands`` on this thread's connection; ``finish`` reads their replies."""
+        connection = self._connection(timeout)
+        connection.set_timeout(timeout)
+        try:
+            connection.begin([_pack(c) for c in commands])
+        except ConnectionLost:
+            self._drop(connection)
+            raise
+        return connection
+
+    def finish(self, connection: _Connection, count: int) -> list[Any]:
+        """The replies of ``begin``'s commands, an error reply as an ErrorReply in its place."""
+        try:
+            replies = connection.finish(count)
+        except ConnectionLost:
+            self._drop(connection)
+            raise
+        self._count(connection)
+        return [ErrorReply(str(r)) if isinstance(r, hiredis.ReplyError) else r for r in replies]
 
     def send_nowait(self, command: tuple[bytes | str, ...], timeout: float) -> None:
         """Fire and forget on this thread's connection; its reply is read before the next

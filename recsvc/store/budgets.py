@@ -2,7 +2,9 @@
 
 All budgets live in one hash, ``{p}:budgets`` (one slot), so reserving several offers of an
 answer is one atomic script: Redis runs scripts one at a time, so processes racing for the last
-units never overspend. Spec format and counters: ``recsvc/decisioning/budgets.py``.
+units never overspend. Spec format and counters: ``recsvc/decisioning/budgets.py``. On a Redis
+Cluster on-accept units are counted per shard instead (``{p}:budgetuse:{s}``, by the feedback
+script on the event's slot) and summed by the readers here and in ``store/live.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import redis
 
 from recsvc.core import schema
-from recsvc.decisioning.budgets import REV_FIELD, BudgetSpec, day_of
+from recsvc.decisioning.budgets import REV_FIELD, BudgetSpec, day_of, with_use
 from recsvc.store.live import text_of
 
 # The shared Lua: is ``offer`` within its limits (total, today, segment)? Counters as in the
@@ -159,20 +161,51 @@ def set_budget(client: redis.Redis, keys: schema.Keys, offer_id: str,
     return parsed
 
 
+def _counters(names: list[Any], offer_id: str) -> list[str]:
+    return [text_of(f) for f in names if text_of(f).startswith(f"{offer_id}:used")]
+
+
 def clear_budget(client: redis.Redis, keys: schema.Keys, offer_id: str,
                  reset_counters: bool = False) -> None:
+    """Remove the spec (and with ``reset_counters`` its counters; on a cluster the shard
+    counters of on-accept units too, after the spec: another slot, so not in its MULTI)."""
     fields = [offer_id]
     if reset_counters:
-        fields += [text_of(f) for f in client.hkeys(keys.budgets)
-                   if text_of(f).startswith(f"{offer_id}:used")]
+        fields += _counters(client.hkeys(keys.budgets), offer_id)
     pipe = client.pipeline(transaction=True)
     pipe.hdel(keys.budgets, *fields)
     pipe.hincrby(keys.budgets, REV_FIELD, 1)
     pipe.execute()
+    if reset_counters and keys.cluster:
+        pipe = client.pipeline(transaction=False)
+        for shard, names in enumerate(_shard_fields(client, keys)):
+            counters = _counters(names, offer_id)
+            if counters:
+                pipe.hdel(keys.budget_use(shard), *counters)
+        pipe.execute()
+
+
+def _shard_fields(client: redis.Redis, keys: schema.Keys) -> list[list[Any]]:
+    pipe = client.pipeline(transaction=False)
+    for shard in range(schema.SHARDS):
+        pipe.hkeys(keys.budget_use(shard))
+    return list(pipe.execute())
 
 
 def budgets_of(client: redis.Redis, keys: schema.Keys) -> dict[str, str]:
-    return {text_of(k): text_of(v) for k, v in client.hgetall(keys.budgets).items()}
+    """The budgets hash; on a cluster with the shard counters of on-accept units summed into
+    its counters (``<offer>:used...``: what the watcher decides exhaustion from)."""
+    fields = {text_of(k): text_of(v) for k, v in client.hgetall(keys.budgets).items()}
+    if not keys.cluster:
+        return fields
+    pipe = client.pipeline(transaction=False)
+    for shard in range(schema.SHARDS):
+        pipe.hgetall(keys.budget_use(shard))
+    use: dict[str, int] = {}
+    for counters in pipe.execute():
+        for name, value in counters.items():
+            use[text_of(name)] = use.get(text_of(name), 0) + int(value)
+    return with_use(fields, use)
 
 
 def spec_json(raw: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The campaign's Redis side: customer state read in pipelined bulk, budget units reserved per
 offer, the decision log and contacts written in bulk. One blocking hiredis-parsed connection.
 
-Reads: per chunk of customers, the records grouped by shard (``Keys.customers_of_shard``) with
+Reads: per chunk of customers, the records grouped by shard (``Keys.customer_hash``) with
 one HMGET of at most ``HMGET_FIELDS`` ids per command, the live hashes of each shard group in one
 script call that returns only the non-empty ones (most are empty) and, while an experiment runs,
 the challenger version's records: every command of a chunk in one write, sent before the
@@ -90,7 +90,7 @@ class CampaignStore:
                        for at in range(0, len(rows), HMGET_FIELDS)]
         versions = [version, challenger] if challenger else [version]
         heads = self._live_heads
-        packed = [_pack(("HMGET", self.keys.customers_of_shard(v, shard),
+        packed = [_pack(("HMGET", self.keys.customer_hash(v, shard),
                          *(customer_ids[i] for i in rows)))
                   for v in versions for shard, rows in groups]
         # The live hashes of a shard in one script call (one slot): only the non-empty ones

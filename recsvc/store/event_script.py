@@ -35,12 +35,17 @@ from recsvc.store.budgets import ON_ACCEPT_LUA
 STREAM_FIELDS = ("id", "customer", "offer", "event", "ts", "value", "decision", "channel",
                  "segment")
 
-COMMON_ARGS = 6  # now, window, dedup_max, max_len, ttl, kept
+COMMON_ARGS = 7  # now, window, dedup_max, max_len, ttl, kept, listed budgets (see below)
 PER_EVENT = 11  # live key index, id, customer, offer, event, ts, value, decision, channel,
 # segment, day (the day only for an accept or redeem: on-accept budgets count per day)
 FIXED_KEYS = 3  # dedup, stream, budgets; then the live hash of each customer of the call
+SPECS_IN_HASH = "-1"  # ARGV[7] on a single Redis: KEYS[3] is {p}:budgets, specs and counters
 
-# KEYS: dedup, stream, budgets, live hashes. ARGV: the six bounds, then PER_EVENT per event.
+# KEYS: dedup, stream, budgets (a single Redis: {p}:budgets; a cluster: the shard's counters
+# {p}:budgetuse:{s}), live hashes. ARGV: the six bounds; ARGV[7] '-1' (a single Redis: each
+# accept looks its spec up in KEYS[3]) or n, the on-accept budgeted offers listed next as n
+# (offer, has per_day '1'/'0') pairs (a cluster: the script cannot reach {p}:budgets, so the
+# process's copy of the specs says what to count); then PER_EVENT per event.
 # Returns two values per event: status (1 recorded, 2 duplicate, 3 log full), stream id or ''.
 # Per call, not per event: the XLEN and the dedup set's trims. A ZADD NX is the dedup check and
 # mark in one. (Reading each customer's fields once into Lua tables and writing them back once
@@ -49,6 +54,24 @@ RECORD_EVENTS = ON_ACCEPT_LUA + r"""
 local dedup, log, budgets = KEYS[1], KEYS[2], KEYS[3]
 local now, window, dedup_max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_len, ttl, kept = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local listed, first, per_day_of = tonumber(ARGV[7]), 8, nil
+if listed >= 0 then  -- a cluster: offer -> has a daily limit, counted in the shard's hash
+  per_day_of = {}
+  for j = 8, 7 + 2 * listed, 2 do per_day_of[ARGV[j]] = ARGV[j + 1] == '1' end
+  first = 8 + 2 * listed
+end
+local function count_accept(offer, segment, day)
+  if per_day_of == nil then
+    recsvc_budget_on_accept(budgets, offer, segment, day)
+    return
+  end
+  local per_day = per_day_of[offer]
+  if per_day == nil then return end
+  -- The same fields as in {p}:budgets; the watcher sums the 64 hashes and decides exhaustion.
+  redis.call('HINCRBY', budgets, offer .. ':used', 1)
+  if per_day then redis.call('HINCRBY', budgets, offer .. ':used:d:' .. day, 1) end
+  if segment ~= '' then redis.call('HINCRBY', budgets, offer .. ':used:s:' .. segment, 1) end
+end
 -- Ids older than the window are forgotten first: every event of the call sees the same window.
 redis.call('ZREMRANGEBYSCORE', dedup, '-inf', '(' .. (now - window))
 local length = redis.call('XLEN', log)
@@ -87,7 +110,7 @@ local function contact(live, channel, ts)
   table.insert(texts, at, string.format('%.3f', t))
   redis.call('HSET', live, field, table.concat(texts, ' ', math.max(1, #texts - kept + 1)))
 end
-for i = 7, #ARGV, 11 do
+for i = first, #ARGV, 11 do
   local live, id, offer, event, ts = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 3],
     ARGV[i + 4], ARGV[i + 5]
   local channel, segment = ARGV[i + 8], ARGV[i + 9]
@@ -113,7 +136,7 @@ for i = 7, #ARGV, 11 do
       -- The first acceptance of the offer by this customer uses a unit of an on-accept
       -- budget (a redemption after the acceptance does not use a second one).
       if redis.call('HEXISTS', live, 'a:' .. offer) == 0 then
-        recsvc_budget_on_accept(budgets, offer, segment, ARGV[i + 10])
+        count_accept(offer, segment, ARGV[i + 10])
       end
       redis.call('HSET', live, 'a:' .. offer, ts)
       redis.call('HDEL', live, 'n:' .. offer)
@@ -201,16 +224,25 @@ def _fmt(value: float) -> str:
     return repr(float(value))
 
 
-def plan_calls(keys: schema.Keys, bounds: Bounds, now: float,
-               events: Sequence[Event]) -> list[ShardCall]:
+def plan_calls(keys: schema.Keys, bounds: Bounds, now: float, events: Sequence[Event],
+               on_accept: Sequence[tuple[str, bool]] = ()) -> list[ShardCall]:
     """The batch as one call per shard it touches (shards in order of first appearance; each
     call's events in batch order, so a duplicate inside the batch meets its first copy).
 
-    Every key of a call carries the shard's hash tag except ``{p}:budgets`` (one slot for all
-    budgets: on a single Redis node the script reaches it; on a Cluster it lives elsewhere)."""
+    On a single Redis every key of a call carries the shard's hash tag but ``{p}:budgets``,
+    which the script reads the on-accept specs from. On a cluster (``keys.cluster``) every key
+    is on the shard's slot: on-accept units go to the shard's ``budget_use`` hash, for the
+    offers ``on_accept`` lists (offer, has a daily limit: ``BudgetState.on_accept``, the
+    process's copy of the specs, at most a poll old)."""
     common = [_fmt(now), _fmt(bounds.dedup_window_seconds), str(bounds.dedup_max_per_shard),
               str(bounds.events_max_per_shard), str(bounds.live_ttl_seconds),
               str(bounds.contacts_kept)]
+    if keys.cluster:
+        common.append(str(len(on_accept)))
+        for offer, per_day in on_accept:
+            common += (offer, "1" if per_day else "0")
+    else:
+        common.append(SPECS_IN_HASH)
     groups: dict[int, tuple[dict[str, str], list[str], list[int]]] = {}
     for position, e in enumerate(events):
         shard = schema.shard_of(e.customer_id)
@@ -228,7 +260,8 @@ def plan_calls(keys: schema.Keys, bounds: Bounds, now: float,
     dedup, logs = _shard_keys(keys)
     calls = []
     for shard, (lives, argv, positions) in groups.items():
-        args = [str(FIXED_KEYS + len(lives)), dedup[shard], logs[shard], keys.budgets,
+        budgets = keys.budget_use(shard) if keys.cluster else keys.budgets
+        args = [str(FIXED_KEYS + len(lives)), dedup[shard], logs[shard], budgets,
                 *(keys.live_in(shard, customer) for customer in lives), *common, *argv]
         calls.append(ShardCall(shard, args, positions))
     return calls

@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from recsvc.core import schema
@@ -60,8 +61,23 @@ class Breaker:
 
 
 def connect(settings: Settings, timeout_ms: int | None = None) -> redis.Redis:
-    """A client whose every call fails fast instead of waiting seconds (redis-py's defaults)."""
+    """A client whose every call fails fast instead of waiting seconds (redis-py's defaults).
+
+    With ``redis_cluster``, redis-py's cluster client: it learns the slot map from the node the
+    URL names, sends each command to the master of its key's slot and follows MOVED. It speaks
+    the same commands (typed here as ``redis.Redis``); what differs on a cluster, that a script
+    or a transaction must stay on one slot, the key layout takes care of (``schema.Keys``).
+    """
     timeout = (timeout_ms if timeout_ms is not None else settings.redis_timeout_ms) / 1000.0
+    if settings.redis_cluster:
+        cluster = RedisCluster.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_pool_size,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        return cast(redis.Redis, cluster)
     pool = redis.BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=settings.redis_pool_size,
@@ -99,7 +115,8 @@ class RedisStore:
     def version_intact(self, version: str) -> bool:
         """Meta and customer records still exist (one round trip; once per poll)."""
         try:
-            present = self._client.exists(self._keys.meta(version), self._keys.customers(version))
+            present = self._client.exists(self._keys.meta(version),
+                                          self._keys.customer_hash(version, 0))
         except redis.RedisError as exc:
             self.breaker.open()
             raise StoreError(f"cannot check model version {version}: {exc}") from exc
@@ -254,10 +271,11 @@ def state_commands(keys: schema.Keys, version: str, customer_id: str, challenger
                    ) -> list[Command]:
     """A customer's record and live hash (one pipeline); with a ``challenger`` version, its
     record of the customer too (the same pipeline: never a second round trip)."""
-    commands: list[Command] = [("HGET", keys.customers(version), customer_id),
-                               ("HGETALL", keys.live(customer_id))]
+    shard = schema.shard_of(customer_id)  # every key here is on the shard's slot (a cluster)
+    commands: list[Command] = [("HGET", keys.customer_hash(version, shard), customer_id),
+                               ("HGETALL", keys.live_in(shard, customer_id))]
     if challenger:
-        commands.append(("HGET", keys.customers(challenger), customer_id))
+        commands.append(("HGET", keys.customer_hash(challenger, shard), customer_id))
     return commands
 
 
@@ -270,6 +288,37 @@ def states_commands(keys: schema.Keys, version: str, customer_ids: Sequence[str]
     if challenger:
         commands.append(("HMGET", keys.customers(challenger), *customer_ids))
     return commands
+
+
+def sharded_states_commands(keys: schema.Keys, version: str, customer_ids: Sequence[str],
+                            challenger: str = "") -> tuple[list[list[Command]], list[list[int]]]:
+    """``states_commands`` on a cluster: per shard of the chunk, one call on the shard's slot
+    (one HMGET of the shard's hash, the live hashes, the challenger's HMGET), and the positions
+    in ``customer_ids`` of that call's customers."""
+    members: dict[int, list[int]] = {}
+    for i, customer_id in enumerate(customer_ids):
+        members.setdefault(schema.shard_of(customer_id), []).append(i)
+    calls: list[list[Command]] = []
+    for shard, positions in members.items():
+        ids = [customer_ids[i] for i in positions]
+        call: list[Command] = [("HMGET", keys.customer_hash(version, shard), *ids),
+                               *(("HGETALL", keys.live_in(shard, c)) for c in ids)]
+        if challenger:
+            call.append(("HMGET", keys.customer_hash(challenger, shard), *ids))
+        calls.append(call)
+    return calls, list(members.values())
+
+
+def sharded_states_of(replies: list[list[Any]], positions: list[list[int]], count: int
+                      ) -> list[State]:
+    """The states of ``sharded_states_commands``' calls back in the customers' order."""
+    states: list[State | None] = [None] * count
+    for call_replies, members in zip(replies, positions, strict=True):
+        for i, state in zip(members, states_of(call_replies), strict=True):
+            states[i] = state
+    if None in states:
+        raise AssertionError("a customer of the chunk was in no call")
+    return cast(list[State], states)
 
 
 def state_of(replies: list[Any]) -> State:

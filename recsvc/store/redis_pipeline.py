@@ -29,6 +29,10 @@ from redis.connection import SSLConnection, parse_url
 class PipelineError(Exception):
     """Base of the errors of this module."""
 
+    # On a cluster, the master the failed call went to (its breaker opens): set by
+    # ``cluster_pipeline``; a class attribute, so a single Redis's errors cost nothing more.
+    address: tuple[str, int] | None = None
+
 
 class ConnectionLost(PipelineError):
     """Redis could not be reached, or the connection closed before the reply."""
@@ -183,9 +187,9 @@ class Endpoint:
 class PipelinedRedis:
     """``await execute("HGET", key, field, timeout=0.025)``; reconnects lazily after a failure."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str | Endpoint) -> None:
         self.dropped = 0  # fire-and-forget writes that failed
-        endpoint = Endpoint.of(url)
+        endpoint = url if isinstance(url, Endpoint) else Endpoint.of(url)
         self._path, self._host, self._port = endpoint.path, endpoint.host, endpoint.port
         self._ssl, self._handshake = endpoint.ssl, endpoint.handshake
         self._protocol: _Protocol | None = None

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import redis
+from redis.cluster import RedisCluster
 
 from recsvc.core import schema
 from recsvc.core.errors import LockHeldError, PublishError, RecsvcError
@@ -165,14 +166,20 @@ class Registry:
             raise PublishError(f"version {version} is not a complete published version "
                                f"(state {manifest.get('state')})")
         segments = int(manifest.get("segment_count", 0))
-        customers_key = self.keys.customers(version)
+        hashes = self.keys.customer_hashes(version)
         pipe = self.client.pipeline(transaction=False)
-        pipe.hlen(customers_key)
         pipe.exists(self.keys.meta(version), self.keys.offers(version),
                     self.keys.global_popularity(version),
                     *(self.keys.segment(version, i) for i in range(segments)))
-        pipe.hrandfield(customers_key, SAMPLE_CHECKED, withvalues=True)
-        stored, present, sample = pipe.execute()
+        for key in hashes:
+            pipe.hlen(key)
+        # A sample from every hash, SAMPLE_CHECKED in all (at least one per hash)
+        each = max(1, SAMPLE_CHECKED // len(hashes))
+        for key in hashes:
+            pipe.hrandfield(key, each, withvalues=True)
+        present, *replies = pipe.execute()
+        stored = sum(replies[:len(hashes)])
+        sample = [item for reply in replies[len(hashes):] for item in reply]
         refuse = f"version {version} is incomplete in Redis (evicted or deleted?): "
         if present != segments + 3:
             raise PublishError(refuse + f"{segments + 3 - present} of its {segments + 3} model "
@@ -193,6 +200,13 @@ class Registry:
         if expected is None:
             return f"{stored:,} customer records, keys present (published without a digest)"
         return f"{stored:,} customer records, digest {manifest['digest'][:12]}"
+
+    def record_count(self, version: str) -> int:
+        """The customer records a version holds in Redis (over its one or 64 hashes)."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.keys.customer_hashes(version):
+            pipe.hlen(key)
+        return sum(pipe.execute())
 
     def activate(self, version: str, expected_active: str | None,
                  lock_token: str = "") -> str | None:
@@ -236,11 +250,21 @@ class Registry:
         manifest = self.manifest(version) or {}
         count = int(manifest.get("segment_count", 0))
         keys = self.keys.version_keys(version, count)
-        # A crashed writer may have written segments its manifest does not count yet.
-        keys += [k.decode() for k in self.client.scan_iter(
-            match=f"{self.keys.prefix}:v:{version}:seg:*", count=1000)]
+        # A crashed writer may have written segments its manifest does not count yet. On a
+        # cluster they are on the control slot: only its master is scanned.
+        match = self.keys.segment(version, 0).removesuffix("0") + "*"
+        if self.keys.cluster:
+            node = self.client.get_node_from_key(self.keys.active)  # type: ignore[attr-defined]
+            found = self.client.scan_iter(match=match, count=1000, target_nodes=node)
+        else:
+            found = self.client.scan_iter(match=match, count=1000)
+        keys += [k.decode() for k in found]
         pipe = self.client.pipeline(transaction=False)
-        pipe.unlink(*sorted(set(keys)))
+        if self.keys.cluster:  # a cluster pipeline unlinks one key per command (its slot's)
+            for key in sorted(set(keys)):
+                pipe.unlink(key)
+        else:
+            pipe.unlink(*sorted(set(keys)))
         pipe.hdel(self.keys.versions, version)
         pipe.execute()
 
@@ -276,13 +300,25 @@ def eviction_risk(client: redis.Redis) -> str | None:
     version, once ``maxmemory`` is reached; with maxmemory 0 (no limit) not yet, but one
     ``CONFIG SET`` away, so that is reported too. Read with CONFIG GET, or INFO where a managed
     Redis disables CONFIG. None too when Redis does not answer: the caller's next command says so.
+    On a cluster every master is asked (each holds part of every version); the first at risk is
+    named.
     """
+    if not isinstance(client, RedisCluster):
+        return _eviction_risk(client, {})
+    for node in client.get_primaries():
+        risk = _eviction_risk(client, {"target_nodes": node})
+        if risk:
+            return f"{node.name}: {risk}"
+    return None
+
+
+def _eviction_risk(client: redis.Redis, where: dict[str, Any]) -> str | None:
     try:
         try:
-            config = client.config_get("maxmemory*")
+            config = client.config_get("maxmemory*", **where)
             policy, maxmemory = config.get("maxmemory-policy"), config.get("maxmemory")
         except redis.ResponseError:
-            info = client.info("memory")
+            info = client.info("memory", **where)
             policy, maxmemory = info.get("maxmemory_policy"), info.get("maxmemory")
     except redis.RedisError:
         return None

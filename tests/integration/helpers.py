@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import redis
 
 # Long enough that a loaded machine's heartbeat (every ttl/3) still renews the training lock in
 # time (2 s lost it under a load average of 18); the kill test waits this long for expiry.
@@ -23,16 +26,34 @@ lock_ttl_seconds = {LOCK_TTL_SECONDS}
 """
 
 
+@functools.cache
+def is_cluster(redis_url: str) -> bool:
+    """Whether the URL names a Redis Cluster node (the ``cluster`` marker's second topology):
+    the tools a test starts then get RECSVC_REDIS_CLUSTER=1, as a deployment would set it."""
+    try:
+        client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=0.5)
+        return int(client.info("cluster").get("cluster_enabled", 0)) == 1
+    except (redis.RedisError, ValueError):  # no Redis there, or not a Redis URL at all
+        return False
+
+
+def redis_env(redis_url: str, prefix: str) -> dict[str, str]:
+    """The Redis settings of a recsvc process started by a test."""
+    env = {"RECSVC_REDIS_URL": redis_url, "RECSVC_KEY_PREFIX": prefix}
+    if is_cluster(redis_url):
+        env["RECSVC_REDIS_CLUSTER"] = "1"
+    return env
+
+
 def cli(args: list[str], redis_url: str, prefix: str,
         extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, RECSVC_REDIS_URL=redis_url, RECSVC_KEY_PREFIX=prefix,
-               **(extra_env or {}))
+    env = {**os.environ, **redis_env(redis_url, prefix), **(extra_env or {})}
     return subprocess.run([sys.executable, "-m", "recsvc", *args], env=env, text=True,
                           capture_output=True, timeout=300)
 
 
 def popen_cli(args: list[str], redis_url: str, prefix: str) -> subprocess.Popen[str]:
-    env = dict(os.environ, RECSVC_REDIS_URL=redis_url, RECSVC_KEY_PREFIX=prefix)
+    env = {**os.environ, **redis_env(redis_url, prefix)}
     return subprocess.Popen([sys.executable, "-m", "recsvc", *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 

@@ -31,7 +31,7 @@ class Reply:
 @contextmanager
 def http_server(settings: Settings, **changes: Any) -> Iterator[RunningServer]:
     settings = replace(settings, http_port=0, **changes)
-    store = RedisStore(connect(settings), schema.Keys(settings.key_prefix), settings)
+    store = RedisStore(connect(settings), schema.keys_for(settings), settings)
     running = build_server(settings, store)
     try:
         yield running

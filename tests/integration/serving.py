@@ -36,19 +36,25 @@ def make_data(out: Path, customers: int = 2000, seed: int = 5) -> Path:
 
 
 def train(data: Path, url: str, prefix: str, config_text: str = PERSONAL_CONFIG,
-          seed: int | None = None) -> str:
+          seed: int | None = None, cluster: bool = False) -> str:
+    """Train and publish; ``cluster``: ``url`` names a node of a Redis Cluster."""
     config = data / "config.toml"
     config.write_text(config_text)
     extra = ["--seed", str(seed)] if seed is not None else []
-    result = cli(train_args(data, config, *extra), url, prefix)
+    result = cli(train_args(data, config, *extra), url, prefix, cluster_env(cluster))
     assert result.returncode == 0, result.stderr + result.stdout
     return result.stdout.strip().splitlines()[-1]
+
+
+def cluster_env(cluster: bool) -> dict[str, str]:
+    """The environment of a CLI run against a Redis Cluster (nothing for a single Redis)."""
+    return {"RECSVC_REDIS_CLUSTER": "1"} if cluster else {}
 
 
 @contextmanager
 def running(settings: Settings) -> Iterator[tuple[RunningServer, pb_grpc.RetentionOfferServiceStub,
                                                   grpc.Channel]]:
-    store = RedisStore(connect(settings), schema.Keys(settings.key_prefix), settings)
+    store = RedisStore(connect(settings), schema.keys_for(settings), settings)
     server = build_server(settings, store)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:
@@ -72,12 +78,12 @@ def wait_for_version(stub: pb_grpc.RetentionOfferServiceStub, version: str,
 
 
 def reference_ranking(client: redis.Redis, prefix: str, version: str, customer_id: str,
-                      limit: int = 10) -> list[str]:
+                      limit: int = 10, cluster: bool = False) -> list[str]:
     """Plain numpy on the published bytes, independent of recsvc.ranking."""
-    keys = schema.Keys(prefix)
+    keys = schema.Keys(prefix, cluster=cluster)
     meta = json.loads(client.get(keys.meta(version)))
     catalogue = json.loads(client.get(keys.offers(version)))
-    raw = client.hget(keys.customers(version), customer_id)
+    raw = client.hget(keys.customer_hash_of(version, customer_id), customer_id)
     assert raw[0] == 2  # record format 2: a 12-byte header
     segment_index = int.from_bytes(raw[2:4], "little")
     dim = int.from_bytes(raw[4:6], "little")

@@ -12,13 +12,15 @@ import redis
 
 from recsvc.store.blocking_pipeline import ThreadPipelines
 from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, ReplyTimeout
+from tests.integration.conftest import ThreadPipeline
 from training import localredis
 
 pytestmark = pytest.mark.integration
 
 
-def test_threads_get_their_own_replies(redis_server: localredis.LocalRedis, filled: str) -> None:
-    pipelines = ThreadPipelines(redis_server.url)
+@pytest.mark.cluster
+def test_threads_get_their_own_replies(thread_pipelines: ThreadPipeline, filled: str) -> None:
+    pipelines = thread_pipelines
     wrong: list[tuple[str, object]] = []
 
     def ask(seed: int) -> None:
@@ -36,7 +38,6 @@ def test_threads_get_their_own_replies(redis_server: localredis.LocalRedis, fill
     for thread in threads:
         thread.join()
     assert not wrong
-    pipelines.close()
 
 
 def test_writes_sent_without_waiting_are_applied_and_their_replies_skipped(

@@ -268,6 +268,17 @@ def test_bad_ids_are_named_by_line(settings: Settings, tmp_path: Path) -> None:
     assert not (tmp_path / "out.parquet").exists()
 
 
+def test_a_cluster_is_refused_with_a_clear_error(settings: Settings, tmp_path: Path) -> None:
+    """The bulk connection is one node's: on a cluster the command refuses before any read."""
+    path = tmp_path / "ids.txt"
+    path.write_text("C1\n")
+    code, err, _ = campaign(settings, path, tmp_path / "o.parquet",
+                            env={"RECSVC_REDIS_CLUSTER": "1"})
+    assert code == 2
+    assert "RECSVC_REDIS_CLUSTER: recsvc campaign runs against a single Redis only" in err
+    assert not (tmp_path / "o.parquet").exists()
+
+
 def _snapshot(client: redis.Redis, prefix: str) -> dict[bytes, bytes]:
     return {k: client.dump(k) for k in client.scan_iter(f"{prefix}:*")}
 

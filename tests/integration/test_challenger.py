@@ -24,6 +24,7 @@ from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 from tests.integration.helpers import cli
 from tests.integration.serving import (
+    cluster_env,
     make_data,
     reference_ranking,
     running,
@@ -49,17 +50,26 @@ def trained(data: Path, redis_server: localredis.LocalRedis) -> tuple[str, str]:
     if client.exists(f"{TEMPLATE}:active"):  # the other server model's run trained them
         versions = sorted(v.decode() for v in client.hkeys(f"{TEMPLATE}:versions"))
         return versions[0], versions[1]
-    champion = train(data, redis_server.url, TEMPLATE)
-    challenger = train(data, redis_server.url, TEMPLATE, seed=99)
-    result = cli(["models", "activate", champion], redis_server.url, TEMPLATE)
+    return train_two(data, redis_server.url, TEMPLATE)
+
+
+def train_two(data: Path, url: str, prefix: str, cluster: bool = False) -> tuple[str, str]:
+    """Two versions (different seeds), the first active."""
+    champion = train(data, url, prefix, cluster=cluster)
+    challenger = train(data, url, prefix, seed=99, cluster=cluster)
+    result = cli(["models", "activate", champion], url, prefix, cluster_env(cluster))
     assert result.returncode == 0, result.stderr
     return champion, challenger
 
 
 @pytest.fixture
-def versions(trained: tuple[str, str], settings: Settings, client: redis.Redis
-             ) -> tuple[str, str]:
-    """The template's keys copied under this test's prefix (COPY: no training per test)."""
+def versions(request: pytest.FixtureRequest, settings: Settings, client: redis.Redis,
+             data: Path) -> tuple[str, str]:
+    """The template's keys copied under this test's prefix (COPY: no training per test); on a
+    cluster (COPY stays within a slot) the two versions trained under the test's prefix."""
+    if settings.redis_cluster:
+        return train_two(data, settings.redis_url, settings.key_prefix, cluster=True)
+    trained: tuple[str, str] = request.getfixturevalue("trained")
     for key in client.scan_iter(match=f"{TEMPLATE}:*", count=1000):
         client.copy(key, settings.key_prefix + key.decode()[len(TEMPLATE):])
     return trained
@@ -71,7 +81,8 @@ def known_ids(data: Path, count: int) -> list[str]:
 
 
 def experiments(settings: Settings, *args: str) -> tuple[int, str, str]:
-    result = cli(["experiments", *args], settings.redis_url, settings.key_prefix)
+    result = cli(["experiments", *args], settings.redis_url, settings.key_prefix,
+                 cluster_env(settings.redis_cluster))
     return result.returncode, result.stdout, result.stderr
 
 
@@ -99,6 +110,7 @@ def logged(client: redis.Redis, keys: schema.Keys, at_least: int, since: float =
         time.sleep(0.05)
 
 
+@pytest.mark.cluster
 def test_split_serves_the_challenger_to_its_share_and_every_answer_from_one_version(
         versions: tuple[str, str], settings: Settings, client: redis.Redis,
         data: Path) -> None:
@@ -110,7 +122,7 @@ def test_split_serves_the_challenger_to_its_share_and_every_answer_from_one_vers
     assert f"challenger {challenger}: split, share 0.3" in out
     experiment = Experiment(challenger, "split", 0.3, "split-1", 0.0)
     routed = {c for c in ids if experiment.routes(c)}
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     with running(settings) as (_, stub, _channel):
         wait_for_challenger(stub, sorted(routed)[0], challenger)
         time.sleep(0.01)  # answers before this millisecond are not counted
@@ -129,7 +141,8 @@ def test_split_serves_the_challenger_to_its_share_and_every_answer_from_one_vers
             version, "challenger" if customer_id in routed else "treatment")
         if answer.strategy == pb.STRATEGY_PERSONALIZED:  # the whole answer from that version
             assert [o.offer_id for o in answer.offers] == reference_ranking(
-                client, settings.key_prefix, version, customer_id)
+                client, settings.key_prefix, version, customer_id,
+                cluster=settings.redis_cluster)
     assert [(b.model_version, [o.offer_id for o in b.offers]) for b in batch] == [
         (answers[c].model_version, [o.offer_id for o in answers[c].offers]) for c in ids[:80]]
     assert len(entries) == len(ids) + 80
@@ -148,7 +161,7 @@ def test_shadow_never_serves_the_challenger_but_logs_its_offers(
     assert code == 0, err
     assert "shadowed (logged, not served)" in out
     experiment = Experiment(challenger, "shadow", 0.5, "shadow-1", 0.0)
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     with running(settings) as (_, stub, _channel):
         wait_for_version(stub, champion)
         routed = next(c for c in ids if experiment.routes(c))
@@ -224,7 +237,7 @@ def test_promote_under_concurrent_load_switches_atomically_without_errors_or_mix
     assert not mixed, f"{len(mixed)} of {len(seen)} answers mix two versions"
     after = [s for s in seen if s[0] > switched]
     assert after and {(v, arm) for _, _, v, arm, _ in after} == {(challenger, "treatment")}
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     assert client.get(keys.active) == challenger.encode()
     assert client.get(keys.previous) == champion.encode()
     assert not client.exists(keys.experiments)
@@ -277,7 +290,7 @@ def test_bad_input_is_one_clear_line_and_the_challenger_survives_retention(
     assert "already running (challenger " + challenger in refused(
         "start", "--challenger", challenger, "--share", "0.2")
     # Retention: the challenger is kept even when it is neither active nor previous.
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     client.delete(keys.previous)
     registry = Registry(client, keys)
     assert registry.collect_garbage(keep=set()) == []

@@ -19,19 +19,21 @@ from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 from tests.integration import decisioning_data
 from tests.integration.helpers import cli, train_args
-from tests.integration.serving import running
+from tests.integration.serving import cluster_env, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.both_models]
 
 
 def publish(data: Path, settings: Settings) -> str:
-    result = cli(train_args(data, data / "config.toml"), settings.redis_url, settings.key_prefix)
+    result = cli(train_args(data, data / "config.toml"), settings.redis_url, settings.key_prefix,
+                 cluster_env(settings.redis_cluster))
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
 
 
 def offers_cli(settings: Settings, *args: str) -> tuple[int, str]:
-    result = cli(list(args), settings.redis_url, settings.key_prefix)
+    result = cli(list(args), settings.redis_url, settings.key_prefix,
+                 cluster_env(settings.redis_cluster))
     return result.returncode, result.stdout + result.stderr
 
 
@@ -124,12 +126,12 @@ def test_training_refuses_a_bad_rule_naming_offer_and_rule(
                  settings.key_prefix)
     assert result.returncode != 0
     assert message in result.stderr
-    assert client.get(schema.Keys(settings.key_prefix).active) is None  # nothing published
+    assert client.get(schema.keys_for(settings).active) is None  # nothing published
 
 
 def test_offers_commands_change_every_answer_within_a_second(
         trained: tuple[Path, str], settings: Settings, client: redis.Redis) -> None:
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     with served(settings) as (_, stub, _channel):
         assert ids(ask(stub, "a-test"))[0] == "a5"
         assert offers_cli(settings, "offers", "pause", "a5")[0] == 0
@@ -172,7 +174,7 @@ def test_offers_commands_change_every_answer_within_a_second(
 def test_bad_offer_commands_get_clear_errors_and_change_nothing(
         trained: tuple[Path, str], settings: Settings, client: redis.Redis, args: list[str],
         message: str) -> None:
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     before = (client.get(keys.offers_rev), client.hgetall(keys.offers_live),
               client.hgetall(keys.budgets))
     code, output = offers_cli(settings, *args)
@@ -181,9 +183,10 @@ def test_bad_offer_commands_get_clear_errors_and_change_nothing(
             client.hgetall(keys.budgets)) == before
 
 
+@pytest.mark.cluster
 def test_declines_suppress_an_offer_and_accepts_remove_it(
         trained: tuple[Path, str], settings: Settings, client: redis.Redis) -> None:
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     with served(settings) as (_, stub, _channel):
         assert ids(ask(stub, "a-test"))[0] == "a5"
         client.hset(keys.live("a-test"), mapping={"d:a5": f"1 {time.time():.0f}",
@@ -196,7 +199,7 @@ def test_declines_suppress_an_offer_and_accepts_remove_it(
 
 def test_contacts_counted_on_impression_cap_the_channel_but_not_transactional_offers(
         trained: tuple[Path, str], settings: Settings, client: redis.Redis) -> None:
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     with served(settings) as (_, stub, _channel):
         assert len(ask(stub, "a-test", channel="email").offers) > 1
         now = time.time()
@@ -211,11 +214,12 @@ def test_contacts_counted_on_impression_cap_the_channel_but_not_transactional_of
         assert client.hget(keys.live("a-calm"), "c:email") is None
 
 
+@pytest.mark.cluster
 def test_contacts_counted_on_serve_cap_after_max_answers(
         tmp_path: Path, settings: Settings, client: redis.Redis) -> None:
     data = decisioning_data.write(tmp_path, count_on="serve")
     publish(data, settings)
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     with served(settings) as (_, stub, _channel):
         assert len(ask(stub, "a-calm", channel="email").offers) > 1
         assert len(ask(stub, "a-calm", channel="email").offers) > 1
@@ -235,9 +239,10 @@ def test_do_not_contact_list_applies_within_a_second(
         eventually(lambda: len(ask(stub, "a-test").offers) > 1)
 
 
+@pytest.mark.cluster
 def test_batch_and_single_answers_decide_alike(
         trained: tuple[Path, str], settings: Settings, client: redis.Redis) -> None:
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     client.hset(keys.live("a3"), "d:a4", f"1 {time.time():.0f}")
     client.hset(keys.live("b7"), "c:email", f"{time.time():.0f} {time.time():.0f}")
     assert offers_cli(settings, "offers", "pause", "b2")[0] == 0

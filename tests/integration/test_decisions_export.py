@@ -19,7 +19,7 @@ from recsvc.experiments import export_dir
 from recsvc.experiments.decision_log import Decision
 from tests.integration.helpers import cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 T0 = 1_790_000_000.0
 
@@ -64,7 +64,7 @@ def _backlog(client: redis.Redis, keys: schema.Keys) -> int:
 
 def test_export_is_incremental_exactly_once_and_trims_only_what_it_wrote(
         tmp_path: Path, settings: Settings, client: redis.Redis) -> None:
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     out = tmp_path / "export"
     first = _log(client, keys, 0, 300)
     code, text = _export(settings, out, "--page", "64")  # several parts per run
@@ -83,7 +83,7 @@ def test_export_is_incremental_exactly_once_and_trims_only_what_it_wrote(
 
 def test_a_run_that_died_before_its_commit_is_redone_and_after_it_only_trimmed(
         tmp_path: Path, settings: Settings, client: redis.Redis) -> None:
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     out = tmp_path / "export"
     ids = _log(client, keys, 0, 120)
     assert _export(settings, out, "--keep")[0] == 0  # committed, not trimmed: a crash after
@@ -101,7 +101,7 @@ def test_a_run_that_died_before_its_commit_is_redone_and_after_it_only_trimmed(
 
 def test_trimming_that_outran_the_export_is_detected_and_named(
         tmp_path: Path, settings: Settings, client: redis.Redis) -> None:
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     out = tmp_path / "export"
     _log(client, keys, 0, 5, shard=7)
     assert _export(settings, out)[0] == 0
@@ -116,7 +116,7 @@ def test_trimming_that_outran_the_export_is_detected_and_named(
 
 def test_the_report_reads_the_export_with_the_same_numbers_as_from_redis(
         tmp_path: Path, settings: Settings, client: redis.Redis) -> None:
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     ids = _log(client, keys, 0, 400)
     pipe = client.pipeline(transaction=False)
     for n, decision_id in enumerate(ids):

@@ -18,7 +18,7 @@ from recsvc.v1 import offers_pb2 as pb
 from tests.integration.helpers import FAST_CONFIG, cli, planted
 from tests.integration.serving import running, train, wait_for_version
 
-pytestmark = [pytest.mark.integration, pytest.mark.both_models]
+pytestmark = [pytest.mark.integration, pytest.mark.both_models, pytest.mark.cluster]
 
 
 def _logged(client: redis.Redis, keys: schema.Keys) -> int:
@@ -32,7 +32,7 @@ def test_holdout_arms_decision_log_and_the_report(tmp_path: Path, settings: Sett
     held = replace(settings, holdout_share=0.4, holdout_baseline=baseline)
     customers = [f"{g}{i}" for g, n in (("a", 40), ("b", 80)) for i in range(n)]
     holdout = Holdout(0.4, {}, held.holdout_salt, baseline)
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     with running(held) as (_, stub, _channel):
         wait_for_version(stub, version)
         answers = {c: stub.Recommend(pb.RecommendRequest(customer_id=c, limit=3), timeout=5)
@@ -94,7 +94,7 @@ def test_a_decision_log_share_logs_that_share_of_customers_every_answer_of_each(
     answer is in the log (its attribution stays whole), an unlogged one's none."""
     version = train(planted(tmp_path), settings.redis_url, settings.key_prefix, FAST_CONFIG)
     customers = [f"{g}{i}" for g, n in (("a", 100), ("b", 100)) for i in range(n)]
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     with running(replace(settings, decision_log_share=0.3)) as (_, stub, _channel):
         wait_for_version(stub, version)
         for _ in range(2):

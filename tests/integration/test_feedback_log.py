@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from recsvc.core import schema
@@ -17,6 +18,8 @@ from recsvc.store.events import (
     script_args,
 )
 
+pytestmark = [pytest.mark.cluster]
+
 BOUNDS = Bounds(dedup_window_seconds=3600, dedup_max_per_shard=1000, events_max_per_shard=1000,
                 live_ttl_seconds=86400, contacts_kept=3)
 T = 1_800_000_000.0
@@ -28,8 +31,7 @@ def ev(event_id: str, event: str = "accept", offer: str = "o1", customer: str = 
 
 
 def test_an_event_is_recorded_once_and_its_retry_is_a_duplicate(client: redis.Redis,
-                                                                 prefix: str) -> None:
-    keys = schema.Keys(prefix)
+                                                                 keys: schema.Keys) -> None:
     first = record_sync(client, keys, BOUNDS, [ev("e1", value=12.5, channel="email",
                                                   decision_id="d9")])
     again = record_sync(client, keys, BOUNDS, [ev("e1"), ev("e1")])
@@ -46,8 +48,7 @@ def test_an_event_is_recorded_once_and_its_retry_is_a_duplicate(client: redis.Re
 
 
 def test_live_hash_holds_accepts_declines_ignored_impressions_contacts_and_segment(
-        client: redis.Redis, prefix: str) -> None:
-    keys = schema.Keys(prefix)
+        client: redis.Redis, keys: schema.Keys) -> None:
     record_sync(client, keys, BOUNDS, [
         ev("1", "impression", "o1", channel="app", ts=T + 1),
         ev("2", "impression", "o2", channel="app", ts=T + 2),
@@ -71,8 +72,7 @@ def test_live_hash_holds_accepts_declines_ignored_impressions_contacts_and_segme
 
 
 def test_dedup_forgets_ids_older_than_the_window_and_beyond_the_size_bound(
-        client: redis.Redis, prefix: str) -> None:
-    keys = schema.Keys(prefix)
+        client: redis.Redis, keys: schema.Keys) -> None:
     small = Bounds(3600, 3, 1000, 86400, 3)
     shard = schema.shard_of("c1")
 
@@ -91,8 +91,7 @@ def test_dedup_forgets_ids_older_than_the_window_and_beyond_the_size_bound(
 
 
 def test_a_full_log_refuses_new_events_without_marking_them_seen(client: redis.Redis,
-                                                                 prefix: str) -> None:
-    keys = schema.Keys(prefix)
+                                                                 keys: schema.Keys) -> None:
     tiny = Bounds(3600, 100, 2, 86400, 3)
     outcomes = record_sync(client, keys, tiny, [ev("a"), ev("b"), ev("c")])
     assert [o.status for o in outcomes] == [RECORDED, RECORDED, LOG_FULL]
@@ -101,8 +100,7 @@ def test_a_full_log_refuses_new_events_without_marking_them_seen(client: redis.R
 
 
 def test_a_flushed_script_cache_is_reloaded_and_nothing_runs_twice(client: redis.Redis,
-                                                                  prefix: str) -> None:
-    keys = schema.Keys(prefix)
+                                                                  keys: schema.Keys) -> None:
     record_sync(client, keys, BOUNDS, [ev("a")])
     client.script_flush()
     outcomes = record_sync(client, keys, BOUNDS, [ev("a"), ev("b")])

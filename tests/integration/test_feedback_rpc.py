@@ -18,7 +18,7 @@ from recsvc.v1 import offers_pb2 as pb
 from tests.integration.helpers import FAST_CONFIG, planted
 from tests.integration.serving import running, train, wait_for_version
 
-pytestmark = [pytest.mark.integration, pytest.mark.both_models]
+pytestmark = [pytest.mark.integration, pytest.mark.both_models, pytest.mark.cluster]
 
 R, D, X = pb.FEEDBACK_STATUS_RECORDED, pb.FEEDBACK_STATUS_DUPLICATE, pb.FEEDBACK_STATUS_REJECTED
 
@@ -62,7 +62,7 @@ def test_each_event_gets_its_own_status_and_a_retry_is_a_duplicate(
         third = stub.RecordFeedback(pb.RecordFeedbackRequest(events=[event("e1"), event("e9")]),
                                     timeout=5)
         assert [r.status for r in third.results] == [D, R]
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     assert client.hget(keys.live("a-test"), "a:a5") is not None
     assert client.hget(keys.live("new-1"), "seg") == b"main"
     logged = sum(client.xlen(keys.events(s)) for s in range(schema.SHARDS))
@@ -90,7 +90,7 @@ def test_a_batch_over_many_shards_keeps_every_events_own_status(settings: Settin
         assert first.results[77].reason.startswith("event: unknown event 'wink'")
         again = stub.RecordFeedback(batch, timeout=5)
         assert [r.status for r in again.results] == [X if s == X else D for s in expected]
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     assert sum(client.xlen(keys.events(s)) for s in range(schema.SHARDS)) == 200
     assert client.hget(keys.live("cust-2"), "a:a2") is not None  # m2: an accept of a2
 
@@ -142,7 +142,7 @@ def test_a_threaded_server_records_the_same_way_with_redis_py(settings: Settings
     from recsvc.serving.holder import ModelHolder
     from recsvc.store.events import EventLog
 
-    desk = FeedbackDesk.build(ModelHolder(), EventLog(schema.Keys(settings.key_prefix),
+    desk = FeedbackDesk.build(ModelHolder(), EventLog(schema.keys_for(settings),
                                                       settings), settings)
     request = pb.RecordFeedbackRequest(events=[event("s1"), event("s1"), event("", offer="a1")])
     reply = desk.record_blocking(desk.verdicts(request), client)

@@ -29,10 +29,11 @@ def events_of_new_customer() -> list[Event]:
                                      Event("z1", "a-test", "gone", "click", T)]
 
 
+@pytest.mark.cluster
 def test_training_merges_logged_events_records_the_cutoff_and_trims_safely(
         tmp_path: Path, settings: Settings, client: redis.Redis) -> None:
     data = planted(tmp_path)
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     train(data, settings.redis_url, settings.key_prefix, FAST_CONFIG)
     bounds = Bounds.from_settings(settings)
     record_sync(client, keys, bounds, events_of_new_customer())
@@ -49,7 +50,7 @@ def test_training_merges_logged_events_records_the_cutoff_and_trims_safely(
     shard = schema.shard_of("new-1")
     newest = client.xrevrange(keys.events(shard), count=1)[0][0].decode()
     assert meta["feedback_cutoff"][str(shard)] == newest
-    assert client.hget(keys.customers(second), "new-1") is not None  # known now
+    assert client.hget(keys.customer_hash_of(second, "new-1"), "new-1") is not None  # known now
     logged = sum(client.xlen(keys.events(s)) for s in range(schema.SHARDS))
     assert logged == 5  # the previous version has no cutoff: nothing is safe to trim yet
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import redis
 
 from recsvc.core import schema
@@ -12,12 +13,12 @@ from recsvc.feedback.events import Event
 from recsvc.store.events import Bounds, record_sync
 from recsvc.store.streams import FOLDIN_GROUP, safe_points, trim_safe
 
+pytestmark = [pytest.mark.cluster]
 T = 1_800_000_000.0
 
 
 def test_pending_fold_in_entries_and_missing_cutoffs_hold_the_trim(client: redis.Redis,
-                                                                   prefix: str) -> None:
-    keys = schema.Keys(prefix)
+                                                                   keys: schema.Keys) -> None:
     bounds = Bounds(86400, 1000, 1000, 86400, 4)
     outcomes = record_sync(client, keys, bounds,
                            [Event(f"e{i}", "c1", "o1", "click", T + i) for i in range(6)])

@@ -24,11 +24,11 @@ from recsvc.feedback.foldin import record_for
 from recsvc.foldin.consumer import GROUP, FoldInConsumer
 from recsvc.store.events import Bounds, record_sync
 from tests.integration import observe
-from tests.integration.helpers import cli, planted
+from tests.integration.helpers import cli, planted, redis_env
 from tests.integration.serving import PERSONAL_CONFIG, train
 from training.localredis import free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 T = 1_800_000_000.0
 
 
@@ -55,25 +55,28 @@ def implicit_solve(client: redis.Redis, keys: schema.Keys, version: str,
 def trained_cells(client: redis.Redis, keys: schema.Keys, version: str,
                   customer: str) -> dict[str, float]:
     catalogue = [o["offer_id"] for o in json.loads(client.get(keys.offers(version)))]
-    record = schema.decode_customer_record(client.hget(keys.customers(version), customer))
+    record = schema.decode_customer_record(client.hget(keys.customer_hash_of(version, customer),
+                                                       customer))
     return {catalogue[o]: float(c) for o, c in zip(record.cell_offers.tolist(),
                                                    record.cell_confidence.tolist(), strict=True)}
 
 
 def folded(client: redis.Redis, keys: schema.Keys, version: str,
            customer: str) -> schema.CustomerRecord:
-    raw = record_for(version, client.hget(keys.customers(version), customer),
+    raw = record_for(version, client.hget(keys.customer_hash_of(version, customer), customer),
                      client.hgetall(keys.live(customer)))
     assert raw is not None
     return schema.decode_customer_record(raw)
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory,
-             redis_server: object) -> tuple[Path, str, str]:
-    """One training run per module, under a prefix of its own (copied for each test)."""
+def template(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
+             topology: str) -> tuple[Path, str, str]:
+    """One training run per module and topology, under a prefix of its own (copied for each
+    test)."""
     data = planted(tmp_path_factory.mktemp("foldin"))
-    url = redis_server.url  # type: ignore[attr-defined]
+    server = request.getfixturevalue("redis_cluster" if topology == "cluster" else "redis_server")
+    url = server.url
     version = train(data, url, "foldin-template", PERSONAL_CONFIG)
     return data, version, url
 
@@ -81,17 +84,24 @@ def template(tmp_path_factory: pytest.TempPathFactory,
 @pytest.fixture
 def published(template: tuple[Path, str, str], settings: Settings,
               client: redis.Redis) -> tuple[Path, str]:
-    """The template's version under this test's prefix (COPY of every key: no retraining)."""
+    """The template's version under this test's prefix (a copy of every key: no retraining;
+    on a cluster DUMP and RESTORE, as COPY stays within a slot and the prefix is a hash tag)."""
     data, version, _ = template
-    for key in client.scan_iter(match="foldin-template:*"):
-        client.copy(key, settings.key_prefix + key.decode().removeprefix("foldin-template"))
+    for pattern, new in (("foldin-template:*", settings.key_prefix),
+                         ("{foldin-template}:*", f"{{{settings.key_prefix}}}")):
+        for key in client.scan_iter(match=pattern):
+            name = new + key.decode().removeprefix(pattern[:-2])
+            if settings.redis_cluster:
+                client.restore(name, 0, client.dump(key))
+            else:
+                client.copy(key, name)
     return data, version
 
 
 def test_a_folded_vector_is_implicits_exact_solve_on_the_whole_history(
         published: tuple[Path, str], settings: Settings, client: redis.Redis) -> None:
     _, version = published
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     assert json.loads(client.get(keys.meta(version)))["segments"][0]["factors"] > 0
     before = trained_cells(client, keys, version, "a-test")
     record_sync(client, keys, Bounds.from_settings(settings), [
@@ -114,7 +124,7 @@ def test_a_folded_vector_is_implicits_exact_solve_on_the_whole_history(
 def test_an_unknown_customer_with_a_segment_becomes_personal_after_first_events(
         published: tuple[Path, str], settings: Settings, client: redis.Redis) -> None:
     _, version = published
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     events = [Event(f"n{j}", "newbie", f"a{j}", "accept", T + j, segment="main")
               for j in range(1, 4)]
     record_sync(client, keys, Bounds.from_settings(settings), events)
@@ -137,7 +147,7 @@ def test_an_unknown_customer_with_a_segment_becomes_personal_after_first_events(
 def test_a_dead_consumers_pending_entries_are_taken_over_and_folded_once(
         published: tuple[Path, str], settings: Settings, client: redis.Redis) -> None:
     _, version = published
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     record_sync(client, keys, Bounds.from_settings(settings),
                 [Event("x1", "a-test", "a5", "accept", T)])
     survivor = FoldInConsumer(client, settings, "survivor", block_ms=10, claim_idle_seconds=0)
@@ -155,7 +165,7 @@ def test_a_dead_consumers_pending_entries_are_taken_over_and_folded_once(
 def test_a_model_switch_during_feedback_loses_nothing_and_mixes_nothing(
         published: tuple[Path, str], settings: Settings, client: redis.Redis) -> None:
     data, first = published
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     bounds = Bounds.from_settings(settings)
     consumer = FoldInConsumer(client, settings, "c1", block_ms=10)
     consumer.ensure_groups()
@@ -191,9 +201,8 @@ def test_a_model_switch_during_feedback_loses_nothing_and_mixes_nothing(
 def test_the_consume_command_folds_promptly_and_stops_on_sigterm(
         published: tuple[Path, str], settings: Settings, client: redis.Redis) -> None:
     _, version = published
-    keys = schema.Keys(settings.key_prefix)
-    env = dict(os.environ, RECSVC_REDIS_URL=settings.redis_url,
-               RECSVC_KEY_PREFIX=settings.key_prefix)
+    keys = schema.keys_for(settings)
+    env = dict(os.environ, **redis_env(settings.redis_url, settings.key_prefix))
     process = subprocess.Popen([sys.executable, "-m", "recsvc", "feedback", "consume"],
                                env=env, text=True, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
@@ -224,7 +233,7 @@ def test_the_consume_command_serves_lag_backlog_and_outcomes_over_http(
     """Known answers: d1 is read by a consumer that dies holding it (pending, never taken over
     in this test); the start-up replay folds d1 and p1 (2 folded, the churn: no effect); the
     group then delivers p1 (duplicate) and p2 (no effect); s1 after start folds (1)."""
-    keys = schema.Keys(settings.key_prefix)
+    keys = schema.keys_for(settings)
     bounds = Bounds.from_settings(settings)
     record_sync(client, keys, bounds, [Event("d1", "a-test", "a4", "accept", T),
                                        Event("p1", "a-test", "a5", "accept", T),
@@ -233,8 +242,8 @@ def test_the_consume_command_serves_lag_backlog_and_outcomes_over_http(
     client.xgroup_create(shard, GROUP, id="0")
     client.xreadgroup(GROUP, "dead", {shard: ">"}, count=1)  # d1, never acknowledged
     port = free_port()
-    env = dict(os.environ, RECSVC_REDIS_URL=settings.redis_url,
-               RECSVC_KEY_PREFIX=settings.key_prefix, RECSVC_HOST="127.0.0.1")
+    env = dict(os.environ, **redis_env(settings.redis_url, settings.key_prefix),
+               RECSVC_HOST="127.0.0.1")
     process = subprocess.Popen(
         [sys.executable, "-m", "recsvc", "feedback", "consume", "--metrics-port", str(port),
          "--claim-idle-seconds", "3600"], env=env, text=True, stdout=subprocess.PIPE,

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 
 import pytest
 import redis
 
 from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, PipelinedRedis, ReplyTimeout
+from tests.integration.conftest import AioPipeline
 from training import localredis
 
 
+@pytest.mark.cluster
 def test_many_concurrent_commands_get_their_own_replies(
-        redis_server: localredis.LocalRedis, filled: str) -> None:
+        aio_pipeline: Callable[[], AioPipeline], filled: str) -> None:
     async def scenario() -> None:
-        pipeline = PipelinedRedis(redis_server.url)
+        pipeline = aio_pipeline()
         fields = [f"f{random.randrange(600)}" for _ in range(2000)]  # some do not exist
         replies = await asyncio.gather(*(pipeline.execute("HGET", filled, f, timeout=2)
                                          for f in fields))
@@ -28,10 +31,11 @@ def test_many_concurrent_commands_get_their_own_replies(
     asyncio.run(scenario())
 
 
-def test_an_error_reply_fails_only_its_own_command(redis_server: localredis.LocalRedis,
+@pytest.mark.cluster
+def test_an_error_reply_fails_only_its_own_command(aio_pipeline: Callable[[], AioPipeline],
                                                    filled: str, prefix: str) -> None:
     async def scenario() -> None:
-        pipeline = PipelinedRedis(redis_server.url)
+        pipeline = aio_pipeline()
         results = await asyncio.gather(
             pipeline.execute("HGET", filled, "f1", timeout=2),
             pipeline.execute("HGET", f"{prefix}:s", "f1", timeout=2),  # WRONGTYPE

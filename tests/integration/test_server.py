@@ -35,7 +35,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def published(data: Path, settings: Settings) -> str:
-    return train(data, settings.redis_url, settings.key_prefix)
+    return train(data, settings.redis_url, settings.key_prefix, cluster=settings.redis_cluster)
 
 
 def known_ids(data: Path, count: int) -> list[str]:
@@ -43,6 +43,7 @@ def known_ids(data: Path, count: int) -> list[str]:
     return [line.split(",")[0].strip('"') for line in lines]
 
 
+@pytest.mark.cluster
 def test_rankings_equal_a_plain_numpy_reference_on_the_published_vectors(
         published: str, settings: Settings, client: redis.Redis, data: Path) -> None:
     with running(settings) as (_, stub, _channel):
@@ -51,7 +52,8 @@ def test_rankings_equal_a_plain_numpy_reference_on_the_published_vectors(
             assert response.strategy == pb.STRATEGY_PERSONALIZED
             assert response.model_version == published
             assert [o.offer_id for o in response.offers] == reference_ranking(
-                client, settings.key_prefix, published, customer_id)
+                client, settings.key_prefix, published, customer_id,
+                cluster=settings.redis_cluster)
             assert [o.rank for o in response.offers] == list(range(1, len(response.offers) + 1))
 
 
@@ -123,6 +125,7 @@ def test_health_and_reflection(published: str, settings: Settings) -> None:
         assert {"recsvc.v1.RetentionOfferService", "grpc.health.v1.Health"} <= names
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize("chunk", [7, 500])  # chunks smaller and larger than a ranking slice
 def test_batch_answers_in_request_order_and_equals_single_calls(
         published: str, settings: Settings, data: Path, chunk: int) -> None:

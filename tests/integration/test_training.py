@@ -45,8 +45,7 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def load_active(client: redis.Redis, prefix: str) -> ModelVersion:
-    keys = schema.Keys(prefix)
+def load_active(client: redis.Redis, keys: schema.Keys) -> ModelVersion:
     version = client.get(keys.active).decode()
     meta = json.loads(client.get(keys.meta(version)))
     segments = [client.hgetall(keys.segment(version, i)) for i in range(len(meta["segments"]))]
@@ -64,7 +63,7 @@ def test_planted_known_answer_ranks_first(redis_server: localredis.LocalRedis, p
     result = cli(train_args(data_dir, config, "--report", str(tmp_path / "r.json")),
                  redis_server.url, prefix)
     assert result.returncode == 0, result.stderr + result.stdout
-    model = load_active(client, prefix)
+    model = load_active(client, schema.Keys(prefix))
     segment = model.segments[0]
     assert segment.strategy in ("personalized", "blended")
     record = schema.decode_customer_record(
@@ -76,20 +75,20 @@ def test_planted_known_answer_ranks_first(redis_server: localredis.LocalRedis, p
     assert model.catalogue.offer_ids[int(popular.offers[0])].startswith("b")
 
 
+@pytest.mark.cluster
 def test_train_publishes_a_complete_version_and_reports_every_phase(
-        redis_server: localredis.LocalRedis, prefix: str, client: redis.Redis, dataset: Path,
+        redis_url: str, prefix: str, keys: schema.Keys, client: redis.Redis, dataset: Path,
         config: Path, tmp_path: Path) -> None:
     report_path = tmp_path / "report.json"
-    result = cli(train_args(dataset, config, "--report", str(report_path)), redis_server.url,
+    result = cli(train_args(dataset, config, "--report", str(report_path)), redis_url,
                  prefix)
     assert result.returncode == 0, result.stderr
     version = result.stdout.strip().splitlines()[-1]
-    keys = schema.Keys(prefix)
     assert client.get(keys.active).decode() == version
     report = json.loads(report_path.read_text())
     assert set(report["phases"]) == {"read", "build", "fit", "evaluate", "competitors",
                                      "publish"}
-    assert client.hlen(keys.customers(version)) == report["rows_read"]["customers"] == 3000
+    assert Registry(client, keys).record_count(version) == report["rows_read"]["customers"] == 3000
     for segment in report["segments"]:
         # datagen plants tastes a personal model can learn and popularity cannot
         assert segment["model_metrics"]["ndcg_at_10"] > \
@@ -125,32 +124,33 @@ def test_strict_mode_fails_on_a_bad_row_before_publishing(
     assert relaxed.returncode == 0 and "unknown_customer x1" in relaxed.stdout
 
 
+@pytest.mark.cluster
 def test_a_second_concurrent_run_is_refused_by_the_lock(
-        redis_server: localredis.LocalRedis, prefix: str, client: redis.Redis, dataset: Path,
+        redis_url: str, prefix: str, keys: schema.Keys, client: redis.Redis, dataset: Path,
         config: Path) -> None:
-    client.set(schema.Keys(prefix).train_lock, "someone-else", px=30_000)
-    result = cli(train_args(dataset, config), redis_server.url, prefix)
+    client.set(keys.train_lock, "someone-else", px=30_000)
+    result = cli(train_args(dataset, config), redis_url, prefix)
     assert result.returncode == 1
     assert "another training run holds the lock" in result.stderr
-    assert client.get(schema.Keys(prefix).active) is None
+    assert client.get(keys.active) is None
 
 
+@pytest.mark.cluster
 def test_a_run_killed_mid_publish_leaves_the_old_version_active_and_the_next_run_succeeds(
-        redis_server: localredis.LocalRedis, prefix: str, client: redis.Redis, dataset: Path,
+        redis_url: str, prefix: str, keys: schema.Keys, client: redis.Redis, dataset: Path,
         config: Path) -> None:
-    keys = schema.Keys(prefix)
-    first = cli(train_args(dataset, config), redis_server.url, prefix)
+    first = cli(train_args(dataset, config), redis_url, prefix)
     assert first.returncode == 0, first.stderr
     old = client.get(keys.active).decode()
-    old_count = client.hlen(keys.customers(old))
+    old_count = Registry(client, keys).record_count(old)
     config.write_text(FAST_CONFIG.replace("[publish]", "[publish]\nbatch_size = 10"))
-    run = popen_cli(train_args(dataset, config), redis_server.url, prefix)
+    run = popen_cli(train_args(dataset, config), redis_url, prefix)
     killed_at = None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and run.poll() is None:
         writing = [v.decode() for v, m in client.hgetall(keys.versions).items()
                    if json.loads(m)["state"] == "writing"]
-        if writing and client.hlen(keys.customers(writing[0])) > 0:
+        if writing and Registry(client, keys).record_count(writing[0]) > 0:
             run.send_signal(signal.SIGKILL)
             killed_at = writing[0]
             break
@@ -158,37 +158,37 @@ def test_a_run_killed_mid_publish_leaves_the_old_version_active_and_the_next_run
     run.wait(timeout=30)
     assert killed_at is not None, "the run finished before it could be killed mid-publish"
     assert client.get(keys.active).decode() == old
-    assert client.hlen(keys.customers(old)) == old_count
-    assert client.hlen(keys.customers(killed_at)) < old_count
+    assert Registry(client, keys).record_count(old) == old_count
+    assert Registry(client, keys).record_count(killed_at) < old_count
     time.sleep(LOCK_TTL_SECONDS + 0.2)  # the killed run's lock expires
-    second = cli(train_args(dataset, config), redis_server.url, prefix)
+    second = cli(train_args(dataset, config), redis_url, prefix)
     assert second.returncode == 0, second.stderr
     new = client.get(keys.active).decode()
     assert new not in (old, killed_at)
-    assert client.exists(keys.customers(killed_at)) == 0
+    assert client.exists(*keys.customer_hashes(killed_at)) == 0
     assert killed_at not in {v.decode() for v in client.hkeys(keys.versions)}
 
 
+@pytest.mark.cluster
 def test_rollback_and_activate_swap_versions_and_old_versions_are_deleted(
-        redis_server: localredis.LocalRedis, prefix: str, client: redis.Redis, dataset: Path,
+        redis_url: str, prefix: str, keys: schema.Keys, client: redis.Redis, dataset: Path,
         config: Path) -> None:
-    keys = schema.Keys(prefix)
     versions = []
     for _ in range(3):
-        result = cli(train_args(dataset, config), redis_server.url, prefix)
+        result = cli(train_args(dataset, config), redis_url, prefix)
         assert result.returncode == 0, result.stderr
         versions.append(result.stdout.strip().splitlines()[-1])
     assert {v.decode() for v in client.hkeys(keys.versions)} == set(versions[1:])
-    assert client.exists(keys.customers(versions[0])) == 0
-    listed = cli(["models", "list"], redis_server.url, prefix)
+    assert client.exists(*keys.customer_hashes(versions[0])) == 0
+    listed = cli(["models", "list"], redis_url, prefix)
     assert f"{versions[2]}  complete" in listed.stdout and "active" in listed.stdout
-    rolled = cli(["models", "rollback"], redis_server.url, prefix)
+    rolled = cli(["models", "rollback"], redis_url, prefix)
     assert rolled.returncode == 0, rolled.stderr
     assert Registry(client, keys).pointers() == (versions[1], versions[2])
-    again = cli(["models", "activate", versions[2]], redis_server.url, prefix)
+    again = cli(["models", "activate", versions[2]], redis_url, prefix)
     assert again.returncode == 0
     assert Registry(client, keys).pointers() == (versions[2], versions[1])
-    missing = cli(["models", "activate", "nope"], redis_server.url, prefix)
+    missing = cli(["models", "activate", "nope"], redis_url, prefix)
     assert missing.returncode == 1 and "not a complete published version" in missing.stderr
 
 
@@ -210,13 +210,13 @@ def test_quality_gate_refuses_a_worse_version_unless_forced(
     assert client.get(keys.active).decode() != active
 
 
+@pytest.mark.cluster
 def test_no_activate_publishes_without_moving_the_pointer(
-        redis_server: localredis.LocalRedis, prefix: str, client: redis.Redis, dataset: Path,
+        redis_url: str, prefix: str, keys: schema.Keys, client: redis.Redis, dataset: Path,
         config: Path) -> None:
-    result = cli(train_args(dataset, config, "--no-activate"), redis_server.url, prefix)
+    result = cli(train_args(dataset, config, "--no-activate"), redis_url, prefix)
     assert result.returncode == 0
     version = result.stdout.strip().splitlines()[-1]
-    keys = schema.Keys(prefix)
     assert client.get(keys.active) is None
     assert json.loads(client.hget(keys.versions, version))["state"] == "complete"
-    np.testing.assert_equal(client.hlen(keys.customers(version)), 3000)
+    np.testing.assert_equal(Registry(client, keys).record_count(version), 3000)

@@ -124,3 +124,21 @@ def test_recommend_runs_per_server_model_recsvc_knows() -> None:
     assert by_key["recommend_sync"]["RECSVC_SERVER_MODEL"] == "sync"
     assert by_key["recommend_sync"]["RECSVC_SYNC_THREADS"] == "12"
     assert "RECSVC_SYNC_THREADS" not in by_key["recommend_aio"]
+
+
+def test_unpinned_table_compares_each_model_with_the_earlier_commit_round_by_round() -> None:
+    from bench.servers import unpinned
+
+    def rows(*rps: int) -> list[dict[str, int]]:
+        return [{"requests_per_second": r, "server_cpu_us_per_request": 500} for r in rps]
+
+    out = {"cpus": "0,1", "load_average_before": 0.5, "load_average_after": 0.7, "rounds": 2,
+           "seconds": 5, "customers": 1000, "command": "python -m bench.servers.unpinned",
+           "runs": {"aio, 32 in flight": rows(1800, 2000), "aio, 256 in flight": rows(1700, 1700),
+                    "recommend_before_abc123, 32 in flight": rows(2000, 2000),
+                    "recommend_before_abc123, 256 in flight": rows(1700, 2125)}}
+    text = unpinned.table(out)
+    assert "| aio | 1,700-2,000 req/s |" not in text  # 32 and 256 are columns of their own
+    assert "| aio | 1,800-2,000 req/s | 1,700 req/s | 500 µs |" in text
+    assert "| req/s over before abc123, same round | 32 in flight | 256 in flight |" in text
+    assert "| aio | 0.90x-1.00x | 0.80x-1.00x |" in text

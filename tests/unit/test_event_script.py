@@ -1,5 +1,6 @@
 """The RecordFeedback calls of a batch, built without I/O: one per shard, every key of a call on
-the shard's slot (the budgets hash excepted), events in batch order, replies mapped back."""
+the shard's slot (on a single Redis the budgets hash excepted; on a cluster every key), events in
+batch order, replies mapped back."""
 
 from __future__ import annotations
 
@@ -67,6 +68,29 @@ def test_a_batch_is_one_call_per_shard_and_each_calls_keys_share_its_slot() -> N
     positions = [p for call in calls for p in call.positions]
     assert sorted(positions) == list(range(300))
     assert all(c.positions == sorted(c.positions) for c in calls)  # batch order per shard
+    # A single Redis: the script reads the specs from the budgets hash (ARGV[7] = -1).
+    assert {c.args[1 + int(c.args[0]) + COMMON_ARGS - 1] for c in calls} == {"-1"}
+
+
+def test_on_a_cluster_every_key_is_on_the_shards_slot_and_the_budgets_are_listed() -> None:
+    """The shard's on-accept counters replace {p}:budgets (another slot); the offers to count
+    come in ARGV[7..] as (offer, has per_day) pairs, then the events as on a single Redis."""
+    keys = schema.Keys("p", cluster=True)
+    events = batch(200)
+    listed = (("o1", True), ("o3", False))
+    single = plan_calls(KEYS, BOUNDS, T, events, listed)
+    calls = plan_calls(keys, BOUNDS, T, events, listed)
+    assert [c.positions for c in calls] == [c.positions for c in single]
+    for call, plain in zip(calls, single, strict=True):
+        numkeys = int(call.args[0])
+        names = call.args[1:1 + numkeys]
+        assert names[2] == keys.budget_use(call.shard) == f"p:budgetuse:{{{call.shard}}}"
+        assert {hash_tag(k) for k in names} == {str(call.shard)}
+        argv = call.args[1 + numkeys:]
+        assert argv[COMMON_ARGS - 1:COMMON_ARGS + 4] == ["2", "o1", "1", "o3", "0"]
+        plain_argv = plain.args[1 + numkeys:]
+        assert argv[COMMON_ARGS + 4:] == plain_argv[COMMON_ARGS:]  # the same events
+    assert plan_calls(keys, BOUNDS, T, events)[0].args[1 + int(calls[0].args[0]) + 6] == "0"
 
 
 def test_replies_come_back_as_one_outcome_per_event_in_batch_order() -> None:

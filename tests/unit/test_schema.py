@@ -38,6 +38,32 @@ def test_live_state_keys_carry_the_customer_shard_as_a_hash_tag() -> None:
                                   "recsvc:dnc", "recsvc:experiments")
 
 
+def test_cluster_key_names_put_control_keys_on_one_slot_and_records_on_the_shard() -> None:
+    """RECSVC_REDIS_CLUSTER: byte for byte, and the slots that make scripts legal and a
+    Recommend one round trip (docs/DESIGN.md section 6, "Redis Cluster")."""
+    from redis.crc import key_slot
+
+    keys, v = schema.Keys("recsvc", cluster=True), "20261124T101500Z-3f9a1c"
+    control = [keys.active, keys.previous, keys.versions, keys.train_lock, keys.meta(v),
+               keys.offers(v), keys.segment(v, 3), keys.global_popularity(v), keys.budgets,
+               keys.offers_live, keys.offers_rev, keys.do_not_contact, keys.experiments,
+               keys.foldin_replayed]
+    assert keys.active == "{recsvc}:active" and keys.meta(v) == "{recsvc}:v:" + v + ":meta"
+    assert len({key_slot(k.encode()) for k in control}) == 1
+    assert keys.customer_hash_of(v, "C0000001") == f"recsvc:v:{v}:customers:{{38}}"
+    assert keys.live("C0000001") == "recsvc:live:{38}:C0000001"
+    assert keys.budget_use(38) == "recsvc:budgetuse:{38}"
+    for shard in (0, 38, 63):
+        same = {keys.customer_hash(v, shard), keys.live_in(shard, "x"), keys.events(shard),
+                keys.dedup(shard), keys.decisions(shard), keys.budget_use(shard)}
+        assert len({key_slot(k.encode()) for k in same}) == 1
+    assert len(keys.customer_hashes(v)) == schema.SHARDS
+    assert len({key_slot(k.encode()) for k in keys.customer_hashes(v)}) == schema.SHARDS
+    single = schema.Keys("recsvc")
+    assert single.customer_hash_of(v, "C0000001") == single.customers(v)
+    assert single.customer_hashes(v) == [single.customers(v)]
+
+
 def test_version_ids_sort_by_time_and_are_unique() -> None:
     early = schema.new_version_id(datetime(2026, 1, 1, tzinfo=UTC))
     late = schema.new_version_id(datetime(2026, 1, 2, tzinfo=UTC))
