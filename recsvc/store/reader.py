@@ -95,6 +95,7 @@ class RedisStore:
     def __init__(self, client: redis.Redis, keys: schema.Keys, settings: Settings) -> None:
         self._client = client
         self._keys = keys
+        self._probe = 0  # the shard whose records the next cluster version check looks at
         self.breaker = Breaker(settings.redis_retry_after_failure_ms / 1000.0)
         self._events_limit = settings.events_max_per_shard
 
@@ -113,7 +114,15 @@ class RedisStore:
         return None if raw is None else _bytes(raw).decode()
 
     def version_intact(self, version: str) -> bool:
-        """Meta and customer records still exist (one round trip; once per poll)."""
+        """Meta and customer records still exist (one round trip; once per poll).
+
+        On a cluster the records are 64 hashes on several masters: each poll checks the next
+        shard's, and a master that cannot be reached then says nothing about the version (its
+        customers' answers degrade on their own; the control slot's master answered the poll).
+        Tying the check to one master would mark the whole server unhealthy when that one
+        master is lost."""
+        if self._keys.cluster:
+            return self._cluster_version_intact(version)
         try:
             present = self._client.exists(self._keys.meta(version),
                                           self._keys.customer_hash(version, 0))
@@ -121,6 +130,19 @@ class RedisStore:
             self.breaker.open()
             raise StoreError(f"cannot check model version {version}: {exc}") from exc
         return int(present) == 2
+
+    def _cluster_version_intact(self, version: str) -> bool:
+        shard, self._probe = self._probe, (self._probe + 1) % schema.SHARDS
+        try:
+            if not self._client.exists(self._keys.meta(version)):
+                return False
+        except redis.RedisError as exc:
+            self.breaker.open()
+            raise StoreError(f"cannot check model version {version}: {exc}") from exc
+        try:
+            return bool(self._client.exists(self._keys.customer_hash(version, shard)))
+        except redis.RedisError:
+            return True  # that shard's master is away: no news about the version
 
     def poll(self) -> Poll:
         """The active pointer and the live revision counters in one round trip; like
