@@ -193,9 +193,15 @@ class CampaignStore:
         Redis while it runs (~5 µs a unit), and serving's reads wait at most 25 ms."""
         granted: list[bool] = []
         for at in range(0, len(segments), RESERVE_UNITS):
-            reply = self._exchange([_pack((
-                "EVAL", budget_scripts.CAMPAIGN_RESERVE_LUA, "1", self.keys.budgets, offer_id,
-                day, *segments[at:at + RESERVE_UNITS]))])[0]
+            try:
+                reply = self._exchange([_pack((
+                    "EVAL", budget_scripts.CAMPAIGN_RESERVE_LUA, "1", self.keys.budgets,
+                    offer_id, day, *segments[at:at + RESERVE_UNITS]))])[0]
+            except StoreError:
+                # The script may have run: its units are neither confirmed nor known free.
+                self.unconfirmed[f"budget units of {offer_id}"] = len(segments[at:at +
+                                                                              RESERVE_UNITS])
+                raise
             granted += [bool(v) for v in reply]
             self.reserved[offer_id] = self.reserved.get(offer_id, 0) + sum(map(bool, reply))
         return granted

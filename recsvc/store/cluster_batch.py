@@ -22,7 +22,7 @@ from recsvc.store.cluster_blocking import ClusterThreadPipelines
 from recsvc.store.redis_pipeline import ErrorReply, PipelineError
 from recsvc.store.slots import Address, SlotMap, by_master, packed_slot, redirect
 
-_ASKING: bytes = hiredis.pack_command(("ASKING",))  # type: ignore[arg-type]
+_ASKING: bytes = hiredis.pack_command(("ASKING",))
 
 
 def _where(address: Address | None) -> str:

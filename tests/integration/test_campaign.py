@@ -10,7 +10,7 @@ import socket
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -430,7 +430,8 @@ def test_a_failed_write_phase_says_what_was_written_on_a_cluster(
     ids = tmp_path / "ids.txt"
     ids.write_text("\n".join(f"b{i}" for i in range(10)) + "\n")
     keys = schema.keys_for(on_cluster)
-    client = redis.RedisCluster.from_url(redis_cluster.url, socket_timeout=10)
+    client = cast(redis.Redis, redis.RedisCluster.from_url(redis_cluster.url,
+                                                           socket_timeout=10))
     try:
         free = tmp_path / "free.parquet"
         campaign_run.run(on_cluster, campaign_run.Options(ids, free, limit=2, dry_run=True))
