@@ -11,14 +11,15 @@ reserved grants held (never overspent; a refused customer gets their next candid
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 CHUNK = 5000  # customers per round trip
 MAX_ROUNDS = 10  # reservation rounds before the leftovers get no budgeted offer
 
@@ -167,8 +167,9 @@ def run(settings: Settings, options: Options) -> Summary:
             if not streaming:
                 assert kept is not None
                 budgeted = _budgeted(d, challenger, collected, kept.offer)
-                taken = _written(bulk, _allocate, bulk, kept, budgeted, limit, collected,
-                                 d.budgets.day or day_of(now), options.dry_run, summary)
+                with _writing(bulk):
+                    taken = _allocate(bulk, kept, budgeted, limit, collected,
+                                      d.budgets.day or day_of(now), options.dry_run, summary)
                 kept = kept if taken.all() else kept.take(taken)
                 local = Pairs(kept.customer, kept.rank_in_answer() - 1, *(
                     getattr(kept, f) for f in ("offer", "p", "objective", "value", "cost",
@@ -186,8 +187,9 @@ def run(settings: Settings, options: Options) -> Summary:
             summary.without_offers = len(ids) - summary.with_offers
             if not options.dry_run:
                 assert kept is not None
-                _written(bulk, _write, bulk, core, d, challenger, ids, shards, token, kept,
-                         counts, now, options.channel, settings, collected, summary)
+                with _writing(bulk):
+                    _write(bulk, core, d, challenger, ids, shards, token, kept, counts, now,
+                           options.channel, settings, collected, summary)
                 summary.seconds["write_redis"] = _lap(clock)
             for future in written:
                 future.result()
@@ -201,12 +203,13 @@ def run(settings: Settings, options: Options) -> Summary:
     return summary
 
 
-def _written(bulk: CampaignStore, phase: Callable[..., T], *args: Any) -> T:
+@contextlib.contextmanager
+def _writing(bulk: CampaignStore) -> Iterator[None]:
     """A phase that writes to Redis (reservations, the log, contacts). Every read is done
     before: a failure here stops the campaign (no output file) with an error that says what
     Redis had already been written, so nothing is half-applied silently."""
     try:
-        return phase(*args)
+        yield
     except StoreError as exc:
         raise StoreError(f"{exc}; the campaign stopped, no output file was written; "
                          f"{bulk.report()}") from exc
