@@ -278,34 +278,49 @@ class CampaignStore:
         return sent
 
     def _send_cluster(self, packed: Iterable[bytes], what: str) -> int:
-        """``_send`` on a cluster: a block to every master at once, its replies read before the
-        next block (a MOVED's retry uses the same connections)."""
+        """``_send`` on a cluster: a block to every master at once, the previous block's replies
+        read meanwhile; the commands a MOVED (or ASK) answered are retried at the end, when no
+        reply is owed any more (the retry uses the same connections)."""
         batch = self._batch
         assert batch is not None
         sent = 0
         failed: list[str] = []
-        block: list[bytes] = []
+        again: list[bytes] = []
+        pending: Sent | None = None
 
-        def flush() -> None:
-            nonlocal sent
-            if not block:
-                return
-            try:
-                replies = batch.execute(block)
-            except StoreError:
-                self.unconfirmed[what] = len(block)
-                raise
-            errors = [str(r) for r in replies if isinstance(r, ErrorReply)]
-            failed.extend(errors)
-            self.written[what] += len(block) - len(errors)
-            sent += len(block)
-            block.clear()
+        def collect(replies: list[Any], commands: list[bytes]) -> None:
+            for command, reply in zip(commands, replies, strict=True):
+                if batch.redirected(reply):
+                    again.append(command)
+                elif isinstance(reply, ErrorReply):
+                    failed.append(str(reply))
+                else:
+                    self.written[what] += 1
 
-        for command in packed:
-            block.append(command)
-            if len(block) >= WRITE_BLOCK:
-                flush()
-        flush()
+        def blocks() -> Iterable[list[bytes]]:
+            block: list[bytes] = []
+            for command in packed:
+                block.append(command)
+                if len(block) >= WRITE_BLOCK:
+                    yield block
+                    block = []
+            if block:
+                yield block
+
+        try:
+            for block in blocks():
+                ahead = batch.begin(block)
+                sent += len(block)
+                if pending is not None:
+                    collect(batch.finish(pending, follow=False), pending.packed)
+                pending = ahead
+            if pending is not None:
+                collect(batch.finish(pending, follow=False), pending.packed)
+            if again:
+                collect(batch.execute(again), again)
+        except StoreError:
+            self.unconfirmed[what] = sent - self.written[what] - len(failed)
+            raise
         if failed:
             raise StoreError(f"{len(failed)} of {sent} writes failed, the first: {failed[0]}")
         return sent

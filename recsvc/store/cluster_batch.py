@@ -56,16 +56,19 @@ class ClusterBatch:
 
     def begin(self, packed: list[bytes]) -> Sent:
         """Write each command to its slot's master, every master before any reply is read.
-        Only one ``Sent`` may be unread at a time (``finish``'s retries use the connections)."""
+        Several may be unread, read in the order sent; only the last may be ``finish``ed with
+        ``follow`` (its retries use the same connections)."""
         return Sent(packed, self._write(packed, [packed_slot(p) for p in packed]))
 
-    def finish(self, sent: Sent) -> list[Any]:
+    def finish(self, sent: Sent, follow: bool = True) -> list[Any]:
+        """The replies of ``sent`` in order. ``follow`` False leaves a MOVED/ASK in its place
+        (``redirected``): the caller retries those with ``execute`` once nothing is unread."""
         replies: list[Any] = [None] * len(sent.packed)
         came_from: dict[int, Address] = {}
         self._read(sent.parts, replies, came_from)
         redirected = [i for i, r in enumerate(replies)
                       if isinstance(r, ErrorReply) and redirect(str(r)) is not None]
-        if not redirected:
+        if not redirected or not follow:
             return replies
         # Once: MOVED re-reads the map (the commands go to the slot's master now), ASK goes to
         # the named node after an ASKING. A command redirected was not run: retrying is safe.
@@ -93,6 +96,10 @@ class ClusterBatch:
                 raise StoreError(f"{_where(came_from[i])}: still redirected after the slot "
                                  f"map was read again: {replies[i]}")
         return replies
+
+    @staticmethod
+    def redirected(reply: Any) -> bool:
+        return isinstance(reply, ErrorReply) and redirect(str(reply)) is not None
 
     def _write(self, packed: list[bytes], slots: list[int]
                ) -> list[tuple[Address, _Connection, list[int], int]]:

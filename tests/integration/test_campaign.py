@@ -384,9 +384,11 @@ def _every_slot_on(store: CampaignStore, address: tuple[str, int]) -> None:
 
 
 def test_a_moved_is_followed_and_a_lost_master_named_on_a_cluster(
-        redis_cluster: localredis.LocalCluster, prefix: str) -> None:
-    """Reads behind a stale map: the cluster answers MOVED for two masters' slots, the map is
-    read again and the commands retried; a master that cannot be reached is named."""
+        redis_cluster: localredis.LocalCluster, prefix: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads and writes behind a stale map: the cluster answers MOVED for two masters' slots,
+    the map is read again and the commands retried; a master that cannot be reached is
+    named."""
     keys = schema.Keys(prefix, cluster=True)
     client = redis.RedisCluster.from_url(redis_cluster.url, socket_timeout=10)
     ids = [f"c{i}" for i in range(300)]
@@ -404,6 +406,15 @@ def test_a_moved_is_followed_and_a_lost_master_named_on_a_cluster(
         assert records == [c.encode() for c in ids]
         assert lives[7] == {b"c:sms": b"1 2"} and not any(lives[:7])
         assert len(store._batch._map.masters) == 3  # type: ignore[union-attr]
+        # Writes in blocks of 40, several in flight: the redirected ones retried at the end.
+        monkeypatch.setattr(store_campaign, "WRITE_BLOCK", 40)
+        _every_slot_on(store, first)
+        entries = [(shard, [b"id", c.encode()]) for c, shard in zip(ids, shards, strict=True)]
+        assert store.write_log(entries, 1000) == len(ids)
+        assert store.written["decision-log entries"] == len(ids)
+        check = redis.RedisCluster.from_url(redis_cluster.url, socket_timeout=10)
+        assert sum(check.xlen(keys.decisions(s)) for s in range(schema.SHARDS)) == len(ids)
+        check.close()
         dead = _dead_address()
         _every_slot_on(store, dead)
         with pytest.raises(StoreError, match=f"master 127.0.0.1:{dead[1]} cannot be reached"):
