@@ -11,6 +11,7 @@ reserved grants held (never overspent; a refused customer gets their next candid
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
@@ -26,7 +27,7 @@ import numpy.typing as npt
 from recsvc.campaign.chunks import Block, ChunkDecider, Collected
 from recsvc.core import schema
 from recsvc.core.config import Settings
-from recsvc.core.errors import ModelNotPublishedError, SettingError
+from recsvc.core.errors import ModelNotPublishedError, SettingError, StoreError
 from recsvc.core.schema import FLOAT32_LE
 from recsvc.decisioning.allocation import Units, allocate, units_left
 from recsvc.decisioning.budgets import budget_state, day_of
@@ -93,11 +94,6 @@ class _NoWrites:
 
 
 def run(settings: Settings, options: Options) -> Summary:
-    if settings.redis_cluster:
-        # The bulk reads and writes use one connection to one node; on a cluster they would
-        # meet MOVED for the other masters' shards. Refused before anything is read or written.
-        raise SettingError("RECSVC_REDIS_CLUSTER: recsvc campaign runs against a single Redis "
-                           "only (its bulk connection is not cluster-aware yet)")
     limit = validate_limit(options.limit)
     validate_channel(options.channel)
     validate_context(options.context)
@@ -123,7 +119,7 @@ def run(settings: Settings, options: Options) -> Summary:
     core = DecisionCore(holder, _NoWrites(), settings.max_batch_ids, settings.batch_chunk,
                         holdout, settings.decision_log_share if settings.decision_log else 0.0,
                         settings.explore_share)
-    bulk = CampaignStore(settings.redis_url, keys)
+    bulk = CampaignStore(settings.redis_url, keys, cluster=settings.redis_cluster)
     token = secrets.token_hex(4)
     writer = output.Writer(options.out)
     # Without on-serve budgets every answer is final once decided: its rows are written on a
@@ -171,8 +167,9 @@ def run(settings: Settings, options: Options) -> Summary:
             if not streaming:
                 assert kept is not None
                 budgeted = _budgeted(d, challenger, collected, kept.offer)
-                taken = _allocate(bulk, kept, budgeted, limit, collected,
-                                  d.budgets.day or day_of(now), options.dry_run, summary)
+                with _writing(bulk):
+                    taken = _allocate(bulk, kept, budgeted, limit, collected,
+                                      d.budgets.day or day_of(now), options.dry_run, summary)
                 kept = kept if taken.all() else kept.take(taken)
                 local = Pairs(kept.customer, kept.rank_in_answer() - 1, *(
                     getattr(kept, f) for f in ("offer", "p", "objective", "value", "cost",
@@ -190,8 +187,9 @@ def run(settings: Settings, options: Options) -> Summary:
             summary.without_offers = len(ids) - summary.with_offers
             if not options.dry_run:
                 assert kept is not None
-                _write(bulk, core, d, challenger, ids, shards, token, kept, counts, now,
-                       options.channel, settings, collected, summary)
+                with _writing(bulk):
+                    _write(bulk, core, d, challenger, ids, shards, token, kept, counts, now,
+                           options.channel, settings, collected, summary)
                 summary.seconds["write_redis"] = _lap(clock)
             for future in written:
                 future.result()
@@ -203,6 +201,18 @@ def run(settings: Settings, options: Options) -> Summary:
     finally:
         bulk.close()
     return summary
+
+
+@contextlib.contextmanager
+def _writing(bulk: CampaignStore) -> Iterator[None]:
+    """A phase that writes to Redis (reservations, the log, contacts). Every read is done
+    before: a failure here stops the campaign (no output file) with an error that says what
+    Redis had already been written, so nothing is half-applied silently."""
+    try:
+        yield
+    except StoreError as exc:
+        raise StoreError(f"{exc}; the campaign stopped, no output file was written; "
+                         f"{bulk.report()}") from exc
 
 
 def _block_pairs(block: Block | None, at: int) -> Pairs:

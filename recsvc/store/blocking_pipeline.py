@@ -196,10 +196,14 @@ class ThreadPipelines:
 
     def begin(self, commands: list[tuple[bytes | str, ...]], timeout: float) -> _Connection:
         """Write ``commands`` on this thread's connection; ``finish`` reads their replies."""
+        return self.begin_packed([_pack(c) for c in commands], timeout)
+
+    def begin_packed(self, packed: list[bytes], timeout: float) -> _Connection:
+        """``begin`` of commands packed already (a batch job packs its own)."""
         connection = self._connection(timeout)
         connection.set_timeout(timeout)
         try:
-            connection.begin([_pack(c) for c in commands])
+            connection.begin(packed)
         except ConnectionLost:
             self._drop(connection)
             raise

@@ -7,6 +7,12 @@ script call that returns only the non-empty ones (most are empty) and, while an 
 the challenger version's records: every command of a chunk in one write, sent before the
 previous chunk is decided, replies read after. Writes: the same entries serving writes (the decision
 log's XADD, the contact script), pipelined in blocks.
+
+On a Redis Cluster (``cluster``) every command above is on one slot (a shard's hash tag, or the
+control slot for the budgets): the same packed commands go through ``cluster_batch`` (each to
+its slot's master, every master written before any reply is read); a single Redis keeps its
+one connection and its code path. What was written is counted (``written``) so a failure can
+say it.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from recsvc.core import schema
 from recsvc.core.errors import StoreError
 from recsvc.store import budgets as budget_scripts
 from recsvc.store.blocking_pipeline import _Connection
+from recsvc.store.cluster_batch import ClusterBatch, Sent
 from recsvc.store.reader import LIVE_TTL_SECONDS
-from recsvc.store.redis_pipeline import Endpoint, PipelineError
+from recsvc.store.redis_pipeline import Endpoint, ErrorReply, PipelineError
 
 HMGET_FIELDS = 1000
 WRITE_BLOCK = 2000  # commands per write when sending the log and the contacts
@@ -60,17 +67,36 @@ class Pending:
 
 
 class CampaignStore:
-    def __init__(self, url: str, keys: schema.Keys, timeout: float = 120.0) -> None:
+    def __init__(self, url: str, keys: schema.Keys, timeout: float = 120.0,
+                 cluster: bool = False) -> None:
         self.keys = keys
-        try:
-            self._connection = _Connection(Endpoint.of(url), timeout)
-        except PipelineError as exc:
-            raise StoreError(str(exc)) from exc
-        self._exchange([_pack(("SCRIPT", "LOAD", LIVE_LUA))])
+        # What Redis confirmed, and what was sent without an answer when a write failed.
+        self.reserved: dict[str, int] = {}  # budget units per offer
+        self.written: dict[str, int] = {"decision-log entries": 0, "contacts": 0}
+        self.unconfirmed: dict[str, int] = {}
+        self._connection: _Connection | None = None
+        self._batch: ClusterBatch | None = None
+        self._sent: Sent | None = None  # the cluster's reads in flight
+        if cluster:
+            self._batch = ClusterBatch(url, timeout)
+            self._batch.add_script(LIVE_LUA)
+        else:
+            try:
+                self._connection = _Connection(Endpoint.of(url), timeout)
+            except PipelineError as exc:
+                raise StoreError(str(exc)) from exc
+            self._exchange([_pack(("SCRIPT", "LOAD", LIVE_LUA))])
         # ``Keys.live_in`` of every shard without the customer: a key is head + id.
         self._live_heads = [keys.live_in(shard, "") for shard in range(schema.SHARDS)]
 
     def _exchange(self, packed: list[bytes]) -> list[Any]:
+        if self._batch is not None:
+            replies = self._batch.execute(packed)
+            for reply in replies:
+                if isinstance(reply, ErrorReply):
+                    raise StoreError(f"Redis: {reply}")
+            return replies
+        assert self._connection is not None
         try:
             return self._connection.exchange(packed)
         except PipelineError as exc:
@@ -98,6 +124,10 @@ class CampaignStore:
         packed += [_pack(("EVALSHA", _LIVE_SHA, str(len(rows)),
                           *[heads[shard] + customer_ids[i] for i in rows]))
                    for shard, rows in groups]
+        if self._batch is not None:
+            self._sent = self._batch.begin(packed)
+            return Pending(len(customer_ids), groups, len(versions), len(packed))
+        assert self._connection is not None
         try:
             self._connection.sock.sendall(b"".join(packed))
         except OSError as exc:
@@ -107,9 +137,16 @@ class CampaignStore:
     def receive_states(self, pending: Pending) -> tuple[list[bytes | None], list[Live],
                                                         list[bytes | None]]:
         """Records, live hashes and the challenger's records of a ``send_states``, in order."""
-        replies = [self._reply() for _ in range(pending.replies)]
+        if self._batch is not None:
+            assert self._sent is not None
+            replies = self._batch.finish(self._sent)
+            self._sent = None
+        else:
+            connection = self._connection
+            assert connection is not None
+            replies = [self._reply(connection) for _ in range(pending.replies)]
         for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
+            if isinstance(reply, hiredis.ReplyError | ErrorReply):
                 raise StoreError(f"Redis: {reply}")
         n, groups = pending.customers, pending.groups
         out: list[list[bytes | None]] = []
@@ -132,8 +169,8 @@ class CampaignStore:
                                               list[bytes | None]]:
         return self.receive_states(self.send_states(version, customer_ids, shards, challenger))
 
-    def _reply(self) -> Any:
-        connection = self._connection
+    @staticmethod
+    def _reply(connection: _Connection) -> Any:
         while True:
             reply = connection.reader.gets()
             if reply is not False:
@@ -156,10 +193,17 @@ class CampaignStore:
         Redis while it runs (~5 µs a unit), and serving's reads wait at most 25 ms."""
         granted: list[bool] = []
         for at in range(0, len(segments), RESERVE_UNITS):
-            reply = self._exchange([_pack((
-                "EVAL", budget_scripts.CAMPAIGN_RESERVE_LUA, "1", self.keys.budgets, offer_id,
-                day, *segments[at:at + RESERVE_UNITS]))])[0]
+            try:
+                reply = self._exchange([_pack((
+                    "EVAL", budget_scripts.CAMPAIGN_RESERVE_LUA, "1", self.keys.budgets,
+                    offer_id, day, *segments[at:at + RESERVE_UNITS]))])[0]
+            except StoreError:
+                # The script may have run: its units are neither confirmed nor known free.
+                self.unconfirmed[f"budget units of {offer_id}"] = len(segments[at:at +
+                                                                              RESERVE_UNITS])
+                raise
             granted += [bool(v) for v in reply]
+            self.reserved[offer_id] = self.reserved.get(offer_id, 0) + sum(map(bool, reply))
         return granted
 
     def write_log(self, entries: Iterable[tuple[int, list[bytes | str]]],
@@ -175,18 +219,26 @@ class CampaignStore:
                     packer = LogPacker(self.keys, max_per_shard, fields[0::2])
                 yield packer.pack(shard, fields[1::2])
 
-        return self._send(commands())
+        return self._send(commands(), "decision-log entries")
 
     def write_contacts(self, contacts: Iterable[tuple[str, str]], now: float, keep: int) -> int:
         """A contact on each (customer, channel), serving's contact script; the count."""
-        self._exchange([_pack(("SCRIPT", "LOAD", budget_scripts.CONTACT_LUA))])
+        if self._batch is not None:
+            self._batch.add_script(budget_scripts.CONTACT_LUA)
+        else:
+            self._exchange([_pack(("SCRIPT", "LOAD", budget_scripts.CONTACT_LUA))])
         stamp, kept, ttl = f"{now:.0f}", str(keep), str(LIVE_TTL_SECONDS)
-        return self._send(_pack(("EVALSHA", _CONTACT_SHA, "1", self.keys.live(c), f"c:{ch}",
-                                 stamp, kept, ttl)) for c, ch in contacts)
+        return self._send((_pack(("EVALSHA", _CONTACT_SHA, "1", self.keys.live(c), f"c:{ch}",
+                                  stamp, kept, ttl)) for c, ch in contacts), "contacts")
 
-    def _send(self, packed: Iterable[bytes]) -> int:
+    def _send(self, packed: Iterable[bytes], what: str) -> int:
         """Writes in blocks; a block's replies are read after the next block is sent, so Redis
-        works on one while the next is encoded. StoreError after all when any failed."""
+        works on one while the next is encoded. StoreError after all when any failed; the
+        writes answered are counted in ``written[what]`` as they are read."""
+        if self._batch is not None:
+            return self._send_cluster(packed, what)
+        connection = self._connection
+        assert connection is not None
         owed = sent = 0
         failed: list[str] = []
         block: list[bytes] = []
@@ -194,31 +246,102 @@ class CampaignStore:
         def flush() -> None:
             nonlocal owed, sent
             try:
-                self._connection.sock.sendall(b"".join(block))
+                connection.sock.sendall(b"".join(block))
             except OSError as exc:
+                self.unconfirmed[what] = sent + len(block) - self.written[what]
                 raise StoreError(f"Redis: cannot send: {exc}") from exc
             for _ in range(owed):
-                reply = self._reply()
+                reply = self._reply(connection)
                 if isinstance(reply, hiredis.ReplyError):
                     failed.append(str(reply))
+            self.written[what] += owed
             owed, sent = len(block), sent + len(block)
             block.clear()
 
-        for command in packed:
-            block.append(command)
-            if len(block) >= WRITE_BLOCK:
-                flush()
-        flush()
-        for _ in range(owed):
-            reply = self._reply()
-            if isinstance(reply, hiredis.ReplyError):
-                failed.append(str(reply))
+        try:
+            for command in packed:
+                block.append(command)
+                if len(block) >= WRITE_BLOCK:
+                    flush()
+            flush()
+            for _ in range(owed):
+                reply = self._reply(connection)
+                if isinstance(reply, hiredis.ReplyError):
+                    failed.append(str(reply))
+            self.written[what] += owed
+        except StoreError:
+            self.unconfirmed.setdefault(what, sent - self.written[what])
+            raise
+        self.written[what] -= len(failed)
         if failed:
             raise StoreError(f"{len(failed)} of {sent} writes failed, the first: {failed[0]}")
         return sent
 
+    def _send_cluster(self, packed: Iterable[bytes], what: str) -> int:
+        """``_send`` on a cluster: a block to every master at once, the previous block's replies
+        read meanwhile; the commands a MOVED (or ASK) answered are retried at the end, when no
+        reply is owed any more (the retry uses the same connections)."""
+        batch = self._batch
+        assert batch is not None
+        sent = 0
+        failed: list[str] = []
+        again: list[bytes] = []
+        pending: Sent | None = None
+
+        def collect(replies: list[Any], commands: list[bytes]) -> None:
+            for command, reply in zip(commands, replies, strict=True):
+                if batch.redirected(reply):
+                    again.append(command)
+                elif isinstance(reply, ErrorReply):
+                    failed.append(str(reply))
+                else:
+                    self.written[what] += 1
+
+        def blocks() -> Iterable[list[bytes]]:
+            block: list[bytes] = []
+            for command in packed:
+                block.append(command)
+                if len(block) >= WRITE_BLOCK:
+                    yield block
+                    block = []
+            if block:
+                yield block
+
+        try:
+            for block in blocks():
+                ahead = batch.begin(block)
+                sent += len(block)
+                if pending is not None:
+                    collect(batch.finish(pending, follow=False), pending.packed)
+                pending = ahead
+            if pending is not None:
+                collect(batch.finish(pending, follow=False), pending.packed)
+            if again:
+                collect(batch.execute(again), again)
+        except StoreError:
+            self.unconfirmed[what] = sent - self.written[what] - len(failed)
+            raise
+        if failed:
+            raise StoreError(f"{len(failed)} of {sent} writes failed, the first: {failed[0]}")
+        return sent
+
+    def report(self) -> str:
+        """What this store wrote to Redis, in words (for an error that stops a campaign)."""
+        parts = []
+        if self.reserved:
+            parts.append(f"{sum(self.reserved.values())} budget units reserved (" + ", ".join(
+                f"{offer}: {n}" for offer, n in sorted(self.reserved.items())) + ")")
+        parts += [f"{n} {what}" for what, n in self.written.items() if n]
+        parts += [f"up to {n} more {what} sent without an answer"
+                  for what, n in self.unconfirmed.items() if n]
+        return "written to Redis before the failure: " + ("; ".join(parts) if parts else
+                                                          "nothing")
+
     def close(self) -> None:
-        self._connection.close()
+        if self._batch is not None:
+            self._batch.close()
+        if self._connection is not None:
+            self._connection.close()
 
 
 class LogPacker:

@@ -27,6 +27,7 @@ from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, PipelineErro
 from recsvc.store.slots import (
     Address,
     Command,
+    SlotMap,
     SlotMapError,
     by_master,
     call_slot,
@@ -130,6 +131,16 @@ class ClusterThreadPipelines:
             if not retry:
                 return out
         raise named(ClusterDown("too many cluster redirections"), None)
+
+    def read_map(self, timeout: float) -> SlotMap:
+        """The slot map read now, on the calling thread (a batch job waits for it)."""
+        self._refresh(timeout)
+        assert self.router.map is not None
+        return self.router.map
+
+    def link(self, address: Address) -> ThreadPipelines:
+        """The connections to one master (a batch job routes its own packed commands)."""
+        return self._link(address)
 
     def send_nowait(self, command: Command, timeout: float) -> None:
         address = self.router.master(command_slot(command))

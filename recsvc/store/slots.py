@@ -47,6 +47,20 @@ def command_slot(command: Command) -> int:
     return key_slot(_encoded(command[1]))
 
 
+def packed_slot(packed: bytes) -> int:
+    """``command_slot`` of one command packed as RESP (``*N``, then ``$len`` bulk strings, as
+    ``hiredis.pack_command`` writes it): a batch job routes what it packed itself."""
+    end = packed.index(b"\r\n")
+    count, at = int(packed[1:end]), end + 2
+    words: list[bytes] = []
+    for _ in range(min(count, 4)):  # the key is at most the fourth word (EVALSHA sha n key)
+        end = packed.index(b"\r\n", at)
+        size, at = int(packed[at + 1:end]), end + 2
+        words.append(packed[at:at + size])
+        at += size + 2
+    return command_slot(tuple(words))
+
+
 def call_slot(commands: Sequence[Command]) -> int:
     """The one slot of a pipelined call; CrossSlotError when its commands span several."""
     if not commands:

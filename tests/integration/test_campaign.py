@@ -1,13 +1,16 @@
 """`recsvc campaign` end to end: a real Redis, a real trained model, the real gRPC server as the
-reference for every customer's answer; budgets by value; bad input; --dry-run."""
+reference for every customer's answer; budgets by value; bad input; --dry-run. The tests marked
+``cluster`` run on a single Redis and on the session's 3-master Redis Cluster; the last ones
+check the cluster's routing (MOVED followed, an unreachable master named) on the cluster."""
 
 from __future__ import annotations
 
 import json
+import socket
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,14 +20,17 @@ import redis
 from recsvc.campaign import run as campaign_run
 from recsvc.core import schema
 from recsvc.core.config import Settings
+from recsvc.core.errors import StoreError
 from recsvc.experiments.decision_log import Decision as LoggedDecision
 from recsvc.store import budgets as budget_scripts
 from recsvc.store import campaign as store_campaign
 from recsvc.store.campaign import CampaignStore
+from recsvc.store.slots import SLOTS, SlotMap
 from recsvc.v1 import offers_pb2 as pb
 from tests.integration import decisioning_data
 from tests.integration.helpers import cli
 from tests.integration.serving import PERSONAL_CONFIG, make_data, running, train, wait_for_version
+from training import localredis
 
 pytestmark = pytest.mark.integration
 
@@ -96,14 +102,16 @@ def datagen(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_data(tmp_path_factory.mktemp("campaign"), customers=1500)
 
 
+@pytest.mark.cluster
 def test_campaign_equals_recommend_with_policy(datagen: Path, settings: Settings,
-                                               client: redis.Redis, tmp_path: Path) -> None:
+                                               client: redis.Redis, keys: schema.Keys,
+                                               tmp_path: Path) -> None:
     """A few hundred customers (known, unknown, with accepts, declines, ignored impressions,
     contacts over the cap, do-not-contact): the campaign's offers are Recommend's, in order."""
     version = train(datagen, settings.redis_url, settings.key_prefix,
                     PERSONAL_CONFIG + DECISIONING)
-    keys = schema.Keys(settings.key_prefix)
-    known = sorted(k.decode() for k in client.hkeys(keys.customers(version)))[:300]
+    known = sorted(k.decode() for key in keys.customer_hashes(version)
+                   for k in client.hkeys(key))[:300]
     offers = json.loads(client.get(keys.offers(version)))
     live_state(client, keys, time.time(), known, [o["offer_id"] for o in offers])
     ids = [*known, "nobody-1", "nobody-2", "Q1", "N1"]
@@ -183,8 +191,9 @@ def _budget_world(settings: Settings, tmp_path: Path) -> Path:
 RETENTION = {"RECSVC_OBJECTIVE": "retention"}  # p x churn_risk x clv - cost: per customer
 
 
+@pytest.mark.cluster
 def test_budget_goes_to_the_highest_objective(settings: Settings, client: redis.Redis,
-                                              tmp_path: Path) -> None:
+                                              keys: schema.Keys, tmp_path: Path) -> None:
     """3 customers, an offer with 2 units: the two with its highest objective get it; the third
     gets their next candidate instead; 2 units used."""
     _budget_world(settings, tmp_path)
@@ -198,7 +207,6 @@ def test_budget_goes_to_the_highest_objective(settings: Settings, client: redis.
     worth = {c: rows[0]["objective"] for c, rows in before.items()}
     assert len(set(worth.values())) == 3
     winners = sorted(worth, key=worth.__getitem__)[1:]
-    keys = schema.Keys(settings.key_prefix)
     budget_scripts.set_budget(client, keys, offer, {"count": "serve", "total": 2})
     out = tmp_path / "out.parquet"
     code, err, summary = campaign(settings, ids, out, "--limit", "3", env=RETENTION)
@@ -219,12 +227,13 @@ class _Racing(CampaignStore):
     """A real second client takes units of the offer just before the campaign reserves."""
 
     taken = 0
-    url = ""
+    other: redis.Redis | None = None  # the second client (a cluster client on a cluster)
     offer = ""
 
     def reserve(self, offer_id: str, day: str, segments: Any) -> list[bool]:
         if offer_id == _Racing.offer and not _Racing.taken:
-            other = redis.Redis.from_url(_Racing.url)
+            other = _Racing.other
+            assert other is not None
             for _ in range(5):
                 granted = other.eval(budget_scripts.RESERVE_LUA, 1, self.keys.budgets, day, "",
                                      "1", offer_id, "1")
@@ -232,8 +241,9 @@ class _Racing(CampaignStore):
         return super().reserve(offer_id, day, segments)
 
 
+@pytest.mark.cluster
 def test_never_overspent_when_another_process_reserves(
-        settings: Settings, client: redis.Redis, tmp_path: Path,
+        settings: Settings, client: redis.Redis, keys: schema.Keys, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     _budget_world(settings, tmp_path)
     ids = tmp_path / "ids.txt"
@@ -241,9 +251,8 @@ def test_never_overspent_when_another_process_reserves(
     free = tmp_path / "free.parquet"
     assert campaign(settings, ids, free, "--limit", "2", "--dry-run")[0] == 0
     offer = answers(free)["b0"][0]["offer_id"]
-    keys = schema.Keys(settings.key_prefix)
     budget_scripts.set_budget(client, keys, offer, {"count": "serve", "total": 20})
-    _Racing.url, _Racing.offer, _Racing.taken = settings.redis_url, offer, 0
+    _Racing.other, _Racing.offer, _Racing.taken = client, offer, 0
     monkeypatch.setattr(campaign_run, "CampaignStore", _Racing)
     monkeypatch.setattr(store_campaign, "RESERVE_UNITS", 4)  # several script calls per offer
     summary = campaign_run.run(settings, campaign_run.Options(
@@ -268,25 +277,16 @@ def test_bad_ids_are_named_by_line(settings: Settings, tmp_path: Path) -> None:
     assert not (tmp_path / "out.parquet").exists()
 
 
-def test_a_cluster_is_refused_with_a_clear_error(settings: Settings, tmp_path: Path) -> None:
-    """The bulk connection is one node's: on a cluster the command refuses before any read."""
-    path = tmp_path / "ids.txt"
-    path.write_text("C1\n")
-    code, err, _ = campaign(settings, path, tmp_path / "o.parquet",
-                            env={"RECSVC_REDIS_CLUSTER": "1"})
-    assert code == 2
-    assert "RECSVC_REDIS_CLUSTER: recsvc campaign runs against a single Redis only" in err
-    assert not (tmp_path / "o.parquet").exists()
-
-
 def _snapshot(client: redis.Redis, prefix: str) -> dict[bytes, bytes]:
-    return {k: client.dump(k) for k in client.scan_iter(f"{prefix}:*")}
+    """Every key of the test (on a cluster the control keys are ``{prefix}:...``)."""
+    return {k: client.dump(k) for pattern in (f"{prefix}:*", f"{{{prefix}}}:*")
+            for k in client.scan_iter(match=pattern, count=1000)}
 
 
+@pytest.mark.cluster
 def test_dry_run_leaves_redis_unchanged_and_a_real_run_logs(
-        settings: Settings, client: redis.Redis, tmp_path: Path) -> None:
+        settings: Settings, client: redis.Redis, keys: schema.Keys, tmp_path: Path) -> None:
     _budget_world(settings, tmp_path)
-    keys = schema.Keys(settings.key_prefix)
     budget_scripts.set_budget(client, keys, "a1", {"count": "serve", "total": 3})
     ids = tmp_path / "ids.txt"
     names = [f"b{i}" for i in range(20)] + ["stranger"]
@@ -365,3 +365,97 @@ def test_many_chunks_write_the_same_file_as_one(settings: Settings, tmp_path: Pa
                                                     dry_run=True))
     assert pq.ParquetFile(tmp_path / "many.parquet").metadata.num_row_groups == 9
     assert rows(tmp_path / "many.parquet") == rows(tmp_path / "one.parquet")
+
+
+def _dead_address() -> tuple[str, int]:
+    """A local port nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return "127.0.0.1", port
+
+
+def _every_slot_on(store: CampaignStore, address: tuple[str, int]) -> None:
+    """A stale map in the store's cluster connections: every slot on ``address`` (the real
+    cluster then answers MOVED, or nothing listens there)."""
+    batch = store._batch
+    assert batch is not None
+    batch._map = SlotMap((address,) * SLOTS, (address,))
+
+
+def test_a_moved_is_followed_and_a_lost_master_named_on_a_cluster(
+        redis_cluster: localredis.LocalCluster, prefix: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads and writes behind a stale map: the cluster answers MOVED for two masters' slots,
+    the map is read again and the commands retried; a master that cannot be reached is
+    named."""
+    keys = schema.Keys(prefix, cluster=True)
+    client = redis.RedisCluster.from_url(redis_cluster.url, socket_timeout=10)
+    ids = [f"c{i}" for i in range(300)]
+    shards = [schema.shard_of(c) for c in ids]
+    for customer_id, shard in zip(ids, shards, strict=True):
+        client.hset(keys.customer_hash("v1", shard), customer_id, customer_id.encode())
+    client.hset(keys.live(ids[7]), "c:sms", "1 2")
+    client.close()
+    store = CampaignStore(redis_cluster.url, keys, 10.0, cluster=True)
+    try:
+        first = store._batch._map.owners[0]  # type: ignore[union-attr]
+        assert first is not None
+        _every_slot_on(store, first)
+        records, lives, _ = store.states("v1", ids, shards)
+        assert records == [c.encode() for c in ids]
+        assert lives[7] == {b"c:sms": b"1 2"} and not any(lives[:7])
+        assert len(store._batch._map.masters) == 3  # type: ignore[union-attr]
+        # Writes in blocks of 40, several in flight: the redirected ones retried at the end.
+        monkeypatch.setattr(store_campaign, "WRITE_BLOCK", 40)
+        _every_slot_on(store, first)
+        entries = [(shard, [b"id", c.encode()]) for c, shard in zip(ids, shards, strict=True)]
+        assert store.write_log(entries, 1000) == len(ids)
+        assert store.written["decision-log entries"] == len(ids)
+        check = redis.RedisCluster.from_url(redis_cluster.url, socket_timeout=10)
+        assert sum(check.xlen(keys.decisions(s)) for s in range(schema.SHARDS)) == len(ids)
+        check.close()
+        dead = _dead_address()
+        _every_slot_on(store, dead)
+        with pytest.raises(StoreError, match=f"master 127.0.0.1:{dead[1]} cannot be reached"):
+            store.budgets()
+    finally:
+        store.close()
+
+
+class _LosesAMaster(CampaignStore):
+    """Reserves as usual, then every master is unreachable when the decision log is written."""
+
+    def write_log(self, entries: Any, max_per_shard: int) -> int:
+        _every_slot_on(self, _dead_address())
+        return super().write_log(entries, max_per_shard)
+
+
+def test_a_failed_write_phase_says_what_was_written_on_a_cluster(
+        redis_cluster: localredis.LocalCluster, settings: Settings, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Budget units reserved, then the decision log cannot be written: the campaign fails
+    naming the master and the units already reserved; no output file."""
+    on_cluster = replace(settings, redis_url=redis_cluster.url, redis_cluster=True)
+    _budget_world(on_cluster, tmp_path)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(f"b{i}" for i in range(10)) + "\n")
+    keys = schema.keys_for(on_cluster)
+    client = cast(redis.Redis, redis.RedisCluster.from_url(redis_cluster.url,
+                                                           socket_timeout=10))
+    try:
+        free = tmp_path / "free.parquet"
+        campaign_run.run(on_cluster, campaign_run.Options(ids, free, limit=2, dry_run=True))
+        offer = answers(free)["b0"][0]["offer_id"]
+        budget_scripts.set_budget(client, keys, offer, {"count": "serve", "total": 3})
+        monkeypatch.setattr(campaign_run, "CampaignStore", _LosesAMaster)
+        out = tmp_path / "out.parquet"
+        with pytest.raises(StoreError) as failed:
+            campaign_run.run(on_cluster, campaign_run.Options(ids, out, limit=2))
+        used = int(client.hget(keys.budgets, f"{offer}:used") or 0)
+    finally:
+        client.close()
+    message = str(failed.value)
+    assert "cannot be reached" in message and "no output file was written" in message
+    assert used == 3 and f"3 budget units reserved ({offer}: 3)" in message
+    assert not out.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hiredis
 import pytest
 from redis.crc import key_slot
 
@@ -16,6 +17,7 @@ from recsvc.store.slots import (
     call_slot,
     cluster_unavailable,
     command_slot,
+    packed_slot,
     parse_cluster_slots,
     redirect,
 )
@@ -129,3 +131,18 @@ def test_calls_are_grouped_by_master_in_first_seen_order() -> None:
     owners: list[tuple[str, int] | None] = [a] * 100 + [b] * 100 + [None] * (SLOTS - 200)
     slot_map = SlotMap(tuple(owners), (a, b))
     assert by_master([150, 3, 120, 5, 300], slot_map) == {b: [0, 2], a: [1, 3], None: [4]}
+
+
+def test_the_slot_of_a_packed_command_is_the_unpacked_ones() -> None:
+    """What a batch job packs itself (the campaign) is routed from its bytes."""
+    from recsvc.store.campaign import LogPacker
+
+    commands = [("HMGET", KEYS.customer_hash("v1", 3), "c1", "c2"),
+                ("EVALSHA", "ab" * 20, "2", KEYS.live_in(9, "c1"), KEYS.live_in(9, "c2")),
+                ("EVAL", "return 1", "1", KEYS.budgets, "offer", "day", "gold"),
+                ("HGETALL", KEYS.budgets)]
+    for command in commands:
+        packed = hiredis.pack_command(command)  # type: ignore[arg-type]
+        assert packed_slot(packed) == command_slot(command)
+    log = LogPacker(KEYS, 100, [b"id", b"offers"]).pack(5, [b"x", "o1|o2"])
+    assert packed_slot(log) == key_slot(b"5")
