@@ -161,7 +161,7 @@ async def in_process(args: argparse.Namespace, url: str, redis_pid: int) -> dict
     from recsvc.api.feedback import raw_events, respond
     from recsvc.core.config import Settings
     from recsvc.feedback.events import Event, Limits, validate
-    from recsvc.store.events import EventLog
+    from recsvc.store.feedback.events import EventLog
 
     rng = random.Random(args.seed)
     pool = requests(rng, args, uuid.uuid4().hex[:8], args.calls + 20)

@@ -102,7 +102,7 @@ def bench_cluster(base: int, points: list[int], masters: int) -> dict[str, Any]:
     commands written before any reply is read): rate, memory per customer, spread."""
     from recsvc.core import schema
     from recsvc.core.config import Settings
-    from recsvc.store.reader import connect
+    from recsvc.store.reads.reader import connect
 
     cluster = localredis.start_cluster(masters=masters)
     try:

@@ -22,7 +22,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from recsvc.core import schema
-from recsvc.store.registry import Registry
+from recsvc.store.control.registry import Registry
 from training import localredis
 
 PREFIX = "benchcheck"

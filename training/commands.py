@@ -85,7 +85,7 @@ def add_datagen(sub: Any) -> None:
 def run_events(args: argparse.Namespace, settings: Settings) -> int:
     try:
         from recsvc.core import schema
-        from recsvc.store.reader import connect
+        from recsvc.store.reads.reader import connect
         from training.inputs import events
     except ImportError as exc:
         return _missing_stack("events", exc)

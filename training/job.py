@@ -25,8 +25,8 @@ from recsvc.core.config import Settings
 from recsvc.core.errors import DataError, QualityGateError, RecsvcError
 from recsvc.core.meta import ModelMeta, SegmentMeta
 from recsvc.ops import jobmetrics
-from recsvc.store.reader import connect
-from recsvc.store.registry import Registry, TrainLock, eviction_risk, redis_problem
+from recsvc.store.control.registry import Registry, TrainLock, eviction_risk, redis_problem
+from recsvc.store.reads.reader import connect
 from training.calibrate import base_rate, global_calibration
 from training.config import TrainConfig, load_config
 from training.inputs import attributes

@@ -29,7 +29,7 @@ import redis
 from recsvc.core import schema
 from recsvc.core.errors import PublishError
 from recsvc.core.meta import ModelMeta
-from recsvc.store.registry import Registry, TrainLock
+from recsvc.store.control.registry import Registry, TrainLock
 
 log = logging.getLogger(__name__)
 

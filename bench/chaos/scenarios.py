@@ -28,7 +28,7 @@ from bench.chaos.load import Load, known_request
 from bench.chaos.proxy import FlakyProxy
 from bench.procs import rss_mib
 from recsvc.core import schema
-from recsvc.store.registry import Registry
+from recsvc.store.control.registry import Registry
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 from training.localredis import LocalRedis, free_port

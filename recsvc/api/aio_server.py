@@ -35,9 +35,9 @@ from recsvc.core.errors import ListenError
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.recommender import Recommender
 from recsvc.serving.watcher import ModelWatcher
-from recsvc.store.cluster_reader import record_reader
-from recsvc.store.events import EventLog
-from recsvc.store.reader import RecordReader, RedisStore
+from recsvc.store.feedback.events import EventLog
+from recsvc.store.reads.cluster_reader import record_reader
+from recsvc.store.reads.reader import RecordReader, RedisStore
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import redis
 from recsvc.core.config import Settings
 from recsvc.feedback.events import Event, Limits, RawEvent, Rejected, validate
 from recsvc.serving.holder import ModelHolder
-from recsvc.store.events import (
+from recsvc.store.feedback.events import (
     DUPLICATE,
     LOG_FULL,
     LOG_FULL_REASON,

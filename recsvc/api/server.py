@@ -24,8 +24,8 @@ from recsvc.api.workers import RestartPolicy, check_can_listen, is_worker, run_w
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.ops import endpoint, metrics
-from recsvc.store.reader import RedisStore, connect
-from recsvc.store.registry import eviction_risk
+from recsvc.store.control.registry import eviction_risk
+from recsvc.store.reads.reader import RedisStore, connect
 
 log = logging.getLogger(__name__)
 

@@ -41,10 +41,10 @@ from recsvc.core.errors import ListenError
 from recsvc.serving.blocking import BlockingRecommender
 from recsvc.serving.holder import ModelHolder
 from recsvc.serving.watcher import ModelWatcher
-from recsvc.store.blocking_reader import BlockingRecordReader
-from recsvc.store.cluster_reader import blocking_record_reader
-from recsvc.store.events import EventLog
-from recsvc.store.reader import RedisStore, connect
+from recsvc.store.feedback.events import EventLog
+from recsvc.store.reads.blocking_reader import BlockingRecordReader
+from recsvc.store.reads.cluster_reader import blocking_record_reader
+from recsvc.store.reads.reader import RedisStore, connect
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Parquet -> decision log and contacts (docs/DESIGN.md "Campaigns").
 The lineup is read once, as the watcher builds it (active version, live overrides, budgets,
 do-not-contact list, the running experiment), so every customer is decided with one state.
 Budgets: ``decisioning/allocation.py`` grants units by value; each budgeted offer's grants are
-then reserved in one script call (``store/budgets.py``, the serving limits); grants another
+then reserved in one script call (``store/control/budgets.py``, the serving limits); grants another
 process took meanwhile are refused there, banned, and the allocation runs again with the
 reserved grants held (never overspent; a refused customer gets their next candidate).
 """
@@ -43,8 +43,8 @@ from recsvc.serving.questions import (
     validate_context,
     validate_limit,
 )
-from recsvc.store.campaign import CampaignStore, Pending
-from recsvc.store.reader import RedisStore, connect
+from recsvc.store.bulk.campaign import CampaignStore, Pending
+from recsvc.store.reads.reader import RedisStore, connect
 
 if TYPE_CHECKING:
     from recsvc.campaign.output import Answers

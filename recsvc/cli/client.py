@@ -13,8 +13,8 @@ import redis
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import RecsvcError
-from recsvc.store.reader import connect
-from recsvc.store.registry import Registry, eviction_risk, redis_problem
+from recsvc.store.control.registry import Registry, eviction_risk, redis_problem
+from recsvc.store.reads.reader import connect
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 

@@ -24,8 +24,8 @@ from recsvc.core.config import Settings
 from recsvc.core.errors import RecsvcError
 from recsvc.experiments import export_dir
 from recsvc.experiments.decision_log import Decision
-from recsvc.store.decisions import added, read_after, trim_upto
-from recsvc.store.reader import connect
+from recsvc.store.feedback.decisions import added, read_after, trim_upto
+from recsvc.store.reads.reader import connect
 
 EXIT_LOST = 3  # exported, but entries were trimmed before any export could read them
 

@@ -22,9 +22,9 @@ from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import RecsvcError
 from recsvc.experiments.challenger import Experiment, parse_share
-from recsvc.store.experiments import Experiments
-from recsvc.store.reader import connect
-from recsvc.store.registry import redis_problem
+from recsvc.store.control.experiments import Experiments
+from recsvc.store.control.registry import redis_problem
+from recsvc.store.reads.reader import connect
 
 
 def _share(text: str) -> float:

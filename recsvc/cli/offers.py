@@ -27,7 +27,7 @@ from recsvc.core.display import DISPLAY_FIELDS
 from recsvc.core.errors import RecsvcError
 
 if TYPE_CHECKING:  # the Redis side is imported only when a command runs (fast start-up)
-    from recsvc.store.offers_admin import OfferAdmin
+    from recsvc.store.control.offers_admin import OfferAdmin
 
 
 class OfferAdminError(RecsvcError):
@@ -135,8 +135,8 @@ def _budget_spec(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _admin(settings: Settings) -> OfferAdmin:
-    from recsvc.store.offers_admin import OfferAdmin
-    from recsvc.store.reader import connect
+    from recsvc.store.control.offers_admin import OfferAdmin
+    from recsvc.store.reads.reader import connect
 
     return OfferAdmin(connect(settings, timeout_ms=5000), schema.keys_for(settings))
 

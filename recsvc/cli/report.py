@@ -15,9 +15,9 @@ from recsvc.core.config import Settings
 from recsvc.core.errors import RecsvcError
 from recsvc.experiments.decision_log import as_columns
 from recsvc.experiments.scorecard import Decisions, Events, Outcomes, scorecard
-from recsvc.store.decisions import read_decisions
-from recsvc.store.reader import connect
-from recsvc.store.streams import last_ids, read_entries
+from recsvc.store.feedback.decisions import read_decisions
+from recsvc.store.feedback.streams import last_ids, read_entries
+from recsvc.store.reads.reader import connect
 
 
 def add_command(sub: Any) -> None:

@@ -10,9 +10,10 @@ the JSON spec, and the counters sit beside it::
     ~rev                   -> bumped whenever a spec changes or an offer runs out
 
 ``count = "serve"``: a unit is one answer that presented the offer, reserved atomically before
-the answer (store/budgets.py's reserve script). ``count = "accept"``: a unit is one accept or
-redeem (a voucher), counted by the RecordFeedback script. Any of total, per_day, per_segment
-may be left out; an exhausted offer is removed (rule ``budget``) on every replica within a poll.
+the answer (store/control/budgets.py's reserve script). ``count = "accept"``: a unit is one
+accept or redeem (a voucher), counted by the RecordFeedback script. Any of total, per_day,
+per_segment may be left out; an exhausted offer is removed (rule ``budget``) on every replica
+within a poll.
 """
 
 from __future__ import annotations

@@ -42,9 +42,9 @@ from recsvc.core.ratelog import RateLimitedLog
 from recsvc.feedback.events import INTERACTIONS
 from recsvc.feedback.foldin import ACCEPTED, FoldModel, NewEvent, add_events
 from recsvc.ops import endpoint, foldin_metrics
-from recsvc.store.backlog import read_backlog
-from recsvc.store.fold_writes import fold_write_args, run_fold_writes
-from recsvc.store.reader import RedisStore
+from recsvc.store.feedback.backlog import read_backlog
+from recsvc.store.feedback.fold_writes import fold_write_args, run_fold_writes
+from recsvc.store.reads.reader import RedisStore
 
 log = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ for _kind in FAILURE_KINDS:
 
 
 class Backlog(Protocol):
-    """What ``recsvc.store.backlog.read_backlog`` returns (ops never imports the store)."""
+    """What ``recsvc.store.feedback.backlog.read_backlog`` returns (ops never imports the store)."""
 
     @property
     def length(self) -> int: ...

@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from recsvc.store.blocking_pipeline import ThreadPipelines
-from recsvc.store.cluster_blocking import ClusterThreadPipelines
-from recsvc.store.cluster_pipeline import ClusterPipelines
-from recsvc.store.redis_pipeline import PipelinedRedis
+from recsvc.store.transport.blocking_pipeline import ThreadPipelines
+from recsvc.store.transport.cluster_blocking import ClusterThreadPipelines
+from recsvc.store.transport.cluster_pipeline import ClusterPipelines
+from recsvc.store.transport.redis_pipeline import PipelinedRedis
 
 AioPipeline = PipelinedRedis | ClusterPipelines
 ThreadPipeline = ThreadPipelines | ClusterThreadPipelines

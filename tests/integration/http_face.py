@@ -13,7 +13,7 @@ from typing import Any
 from recsvc.api.server import RunningServer, build_server
 from recsvc.core import schema
 from recsvc.core.config import Settings
-from recsvc.store.reader import RedisStore, connect
+from recsvc.store.reads.reader import RedisStore, connect
 
 SERVICE = "/recsvc.v1.RetentionOfferService"
 

@@ -16,7 +16,7 @@ import redis
 from recsvc.api.server import RunningServer, build_server
 from recsvc.core import schema
 from recsvc.core.config import Settings
-from recsvc.store.reader import RedisStore, connect
+from recsvc.store.reads.reader import RedisStore, connect
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 from tests.integration.helpers import FAST_CONFIG, cli, train_args

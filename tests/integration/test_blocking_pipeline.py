@@ -10,8 +10,8 @@ import time
 import pytest
 import redis
 
-from recsvc.store.blocking_pipeline import ThreadPipelines
-from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, ReplyTimeout
+from recsvc.store.transport.blocking_pipeline import ThreadPipelines
+from recsvc.store.transport.redis_pipeline import ConnectionLost, ErrorReply, ReplyTimeout
 from tests.integration.conftest import ThreadPipeline
 from training import localredis
 

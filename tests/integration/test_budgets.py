@@ -19,7 +19,7 @@ import redis
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.decisioning.budgets import day_of
-from recsvc.store.budgets import budgets_of, record_accept
+from recsvc.store.control.budgets import budgets_of, record_accept
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 from tests.integration import decisioning_data

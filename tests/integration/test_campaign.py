@@ -22,10 +22,10 @@ from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import StoreError
 from recsvc.experiments.decision_log import Decision as LoggedDecision
-from recsvc.store import budgets as budget_scripts
-from recsvc.store import campaign as store_campaign
-from recsvc.store.campaign import CampaignStore
-from recsvc.store.slots import SLOTS, SlotMap
+from recsvc.store.bulk import campaign as store_campaign
+from recsvc.store.bulk.campaign import CampaignStore
+from recsvc.store.control import budgets as budget_scripts
+from recsvc.store.transport.slots import SLOTS, SlotMap
 from recsvc.v1 import offers_pb2 as pb
 from tests.integration import decisioning_data
 from tests.integration.helpers import cli

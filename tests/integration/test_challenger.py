@@ -19,7 +19,7 @@ from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.experiments.challenger import Experiment
 from recsvc.experiments.decision_log import Decision
-from recsvc.store.registry import Registry
+from recsvc.store.control.registry import Registry
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 from tests.integration.helpers import cli

@@ -15,7 +15,7 @@ from redis.cluster import RedisCluster
 
 from recsvc.core import schema
 from recsvc.core.config import Settings
-from recsvc.store.registry import Registry, eviction_risk
+from recsvc.store.control.registry import Registry, eviction_risk
 from tests.integration import decisioning_data
 from tests.integration.helpers import cli, train_args
 from tests.integration.test_decisioning import eventually, served

@@ -12,10 +12,10 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from recsvc.store.cluster_blocking import ClusterThreadPipelines
-from recsvc.store.cluster_pipeline import ClusterPipelines
-from recsvc.store.redis_pipeline import ErrorReply
-from recsvc.store.slots import SLOTS, CrossSlotError, SlotMap
+from recsvc.store.transport.cluster_blocking import ClusterThreadPipelines
+from recsvc.store.transport.cluster_pipeline import ClusterPipelines
+from recsvc.store.transport.redis_pipeline import ErrorReply
+from recsvc.store.transport.slots import SLOTS, CrossSlotError, SlotMap
 from training import localredis
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ import redis
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.feedback.events import Event
-from recsvc.store.budgets import budgets_of, set_budget
-from recsvc.store.events import (
+from recsvc.store.control.budgets import budgets_of, set_budget
+from recsvc.store.feedback.events import (
     DUPLICATE,
     LOG_FULL,
     RECORDED,

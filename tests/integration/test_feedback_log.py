@@ -7,7 +7,7 @@ import redis
 
 from recsvc.core import schema
 from recsvc.feedback.events import Event
-from recsvc.store.events import (
+from recsvc.store.feedback.events import (
     DUPLICATE,
     LOG_FULL,
     RECORD_EVENTS,

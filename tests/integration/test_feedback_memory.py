@@ -10,7 +10,7 @@ import redis
 
 from recsvc.core import schema
 from recsvc.feedback.events import Event
-from recsvc.store.events import LOG_FULL, Bounds, record_sync
+from recsvc.store.feedback.events import LOG_FULL, Bounds, record_sync
 
 MAX_EVENTS, MAX_IDS, KEPT = 40, 25, 4
 ENTRY_BYTES, ID_BYTES, LIVE_BYTES = 200, 160, 1200  # generous per-item ceilings

@@ -140,7 +140,7 @@ def test_a_threaded_server_records_the_same_way_with_redis_py(settings: Settings
                                                               client: redis.Redis) -> None:
     from recsvc.api.feedback import FeedbackDesk
     from recsvc.serving.holder import ModelHolder
-    from recsvc.store.events import EventLog
+    from recsvc.store.feedback.events import EventLog
 
     desk = FeedbackDesk.build(ModelHolder(), EventLog(schema.keys_for(settings),
                                                       settings), settings)

@@ -14,7 +14,7 @@ import redis
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.feedback.events import Event
-from recsvc.store.events import Bounds, record_sync
+from recsvc.store.feedback.events import Bounds, record_sync
 from tests.integration.helpers import FAST_CONFIG, cli, planted
 from tests.integration.serving import train
 from training.inputs.events import StreamEvents, merge

@@ -10,8 +10,8 @@ import redis
 
 from recsvc.core import schema
 from recsvc.feedback.events import Event
-from recsvc.store.events import Bounds, record_sync
-from recsvc.store.streams import FOLDIN_GROUP, safe_points, trim_safe
+from recsvc.store.feedback.events import Bounds, record_sync
+from recsvc.store.feedback.streams import FOLDIN_GROUP, safe_points, trim_safe
 
 pytestmark = [pytest.mark.cluster]
 T = 1_800_000_000.0

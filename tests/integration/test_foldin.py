@@ -22,7 +22,7 @@ from recsvc.core.config import Settings
 from recsvc.feedback.events import Event
 from recsvc.feedback.foldin import record_for
 from recsvc.foldin.consumer import GROUP, FoldInConsumer
-from recsvc.store.events import Bounds, record_sync
+from recsvc.store.feedback.events import Bounds, record_sync
 from tests.integration import observe
 from tests.integration.helpers import cli, planted, redis_env
 from tests.integration.serving import PERSONAL_CONFIG, train

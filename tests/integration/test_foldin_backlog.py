@@ -14,8 +14,8 @@ import redis
 
 from recsvc.core import schema
 from recsvc.core.config import Settings
-from recsvc.store.backlog import read_backlog, stream_lengths
-from recsvc.store.streams import FOLDIN_GROUP
+from recsvc.store.feedback.backlog import read_backlog, stream_lengths
+from recsvc.store.feedback.streams import FOLDIN_GROUP
 from tests.integration import observe
 from training import localredis
 

@@ -11,7 +11,7 @@ import redis
 
 from recsvc.core import schema
 from recsvc.core.errors import PublishError
-from recsvc.store.registry import TrainLock
+from recsvc.store.control.registry import TrainLock
 from training.publish import SegmentArtifact, check_finite, publish
 
 pytestmark = pytest.mark.integration

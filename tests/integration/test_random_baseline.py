@@ -14,7 +14,7 @@ from scipy.stats import chisquare
 
 from recsvc.core import schema
 from recsvc.core.config import Settings
-from recsvc.store.decisions import read_decisions
+from recsvc.store.feedback.decisions import read_decisions
 from recsvc.v1 import offers_pb2 as pb
 from tests.integration import decisioning_data
 from tests.integration.serving import running, wait_for_version

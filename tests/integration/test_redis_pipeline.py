@@ -9,7 +9,12 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, PipelinedRedis, ReplyTimeout
+from recsvc.store.transport.redis_pipeline import (
+    ConnectionLost,
+    ErrorReply,
+    PipelinedRedis,
+    ReplyTimeout,
+)
 from tests.integration.conftest import AioPipeline
 from training import localredis
 
@@ -143,7 +148,7 @@ def test_nothing_listening_is_connection_lost() -> None:
 
 def test_a_reply_nobody_waits_for_closes_the_connection() -> None:
     """Not reachable with a healthy Redis; checked on the protocol object with a dummy transport."""
-    from recsvc.store.redis_pipeline import _Protocol
+    from recsvc.store.transport.redis_pipeline import _Protocol
 
     class Transport(asyncio.Transport):
         aborted = False

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from recsvc.core.config import Settings
-from recsvc.store.blocking_pipeline import ThreadPipelines
-from recsvc.store.redis_pipeline import ReplyTimeout
+from recsvc.store.transport.blocking_pipeline import ThreadPipelines
+from recsvc.store.transport.redis_pipeline import ReplyTimeout
 from recsvc.v1 import offers_pb2 as pb
 from tests.integration import certs, observe
 from tests.integration.helpers import cli, train_args

@@ -15,7 +15,7 @@ from recsvc.core import schema
 from recsvc.core.meta import ModelMeta
 from recsvc.core.model import ModelVersion
 from recsvc.core.ranking import Rules, rank
-from recsvc.store.registry import Registry
+from recsvc.store.control.registry import Registry
 from tests.integration.helpers import (
     FAST_CONFIG,
     LOCK_TTL_SECONDS,

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from recsvc.core import schema
-from recsvc.store.registry import Registry, TrainLock, eviction_risk
+from recsvc.store.control.registry import Registry, TrainLock, eviction_risk
 from tests.integration.helpers import FAST_CONFIG, LOCK_TTL_SECONDS, cli, planted, train_args
 from training import localredis
 

@@ -21,7 +21,7 @@ from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.experiments.decision_log import Decision
 from recsvc.experiments.parquet_log import table_of
-from recsvc.store.decisions import read_decisions
+from recsvc.store.feedback.decisions import read_decisions
 from recsvc.v1 import offers_pb2 as pb
 from tests.integration.helpers import FAST_CONFIG, cli, planted
 from tests.integration.serving import running, train, wait_for_version

@@ -128,8 +128,8 @@ def test_log_packer_writes_what_serving_writes() -> None:
 
     from recsvc.core import schema
     from recsvc.experiments.decision_log import Decision
-    from recsvc.store.campaign import LogPacker
-    from recsvc.store.reader import decision_log_command
+    from recsvc.store.bulk.campaign import LogPacker
+    from recsvc.store.reads.reader import decision_log_command
 
     keys = schema.Keys("p")
     entry = Decision("id-1", 1.5, "C7", "loyal", "v1", "treatment", "personalized", "email",

@@ -1,5 +1,5 @@
 """The experiment record and its routing (recsvc/experiments/challenger.py), and the one
-pipeline that reads the challenger's record beside the champion's (recsvc/store/reader.py)."""
+pipeline that reads the challenger's record beside the champion's (recsvc/store/reads/reader.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from recsvc.core import schema
 from recsvc.experiments.arms import unit_draw
 from recsvc.experiments.challenger import Experiment, parse_share
-from recsvc.store.reader import state_commands, state_of, states_commands, states_of
+from recsvc.store.reads.reader import state_commands, state_of, states_commands, states_of
 
 
 def test_the_record_round_trips_and_each_bad_field_is_named() -> None:

@@ -11,7 +11,7 @@ import pytest
 from recsvc.core import schema
 from recsvc.core.errors import StoreError
 from recsvc.feedback.events import Event
-from recsvc.store.event_script import (
+from recsvc.store.feedback.event_script import (
     COMMON_ARGS,
     DUPLICATE,
     FIXED_KEYS,

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from recsvc.core.errors import CorruptRecordError, StoreError
 from recsvc.foldin.consumer import ContentionError, failure_kind
 from recsvc.ops import foldin_metrics
-from recsvc.store.backlog import Backlog, ShardBacklog
+from recsvc.store.feedback.backlog import Backlog, ShardBacklog
 
 
 def test_the_lag_is_the_age_of_the_oldest_unfolded_entry_on_redis_clock() -> None:

@@ -7,8 +7,8 @@ import pytest
 from redis.crc import key_slot
 
 from recsvc.core import schema
-from recsvc.store import reader
-from recsvc.store.slots import (
+from recsvc.store.reads import reader
+from recsvc.store.transport.slots import (
     SLOTS,
     CrossSlotError,
     SlotMap,
@@ -135,7 +135,7 @@ def test_calls_are_grouped_by_master_in_first_seen_order() -> None:
 
 def test_the_slot_of_a_packed_command_is_the_unpacked_ones() -> None:
     """What a batch job packs itself (the campaign) is routed from its bytes."""
-    from recsvc.store.campaign import LogPacker
+    from recsvc.store.bulk.campaign import LogPacker
 
     commands = [("HMGET", KEYS.customer_hash("v1", 3), "c1", "c2"),
                 ("EVALSHA", "ab" * 20, "2", KEYS.live_in(9, "c1"), KEYS.live_in(9, "c2")),

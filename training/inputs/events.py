@@ -25,7 +25,7 @@ import redis
 
 from recsvc.core import schema
 from recsvc.core.errors import DataError
-from recsvc.store.streams import last_ids, read_entries, trim_safe
+from recsvc.store.feedback.streams import last_ids, read_entries, trim_safe
 from training.inputs import tables
 
 log = logging.getLogger(__name__)

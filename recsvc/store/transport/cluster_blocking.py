@@ -13,8 +13,8 @@ import threading
 import time
 from typing import Any
 
-from recsvc.store.blocking_pipeline import ThreadPipelines
-from recsvc.store.cluster_pipeline import (
+from recsvc.store.transport.blocking_pipeline import ThreadPipelines
+from recsvc.store.transport.cluster_pipeline import (
     REDIRECTS,
     SLOT_MAP_LOG,
     ClusterDown,
@@ -23,8 +23,13 @@ from recsvc.store.cluster_pipeline import (
     named,
     with_asking,
 )
-from recsvc.store.redis_pipeline import ConnectionLost, ErrorReply, PipelineError, ReplyTimeout
-from recsvc.store.slots import (
+from recsvc.store.transport.redis_pipeline import (
+    ConnectionLost,
+    ErrorReply,
+    PipelineError,
+    ReplyTimeout,
+)
+from recsvc.store.transport.slots import (
     Address,
     Command,
     SlotMap,

@@ -17,8 +17,8 @@ import redis
 from recsvc.core import schema
 from recsvc.core.errors import RecsvcError
 from recsvc.experiments.challenger import SHADOW, SPLIT, Experiment
-from recsvc.store.live import text_of
-from recsvc.store.registry import Registry
+from recsvc.store.control.live import text_of
+from recsvc.store.control.registry import Registry
 
 
 class ExperimentError(RecsvcError):

@@ -4,7 +4,7 @@ All budgets live in one hash, ``{p}:budgets`` (one slot), so reserving several o
 answer is one atomic script: Redis runs scripts one at a time, so processes racing for the last
 units never overspend. Spec format and counters: ``recsvc/decisioning/budgets.py``. On a Redis
 Cluster on-accept units are counted per shard instead (``{p}:budgetuse:{s}``, by the feedback
-script on the event's slot) and summed by the readers here and in ``store/live.py``.
+script on the event's slot) and summed by the readers here and in ``store/control/live.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import redis
 
 from recsvc.core import schema
 from recsvc.decisioning.budgets import REV_FIELD, BudgetSpec, day_of, with_use
-from recsvc.store.live import text_of
+from recsvc.store.control.live import text_of
 
 # The shared Lua: is ``offer`` within its limits (total, today, segment)? Counters as in the
 # spec module; a malformed spec counts as exhausted.

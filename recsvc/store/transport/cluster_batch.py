@@ -17,10 +17,10 @@ from typing import Any
 import hiredis
 
 from recsvc.core.errors import StoreError
-from recsvc.store.blocking_pipeline import _Connection
-from recsvc.store.cluster_blocking import ClusterThreadPipelines
-from recsvc.store.redis_pipeline import ErrorReply, PipelineError
-from recsvc.store.slots import Address, SlotMap, by_master, packed_slot, redirect
+from recsvc.store.transport.blocking_pipeline import _Connection
+from recsvc.store.transport.cluster_blocking import ClusterThreadPipelines
+from recsvc.store.transport.redis_pipeline import ErrorReply, PipelineError
+from recsvc.store.transport.slots import Address, SlotMap, by_master, packed_slot, redirect
 
 _ASKING: bytes = hiredis.pack_command(("ASKING",))
 

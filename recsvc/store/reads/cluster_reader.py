@@ -19,10 +19,8 @@ from typing import Any, TypeVar
 from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.ops import metrics
-from recsvc.store.blocking_reader import BlockingRecordReader
-from recsvc.store.cluster_blocking import ClusterThreadPipelines
-from recsvc.store.cluster_pipeline import ClusterPipelines
-from recsvc.store.reader import (
+from recsvc.store.reads.blocking_reader import BlockingRecordReader
+from recsvc.store.reads.reader import (
     Breaker,
     Command,
     RecordReader,
@@ -34,8 +32,10 @@ from recsvc.store.reader import (
     sharded_states_commands,
     sharded_states_of,
 )
-from recsvc.store.redis_pipeline import PipelineError
-from recsvc.store.slots import Address, call_slot, command_slot
+from recsvc.store.transport.cluster_blocking import ClusterThreadPipelines
+from recsvc.store.transport.cluster_pipeline import ClusterPipelines
+from recsvc.store.transport.redis_pipeline import PipelineError
+from recsvc.store.transport.slots import Address, call_slot, command_slot
 
 T = TypeVar("T")
 

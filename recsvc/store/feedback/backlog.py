@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from recsvc.core import schema
-from recsvc.store.streams import FOLDIN_GROUP, id_key
+from recsvc.store.feedback.streams import FOLDIN_GROUP, id_key
 
 
 def _text(value: Any) -> str:

@@ -19,8 +19,8 @@ from recsvc.core.errors import RecsvcError
 from recsvc.decisioning import budgets as budget_spec
 from recsvc.decisioning.live import validate_override
 from recsvc.decisioning.rules import AttributeSchema, RuleError, compile_rule
-from recsvc.store import budgets as budget_store
-from recsvc.store.live import dnc_rev_key, text_of
+from recsvc.store.control import budgets as budget_store
+from recsvc.store.control.live import dnc_rev_key, text_of
 
 
 class OfferAdminError(RecsvcError):

@@ -12,7 +12,8 @@ returned.
 
 ``plan_calls`` turns a batch into those calls (keys and arguments per shard) and
 ``outcomes_of`` reads their replies back into one ``Outcome`` per event; the executors
-(``store/events.py``: the event loop's pipelined connection, or blocking redis-py) only send
+(``store/feedback/events.py``: the event loop's pipelined connection, or blocking redis-py)
+only send
 them, so both server models run the same calls.
 """
 
@@ -28,7 +29,7 @@ from recsvc.core.config import Settings
 from recsvc.core.errors import StoreError
 from recsvc.decisioning.budgets import day_of
 from recsvc.feedback.events import Event
-from recsvc.store.budgets import ON_ACCEPT_LUA
+from recsvc.store.control.budgets import ON_ACCEPT_LUA
 
 # Fields of every stream entry, always all of them in this order: a stream stores the field
 # names once per node of entries that share them, so entries cost only their values.

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from recsvc.core.ratelog import RateLimitedLog
-from recsvc.store.redis_pipeline import (
+from recsvc.store.transport.redis_pipeline import (
     ConnectionLost,
     Endpoint,
     ErrorReply,
@@ -32,7 +32,7 @@ from recsvc.store.redis_pipeline import (
     PipelineError,
     ReplyTimeout,
 )
-from recsvc.store.slots import (
+from recsvc.store.transport.slots import (
     Address,
     Command,
     SlotMap,

@@ -28,10 +28,15 @@ from recsvc.core.meta import MetaError, ModelMeta
 from recsvc.core.model import ModelVersion
 from recsvc.decisioning.live import LiveData, Poll
 from recsvc.ops import metrics
-from recsvc.store import budgets as budget_scripts
-from recsvc.store.backlog import stream_lengths
-from recsvc.store.live import load_live, poll
-from recsvc.store.redis_pipeline import ErrorReply, PipelinedRedis, PipelineError, ReplyTimeout
+from recsvc.store.control import budgets as budget_scripts
+from recsvc.store.control.live import load_live, poll
+from recsvc.store.feedback.backlog import stream_lengths
+from recsvc.store.transport.redis_pipeline import (
+    ErrorReply,
+    PipelinedRedis,
+    PipelineError,
+    ReplyTimeout,
+)
 
 _RESERVE_SHA = hashlib.sha1(budget_scripts.RESERVE_LUA.encode()).hexdigest()
 LIVE_TTL_SECONDS = 90 * 86_400  # live_ttl_days of docs/DESIGN.md section 6, refreshed on write

@@ -1,7 +1,7 @@
 """The durable feedback log's executors: a batch's script calls sent in one round trip.
 
 The calls themselves (one ``RECORD_EVENTS`` call per shard the batch touches, keys and
-arguments) are built without I/O in ``store/event_script.py``; this module only sends them.
+arguments) are built without I/O in ``store/feedback/event_script.py``; this module only sends them.
 ``EventLog`` runs them on the event loop (one pipelined connection: the whole batch in one
 write, one future) and ``record_sync`` with blocking redis-py (one pipeline: a threaded server
 and the tools). Both load the script again when Redis answers NOSCRIPT (after a restart) and
@@ -24,8 +24,7 @@ from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import StoreError
 from recsvc.feedback.events import Event
-from recsvc.store.cluster_pipeline import ClusterPipelines
-from recsvc.store.event_script import (
+from recsvc.store.feedback.event_script import (
     DUPLICATE,
     LOG_FULL,
     LOG_FULL_REASON,
@@ -39,7 +38,8 @@ from recsvc.store.event_script import (
     outcomes_of,
     plan_calls,
 )
-from recsvc.store.redis_pipeline import ErrorReply, PipelinedRedis, PipelineError
+from recsvc.store.transport.cluster_pipeline import ClusterPipelines
+from recsvc.store.transport.redis_pipeline import ErrorReply, PipelinedRedis, PipelineError
 
 # Re-exported: the writers' callers (api, tools, tests) import the log's names from here.
 __all__ = ["DUPLICATE", "LOG_FULL", "LOG_FULL_REASON", "RECORDED", "RECORD_EVENTS",

@@ -28,7 +28,7 @@ from typing import Any
 
 import hiredis
 
-from recsvc.store.redis_pipeline import ConnectionLost, Endpoint, ErrorReply, ReplyTimeout
+from recsvc.store.transport.redis_pipeline import ConnectionLost, Endpoint, ErrorReply, ReplyTimeout
 
 _TICK = 0.005  # the kernel rounds socket timeouts up to its timer tick (1-4 ms)
 _TIMEOUT_ERRNOS = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ETIMEDOUT)

@@ -27,11 +27,11 @@ import hiredis
 
 from recsvc.core import schema
 from recsvc.core.errors import StoreError
-from recsvc.store import budgets as budget_scripts
-from recsvc.store.blocking_pipeline import _Connection
-from recsvc.store.cluster_batch import ClusterBatch, Sent
-from recsvc.store.reader import LIVE_TTL_SECONDS
-from recsvc.store.redis_pipeline import Endpoint, ErrorReply, PipelineError
+from recsvc.store.control import budgets as budget_scripts
+from recsvc.store.reads.reader import LIVE_TTL_SECONDS
+from recsvc.store.transport.blocking_pipeline import _Connection
+from recsvc.store.transport.cluster_batch import ClusterBatch, Sent
+from recsvc.store.transport.redis_pipeline import Endpoint, ErrorReply, PipelineError
 
 HMGET_FIELDS = 1000
 WRITE_BLOCK = 2000  # commands per write when sending the log and the contacts

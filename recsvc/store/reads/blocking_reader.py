@@ -18,8 +18,7 @@ from recsvc.core import schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import StoreError
 from recsvc.ops import metrics
-from recsvc.store.blocking_pipeline import ThreadPipelines
-from recsvc.store.reader import (
+from recsvc.store.reads.reader import (
     Breaker,
     Command,
     State,
@@ -33,7 +32,8 @@ from recsvc.store.reader import (
     states_commands,
     states_of,
 )
-from recsvc.store.redis_pipeline import PipelineError
+from recsvc.store.transport.blocking_pipeline import ThreadPipelines
+from recsvc.store.transport.redis_pipeline import PipelineError
 
 
 class BlockingRecordReader:
