@@ -4,7 +4,8 @@ Starts its own redis-server, generates data (cached in bench/data/), measures tr
 serving, writes bench/results/latest.json and regenerates the tables of docs/PERFORMANCE.md.
 `serve` and `all` also run the h2load comparison of the server models (bench/servers/, results
 in bench/results/servers.json); `servers` runs only that one. `campaign` (and `all`) runs
-`recsvc campaign` over 100k and 1M customers (bench/campaign.py, bench/results/campaign.json).
+`recsvc campaign` over 100k and 1M customers (bench/decisioning/campaign.py,
+bench/results/campaign.json).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import redis
 
-from bench import procs, report
+from bench.common import procs, report
 from training import localredis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,9 +91,10 @@ def _commands(client: redis.Redis) -> dict[str, int]:
 
 def _load(port: int, customers: int, seconds: float, concurrency: int, batch: int = 0,
           channels: int = 2) -> dict[str, Any]:
-    return procs.run_json(["bench.loadgen", "--target", f"127.0.0.1:{port}", "--concurrency",
-                           str(concurrency), "--seconds", str(seconds), "--customers",
-                           str(customers), "--batch", str(batch), "--channels", str(channels)],
+    return procs.run_json(["bench.serving.loadgen", "--target", f"127.0.0.1:{port}",
+                           "--concurrency", str(concurrency), "--seconds", str(seconds),
+                           "--customers", str(customers), "--batch", str(batch),
+                           "--channels", str(channels)],
                           dict(os.environ))
 
 
@@ -141,7 +143,8 @@ def bench_serve(url: str, customers: int, seconds: float) -> dict[str, Any]:
         channels = 2 if workers == 1 else 16
         echo_port, port = localredis.free_port(), localredis.free_port()
         print(f"-- echo yardstick and recsvc serve, {workers} worker(s)", flush=True)
-        with procs.server(["bench.echo", "--port", str(echo_port), "--workers", str(workers)],
+        with procs.server(["bench.serving.echo", "--port", str(echo_port),
+                           "--workers", str(workers)],
                           dict(env, RECSVC_PORT=str(echo_port)), echo_port) as echo, \
                 procs.server(["recsvc", "serve", "--workers", str(workers)],
                              dict(env, RECSVC_PORT=str(port)), port) as srv:
@@ -213,8 +216,9 @@ def main() -> int:
     args = parser.parse_args()
     command = "make bench" if not args.quick and args.what == "all" else \
         "python -m bench " + " ".join(sys.argv[1:])
-    if args.what == "exposure":  # its own world, results file and section (bench/exposure.py)
-        from bench import exposure
+    # its own world, results file and section (bench/offline/exposure.py)
+    if args.what == "exposure":
+        from bench.offline import exposure
 
         exposure.run(args.quick, command)
         return 0
@@ -236,7 +240,7 @@ def main() -> int:
                 bench_train(server.url, sizes[-1])
             bench_servers(server, sizes[-1], results, args)
         if args.what in ("all", "campaign"):
-            from bench import campaign
+            from bench.decisioning import campaign
 
             if args.what == "campaign":  # publish a model whose customers the campaign asks
                 bench_train(server.url, sizes[-1])

@@ -2,5 +2,5 @@
 
 ``load`` drives calls and counts outcomes, ``proxy`` is a flaky TCP proxy in front of Redis,
 ``scenarios`` holds one function per fault, ``__main__`` runs them and writes
-docs/RELIABILITY.md. Imports recsvc, training (to start Redis) and bench.procs.
+docs/RELIABILITY.md. Imports recsvc, training (to start Redis) and bench.common.procs.
 """

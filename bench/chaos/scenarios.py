@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.chaos.load import Load, known_request
 from bench.chaos.proxy import FlakyProxy
-from bench.procs import rss_mib
+from bench.common.procs import rss_mib
 from recsvc.core import schema
 from recsvc.store.control.registry import Registry
 from recsvc.v1 import offers_pb2 as pb

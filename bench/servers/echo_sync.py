@@ -1,6 +1,6 @@
 """The sync yardstick: RetentionOfferService on grpcio's synchronous ``grpc.server`` with a
 ThreadPoolExecutor(8), the project's ``guarded_sync`` wrapper and raw-bytes registration
-(``handlers.add_servicer``), answering the same ten-offer response as bench/echo.py.
+(``handlers.add_servicer``), answering the same ten-offer response as bench/serving/echo.py.
 
     python -m bench.servers.echo_sync --port 50098 [--workers 2] [--threads 8]
 """
@@ -18,7 +18,7 @@ from types import FrameType
 
 import grpc
 
-from bench.echo import echo_response
+from bench.serving.echo import echo_response
 from recsvc.api.guard import CallLimiter, guarded_sync
 from recsvc.api.handlers import add_servicer
 from recsvc.api.workers import is_worker, pin_worker_cpu, run_workers

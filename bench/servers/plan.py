@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import procs
+from bench.common import procs
 from bench.servers import h2load, report, runs
 from recsvc.core.config import Settings
 from recsvc.v1 import offers_pb2 as pb
@@ -60,7 +60,7 @@ def targets(env: dict[str, str], sync_threads: int | None,
     models recsvc knows (default: asked of its Settings)."""
     models = server_models() if models is None else models
     found = [Target("echo_sync", ["bench.servers.echo_sync"], env),
-             Target("echo_aio", ["bench.echo"], env)]
+             Target("echo_aio", ["bench.serving.echo"], env)]
     skipped = {}
     for model in ("aio", "sync"):  # as str: Settings may not know them yet
         if model not in models:

@@ -13,7 +13,7 @@ from typing import Any
 
 BEGIN, END = "<!-- bench:servers:begin -->", "<!-- bench:servers:end -->"
 LABELS = {"echo_sync": "sync echo (grpc.server, 8 threads)",
-          "echo_aio": "aio echo (bench/echo.py)",
+          "echo_aio": "aio echo (bench/serving/echo.py)",
           "recommend_aio": "Recommend, aio", "recommend_sync": "Recommend, sync"}
 ECHOES = ("echo_sync", "echo_aio")
 BEFORE = "recommend_before_"  # + the commit: `--before REF` (bench/servers/before.py)

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from bench import procs
+from bench.common import procs
 from bench.servers import h2load
 from recsvc.v1 import offers_pb2 as pb
 

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import procs
+from bench.common import procs
 from bench.servers import h2load
 from bench.servers.plan import MAX_CONCURRENT_RPCS, ROOT, Target, base_env, customer_of
 from recsvc.v1 import offers_pb2 as pb

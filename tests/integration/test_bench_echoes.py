@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import procs
+from bench.common import procs
 from bench.servers import h2load, runs
 from recsvc.v1 import offers_pb2 as pb
 from training import localredis
@@ -20,7 +20,7 @@ MESSAGE = pb.RecommendRequest(customer_id="C0000001", limit=10).SerializeToStrin
 def test_sync_and_aio_echoes_answer_the_same_412_byte_frame() -> None:
     answers = []
     env = dict(os.environ, RECSVC_LOG_LEVEL="WARNING")
-    for module in ("bench.servers.echo_sync", "bench.echo"):
+    for module in ("bench.servers.echo_sync", "bench.serving.echo"):
         port = localredis.free_port()
         with procs.server([module, "--port", str(port)], env, port, cpus="0") as server:
             assert procs.cpus_allowed(server.pid) == {"0"}  # every thread on CPU 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bench.exposure import served_rankings
+from bench.offline.exposure import served_rankings
 from recsvc.core import calibration, schema
 from recsvc.core.config import Settings
 from tests.integration.helpers import cli

@@ -215,7 +215,7 @@ def test_the_consume_command_folds_promptly_and_stops_on_sigterm(
                     [Event("s1", "a-test", "a5", "accept", T)])
         field = schema.live_record_field(version)
         while client.hget(keys.live("a-test"), field) is None:
-            # A second is the target (bench/feedback.py measures p99); the slack is for a
+            # A second is the target (bench/serving/feedback.py measures p99); the slack is for a
             # machine busy with other test runs.
             assert time.monotonic() - started < 3.0, "not folded within three seconds"
             time.sleep(0.005)

@@ -1,6 +1,6 @@
 """A synthetic decision log with a KNOWN lift, written straight to Parquet (the export's layout),
-and its feedback events: the input of ``python -m bench.report_scale`` and of the test that the
-report recovers the lift. Vectorised numpy + pyarrow: 10 million decisions in seconds.
+and its feedback events: the input of ``python -m bench.offline.report_scale`` and of the test
+that the report recovers the lift. Vectorised numpy + pyarrow: 10 million decisions in seconds.
 
 The world (the constants are the truth a report must recover):
 - ``customers = decisions // DECISIONS_PER_CUSTOMER``, each in one of ``SEGMENTS`` segments and

@@ -20,13 +20,13 @@ from typing import Any
 
 import grpc
 
-from bench import procs
+from bench.common import procs
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 from training import localredis
 from training.synth.worldeval import Truth, competitor_rankings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "bench" / "data"
 RESULTS = ROOT / "bench" / "results"
 PREFIX = "exposure"

@@ -2,7 +2,7 @@
 model and options, the same ``guarded`` wrapper) whose Recommend builds a response of the same
 size (ten offers with ids, titles and scores) without reading Redis or scoring anything.
 
-    python -m bench.echo --port 50099 [--workers 2]
+    python -m bench.serving.echo --port 50099 [--workers 2]
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     if args.workers > 1:
-        return run_workers([sys.executable, "-m", "bench.echo", "--port", str(args.port)],
+        return run_workers([sys.executable, "-m", "bench.serving.echo", "--port", str(args.port)],
                            dict(os.environ), args.workers)
     pin_worker_cpu()
     asyncio.run(run(args.port, reuse_port=is_worker()))

@@ -1,7 +1,7 @@
 """Python cost of one decision, in process: before decisioning (ranking.rank) and after, with
 each kind of rule, objective and live state. No Redis, no gRPC: the per-call work alone.
 
-    .venv/bin/python -m bench.decide
+    .venv/bin/python -m bench.decisioning.decide
 
 A synthetic version shaped like the bench's (500 offers, a segment of 250, 48 factors).
 """

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BEGIN = "<!-- campaign:begin (python -m bench campaign) -->"
 END = "<!-- campaign:end -->"
 TARGET = 100_000  # customers/s, end to end

@@ -3,7 +3,7 @@ digest of the small keys + 64 sampled records) against a digest over every custo
 (a full HSCAN), on a synthetic version in a redis-server of its own (``--cluster``: a 3-master
 Redis Cluster of its own, the records in 64 shard hashes).
 
-    .venv/bin/python -m bench.version_check --customers 1000000 [--cluster]
+    .venv/bin/python -m bench.offline.version_check --customers 1000000 [--cluster]
 
 Prints one JSON object; docs/DESIGN.md (section 2) quotes the numbers.
 """

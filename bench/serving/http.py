@@ -1,5 +1,5 @@
-"""`python -m bench.http [--customers N] [--requests R]`: Recommend over HTTP/JSON vs gRPC, one
-server process, both driven by h2load (Debian's nghttp2-client).
+"""`python -m bench.serving.http [--customers N] [--requests R]`: Recommend over HTTP/JSON vs
+gRPC, one server process, both driven by h2load (Debian's nghttp2-client).
 
 One `recsvc serve` with RECSVC_HTTP_PORT, pinned to CPU 0 (all its threads); h2load on CPU 1.
 gRPC: HTTP/2, 2 connections x 16 streams; HTTP/JSON: HTTP/1.1 (`--h1`), 32 connections;
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import procs
 from bench.__main__ import PREFIX, bench_train, dataset
+from bench.common import procs
 from bench.servers import h2load as servers_h2load
 from bench.servers.plan import customer_of
 from recsvc.v1 import offers_pb2 as pb

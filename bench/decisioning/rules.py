@@ -1,7 +1,7 @@
 """Per-call cost of offer rules: our compiled closures, and two CEL implementations for scale.
 
-    .venv/bin/python -m bench.rules                 # ours only (recsvc needs no CEL)
-    PYTHONPATH=. OTHER_VENV/bin/python -m bench.rules   # with cel-python and/or
+    .venv/bin/python -m bench.decisioning.rules                 # ours only (recsvc needs no CEL)
+    PYTHONPATH=. OTHER_VENV/bin/python -m bench.decisioning.rules   # with cel-python and/or
                                                         # common-expression-language installed
 
 Each rule kind is evaluated on one customer's attributes, as serving does once per distinct rule

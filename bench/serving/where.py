@@ -1,6 +1,6 @@
 """Where a Recommend call's server CPU goes: py-spy samples a running `recsvc serve` under h2load.
 
-`python -m bench.where [--model aio|sync] [--seconds 10] [--customers 20000]`
+`python -m bench.serving.where [--model aio|sync] [--seconds 10] [--customers 20000]`
 
 One `recsvc serve` (decision log on, as shipped) with all its threads on CPU 0, h2load on CPU 1
 sending the same Recommend at 32 in flight (2 connections x 16 streams) while py-spy samples
@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import procs
 from bench.__main__ import PREFIX, bench_train
-from bench.http import PATH, h2load
+from bench.common import procs
+from bench.serving.http import PATH, h2load
 from recsvc.v1 import offers_pb2 as pb
 from training import localredis
 

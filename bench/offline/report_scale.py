@@ -3,7 +3,7 @@ a minute. Generates (once, cached in bench/data/report-N/) a synthetic export wi
 retention lift (training/synth/decisionlog.py), then times the real command end to end in a
 subprocess (read Parquet, join, statistics, HTML with plots, JSON):
 
-    .venv/bin/python -m bench.report_scale --decisions 10000000
+    .venv/bin/python -m bench.offline.report_scale --decisions 10000000
 
 Prints one JSON object: seconds, the child's peak RSS, the lift found against the planted one,
 and the machine's load average before and after (a loaded machine makes the number invalid).
@@ -22,12 +22,12 @@ from pathlib import Path
 
 from training.synth import decisionlog
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "bench" / "data"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.report_scale")
+    parser = argparse.ArgumentParser(prog="python -m bench.offline.report_scale")
     parser.add_argument("--decisions", type=int, default=10_000_000)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """Why the threaded server was slow: CPU per numpy call with one thread vs four doing the same.
 
-    python -m bench.gil
+    python -m bench.serving.gil
 
 Calls that release the GIL (BLAS, partition, sort) cost several times more once other threads
 wait for it; ufuncs on small arrays do not release it and cost the same. This is the experiment

@@ -1,6 +1,6 @@
 """Load generator, run as its own process: grpc.aio with N calls in flight for a fixed time.
 
-    python -m bench.loadgen --target 127.0.0.1:50051 --concurrency 32 --seconds 10 \
+    python -m bench.serving.loadgen --target 127.0.0.1:50051 --concurrency 32 --seconds 10 \
         --customers 100000 [--batch 1000] [--channels 4]
 
 Prints one JSON object: calls, errors (by status), throughput, latency percentiles (ms), the

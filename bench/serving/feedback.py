@@ -1,13 +1,14 @@
-"""The feedback loop's numbers: ``python -m bench.feedback [--seconds 8] [--customers 20000]``.
+"""The feedback loop's numbers:
+``python -m bench.serving.feedback [--seconds 8] [--customers 20000]``.
 
 Starts its own redis-server (append-only file, ``--fsync everysec`` by default: the setting
 the README recommends; ``always`` and ``off`` for comparison), generates and
 trains a data set (cached in bench/data/), runs ``recsvc serve`` and ``recsvc feedback consume``
 as processes and measures:
 - RecordFeedback events/s per server process, batches of 100, N calls in flight (the load
-  generator is ``python -m bench.feedback load``, its own process, with its requests built
+  generator is ``python -m bench.serving.feedback load``, its own process, with its requests built
   before the clock starts; its CPU is reported too: on 2 cores it competes with what it
-  measures); ``python -m bench.feedback record`` runs only this part, without the consumer;
+  measures); ``python -m bench.serving.feedback record`` runs only this part, without the consumer;
 - event-to-next-answer latency, through the real API: from the RecordFeedback acknowledgement
   of an accept of a customer's top offer to (a) the first Recommend without that offer (live
   state) and (b) the first Recommend scored with the folded-in vector (fold-in consumer), idle
@@ -38,13 +39,13 @@ import grpc
 import grpc.aio
 import redis
 
-from bench import procs
+from bench.common import procs
 from recsvc.core import schema
 from recsvc.v1 import offers_pb2 as pb
 from recsvc.v1 import offers_pb2_grpc as pb_grpc
 from training import localredis
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "fbench"
 OFFERS = 200
 EVENTS = ("impression",) * 6 + ("click",) * 2 + ("accept", "decline")
@@ -290,7 +291,7 @@ def run_load(port: int, customers: int, seconds: float, concurrency: int, size: 
              rate: float = 0.0, seed: int = 1,
              max_rate: float = 40_000.0) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "bench.feedback", "load", "--target", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "bench.serving.feedback", "load", "--target", f"127.0.0.1:{port}",
          "--seconds", str(seconds), "--concurrency", str(concurrency), "--batch", str(size),
          "--customers", str(customers), "--rate", str(rate), "--seed", str(seed),
          "--max-rate", str(max_rate)],
@@ -305,8 +306,8 @@ def started(loader: subprocess.Popen[str]) -> subprocess.Popen[str]:
 
 
 def recommend_load(port: int, args: argparse.Namespace) -> dict[str, Any]:
-    return procs.run_json(["bench.loadgen", "--target", f"127.0.0.1:{port}", "--concurrency",
-                           "32", "--seconds", str(args.seconds), "--customers",
+    return procs.run_json(["bench.serving.loadgen", "--target", f"127.0.0.1:{port}",
+                           "--concurrency", "32", "--seconds", str(args.seconds), "--customers",
                            str(args.customers)], dict(os.environ))
 
 
@@ -396,7 +397,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.feedback")
+    parser = argparse.ArgumentParser(prog="python -m bench.serving.feedback")
     parser.add_argument("what", choices=("bench", "record", "inprocess", "load"), nargs="?",
                         default="bench",
                         help="bench: everything; record: only RecordFeedback's throughput "

@@ -1,4 +1,4 @@
-"""Capacity points for docs/SCALING.md: ``python -m bench.scaling {redis,fit} ...``.
+"""Capacity points for docs/SCALING.md: ``python -m bench.offline.scaling {redis,fit} ...``.
 
 redis: trains the bench data set of ``--base`` customers (implicit engine, default config) into a
   throwaway redis-server, reads the published format-2 records back, then writes each point's
@@ -221,7 +221,7 @@ def _merge(part: str, value: Any) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.scaling")
+    parser = argparse.ArgumentParser(prog="python -m bench.offline.scaling")
     sub = parser.add_subparsers(dest="part", required=True)
     red = sub.add_parser("redis")
     red.add_argument("--base", type=int, default=100_000)
@@ -255,7 +255,7 @@ def main() -> int:
         rows = []
         for engine in args.engines:
             done = subprocess.run(
-                [sys.executable, "-m", "bench.scaling", "fit-one", "--base", str(args.base),
+                [sys.executable, "-m", "bench.offline.scaling", "fit-one", "--base", str(args.base),
                  "--engine", engine, "--factors", str(args.factors), "--iterations",
                  str(args.iterations), *(["--whole"] if args.whole else [])],
                 capture_output=True, text=True, cwd=ROOT)

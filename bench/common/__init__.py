@@ -1,0 +1,2 @@
+"""What the benches share: process start/CPU accounting and the main tables of PERFORMANCE.md.
+"""
