@@ -111,13 +111,19 @@ def tables(results: dict[str, Any]) -> str:
 
 
 def write(results: dict[str, Any], path: Path) -> None:
-    body = tables(results)
-    text = path.read_text() if path.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    path.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
+    if not path.exists():
+        path.write_text("# Performance\n")
+    between(path, BEGIN, END, tables(results))
+
+
+def between(path: Path, begin: str, end: str, body: str, heading: str = "") -> None:
+    """Put ``body`` between a bench's two markers in ``path`` (a doc the benches regenerate part
+    by part), adding the markers at the end, under ``heading`` when given, the first time."""
+    text = path.read_text()
+    if begin not in text:
+        text += f"\n{heading}{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    path.write_text(f"{head}{begin}\n{body}\n{end}{rest.split(end, 1)[1]}")
 
 
 def _one_round_trip(run: dict[str, Any]) -> bool:

@@ -20,6 +20,8 @@ from typing import Any
 
 import redis
 
+from bench.common.report import between
+
 ROOT = Path(__file__).resolve().parents[2]
 BEGIN = "<!-- campaign:begin (python -m bench campaign) -->"
 END = "<!-- campaign:end -->"
@@ -140,9 +142,5 @@ def table(results: dict[str, Any]) -> str:
 
 
 def write(results: dict[str, Any], path: Path) -> None:
-    text = path.read_text()
-    if BEGIN not in text:
-        text += f"\n## Campaigns (`recsvc campaign`)\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    path.write_text(f"{head}{BEGIN}\n\n{table(results)}\n\n{END}{tail}")
+    between(path, BEGIN, END, f"\n{table(results)}\n",
+            heading="## Campaigns (`recsvc campaign`)\n\n")

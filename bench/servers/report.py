@@ -11,6 +11,8 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from bench.common.report import between
+
 BEGIN, END = "<!-- bench:servers:begin -->", "<!-- bench:servers:end -->"
 LABELS = {"echo_sync": "sync echo (grpc.server, 8 threads)",
           "echo_aio": "aio echo (bench/serving/echo.py)",
@@ -253,10 +255,4 @@ def _workers(runs: list[Run], recommends: list[str], targets: list[tuple[str, st
 
 
 def write(results: dict[str, Any], path: Path) -> None:
-    body = tables(results)
-    text = path.read_text()
-    if BEGIN not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    path.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
+    between(path, BEGIN, END, tables(results))

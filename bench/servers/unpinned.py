@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import procs
+from bench.common.report import between
 from bench.servers import h2load
 from bench.servers.plan import MAX_CONCURRENT_RPCS, ROOT, Target, base_env, customer_of
 from recsvc.v1 import offers_pb2 as pb
@@ -160,12 +161,7 @@ def publish(out: dict[str, Any], path: Path, docs: bool) -> None:
     body = table(out)
     print(body)
     if docs:
-        performance = ROOT / "docs" / "PERFORMANCE.md"
-        text = performance.read_text()
-        if BEGIN not in text:
-            text += f"\n{BEGIN}\n{END}\n"
-        head, rest = text.split(BEGIN, 1)
-        performance.write_text(f"{head}{BEGIN}\n{body}\n{END}{rest.split(END, 1)[1]}")
+        between(ROOT / "docs" / "PERFORMANCE.md", BEGIN, END, body)
 
 
 if __name__ == "__main__":
