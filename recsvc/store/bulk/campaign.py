@@ -29,7 +29,7 @@ from recsvc.core import schema
 from recsvc.core.errors import StoreError
 from recsvc.store.control import budgets as budget_scripts
 from recsvc.store.reads.reader import LIVE_TTL_SECONDS
-from recsvc.store.transport.blocking_pipeline import _Connection
+from recsvc.store.transport.blocking_pipeline import Connection
 from recsvc.store.transport.cluster_batch import ClusterBatch, Sent
 from recsvc.store.transport.redis_pipeline import Endpoint, ErrorReply, PipelineError
 
@@ -74,7 +74,7 @@ class CampaignStore:
         self.reserved: dict[str, int] = {}  # budget units per offer
         self.written: dict[str, int] = {"decision-log entries": 0, "contacts": 0}
         self.unconfirmed: dict[str, int] = {}
-        self._connection: _Connection | None = None
+        self._connection: Connection | None = None
         self._batch: ClusterBatch | None = None
         self._sent: Sent | None = None  # the cluster's reads in flight
         if cluster:
@@ -82,7 +82,7 @@ class CampaignStore:
             self._batch.add_script(LIVE_LUA)
         else:
             try:
-                self._connection = _Connection(Endpoint.of(url), timeout)
+                self._connection = Connection(Endpoint.of(url), timeout)
             except PipelineError as exc:
                 raise StoreError(str(exc)) from exc
             self._exchange([_pack(("SCRIPT", "LOAD", LIVE_LUA))])
@@ -170,7 +170,7 @@ class CampaignStore:
         return self.receive_states(self.send_states(version, customer_ids, shards, challenger))
 
     @staticmethod
-    def _reply(connection: _Connection) -> Any:
+    def _reply(connection: Connection) -> Any:
         while True:
             reply = connection.reader.gets()
             if reply is not False:

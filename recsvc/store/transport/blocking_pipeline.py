@@ -45,8 +45,9 @@ def _timeval(seconds: float) -> bytes:
     return struct.pack("ll", whole, max(int((seconds - whole) * 1e6), 1 if not whole else 0))
 
 
-class _Connection:
-    """A connected socket, its reply parser and the replies owed for unread writes."""
+class Connection:
+    """A connected socket, its reply parser and the replies owed for unread writes (public: the
+    per-thread pipelines, the cluster batch and the campaign's bulk store each hold them)."""
 
     def __init__(self, endpoint: Endpoint, timeout: float) -> None:
         try:
@@ -173,7 +174,7 @@ class ThreadPipelines:
         self.endpoint = url if isinstance(url, Endpoint) else Endpoint.of(url)
         self.dropped = 0  # writes sent without waiting that failed (or were lost unanswered)
         self._local = threading.local()
-        self._all: list[_Connection] = []  # every thread's, to close them at shutdown
+        self._all: list[Connection] = []  # every thread's, to close them at shutdown
         self._lock = threading.Lock()  # only around connecting and closing
         self._closed = False
 
@@ -194,11 +195,11 @@ class ThreadPipelines:
         self._count(connection)
         return replies
 
-    def begin(self, commands: list[tuple[bytes | str, ...]], timeout: float) -> _Connection:
+    def begin(self, commands: list[tuple[bytes | str, ...]], timeout: float) -> Connection:
         """Write ``commands`` on this thread's connection; ``finish`` reads their replies."""
         return self.begin_packed([_pack(c) for c in commands], timeout)
 
-    def begin_packed(self, packed: list[bytes], timeout: float) -> _Connection:
+    def begin_packed(self, packed: list[bytes], timeout: float) -> Connection:
         """``begin`` of commands packed already (a batch job packs its own)."""
         connection = self._connection(timeout)
         connection.set_timeout(timeout)
@@ -209,7 +210,7 @@ class ThreadPipelines:
             raise
         return connection
 
-    def finish(self, connection: _Connection, count: int) -> list[Any]:
+    def finish(self, connection: Connection, count: int) -> list[Any]:
         """The replies of ``begin``'s commands, an error reply as an ErrorReply in its place."""
         try:
             replies = connection.finish(count)
@@ -228,23 +229,23 @@ class ThreadPipelines:
         except ConnectionLost:
             with self._lock:
                 self.dropped += 1
-            broken: _Connection | None = getattr(self._local, "connection", None)
+            broken: Connection | None = getattr(self._local, "connection", None)
             if broken is not None:
                 self._drop(broken)
 
-    def _count(self, connection: _Connection) -> None:
+    def _count(self, connection: Connection) -> None:
         if connection.failed_writes:
             with self._lock:
                 self.dropped += connection.failed_writes
             connection.failed_writes = 0
 
-    def _connection(self, timeout: float) -> _Connection:
-        connection: _Connection | None = getattr(self._local, "connection", None)
+    def _connection(self, timeout: float) -> Connection:
+        connection: Connection | None = getattr(self._local, "connection", None)
         if connection is not None:
             return connection
         if self._closed:
             raise ConnectionLost("client closed")
-        connection = _Connection(self.endpoint, timeout)
+        connection = Connection(self.endpoint, timeout)
         with self._lock:
             closed = self._closed  # closed while connecting: ``close`` never saw this one
             if not closed:
@@ -255,7 +256,7 @@ class ThreadPipelines:
         self._local.connection = connection
         return connection
 
-    def _drop(self, connection: _Connection) -> None:
+    def _drop(self, connection: Connection) -> None:
         connection.close()
         self._local.connection = None
         with self._lock:

@@ -17,7 +17,7 @@ from typing import Any
 import hiredis
 
 from recsvc.core.errors import StoreError
-from recsvc.store.transport.blocking_pipeline import _Connection
+from recsvc.store.transport.blocking_pipeline import Connection
 from recsvc.store.transport.cluster_blocking import ClusterThreadPipelines
 from recsvc.store.transport.redis_pipeline import ErrorReply, PipelineError
 from recsvc.store.transport.slots import Address, SlotMap, by_master, packed_slot, redirect
@@ -35,7 +35,7 @@ class Sent:
 
     packed: list[bytes]
     # per master: where, the connection, the commands' positions, the script loads before them
-    parts: list[tuple[Address, _Connection, list[int], int]]
+    parts: list[tuple[Address, Connection, list[int], int]]
 
 
 class ClusterBatch:
@@ -102,8 +102,8 @@ class ClusterBatch:
         return isinstance(reply, ErrorReply) and redirect(str(reply)) is not None
 
     def _write(self, packed: list[bytes], slots: list[int]
-               ) -> list[tuple[Address, _Connection, list[int], int]]:
-        parts: list[tuple[Address, _Connection, list[int], int]] = []
+               ) -> list[tuple[Address, Connection, list[int], int]]:
+        parts: list[tuple[Address, Connection, list[int], int]] = []
         for address, members in by_master(slots, self._map).items():
             if address is None:
                 raise StoreError(f"Redis Cluster: slot {slots[members[0]]} has no master "
@@ -114,13 +114,13 @@ class ClusterBatch:
             parts.append((address, connection, members, len(loads)))
         return parts
 
-    def _begin(self, address: Address, packed: list[bytes]) -> _Connection:
+    def _begin(self, address: Address, packed: list[bytes]) -> Connection:
         try:
             return self._pipes.link(address).begin_packed(packed, self.timeout)
         except PipelineError as exc:
             raise StoreError(f"{_where(address)} cannot be reached: {exc}") from exc
 
-    def _read(self, parts: list[tuple[Address, _Connection, list[int], int]], replies: list[Any],
+    def _read(self, parts: list[tuple[Address, Connection, list[int], int]], replies: list[Any],
               came_from: dict[int, Address]) -> None:
         for address, connection, members, loads in parts:
             count = 2 * len(members) if loads < 0 else loads + len(members)
