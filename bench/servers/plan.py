@@ -60,7 +60,8 @@ def targets(env: dict[str, str], sync_threads: int | None,
     models recsvc knows (default: asked of its Settings)."""
     models = server_models() if models is None else models
     found = [Target("echo_sync", ["bench.servers.echo_sync"], env),
-             Target("echo_aio", ["bench.serving.echo"], env)]
+             Target("echo_aio", ["bench.serving.echo"], env),
+             Target("echo_sync_redis", ["bench.servers.echo_sync", "--redis-read"], env)]
     skipped = {}
     for model in ("aio", "sync"):  # as str: Settings may not know them yet
         if model not in models:

@@ -16,8 +16,12 @@ from bench.common.report import between
 BEGIN, END = "<!-- bench:servers:begin -->", "<!-- bench:servers:end -->"
 LABELS = {"echo_sync": "sync echo (grpc.server, 8 threads)",
           "echo_aio": "aio echo (bench/serving/echo.py)",
+          "echo_sync_redis": "sync echo + Recommend's Redis read",
           "recommend_aio": "Recommend, aio", "recommend_sync": "Recommend, sync"}
 ECHOES = ("echo_sync", "echo_aio")
+# The sync echo making Recommend's one Redis round trip first: the floor of a server that keeps
+# the contract's round trip per call (bench/servers/echo_sync.py --redis-read).
+FLOOR = "echo_sync_redis"
 BEFORE = "recommend_before_"  # + the commit: `--before REF` (bench/servers/before.py)
 
 
@@ -130,15 +134,24 @@ def tables(results: dict[str, Any]) -> str:
                      f"{size} |")
     targets: list[tuple[str, str, str]] = []
     recommends = [t for t in present if t.startswith("recommend")]
-    if recommends:
+    compared = [t for t in present if t == FLOOR] + recommends
+    if compared:
         lines += ["", "| Recommend / the faster echo of its round | " +
-                  " | ".join(f"{label(t)}: req/s | per CPU s" for t in recommends) + " |",
-                  "|---" * (2 * len(recommends) + 1) + "|"]
+                  " | ".join(f"{label(t)}: req/s | per CPU s" for t in compared) + " |",
+                  "|---" * (2 * len(compared) + 1) + "|"]
         for c in IN_FLIGHT:
             cells = [f"{span(versus_echo(runs, t, c, 'requests_per_second'), '{:.0%}')} | "
                      f"{span(versus_echo(runs, t, c, 'requests_per_server_cpu_second'), '{:.0%}')}"
-                     for t in recommends]
+                     for t in compared]
             lines.append(f"| {c} in flight | " + " | ".join(cells) + " |")
+    if FLOOR in present:
+        floor = versus_echo(runs, FLOOR, 32, "requests_per_second")
+        if floor:
+            targets.append((f"the floor ({label(FLOOR)}) at 32 in flight, for scale",
+                            f"median {median(floor):.0%} of the fastest echo "
+                            f"({span(floor, '{:.0%}')})", "-"))
+        lines += _ratios(runs, [(t, FLOOR) for t in recommends],
+                         f"req/s over the floor ({label(FLOOR)})", "", [])
     for t in recommends:
         ratios = versus_echo(runs, t, 32, "requests_per_second")
         if ratios:

@@ -109,12 +109,31 @@ def test_tables_name_skipped_servers_and_flag_short_answers() -> None:
     assert "compare per CPU second): echo_aio at 32 (50%)." in report.tables(results)
 
 
+def test_the_floor_is_compared_with_the_echo_and_recommend_with_the_floor() -> None:
+    runs = [dict(_run(t, c, 1, rps), client_cpu_us_per_request=30.0, mean_ms=0.3, p99_ms=0.5)
+            for t, rps in (("echo_sync", 6000), ("echo_aio", 4000), ("echo_sync_redis", 4000),
+                           ("recommend_sync", 2000))
+            for c in (1, 32, 256)]
+    results = {"machine": {"date": "d", "commit": "c", "cores": 2, "cpu": "x", "python": "3"},
+               "command": "python -m bench.servers", "rounds": 1, "seconds": 1.0,
+               "customer_id": "C0000000", "customers": 20000, "runs": runs, "targets": {}}
+    text = report.tables(results)
+    # the floor beside Recommend against the faster echo, and Recommend against the floor
+    assert "| 32 in flight | 67% | 67% | 33% | 33% |" in text
+    assert "| req/s over the floor (sync echo + Recommend's Redis read) | Recommend, sync |" in text
+    assert "| 32 in flight | 0.50x |" in text
+    assert "median 67% of the fastest echo (67%) | - |" in text
+    assert "Recommend, sync:  at 32" not in text  # no target row for the floor ratio
+
+
 def test_recommend_runs_per_server_model_recsvc_knows() -> None:
     from bench.servers import plan
 
     env = {"RECSVC_PORT": "1"}
     found, skipped = plan.targets(env, 12, models=("aio",))
-    assert [t.key for t in found] == ["echo_sync", "echo_aio", "recommend_aio"]
+    assert [t.key for t in found] == ["echo_sync", "echo_aio", "echo_sync_redis",
+                                      "recommend_aio"]
+    assert found[2].command == ["bench.servers.echo_sync", "--redis-read"]
     assert "RECSVC_SERVER_MODEL" not in found[-1].env  # a setting this recsvc would ignore
     assert "RECSVC_SERVER_MODEL" in skipped["recommend_sync"]
     found, skipped = plan.targets(env, 12, models=("aio", "sync"))
