@@ -38,6 +38,28 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def context_switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of every thread of ``pid``'s tree so far: a
+    thread that blocks (a socket read, a lock, waiting for the GIL) switches voluntarily."""
+    voluntary = involuntary = 0
+    for p in tree(pid):
+        try:
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                lines = (task / "status").read_text().splitlines()
+            except OSError:
+                continue  # a thread that ended: its switches are gone with it
+            for line in lines:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
+
+
 def rss_mib(pid: int) -> float:
     total = 0
     for p in tree(pid):

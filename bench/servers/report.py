@@ -124,6 +124,12 @@ def tables(results: dict[str, Any]) -> str:
                          lambda rs: span(r["requests_per_server_cpu_second"] or 0 for r in rs))]
     lines += ["", *_grid(runs, present, "h2load CPU µs per req, in flight",
                          lambda rs: span((r["client_cpu_us_per_request"] for r in rs), "{:,.1f}"))]
+    lines += ["", *_grid(runs, present, "server context switches per req (voluntary + "
+                         "involuntary), in flight",
+                         lambda rs: span((r.get("server_voluntary_switches_per_request", 0)
+                                          + r.get("server_involuntary_switches_per_request", 0)
+                                          for r in rs if "server_voluntary_switches_per_request"
+                                          in r), "{:,.2f}"))]
     lines += ["", "| at 1 in flight | mean ms | p99 ms | answer bytes (framed) |",
               "|---|---|---|---|"]
     for t in present:

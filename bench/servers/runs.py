@@ -74,12 +74,15 @@ class Meter:
         with tempfile.TemporaryDirectory() as tmp:
             log = Path(tmp, "requests.tsv") if latencies else None
             server0, redis0 = procs.cpu_seconds(self.server_pid), procs.cpu_seconds(self.redis_pid)
+            switches0 = procs.context_switches(self.server_pid)
             started = time.perf_counter()
             result = h2load.run(self.binary, self.url, self.frame, shape.connections,
                                 shape.streams, seconds, self.client_cpus, log)
             wall = time.perf_counter() - started
             server = procs.cpu_seconds(self.server_pid) - server0
             redis_cpu = procs.cpu_seconds(self.redis_pid) - redis0
+            switches = [b - a for a, b in zip(switches0, procs.context_switches(self.server_pid),
+                                              strict=True)]
         done = max(1, result["done"])
         result.update({
             "in_flight": shape.in_flight, "connections": shape.connections,
@@ -91,6 +94,9 @@ class Meter:
             "requests_per_server_cpu_second": round(done / server, 1) if server > 0 else None,
             "server_cpu_us_per_request": round(1e6 * server / done, 1),
             "client_cpu_us_per_request": round(1e6 * result["client_cpu_seconds"] / done, 1),
+            # Blocking (sockets, locks, the GIL) and preemption: threads taking turns on a core.
+            "server_voluntary_switches_per_request": round(switches[0] / done, 2),
+            "server_involuntary_switches_per_request": round(switches[1] / done, 2),
         })
         # A gRPC error (say RESOURCE_EXHAUSTED past the concurrency cap) is an HTTP 200 without
         # the answer's DATA: fewer data bytes per request than the checked answer betrays it.
