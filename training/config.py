@@ -33,8 +33,8 @@ Every key, with its default (see also docs/DESIGN.md)::
     [exposure]                     # learning from logged exposure (training/exposure.py)
     model = "auto"                 # "auto": validation chooses between implicit's models and
                                    # the exposure model; "implicit" or "exposure" alone
-    factors = [8]                  # exposure model: factors, ridge, offer-bias ridge, sweeps
-    regularization = [3.0, 10.0]
+    factors = [4, 8]               # exposure model: factors, ridge, offer-bias ridge, sweeps
+    regularization = [10.0, 30.0]
     bias_regularization = 20.0
     iterations = 8
     select_on = "debiased"         # tuning maximises de-biased ("debiased") or naive ndcg@10
@@ -98,8 +98,8 @@ class Evaluation:
 @dataclass(frozen=True)
 class Exposure:
     model: str = "auto"
-    factors: tuple[int, ...] = (8,)
-    regularization: tuple[float, ...] = (3.0, 10.0)
+    factors: tuple[int, ...] = (4, 8)
+    regularization: tuple[float, ...] = (10.0, 30.0)
     bias_regularization: float = 20.0
     iterations: int = 8
     select_on: str = "debiased"

@@ -86,7 +86,7 @@ def test_validation_chooses_among_implicit_and_exposure_candidates_as_configured
     config = TrainConfig()
     models = {p.model for p in candidate_params(config)}
     assert models == {"implicit", "exposure"}
-    assert len([p for p in candidate_params(config) if p.model == "exposure"]) == 2
+    assert len([p for p in candidate_params(config) if p.model == "exposure"]) == 4  # 2 x 2
 
 
 def test_default_datagen_output_is_unchanged_for_a_seed() -> None:
