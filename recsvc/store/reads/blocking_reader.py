@@ -2,18 +2,14 @@
 
 The same commands, retry and breaker rule as ``RecordReader`` (``reader``'s command builders,
 ``attempt_timeout`` and ``give_up``), on the calling thread's own connection
-(``ThreadPipelines``). The decision log's entries go to one writer thread that sends what a
-couple of milliseconds gathered in one write (``BackgroundWriter``): off the answering thread,
-which then pays neither the send nor the GIL hand-off around it. Contacts (counted on serve,
-read by the customer's next call) ride on the thread's own connection without waiting; their
+(``ThreadPipelines``). Writes after the answer ride on that connection without waiting; their
 replies are read with the thread's next read, so one slow write reply can time out that read
-(Redis answers a small contact script in microseconds; a Redis that slow fails the reads
-anyway).
+(Redis answers a small XADD or contact script in microseconds; a Redis that slow fails the
+reads anyway).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -36,7 +32,6 @@ from recsvc.store.reads.reader import (
     states_commands,
     states_of,
 )
-from recsvc.store.transport.background_writer import BackgroundWriter
 from recsvc.store.transport.blocking_pipeline import ThreadPipelines
 from recsvc.store.transport.redis_pipeline import PipelineError
 
@@ -49,8 +44,6 @@ class BlockingRecordReader:
         self._write_timeout = settings.feedback_timeout_ms / 1000.0
         self._decision_log_max = str(settings.decision_log_max_per_shard)
         self._breaker = breaker
-        self._log_writer: BackgroundWriter | None = None  # started by the first entry
-        self._writer_lock = threading.Lock()
 
     def _calls(self, deadline: float, label: str, commands: list[Command]) -> list[Any]:
         for attempt in (1, 2):
@@ -90,16 +83,9 @@ class BlockingRecordReader:
 
     def log_decision(self, customer_id: str, fields: list[bytes | str]) -> None:
         if self._breaker.available():  # Redis known down: not one connect attempt per answer
-            writer = self._log_writer or self._start_log_writer()
-            writer.submit(
-                decision_log_command(self._keys, customer_id, self._decision_log_max, fields))
-
-    def _start_log_writer(self) -> BackgroundWriter:
-        with self._writer_lock:
-            if self._log_writer is None:
-                self._log_writer = BackgroundWriter(self._redis.endpoint, self._write_timeout,
-                                                    name="recsvc-decision-log")
-            return self._log_writer
+            self._redis.send_nowait(
+                decision_log_command(self._keys, customer_id, self._decision_log_max, fields),
+                self._write_timeout)
 
     def record_contact(self, customer_id: str, channel: str, now: float, keep: int) -> None:
         if self._breaker.available():
@@ -108,12 +94,8 @@ class BlockingRecordReader:
 
     @property
     def writes_dropped(self) -> int:
-        return self._redis.dropped + (self._log_writer.dropped if self._log_writer else 0)
+        return self._redis.dropped
 
     def close(self) -> None:
-        with self._writer_lock:
-            writer, self._log_writer = self._log_writer, None
-        if writer is not None:
-            writer.close()  # what is pending first: the connections close after
         self._redis.close()
 
