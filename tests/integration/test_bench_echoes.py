@@ -1,5 +1,6 @@
-"""The two bare echoes of bench/servers answer the same bytes, and one pinned h2load run reads
-back as complete answers (real processes; h2load runs only when installed)."""
+"""The two bare echoes of bench/servers answer the same bytes, the floor (the sync echo with
+Recommend's Redis read) too, making that one round trip per call, and one pinned h2load run
+reads back as complete answers (real processes; h2load runs only when installed)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import redis
 
 from bench.common import procs
 from bench.servers import h2load, runs
+from recsvc.core import schema
 from recsvc.v1 import offers_pb2 as pb
 from training import localredis
 
@@ -28,6 +31,28 @@ def test_sync_and_aio_echoes_answer_the_same_412_byte_frame() -> None:
     assert answers[0] == answers[1]
     assert answers[0]["offers"] == 10
     assert answers[0]["response_frame_bytes"] == 412
+
+
+def test_the_floor_makes_recommends_one_round_trip_and_answers_the_echo(
+        redis_server: localredis.LocalRedis, prefix: str) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    keys = schema.Keys(prefix)
+    client.set(keys.active, "v1")  # what the floor reads under: any active version
+    client.hset(keys.customer_hash("v1", schema.shard_of("C0000001")), "C0000001", b"record")
+    env = dict(os.environ, RECSVC_LOG_LEVEL="WARNING", RECSVC_REDIS_URL=redis_server.url,
+               RECSVC_KEY_PREFIX=prefix)
+    port = localredis.free_port()
+
+    def calls(command: str) -> int:
+        return int(client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    with procs.server(["bench.servers.echo_sync", "--redis-read", "--port", str(port)], env,
+                      port) as _:
+        before = calls("hget"), calls("hgetall")
+        answers = [runs.check_answer(port, MESSAGE) for _ in range(5)]
+        after = calls("hget"), calls("hgetall")
+    assert after[0] - before[0] == 5 and after[1] - before[1] == 5
+    assert all(a["response_frame_bytes"] == 412 and a["offers"] == 10 for a in answers)
 
 
 def test_h2load_run_of_the_sync_echo() -> None:
@@ -48,3 +73,4 @@ def test_h2load_run_of_the_sync_echo() -> None:
     assert abs(result["logged"] - result["succeeded"]) <= 1  # one may end past the window
     assert 0 < result["p50_ms"] <= result["p99_ms"]
     assert result["server_cpu_seconds"] > 0 and result["client_cpu_seconds"] > 0
+    assert result["server_voluntary_switches_per_request"] > 0  # threads block on sockets
