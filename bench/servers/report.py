@@ -157,7 +157,7 @@ def tables(results: dict[str, Any]) -> str:
                             f"median {median(floor):.0%} of the fastest echo "
                             f"({span(floor, '{:.0%}')})", "-"))
         lines += _ratios(runs, [(t, FLOOR) for t in recommends],
-                         f"req/s over the floor ({label(FLOOR)})", "", [])
+                         f"req/s over the floor ({label(FLOOR)})")
     for t in recommends:
         ratios = versus_echo(runs, t, 32, "requests_per_second")
         if ratios:
@@ -220,10 +220,10 @@ def _log_cost(runs: list[Run], recommends: list[str], targets: list[tuple[str, s
                    "the decision log costs <= 10%", targets)
 
 
-def _ratios(runs: list[Run], pairs: list[tuple[str, str]], title: str, goal: str,
-            targets: list[tuple[str, str, str]]) -> list[str]:
-    """A table of req/s ratios per pair and concurrency; a target row per pair (>= 0.90x at
-    32 in flight)."""
+def _ratios(runs: list[Run], pairs: list[tuple[str, str]], title: str, goal: str = "",
+            targets: list[tuple[str, str, str]] | None = None) -> list[str]:
+    """A table of req/s ratios per pair and concurrency; with ``targets``, a row per pair
+    there saying whether ``goal`` (>= 0.90x at 32 in flight) is met."""
     if not pairs:
         return []
     lines = ["", f"| {title} | " + " | ".join(label(t) for t, _ in pairs) + " |",
@@ -231,6 +231,8 @@ def _ratios(runs: list[Run], pairs: list[tuple[str, str]], title: str, goal: str
     for c in IN_FLIGHT:
         lines.append(f"| {c} in flight | " + " | ".join(
             span(ratio_per_round(runs, t, other, c), "{:.2f}x") for t, other in pairs) + " |")
+    if targets is None:  # a table for scale, no target
+        return lines
     for t, other in pairs:
         ratios = ratio_per_round(runs, t, other, 32)
         if ratios:

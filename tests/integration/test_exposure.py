@@ -16,7 +16,8 @@ from recsvc.core.config import Settings
 from tests.integration.helpers import cli
 from tests.integration.serving import running, wait_for_version
 from training import localredis
-from training.synth.worldeval import Truth, competitor_rankings
+from training.exposure import ExposureParams
+from training.synth.worldeval import Truth, World, competitor_rankings, exposure_rankings
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +80,16 @@ def test_served_ranking_reaches_85_percent_of_the_oracle_and_beats_both_competit
             calibration.validate(segment["popularity_calibration"], segment["name"])
         assert segment["calibration_reliability"]["ece"] < 0.05
     calibration.validate(meta["global_calibration"], "global")
+
+
+def test_the_grid_tool_scores_the_exposure_model_alone_on_the_truth(world: Path) -> None:
+    """``python -m bench.offline.exposure_grid``'s scoring: the model fit on every shown cell,
+    no validation, ranks far above segment popularity and every evaluated customer gets 10."""
+    truth = Truth.load(world)
+    rankings = exposure_rankings(World.load(world, truth.customer_ids), ExposureParams(8, 10.0))
+    assert set(rankings) == set(truth.customer_ids)
+    assert all(len(top) == 10 for top in rankings.values())
+    popular = truth.score(competitor_rankings(world, truth.customer_ids)["segment_popularity"])
+    ours = truth.score(rankings)["precision_at_10"]
+    assert ours > 1.5 * popular["precision_at_10"], (ours, popular)
+    assert ours >= 0.8 * truth.summary["oracle_precision_at_10"]

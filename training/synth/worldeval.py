@@ -12,6 +12,7 @@ recsvc's default confidence matrix).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 
 from training.config import TrainConfig
 from training.evaluate import K, segment_model, top10
+from training.exposure import ExposureParams, fit_exposure
 from training.fit import fit
 from training.inputs import data as data_module
 from training.matrix import Cells, build_cells
@@ -68,21 +70,40 @@ def _tables(directory: Path) -> tuple[str, str, str]:
                  for name in ("customers", "offers", "interactions"))
 
 
+@dataclass(frozen=True)
+class World:
+    """A world's logged data as training sees it (every segment's cells), and which of its
+    customers the truth evaluates."""
+
+    cells: list[Cells]
+    ids: list[str]  # customer ids by index
+    offer_ids: list[str]
+    wanted: npt.NDArray[np.bool_]  # by customer index: evaluated
+
+    @classmethod
+    def load(cls, directory: Path, customer_ids: list[str]) -> World:
+        dataset = data_module.load(*_tables(directory), TrainConfig().weight_cap)
+        ids = dataset.customer_ids.to_pylist()
+        wanted = np.zeros(len(ids), dtype=bool)
+        index = {c: i for i, c in enumerate(ids)}
+        wanted[[index[c] for c in customer_ids if c in index]] = True
+        return cls(build_cells(dataset, TrainConfig()), ids, dataset.offer_ids, wanted)
+
+    def segments(self) -> Iterator[tuple[Cells, npt.NDArray[np.int64]]]:
+        """Each segment with offers, and its evaluated customers' local rows (some)."""
+        for cells in self.cells:
+            rows = np.flatnonzero(self.wanted[cells.customers])
+            if len(rows) and cells.shape[1]:
+                yield cells, rows
+
+
 def competitor_rankings(directory: Path, customer_ids: list[str], seed: int = 42
                         ) -> dict[str, dict[str, list[str]]]:
     """Top 10 of segment popularity and of implicit ALS used directly, per customer id."""
-    dataset = data_module.load(*_tables(directory), TrainConfig().weight_cap)
-    cells = build_cells(dataset, TrainConfig())
-    ids = dataset.customer_ids.to_pylist()
-    offer_ids = dataset.offer_ids
-    wanted = np.zeros(len(ids), dtype=bool)
-    index = {c: i for i, c in enumerate(ids)}
-    wanted[[index[c] for c in customer_ids if c in index]] = True
+    world = World.load(directory, customer_ids)
+    ids, offer_ids = world.ids, world.offer_ids
     result: dict[str, dict[str, list[str]]] = {"segment_popularity": {}, "implicit_default": {}}
-    for segment_cells in cells:
-        rows = np.flatnonzero(wanted[segment_cells.customers])
-        if not len(rows) or not segment_cells.shape[1]:
-            continue
+    for segment_cells, rows in world.segments():
         popular = segment_model("popular", None, segment_cells.popularity(), 0.0)
         _rank_into(result["segment_popularity"], segment_cells, rows, popular, None, ids,
                    offer_ids)
@@ -97,6 +118,18 @@ def competitor_rankings(directory: Path, customer_ids: list[str], seed: int = 42
             _rank_into(result["implicit_default"], segment_cells, rows[~seen], popular, None,
                        ids, offer_ids)
     return result
+
+
+def exposure_rankings(world: World, params: ExposureParams, seed: int = 42
+                      ) -> dict[str, list[str]]:
+    """Top 10 of the exposure model fit with ``params`` on every shown cell of each segment
+    (no validation, no calibration: the model alone), per evaluated customer id."""
+    out: dict[str, list[str]] = {}
+    for cells, rows in world.segments():
+        factors = fit_exposure(cells.rows, cells.cols, cells.accepted, cells.shape, params, seed)
+        model = segment_model("personalized", factors.items, cells.popularity(), 1.0)
+        _rank_into(out, cells, rows, model, factors.users, world.ids, world.offer_ids)
+    return out
 
 
 def _rank_into(out: dict[str, list[str]], cells: Cells, rows: npt.NDArray[np.int64],
