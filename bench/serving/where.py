@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import PREFIX, bench_train
+from bench.__main__ import PREFIX, bench_train, dataset
 from bench.common import procs
+from bench.servers.plan import customer_of
 from bench.serving.http import PATH, h2load
 from recsvc.v1 import offers_pb2 as pb
 from training import localredis
@@ -106,7 +107,10 @@ def main() -> int:
                 tempfile.TemporaryDirectory() as tmp:
             subprocess.run(["taskset", "-apc", "0", str(srv.pid)], check=True,
                            capture_output=True)
-            message = pb.RecommendRequest(customer_id="c000001", limit=10).SerializeToString()
+            # A published customer (ids are C0000000...): an unknown id would profile the
+            # global-popularity fallback instead of a personal decision.
+            customer = customer_of(dataset(args.customers))
+            message = pb.RecommendRequest(customer_id=customer, limit=10).SerializeToString()
             frame = Path(tmp, "req.bin")
             frame.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
             target = ["-H", "content-type: application/grpc", "-H", "te: trailers", "-d",

@@ -74,3 +74,22 @@ def test_h2load_run_of_the_sync_echo() -> None:
     assert 0 < result["p50_ms"] <= result["p99_ms"]
     assert result["server_cpu_seconds"] > 0 and result["client_cpu_seconds"] > 0
     assert result["server_voluntary_switches_per_request"] > 0  # threads block on sockets
+
+
+def test_the_stage_costs_time_a_personal_decision_on_a_real_redis(
+        redis_server: localredis.LocalRedis, prefix: str, tmp_path: Path) -> None:
+    from bench.serving.stages import measure
+    from tests.integration.helpers import FAST_CONFIG
+    from tests.integration.serving import make_data, train
+
+    data = make_data(tmp_path / "data", customers=300)
+    train(data, redis_server.url, prefix, FAST_CONFIG)
+    customer = next(line.split(",")[0].strip('"') for line in
+                    (data / "customers.csv").read_text().splitlines()[1:])
+    result = measure(redis_server.url, prefix, customer, calls=20)
+    assert result["customer"] == customer and result["answer_bytes"] > 0
+    assert result["strategy"] in ("personalized", "blended", "segment_popular")
+    assert len(result["stages"]) == 7
+    for value in (result["echo_response"], result["floor_body"], result["recommend_handler"],
+                  *result["stages"].values()):
+        assert value > 0
