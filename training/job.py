@@ -38,7 +38,7 @@ from training.matrix import Cells, build_cells, global_popularity
 from training.progress import Progress
 from training.publish import PublishResult, SegmentArtifact, batched, check_finite, publish
 from training.report import print_summary
-from training.tune import SegmentResult, train_segment
+from training.tune import EXPOSURE, SegmentResult, train_segment
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ def customer_batches(data: data_module.Dataset, cells: list[Cells], results: lis
 
     A customer gets a vector only if the final fit saw at least one of their cells; the others
     (no history, or only cells the matrix drops) are served by their segment's popularity. A
-    customer with a vector also carries the confidence row the fit saw (exact fold-in later).
+    customer with a vector also carries the confidence row the fit saw (exact fold-in later); in
+    a segment of the exposure model, which sees every shown cell, every cell.
     ``attributes`` (customers x K, by dataset customer index) fills the attributes section.
     """
     all_ids = data.customer_ids.to_pylist()
@@ -92,13 +93,17 @@ def customer_batches(data: data_module.Dataset, cells: list[Cells], results: lis
             segment_cells.offers[segment_cells.cols[accepted]].astype(schema.UINT32_LE))
         if result.factors is not None and result.params is not None:
             negative = negative_weight if result.params.negative_impressions else None
-            has_history = segment_cells.trained_rows(negative, positive_only)
+            values = segment_cells.values(negative)
+            if result.params.model == EXPOSURE:  # fit on every shown cell: all are kept
+                used = np.ones(len(values), dtype=bool)
+                has_history = np.bincount(segment_cells.rows, minlength=n) > 0
+            else:
+                used = values > 0 if positive_only else values != 0
+                has_history = segment_cells.trained_rows(negative, positive_only)
             users = np.ascontiguousarray(result.factors.users, dtype=schema.FLOAT32_LE)
             check_finite(f"segment {s} customer vectors", users)  # before any is written
             dim = users.shape[1]
             vec_bytes = users.tobytes()
-            values = segment_cells.values(negative)
-            used = values > 0 if positive_only else values != 0
             cell_bounds, cell_offer_bytes, cell_conf_bytes = _rows_packed(
                 n, segment_cells.rows[used],
                 segment_cells.offers[segment_cells.cols[used]].astype(schema.UINT32_LE),

@@ -11,13 +11,19 @@ New events add their event weight (the training config's ``[events]``, stored in
 meta) to their cell, i.e. the ``sum`` rule; a first impression of an offer adds the
 negative-impression weight when the segment was trained with it. The next training run applies
 the configured rules (``duplicates``, recency) to the whole log again.
+
+A segment served by the exposure model (training/exposure.py) is folded by its own exact solve,
+``ExposureSolver``: the customer side of that model's last sweep, i.e. ridge least squares of
+"accepted once shown" over every offer the customer was shown, with the published offer
+factors and biases held fixed. Its records carry every shown cell (publish keeps them all for
+such segments), and the accepted list says which of them were accepted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -64,8 +70,10 @@ class SegmentSolver:
         return int(self.items.shape[1])
 
     def solve(self, cell_offers: npt.NDArray[np.uint32],
-              cell_confidence: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """The customer's vector for their cells (catalogue indices and raw confidences)."""
+              cell_confidence: npt.NDArray[np.float32],
+              accepted: npt.NDArray[np.uint32] | None = None) -> npt.NDArray[np.float32]:
+        """The customer's vector for their cells (catalogue indices and raw confidences); the
+        confidences already say what was accepted, so ``accepted`` is not needed."""
         local = self.local_of[np.asarray(cell_offers, dtype=np.int64)]
         confidence = np.asarray(cell_confidence, dtype=np.float64)
         use = (local >= 0) & (confidence != 0)
@@ -75,6 +83,62 @@ class SegmentSolver:
         a += (y.T * (np.abs(c) - 1.0)) @ y
         b = y.T @ np.where(c > 0, c, 0.0)
         return np.linalg.solve(a, b).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ExposureSolver:
+    """One exposure-model segment's offer side, ready for per-customer solves.
+
+    The model (training/exposure.py) scores ``x_u . y_o + b_o`` and was fit by alternating
+    ridge least squares on shown cells, target 1 when accepted; its last step solves every
+    customer with the offers held fixed: ``(sum_o y_o y_o^T + reg I) x = sum_o (t_o - b_o) y_o``
+    over the offers the customer was shown. The vector published, and returned here, is
+    ``[x, 1]`` (the bias column rides in the offer factors)."""
+
+    offers: npt.NDArray[np.uint32]  # catalogue indices of the segment's offers
+    local_of: npt.NDArray[np.int32]  # catalogue index -> row of ``items`` or -1
+    items: npt.NDArray[np.float64]  # offers x factors (without the bias column)
+    bias: npt.NDArray[np.float64]  # per offer
+    regularization: float
+    negative_impression_weight: float | None  # how new cells' confidences are recorded
+
+    @classmethod
+    def build(cls, offers: npt.NDArray[np.uint32], published: npt.NDArray[np.float32],
+              catalogue_size: int, regularization: float,
+              negative_impression_weight: float | None) -> ExposureSolver:
+        """``published``: the segment's offer factors as published, bias in the last column."""
+        wide = np.asarray(published, dtype=np.float64)
+        local_of = np.full(catalogue_size, -1, dtype=np.int32)
+        local_of[offers] = np.arange(len(offers), dtype=np.int32)
+        return cls(offers, local_of, wide[:, :-1], wide[:, -1], regularization,
+                   negative_impression_weight)
+
+    def solve(self, cell_offers: npt.NDArray[np.uint32],
+              cell_confidence: npt.NDArray[np.float32],
+              accepted: npt.NDArray[np.uint32] | None = None) -> npt.NDArray[np.float32]:
+        """The customer's vector: every cell is an offer shown (whatever its confidence),
+        accepted when it is in ``accepted``."""
+        cells = np.asarray(cell_offers, dtype=np.int64)
+        local = self.local_of[cells]
+        shown = local >= 0
+        y = self.items[local[shown]]
+        target = np.isin(cells[shown], np.asarray(
+            accepted if accepted is not None else (), dtype=np.int64)).astype(np.float64)
+        a = y.T @ y + self.regularization * np.eye(y.shape[1])
+        x = np.linalg.solve(a, y.T @ (target - self.bias[local[shown]]))
+        return np.append(x, 1.0).astype(np.float32)
+
+
+class CustomerSolver(Protocol):
+    """A segment's exact one-customer solve: implicit's ALS or the exposure model."""
+
+    @property
+    def negative_impression_weight(self) -> float | None:
+        """What a first impression adds to a new cell (None: nothing)."""
+
+    def solve(self, cell_offers: npt.NDArray[np.uint32],
+              cell_confidence: npt.NDArray[np.float32],
+              accepted: npt.NDArray[np.uint32] | None = None) -> npt.NDArray[np.float32]: ...
 
 
 @dataclass(frozen=True)
@@ -114,7 +178,7 @@ class FoldModel:
     algorithm: str
     weights: dict[str, float]  # event -> confidence, from the training config
     segment_names: list[str]
-    solvers: list[SegmentSolver | None]  # None: the segment has no ALS model
+    solvers: list[CustomerSolver | None]  # None: the segment has no model to fold into
     offer_index: dict[str, int]
 
     @classmethod
@@ -127,17 +191,22 @@ class FoldModel:
         algorithm = str(parameters.get("algorithm", config.get("algorithm", "als")))
         weights = {k: float(v) for k, v in (config.get("events") or {}).items()}
         negative = float(config.get("negative_impression_weight", -1.0))
-        solvers: list[SegmentSolver | None] = []
+        solvers: list[CustomerSolver | None] = []
         for seg, (offers, items) in zip(meta["segments"], segments, strict=True):
             params = seg.get("params")
-            # The exposure model (issue 13) is not implicit's ALS: its vectors are not folded.
-            if algorithm != "als" or items is None or not params \
-                    or params.get("model", "implicit") != "implicit":
+            if items is None or not params:
                 solvers.append(None)
                 continue
-            solvers.append(SegmentSolver.build(
-                offers, items, len(offer_ids), float(params["regularization"]),
-                float(params["alpha"]),
-                negative if params.get("negative_impressions") else None))
+            negative_weight = negative if params.get("negative_impressions") else None
+            if params.get("model", "implicit") == "exposure":
+                solvers.append(ExposureSolver.build(
+                    offers, items, len(offer_ids), float(params["regularization"]),
+                    negative_weight))
+            elif algorithm == "als":  # BPR has no closed-form one-customer solve
+                solvers.append(SegmentSolver.build(
+                    offers, items, len(offer_ids), float(params["regularization"]),
+                    float(params["alpha"]), negative_weight))
+            else:
+                solvers.append(None)
         return cls(version, algorithm, weights, [s["name"] for s in meta["segments"]],
                    solvers, {o: i for i, o in enumerate(offer_ids)})

@@ -376,10 +376,10 @@ class FoldInConsumer:
         cell_offers, cell_confidence = add_events(cell_offers, cell_confidence, events,
                                                   model.weights,
                                                   solver.negative_impression_weight)
-        vector = solver.solve(cell_offers, cell_confidence)
         newly = [e.offer for e in events if e.event in ACCEPTED]
         if newly:
             accepted = np.union1d(accepted, np.asarray(newly, np.uint32)).astype(np.uint32)
+        vector = solver.solve(cell_offers, cell_confidence, accepted)
         ids = sorted(done_set | {e.stream_id for e in fresh}, key=stream_id_key)[-FOLDED_KEPT:]
         encoded = schema.encode_customer_record(segment_index, vector, accepted,
                                                 cell_offers=cell_offers,

@@ -146,16 +146,19 @@ def test_a_bad_exposure_section_is_refused_naming_the_key(tmp_path: Path) -> Non
     assert load_config(str(path)).exposure.factors == (4,)
 
 
-def test_feedback_fold_in_leaves_exposure_model_segments_alone() -> None:
-    """Fold-in solves implicit's ALS equations; an exposure-model segment has no solver."""
-    from recsvc.feedback.foldin import FoldModel
+def test_fold_in_solves_each_segment_with_the_model_it_was_trained_with() -> None:
+    """Exposure-model segments fold with their own solve, implicit's ALS segments with the ALS
+    one; BPR has no exact one-customer solve, so only its exposure-model segments fold."""
+    from recsvc.feedback.foldin import ExposureSolver, FoldModel, SegmentSolver
 
     items = np.ones((2, 3), dtype=np.float32)
     offers = np.arange(2, dtype=np.uint32)
     params = {"factors": 2, "regularization": 1.0, "alpha": 1.0, "iterations": 1,
               "negative_impressions": True}
-    meta = {"parameters": {"algorithm": "als", "config": {}},
-            "segments": [{"name": "a", "params": {**params, "model": "exposure"}},
-                         {"name": "b", "params": {**params, "model": "implicit"}}]}
-    fold = FoldModel.from_version("v", meta, ["x", "y"], [(offers, items), (offers, items)])
-    assert fold.solvers[0] is None and fold.solvers[1] is not None
+    segments = [{"name": "a", "params": {**params, "model": "exposure"}},
+                {"name": "b", "params": {**params, "model": "implicit"}}]
+    for algorithm, implicit_solver in (("als", SegmentSolver), ("bpr", type(None))):
+        meta = {"parameters": {"algorithm": algorithm, "config": {}}, "segments": segments}
+        fold = FoldModel.from_version("v", meta, ["x", "y"], [(offers, items), (offers, items)])
+        assert isinstance(fold.solvers[0], ExposureSolver)
+        assert isinstance(fold.solvers[1], implicit_solver)

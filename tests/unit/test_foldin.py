@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from scipy.sparse import csr_matrix
 
-from recsvc.feedback.foldin import NewEvent, SegmentSolver, add_events, record_for
+from recsvc.feedback.foldin import (
+    ExposureSolver,
+    NewEvent,
+    SegmentSolver,
+    add_events,
+    record_for,
+)
+from training.exposure import ExposureParams, fit_exposure
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +90,54 @@ def test_serving_prefers_the_folded_record_of_its_own_version_only() -> None:
     assert record_for("V3", b"base", live) == b"base"
     assert record_for("V3", None, live) is None
     assert record_for("V2", None, live) == b"folded"
+
+
+@pytest.fixture(scope="module")
+def exposure_fit() -> tuple[np.ndarray, np.ndarray, np.ndarray, object]:
+    """The exposure model fit on 80 customers x 20 offers, 30% of cells shown, offers whose
+    index is a multiple of 3 accepted more often."""
+    rng = np.random.default_rng(5)
+    rows, cols = np.nonzero(rng.random((80, 20)) < 0.3)
+    accepted = rng.random(len(rows)) < np.where(cols % 3 == 0, 0.6, 0.15)
+    factors = fit_exposure(rows.astype(np.int32), cols.astype(np.int32), accepted, (80, 20),
+                           ExposureParams(4, 2.0, 5.0, 6), seed=1)
+    return rows, cols, accepted, factors
+
+
+def exposure_solver(factors: object) -> ExposureSolver:
+    # The segment's 20 offers sit at catalogue indices 50..69.
+    return ExposureSolver.build(np.arange(50, 70, dtype=np.uint32),
+                                factors.items, 100, 2.0, None)  # type: ignore[attr-defined]
+
+
+def test_an_exposure_solve_gives_back_the_published_vectors(exposure_fit: tuple) -> None:
+    """The exposure model's last step solves each customer with the offers fixed, so the solve
+    on a customer's shown cells and accepts (what their record carries) is their vector."""
+    rows, cols, accepted, factors = exposure_fit
+    solver = exposure_solver(factors)
+    for user in range(0, 80, 9):
+        mine = rows == user
+        shown = (cols[mine] + 50).astype(np.uint32)
+        # Cell confidences play no part: every cell is a shown offer.
+        ours = solver.solve(shown, np.full(len(shown), -1.0, np.float32),
+                            (cols[mine][accepted[mine]] + 50).astype(np.uint32))
+        np.testing.assert_allclose(ours, factors.users[user], atol=1e-4)
+        assert ours[-1] == 1.0  # the bias column
+
+
+def test_an_accept_raises_the_exposure_score_of_that_offer(exposure_fit: tuple) -> None:
+    rows, cols, accepted, factors = exposure_fit
+    solver = exposure_solver(factors)
+    user = int(rows[~accepted][0])
+    mine = rows == user
+    declined = int(cols[mine][~accepted[mine]][0]) + 50
+    shown = (cols[mine] + 50).astype(np.uint32)
+    taken = (cols[mine][accepted[mine]] + 50).astype(np.uint32)
+    before = solver.solve(shown, np.zeros(len(shown), np.float32), taken)
+    after = solver.solve(shown, np.zeros(len(shown), np.float32),
+                         np.append(taken, np.uint32(declined)))
+    items = factors.items  # scores as served: [x, 1] . [y_o, b_o]
+    assert items[declined - 50] @ after > items[declined - 50] @ before
+    # A customer with nothing shown scores the offer biases alone.
+    empty = solver.solve(np.empty(0, np.uint32), np.empty(0, np.float32), None)
+    np.testing.assert_allclose(items @ empty, items[:, -1], atol=1e-6)
