@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import redis
 
 from recsvc.core.config import Settings
+from recsvc.core.errors import StoreError
 from recsvc.feedback.events import Event, Limits, RawEvent, Rejected, validate
 from recsvc.serving.holder import ModelHolder
 from recsvc.store.feedback.events import (
@@ -89,9 +90,14 @@ class FeedbackDesk:
         outcomes = await self.log.record(valid, deadline, self.holder.budgets.on_accept)
         return respond(verdicts, outcomes)
 
-    def record_blocking(self, verdicts: Sequence[Event | Rejected],
-                        client: redis.Redis) -> pb.RecordFeedbackResponse:
-        """The same for a threaded server: one redis-py pipeline per batch."""
+    def record_blocking(self, verdicts: Sequence[Event | Rejected], client: redis.Redis,
+                        deadline: float) -> pb.RecordFeedbackResponse:
+        """The same for a threaded server: one redis-py pipeline per batch. Nothing is written
+        once the caller's deadline has passed (as ``record``); the write itself waits at most
+        the client's socket timeout (``feedback_timeout_ms``), as redis-py has no timeout per
+        call."""
         valid = [v for v in verdicts if isinstance(v, Event)]
+        if valid and deadline <= time.monotonic():
+            raise StoreError("no time left to record feedback before the deadline")
         return respond(verdicts, record_sync(client, self.log.keys, self.log.bounds, valid,
                                              self.holder.budgets.on_accept))

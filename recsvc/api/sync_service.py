@@ -61,4 +61,5 @@ class BlockingServicer:
     def RecordFeedback(self, request: pb.RecordFeedbackRequest,
                        context: grpc.ServicerContext) -> pb.RecordFeedbackResponse:
         verdicts = self.feedback.verdicts(request)  # pure: INVALID_ARGUMENT for the batch only
-        return self.feedback.record_blocking(verdicts, self.feedback_client)
+        return self.feedback.record_blocking(verdicts, self.feedback_client,
+                                             deadline_of(context, self.default_deadline))

@@ -72,7 +72,7 @@ class Settings:
     # Feedback (docs/DESIGN.md section 6; bounds and what they cost in the README)
     max_feedback_events: int = 1000  # events per RecordFeedback call; more: INVALID_ARGUMENT
     feedback_future_seconds: int = 300  # an event time further ahead than this is rejected
-    feedback_timeout_ms: int = 2000  # the batch's Redis write (bounded by the caller's deadline)
+    feedback_timeout_ms: int = 2000  # the batch's Redis write (aio: also the caller's deadline)
     events_max_per_shard: int = 100_000  # stream entries per shard (64); full: "event log full"
     dedup_window_hours: float = 24.0  # a repeated event_id within this is a duplicate
     dedup_max_per_shard: int = 250_000  # at most this many remembered ids per shard

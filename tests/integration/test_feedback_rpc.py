@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from recsvc.core import schema
 from recsvc.core.config import Settings
+from recsvc.core.errors import StoreError
 from recsvc.v1 import offers_pb2 as pb
 from tests.integration.helpers import FAST_CONFIG, planted
 from tests.integration.serving import running, train, wait_for_version
@@ -145,8 +146,14 @@ def test_a_threaded_server_records_the_same_way_with_redis_py(settings: Settings
     desk = FeedbackDesk.build(ModelHolder(), EventLog(schema.keys_for(settings),
                                                       settings), settings)
     request = pb.RecordFeedbackRequest(events=[event("s1"), event("s1"), event("", offer="a1")])
-    reply = desk.record_blocking(desk.verdicts(request), client)
+    reply = desk.record_blocking(desk.verdicts(request), client, time.monotonic() + 5)
     assert [r.status for r in reply.results] == [R, D, X]
+    # Past the caller's deadline nothing is written (the caller will retry the whole batch).
+    late = pb.RecordFeedbackRequest(events=[event("s2")])
+    with pytest.raises(StoreError, match="no time left"):
+        desk.record_blocking(desk.verdicts(late), client, time.monotonic() - 0.001)
+    reply = desk.record_blocking(desk.verdicts(late), client, time.monotonic() + 5)
+    assert [r.status for r in reply.results] == [R]
 
 
 def test_a_stopped_server_keeps_no_feedback_connection_open(
