@@ -32,6 +32,9 @@ def main() -> int:
                              "later ones are also compared with the first)")
     parser.add_argument("--log-cost", action="store_true",
                         help="also each model without the decision log (what logging costs)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also the sync server with its decision replayed: the most a "
+                             "native decision could reach (bench/servers/ceiling.py)")
     parser.add_argument("--out", type=Path, default=plan.RESULTS)
     parser.add_argument("--no-docs", action="store_true",
                         help="leave docs/PERFORMANCE.md alone (for trial runs)")
@@ -53,7 +56,8 @@ def main() -> int:
                 "command": "python -m bench.servers " + " ".join(sys.argv[1:])}
             results.update(plan.run(server.url, server.process.pid, dataset(args.customers),
                                     args.seconds, args.rounds, args.warmup, args.sync_threads,
-                                    not args.no_workers, extra, args.log_cost))
+                                    not args.no_workers, extra, args.log_cost,
+                                    args.ceiling))
     finally:
         server.stop()
     plan.publish(results, args.out, not args.no_docs)

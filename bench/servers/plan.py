@@ -33,6 +33,7 @@ SERVER_CPUS, CLIENT_CPUS, BOTH_CPUS = "0", "1", "0,1"
 # once, which h2load would count as a fast success.
 MAX_CONCURRENT_RPCS = "1024"
 NO_LOG = "_without_log"  # suffix of a Recommend target run with RECSVC_DECISION_LOG=0
+CEILING = "ceiling_sync"  # the sync server with its decision replayed (`--ceiling`)
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,11 @@ def server_models() -> tuple[str, ...]:
 
 
 def targets(env: dict[str, str], sync_threads: int | None,
-            models: tuple[str, ...] | None = None, log_cost: bool = False
-            ) -> tuple[list[Target], dict[str, str]]:
+            models: tuple[str, ...] | None = None, log_cost: bool = False,
+            ceiling: bool = False) -> tuple[list[Target], dict[str, str]]:
     """The servers to measure, and the ones skipped with the reason; ``models``: the server
-    models recsvc knows (default: asked of its Settings)."""
+    models recsvc knows (default: asked of its Settings); ``ceiling``: also the sync server
+    with its decision replayed (bench/servers/ceiling.py)."""
     models = server_models() if models is None else models
     found = [Target("echo_sync", ["bench.servers.echo_sync"], env),
              Target("echo_aio", ["bench.serving.echo"], env),
@@ -75,6 +77,12 @@ def targets(env: dict[str, str], sync_threads: int | None,
         if log_cost:  # the same server without the decision log: what logging costs
             found.append(Target(f"recommend_{model}{NO_LOG}", ["recsvc", "serve"],
                                 dict(env, RECSVC_DECISION_LOG="0", **extra)))
+    if ceiling:
+        threads = {"RECSVC_SYNC_THREADS": str(sync_threads)} if sync_threads else {}
+        found.append(Target(CEILING, ["bench.servers.ceiling"], dict(env, **threads)))
+        if log_cost:
+            found.append(Target(CEILING + NO_LOG, ["bench.servers.ceiling"],
+                                dict(env, RECSVC_DECISION_LOG="0", **threads)))
     return found, skipped
 
 
@@ -130,14 +138,15 @@ def base_env(url: str) -> dict[str, str]:
 
 def run(url: str, redis_pid: int, data: Path, seconds: float, rounds: int, warmup: float = 1.0,
         sync_threads: int | None = None, workers_check: bool = True,
-        extra: list[Target] | None = None, log_cost: bool = False) -> dict[str, Any]:
+        extra: list[Target] | None = None, log_cost: bool = False,
+        ceiling: bool = False) -> dict[str, Any]:
     """Every target (and ``extra``: an earlier commit's) in ``rounds`` rotated rounds, then 2
     workers vs 1; the results dict."""
     binary = h2load.find()
     if binary is None:
         raise SystemExit("h2load missing: run `make h2load-bin` (installs nghttp2-client)")
     env = base_env(url)
-    found, skipped = targets(env, sync_threads, log_cost=log_cost)
+    found, skipped = targets(env, sync_threads, log_cost=log_cost, ceiling=ceiling)
     found += extra or []
     customer = customer_of(data)
     message = pb.RecommendRequest(customer_id=customer, limit=10).SerializeToString()

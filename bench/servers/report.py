@@ -17,11 +17,15 @@ BEGIN, END = "<!-- bench:servers:begin -->", "<!-- bench:servers:end -->"
 LABELS = {"echo_sync": "sync echo (grpc.server, 8 threads)",
           "echo_aio": "aio echo (bench/serving/echo.py)",
           "echo_sync_redis": "sync echo + Recommend's Redis read",
-          "recommend_aio": "Recommend, aio", "recommend_sync": "Recommend, sync"}
+          "recommend_aio": "Recommend, aio", "recommend_sync": "Recommend, sync",
+          "ceiling_sync": "Recommend, sync, decision replayed"}
 ECHOES = ("echo_sync", "echo_aio")
 # The sync echo making Recommend's one Redis round trip first: the floor of a server that keeps
 # the contract's round trip per call (bench/servers/echo_sync.py --redis-read).
 FLOOR = "echo_sync_redis"
+# The sync server with its decision, log entry and response computed once and replayed: the
+# most a native decision could reach (bench/servers/ceiling.py, `--ceiling`).
+CEILING = "ceiling_sync"
 BEFORE = "recommend_before_"  # + the commit: `--before REF` (bench/servers/before.py)
 
 
@@ -140,7 +144,9 @@ def tables(results: dict[str, Any]) -> str:
                      f"{size} |")
     targets: list[tuple[str, str, str]] = []
     recommends = [t for t in present if t.startswith("recommend")]
-    compared = [t for t in present if t == FLOOR] + recommends
+    # Yardsticks: compared with the echo and the floor, no target of their own.
+    scale = [t for t in present if t in (FLOOR, CEILING, CEILING + NO_LOG)]
+    compared = scale + recommends
     if compared:
         lines += ["", "| Recommend / the faster echo of its round | " +
                   " | ".join(f"{label(t)}: req/s | per CPU s" for t in compared) + " |",
@@ -150,14 +156,17 @@ def tables(results: dict[str, Any]) -> str:
                      f"{span(versus_echo(runs, t, c, 'requests_per_server_cpu_second'), '{:.0%}')}"
                      for t in compared]
             lines.append(f"| {c} in flight | " + " | ".join(cells) + " |")
+    for t in scale:
+        ratios = versus_echo(runs, t, 32, "requests_per_second")
+        if ratios:
+            name = "the floor" if t == FLOOR else "the ceiling of a native decision" + (
+                ", no decision log" if t.endswith(NO_LOG) else "")
+            targets.append((f"{name} ({label(t)}) at 32 in flight, for scale",
+                            f"median {median(ratios):.0%} of the fastest echo "
+                            f"({span(ratios, '{:.0%}')})", "-"))
     if FLOOR in present:
-        floor = versus_echo(runs, FLOOR, 32, "requests_per_second")
-        if floor:
-            targets.append((f"the floor ({label(FLOOR)}) at 32 in flight, for scale",
-                            f"median {median(floor):.0%} of the fastest echo "
-                            f"({span(floor, '{:.0%}')})", "-"))
-        lines += _ratios(runs, [(t, FLOOR) for t in recommends],
-                         f"req/s over the floor ({label(FLOOR)})")
+        over = [t for t in scale if t != FLOOR] + recommends
+        lines += _ratios(runs, [(t, FLOOR) for t in over], f"req/s over the floor ({label(FLOOR)})")
     for t in recommends:
         ratios = versus_echo(runs, t, 32, "requests_per_second")
         if ratios:

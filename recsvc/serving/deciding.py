@@ -249,6 +249,10 @@ class DecisionCore:
 
     def _log(self, d: Decider, ask: Ask, answer: Answer) -> None:
         """After the answer, not awaited: its entry in the decision log."""
+        self.writes.log_decision(ask.customer_id, self.log_fields(d, ask, answer))
+
+    def log_fields(self, d: Decider, ask: Ask, answer: Answer) -> list[bytes | str]:
+        """The decision-log entry of ``answer``, as the stream's fields."""
         decision = answer.decision
         assert decision is not None
         ids = d.model.catalogue.offer_ids
@@ -261,7 +265,7 @@ class DecisionCore:
                                  else [1.0] * n, np.float32),
             p_accept, np.asarray(answer.value, np.float32), np.asarray(answer.cost, np.float32),
             *answer.shadow, explored=decision.explored)
-        self.writes.log_decision(ask.customer_id, entry.fields())
+        return entry.fields()
 
     def logged(self, customer_id: str) -> bool:
         """Whether this customer's answers go to the decision log (a fixed salted hash)."""

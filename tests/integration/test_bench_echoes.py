@@ -5,6 +5,7 @@ reads back as complete answers (real processes; h2load runs only when installed)
 from __future__ import annotations
 
 import os
+import time
 import tempfile
 from pathlib import Path
 
@@ -93,3 +94,44 @@ def test_the_stage_costs_time_a_personal_decision_on_a_real_redis(
     for value in (result["echo_response"], result["floor_body"], result["recommend_handler"],
                   *result["stages"].values()):
         assert value > 0
+
+
+def test_the_ceiling_replays_recommends_answer_with_its_round_trip_and_log_write(
+        redis_server: localredis.LocalRedis, prefix: str, tmp_path: Path) -> None:
+    import grpc
+
+    from recsvc.v1 import offers_pb2_grpc as pb_grpc
+    from tests.integration.helpers import FAST_CONFIG
+    from tests.integration.serving import make_data, train
+
+    data = make_data(tmp_path / "data", customers=300)
+    train(data, redis_server.url, prefix, FAST_CONFIG)
+    customer = next(line.split(",")[0].strip('"') for line in
+                    (data / "customers.csv").read_text().splitlines()[1:])
+    client = redis.Redis.from_url(redis_server.url)
+    env = dict(os.environ, RECSVC_LOG_LEVEL="WARNING", RECSVC_REDIS_URL=redis_server.url,
+               RECSVC_KEY_PREFIX=prefix, RECSVC_HOST="127.0.0.1", RECSVC_SERVER_MODEL="sync",
+               RECSVC_MODEL_POLL_MS="600000")  # no watcher read while counting
+
+    def calls(command: str) -> int:
+        return int(client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    answers = []
+    for command in (["recsvc", "serve"], ["bench.servers.ceiling"]):
+        port = localredis.free_port()
+        args = command if command[0] == "recsvc" else [*command, "--port", str(port)]
+        with procs.server(args, dict(env, RECSVC_PORT=str(port)), port) as _, \
+                grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.RetentionOfferServiceStub(channel)  # type: ignore[no-untyped-call]
+            request = pb.RecommendRequest(customer_id=customer, limit=10)
+            stub.Recommend(request, timeout=30, wait_for_ready=True)  # the model is loaded
+            before = calls("hget"), calls("hgetall"), calls("xadd")
+            replies = [stub.Recommend(request, timeout=5) for _ in range(5)]
+            time.sleep(0.2)  # the log writes are sent without waiting
+            after = calls("hget"), calls("hgetall"), calls("xadd")
+        assert [b - a for a, b in zip(before, after, strict=True)] == [5, 5, 5]
+        for reply in replies:
+            reply.decision_id = ""
+        assert all(r == replies[0] for r in replies)
+        answers.append(replies[0])
+    assert answers[0] == answers[1] and len(answers[0].offers) > 0

@@ -126,6 +126,32 @@ def test_the_floor_is_compared_with_the_echo_and_recommend_with_the_floor() -> N
     assert "Recommend, sync:  at 32" not in text  # no target row for the floor ratio
 
 
+def test_the_ceiling_is_a_yardstick_beside_the_floor_without_a_target_of_its_own() -> None:
+    runs = [dict(_run(t, c, 1, rps), client_cpu_us_per_request=30.0, mean_ms=0.3, p99_ms=0.5)
+            for t, rps in (("echo_sync", 6000), ("echo_sync_redis", 4800),
+                           ("ceiling_sync", 4200), ("recommend_sync", 2000))
+            for c in (1, 32, 256)]
+    results = {"machine": {"date": "d", "commit": "c", "cores": 2, "cpu": "x", "python": "3"},
+               "command": "python -m bench.servers --ceiling", "rounds": 1, "seconds": 1.0,
+               "customer_id": "C0000000", "customers": 20000, "runs": runs, "targets": {}}
+    text = report.tables(results)
+    assert "| 32 in flight | 80% | 80% | 70% | 70% | 33% | 33% |" in text
+    assert "the ceiling of a native decision (Recommend, sync, decision replayed) at 32 in " \
+           "flight, for scale | median 70% of the fastest echo (70%) | - |" in text
+    assert "| req/s over the floor (sync echo + Recommend's Redis read) | Recommend, sync, " \
+           "decision replayed | Recommend, sync |" in text
+    assert "| 32 in flight | 0.88x | 0.42x |" in text
+    assert "decision replayed >= 70%" not in text and "decision replayed p99" not in text
+    from bench.servers import plan
+
+    found, _ = plan.targets({}, 12, models=("aio", "sync"), ceiling=True)
+    assert found[-1].command == ["bench.servers.ceiling"]
+    assert found[-1].env["RECSVC_SYNC_THREADS"] == "12"
+    found, _ = plan.targets({}, None, models=("aio", "sync"), log_cost=True, ceiling=True)
+    assert [(t.key, t.env.get("RECSVC_DECISION_LOG")) for t in found[-2:]] == [
+        ("ceiling_sync", None), ("ceiling_sync_without_log", "0")]
+
+
 def test_recommend_runs_per_server_model_recsvc_knows() -> None:
     from bench.servers import plan
 
