@@ -1,12 +1,14 @@
 """The two bare echoes of bench/servers answer the same bytes, the floor (the sync echo with
 Recommend's Redis read) too, making that one round trip per call, and one pinned h2load run
-reads back as complete answers (real processes; h2load runs only when installed)."""
+reads back as complete answers (real processes; h2load runs only when installed). The ceiling
+(the sync server with its decision replayed) answers what Recommend answers, with the same
+reads and log write; the in-process stage costs time a real decision."""
 
 from __future__ import annotations
 
 import os
-import time
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
