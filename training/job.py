@@ -23,7 +23,7 @@ import redis
 from recsvc.core import calibration, schema
 from recsvc.core.config import Settings
 from recsvc.core.errors import DataError, QualityGateError, RecsvcError
-from recsvc.core.meta import ModelMeta, SegmentMeta
+from recsvc.core.meta import EVERY_SHOWN_CELL, ModelMeta, SegmentMeta
 from recsvc.ops import jobmetrics
 from recsvc.store.control.registry import Registry, TrainLock, eviction_risk, redis_problem
 from recsvc.store.reads.reader import connect
@@ -176,7 +176,10 @@ def segment_meta(result: SegmentResult) -> SegmentMeta:
         interactions=result.interactions,
         strategy=result.strategy,
         blend_weight=result.blend_weight,
-        params=None if result.params is None else result.params.as_dict(),
+        params=None if result.params is None else {
+            **result.params.as_dict(),
+            # customer_batches publishes every shown cell for these: the fold-in may solve them
+            **({EVERY_SHOWN_CELL: True} if result.params.model == EXPOSURE else {})},
         factors=0 if result.factors is None else int(result.factors.items.shape[1]),
         evaluated_customers=result.evaluated,
         metrics=result.metrics.get("served"),

@@ -5,25 +5,26 @@
 The real sync server (``build_sync_server``, settings from ``RECSVC_*``: guard, request parse,
 the question's checks, the model lineup, Recommend's one Redis round trip, settling, the
 decision-log ``XADD`` sent without waiting, metrics), except that the three parts a native
-decision kernel would take over are computed once per customer and question and then replayed:
-the decision itself (record decode, live state, scoring, rules, top-k, reasons), the decision
-log entry's fields, and the response message. Whatever it answers per second is the most that
-any implementation of those three parts, however fast, could reach inside this Python server
-(docs/PERFORMANCE.md, "What 70% of the echo leaves for deciding"). A measurement tool only: the
-replayed answers repeat their decision id.
+decision kernel would take over are computed once per customer, limit and channel (the bench
+sends one fixed request) and then replayed: the decision itself (record decode, live state,
+scoring, rules, top-k, reasons), the decision-log entry's fields, and the response message.
+Whatever it answers per second is the most that any implementation of those three parts,
+however fast, could reach inside this Python server (docs/PERFORMANCE.md, "Nor does a native
+decision inside this server: the ceiling"). A measurement tool only: the replayed answers
+repeat their decision id, and an answer that settling rebuilds (on-serve budgets) fails the
+call rather than be measured as replayed.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 from typing import Any
 
 from recsvc.api import sync_service
 from recsvc.api.sync_server import build_sync_server
 from recsvc.core import schema
 from recsvc.core.config import Settings
+from recsvc.core.stopping import SignalStop
 from recsvc.decisioning.decide import Ask
 from recsvc.decisioning.decider import Decider
 from recsvc.ops import metrics
@@ -34,58 +35,65 @@ from recsvc.store.reads.reader import RedisStore, connect
 from recsvc.v1 import offers_pb2 as pb
 
 
-def replay_responses() -> None:
-    """``to_response`` builds each answer's message once (the answer objects are replayed too,
-    so the same object means the same message); the answer metric still counts every call."""
-    build = sync_service.to_response
-    built: dict[int, tuple[Answer, pb.RecommendResponse]] = {}
+class Replay:
+    """Per replayed answer (by identity): its decision-log fields and its response message."""
 
-    def to_response(answer: Answer) -> pb.RecommendResponse:
-        hit = built.get(id(answer))
-        if hit is None or hit[0] is not answer:
-            hit = built[id(answer)] = (answer, build(answer))
-        else:
-            metrics.answer(answer.strategy, answer.arm)
-        return hit[1]
+    def __init__(self) -> None:
+        self.decided: dict[tuple[str, str, int, str], tuple[Decider, Answer]] = {}
+        self.entries: dict[int, list[bytes | str]] = {}
+        self.responses: dict[int, pb.RecommendResponse] = {}
 
-    sync_service.to_response = to_response
+    def known(self, answer: Answer) -> int:
+        """The answer's key; RuntimeError for an answer that was not replayed."""
+        if not any(a is answer for _, a in self.decided.values()):
+            raise RuntimeError("the ceiling replays answers as decided; settling rebuilt this "
+                               "one (on-serve budgets?)")
+        return id(answer)
 
 
-def replay_decisions(recommender: BlockingRecommender) -> None:
-    """The decision and its log entry, computed on the first call for a customer's question."""
+def replay(recommender: BlockingRecommender) -> None:
+    """The decision, its log entry and its response, computed on the first call for a
+    customer's question and replayed after (instance attributes shadow the recommender's
+    methods for this one server; the servicer looks ``to_response`` up at each call)."""
+    state = Replay()
     decide, entry = recommender.decided, recommender.log_fields
-    decided: dict[tuple[str, str, int, str], tuple[Decider, Answer]] = {}
-    fields: dict[int, tuple[Answer, list[bytes | str]]] = {}
+    build = getattr(sync_service, "to_response")  # noqa: B009 (imported there from service)
 
-    def replayed_decision(d: Decider, ask: Ask, segment_hint: str, state: State,
-                          challenger: Any = None) -> tuple[Decider, Answer]:
+    def decided(d: Decider, ask: Ask, segment_hint: str, read: State,
+                challenger: Any = None) -> tuple[Decider, Answer]:
         key = (d.version, ask.customer_id, ask.limit, ask.channel)
-        hit = decided.get(key)
+        hit = state.decided.get(key)
         if hit is None:
-            hit = decided[key] = decide(d, ask, segment_hint, state, challenger)
+            hit = state.decided[key] = decide(d, ask, segment_hint, read, challenger)
         return hit
 
-    def replayed_entry(d: Decider, ask: Ask, answer: Answer) -> list[bytes | str]:
-        hit = fields.get(id(answer))
-        if hit is None or hit[0] is not answer:
-            hit = fields[id(answer)] = (answer, entry(d, ask, answer))
-        return hit[1]
+    def log_fields(d: Decider, ask: Ask, answer: Answer) -> list[bytes | str]:
+        key = state.known(answer)
+        fields = state.entries.get(key)
+        if fields is None:
+            fields = state.entries[key] = entry(d, ask, answer)
+        return fields
 
-    # Instance attributes shadow the methods for this one server (a measurement, not a mode).
-    setattr(recommender, "decided", replayed_decision)  # noqa: B010
-    setattr(recommender, "log_fields", replayed_entry)  # noqa: B010
+    def to_response(answer: Answer) -> pb.RecommendResponse:
+        key = state.known(answer)
+        response = state.responses.get(key)
+        if response is None:
+            response = state.responses[key] = build(answer)  # counts the answer's metric
+        else:
+            metrics.answer(answer.strategy, answer.arm)
+        return response
+
+    setattr(recommender, "decided", decided)  # noqa: B010
+    setattr(recommender, "log_fields", log_fields)  # noqa: B010
+    setattr(sync_service, "to_response", to_response)  # noqa: B010
 
 
 def serve(port: int) -> None:
     settings = Settings.from_env(port=port)
-    replay_responses()  # before the servicer is built: it calls the module's function
     store = RedisStore(connect(settings), schema.keys_for(settings), settings)
     running = build_sync_server(settings, store)
-    replay_decisions(running.recommender)
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    signal.signal(signal.SIGINT, lambda *_: stopped.set())
-    stopped.wait()
+    replay(running.recommender)
+    SignalStop().install().wait()
     running.stop(1.0)
 
 

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from types import FrameType
 
 import grpc
 
@@ -29,6 +26,7 @@ from recsvc.api.handlers import add_servicer
 from recsvc.api.workers import is_worker, pin_worker_cpu, run_workers
 from recsvc.core import schema
 from recsvc.core.config import Settings
+from recsvc.core.stopping import SignalStop
 from recsvc.store.reads.reader import connect, state_commands
 from recsvc.store.transport.blocking_pipeline import ThreadPipelines
 from recsvc.v1 import offers_pb2 as pb
@@ -84,14 +82,7 @@ def serve(port: int, threads: int, reuse_port: bool, redis_read: bool = False) -
     add_servicer(server, SyncEchoServicer(CallLimiter(settings.max_concurrent_rpcs), round_trip))
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
-    stopped = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    stopped.wait()
+    SignalStop().install().wait()
     server.stop(1).wait()
 
 

@@ -159,8 +159,7 @@ def tables(results: dict[str, Any]) -> str:
     for t in scale:
         ratios = versus_echo(runs, t, 32, "requests_per_second")
         if ratios:
-            name = "the floor" if t == FLOOR else "the ceiling of a native decision" + (
-                ", no decision log" if t.endswith(NO_LOG) else "")
+            name = "the floor" if t == FLOOR else "the ceiling of a native decision"
             targets.append((f"{name} ({label(t)}) at 32 in flight, for scale",
                             f"median {median(ratios):.0%} of the fastest echo "
                             f"({span(ratios, '{:.0%}')})", "-"))

@@ -10,7 +10,9 @@ blocked on Redis is not counted, the syscalls are). Beside them: the bare echo's
 (``bench.serving.echo.echo_response``, serialized) and the floor's body (the same plus
 Recommend's Redis round trip, ``echo_sync --redis-read``). Under h2load every part costs more
 (caches shared with grpc, the kernel and the other threads; docs/PERFORMANCE.md, "What 70% of
-the echo leaves for deciding"); this is the price of each part when nothing else runs.
+the echo leaves for deciding"); this is the price of each part when nothing else runs. The
+settle loop's log writes are sent without their replies being read (serving reads each before
+the thread's next read), so that stage is a little below its price in serving.
 Prints one JSON object: microseconds of CPU per call.
 """
 

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-import threading
-from types import FrameType
 
 from recsvc.api.aio_server import RunningServer as AioRunningServer
 from recsvc.api.aio_server import build_aio_server
@@ -23,6 +20,7 @@ from recsvc.api.sync_server import SyncRunningServer, build_sync_server
 from recsvc.api.workers import RestartPolicy, check_can_listen, is_worker, run_workers
 from recsvc.core import schema
 from recsvc.core.config import Settings
+from recsvc.core.stopping import SignalStop
 from recsvc.ops import endpoint, metrics
 from recsvc.store.control.registry import eviction_risk
 from recsvc.store.reads.reader import RedisStore, connect
@@ -68,15 +66,9 @@ def _run_one(settings: Settings, reuse_port: bool) -> int:
     store = RedisStore(connect(settings), schema.keys_for(settings), settings)
     running = build_server(settings, store, reuse_port=reuse_port)
     log.info("recsvc listening on %s:%d (pid %d)", settings.host, running.port, os.getpid())
-    stopped = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: graceful shutdown (grace %.1f s)", signum, settings.grace_seconds)
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopped = SignalStop().install()
     stopped.wait()
+    log.info("%s: graceful shutdown (grace %.1f s)", stopped.signal_name, settings.grace_seconds)
     running.stop(settings.grace_seconds)
     return 0
 

@@ -18,12 +18,11 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
-from types import FrameType
 
 from recsvc.core.errors import ListenError
+from recsvc.core.stopping import SignalStop
 from recsvc.ops import endpoint, metrics
 
 log = logging.getLogger(__name__)
@@ -64,10 +63,10 @@ class _Supervisor:
     """The parent's loop: start ``count`` workers, restart the dead ones, stop on a signal."""
 
     def __init__(self, command: list[str], env: dict[str, str], count: int,
-                 policy: RestartPolicy) -> None:
+                 policy: RestartPolicy, stopping: SignalStop) -> None:
         self.command, self.env, self.policy = command, env, policy
         self.cpus = sorted(os.sched_getaffinity(0))
-        self.stopping = threading.Event()
+        self.stopping = stopping
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         self.deaths: dict[int, list[float]] = {slot: [] for slot in range(count)}
         self.restart_at: dict[int, float] = {}  # dead workers waiting for their backoff
@@ -80,10 +79,6 @@ class _Supervisor:
                                  env=dict(self.env, _RECSVC_WORKER="1", _RECSVC_CPU=cpu))
         self.children[slot] = child
         log.info("worker %d started (pid %d)", slot, child.pid)
-
-    def stop(self, signum: int, frame: FrameType | None) -> None:
-        self.stopping.set()
-        self._signal_alive(signal.SIGTERM)
 
     def _signal_alive(self, signum: int) -> None:
         for slot, child in self.children.items():
@@ -100,7 +95,7 @@ class _Supervisor:
                     del self.restart_at[slot]
                     self._start(slot)
             self.stopping.wait(self.policy.poll)
-        self._signal_alive(signal.SIGTERM)  # a worker started as the signal came
+        self._signal_alive(signal.SIGTERM)  # the stop reaches the workers from here
         codes = [child.wait() for slot, child in self.children.items()
                  if slot not in self.restart_at]
         # A worker still starting when our SIGTERM came dies of it before its handler exists:
@@ -163,10 +158,10 @@ def run_workers(command: list[str], env: dict[str, str], count: int,
     after a signal (0 after a clean stop), or EXIT_WORKERS_GAVE_UP when one kept dying. The
     benchmark's echo starts its workers the same way.
     """
-    supervisor = _Supervisor(command, env, count, policy or RestartPolicy())
-    signal.signal(signal.SIGTERM, supervisor.stop)
-    signal.signal(signal.SIGINT, supervisor.stop)
-    return supervisor.run()
+    # Handled before the first worker starts (a stop then reaches every worker); the handler
+    # takes no lock (recsvc/core/stopping.py says why).
+    stopping = SignalStop().install()
+    return _Supervisor(command, env, count, policy or RestartPolicy(), stopping).run()
 
 
 def is_worker() -> bool:

@@ -16,6 +16,9 @@ STRATEGY_PERSONALIZED = "personalized"
 STRATEGY_BLENDED = "blended"
 STRATEGY_POPULAR = "popular"
 SEGMENT_STRATEGIES = (STRATEGY_PERSONALIZED, STRATEGY_BLENDED, STRATEGY_POPULAR)
+# A segment's ``params`` key, true when its customers' records hold every shown cell (the
+# exposure model's segments since the fold-in solves them; earlier versions left some out).
+EVERY_SHOWN_CELL = "records_hold_every_shown_cell"
 
 
 class MetaError(ValueError):

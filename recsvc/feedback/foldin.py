@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recsvc.core import schema
+from recsvc.core.meta import EVERY_SHOWN_CELL
 
 POSITIVE = ("click", "accept", "redeem")
 ACCEPTED = ("accept", "redeem")
@@ -199,9 +200,11 @@ class FoldModel:
                 continue
             negative_weight = negative if params.get("negative_impressions") else None
             if params.get("model", "implicit") == "exposure":
+                # Versions published before their records held every shown cell are left
+                # alone: solving on part of what a customer was shown would skew the vector.
                 solvers.append(ExposureSolver.build(
                     offers, items, len(offer_ids), float(params["regularization"]),
-                    negative_weight))
+                    negative_weight) if params.get(EVERY_SHOWN_CELL) else None)
             elif algorithm == "als":  # BPR has no closed-form one-customer solve
                 solvers.append(SegmentSolver.build(
                     offers, items, len(offer_ids), float(params["regularization"]),

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ from recsvc.core import schema
 from recsvc.core.config import Settings, setting_name
 from recsvc.core.errors import CorruptRecordError, StoreError
 from recsvc.core.ratelog import RateLimitedLog
+from recsvc.core.stopping import StopRequest
 from recsvc.feedback.events import INTERACTIONS
 from recsvc.feedback.foldin import ACCEPTED, FoldModel, NewEvent, add_events
 from recsvc.ops import endpoint, foldin_metrics
@@ -148,7 +148,7 @@ class FoldInConsumer:
             if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
                 raise StoreError(f"cannot create the consumer group: {reply}")
 
-    def run(self, stop: threading.Event) -> Stats:
+    def run(self, stop: StopRequest) -> Stats:
         """Until ``stop``. Redis trouble (also at start: Redis may come up after us) is a
         warning line (one per kind and 10 s), a failure count and a retry in 1 s, never an exit:
         the backlog waits."""
@@ -402,7 +402,7 @@ class FoldInConsumer:
         return int(key[key.rindex("{") + 1:key.rindex("}")])
 
 
-def consume(settings: Settings, stop: threading.Event, name: str | None = None,
+def consume(settings: Settings, stop: StopRequest, name: str | None = None,
             batch: int = 500, claim_idle_seconds: float = 30.0) -> Stats:
     """The command's body: a client with generous timeouts, the loop until ``stop``; with
     ``RECSVC_FOLDIN_METRICS_PORT`` (or ``--metrics-port``) its metrics served meanwhile."""

@@ -79,7 +79,7 @@ def test_h2load_run_of_the_sync_echo() -> None:
     assert result["server_voluntary_switches_per_request"] > 0  # threads block on sockets
 
 
-def test_the_stage_costs_time_a_personal_decision_on_a_real_redis(
+def test_the_stage_costs_time_a_real_decision_on_a_real_redis(
         redis_server: localredis.LocalRedis, prefix: str, tmp_path: Path) -> None:
     from bench.serving.stages import measure
     from tests.integration.helpers import FAST_CONFIG
@@ -132,6 +132,9 @@ def test_the_ceiling_replays_recommends_answer_with_its_round_trip_and_log_write
             time.sleep(0.2)  # the log writes are sent without waiting
             after = calls("hget"), calls("hgetall"), calls("xadd")
         assert [b - a for a, b in zip(before, after, strict=True)] == [5, 5, 5]
+        # Recommend decides every call anew (a new decision id each); the ceiling replays one.
+        ids = {reply.decision_id for reply in replies}
+        assert len(ids) == (5 if command[0] == "recsvc" else 1)
         for reply in replies:
             reply.decision_id = ""
         assert all(r == replies[0] for r in replies)

@@ -24,7 +24,11 @@ from tests.integration.test_foldin import folded
 pytestmark = pytest.mark.integration
 T = 1_800_000_000.0
 REGULARIZATION = 10.0
+# An impression weighs 1 here, so an impression-only cell sums to 0 with the negative-impression
+# weight (-1): implicit's matrix leaves such cells out, the exposure model must not.
 CONFIG = FAST_CONFIG.replace("blend_weights = [0.0, 0.5, 1.0]", "blend_weights = [1.0]") + f"""
+[events]
+impression = 1.0
 [exposure]
 model = "exposure"
 factors = [4]
@@ -54,6 +58,11 @@ def shown_world(out: Path) -> tuple[Path, dict[str, set[str]], dict[str, set[str
             if offer in taken:
                 t += 1
                 interactions.append(f"{cid},{offer},accept,{t}")
+    customers.append("watcher,main")  # shown three offers, accepted none
+    shown["watcher"], accepted["watcher"] = {"a1", "b2", "a3"}, set()
+    for offer in sorted(shown["watcher"]):
+        t += 1
+        interactions.append(f"watcher,{offer},impression,{t}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "customers.csv").write_text("\n".join(customers) + "\n")
     (out / "offers.csv").write_text(
@@ -83,6 +92,15 @@ def test_an_exposure_segment_folds_new_events_into_its_own_exact_solve(
     blob = client.hgetall(keys.segment(version, 0))
     offers = schema.decode_u32(blob[b"offers"]).tolist()
     items = schema.decode_f32(blob[b"factors"]).reshape(len(offers), -1)
+
+    # Impression-only cells (confidence 1 - 1 = 0) are published too, and a customer who was
+    # only shown offers gets the exposure model's vector, not segment popularity.
+    watcher = schema.decode_customer_record(
+        client.hget(keys.customer_hash_of(version, "watcher"), "watcher"))
+    assert {catalogue[o] for o in watcher.cell_offers.tolist()} == shown["watcher"]
+    assert set(watcher.cell_confidence.tolist()) == {0.0} and not len(watcher.accepted)
+    np.testing.assert_allclose(watcher.vector, exposure_solve(
+        items, offers, {catalogue.index(o) for o in shown["watcher"]}, set()), atol=1e-4)
 
     customer = "u1"  # taste b
     record = schema.decode_customer_record(

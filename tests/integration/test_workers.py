@@ -144,3 +144,17 @@ def test_a_dead_workers_gauges_leave_the_metrics_when_it_is_restarted(
     assert victim not in worker_pids(metrics_port)
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=30) == 0
+
+
+def test_two_sigterms_in_a_row_stop_the_parent_and_every_worker(serve: type[Serve]) -> None:
+    """A second signal during the stop must not hang anything: a handler that took the lock
+    the main thread was re-acquiring once left a worker running forever
+    (recsvc/core/stopping.py)."""
+    server = serve()
+    server.wait_for(r"worker 1 started")
+    server.wait_for(r"recsvc listening")
+    workers = [server.worker_pid(0), server.worker_pid(1)]
+    server.process.send_signal(signal.SIGTERM)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=30) == 0
+    assert not any(alive(pid) for pid in workers)

@@ -147,18 +147,23 @@ def test_a_bad_exposure_section_is_refused_naming_the_key(tmp_path: Path) -> Non
 
 
 def test_fold_in_solves_each_segment_with_the_model_it_was_trained_with() -> None:
-    """Exposure-model segments fold with their own solve, implicit's ALS segments with the ALS
-    one; BPR has no exact one-customer solve, so only its exposure-model segments fold."""
+    """Exposure-model segments fold with their own solve (when their records hold every shown
+    cell), implicit's ALS segments with the ALS one; BPR has no exact one-customer solve, so only
+    its exposure-model segments fold."""
+    from recsvc.core.meta import EVERY_SHOWN_CELL
     from recsvc.feedback.foldin import ExposureSolver, FoldModel, SegmentSolver
 
     items = np.ones((2, 3), dtype=np.float32)
     offers = np.arange(2, dtype=np.uint32)
     params = {"factors": 2, "regularization": 1.0, "alpha": 1.0, "iterations": 1,
               "negative_impressions": True}
-    segments = [{"name": "a", "params": {**params, "model": "exposure"}},
-                {"name": "b", "params": {**params, "model": "implicit"}}]
+    segments = [{"name": "a", "params": {**params, "model": "exposure", EVERY_SHOWN_CELL: True}},
+                {"name": "b", "params": {**params, "model": "implicit"}},
+                # published before records held every shown cell: not solved on part of them
+                {"name": "c", "params": {**params, "model": "exposure"}}]
     for algorithm, implicit_solver in (("als", SegmentSolver), ("bpr", type(None))):
         meta = {"parameters": {"algorithm": algorithm, "config": {}}, "segments": segments}
-        fold = FoldModel.from_version("v", meta, ["x", "y"], [(offers, items), (offers, items)])
+        fold = FoldModel.from_version("v", meta, ["x", "y"], [(offers, items)] * 3)
         assert isinstance(fold.solvers[0], ExposureSolver)
         assert isinstance(fold.solvers[1], implicit_solver)
+        assert fold.solvers[2] is None
