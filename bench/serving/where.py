@@ -1,6 +1,7 @@
 """Where a Recommend call's server CPU goes: py-spy samples a running `recsvc serve` under h2load.
 
-`python -m bench.serving.where [--model aio|sync] [--seconds 10] [--customers 20000]`
+`python -m bench.serving.where [--model aio|sync | --ceiling | --floor] [--seconds 10]
+[--customers 20000]`
 
 One `recsvc serve` (decision log on, as shipped) with all its threads on CPU 0, h2load on CPU 1
 sending the same Recommend at 32 in flight (2 connections x 16 streams) while py-spy samples
@@ -9,7 +10,9 @@ the server without pausing it, keeping only the samples of the thread holding th
 sample is charged to the first stage its stack reaches, innermost frame first (a Redis read
 inside the decision core is the Redis read). The server's whole CPU (from /proc) minus the
 GIL-held time is what ran outside the GIL: grpc's C core, the kernel's network stack. Prints
-one JSON object: microseconds of server CPU per call, by stage.
+one JSON object: microseconds of server CPU per call, by stage. ``--ceiling`` samples
+bench/servers/ceiling.py (the sync server with its decision replayed) instead, ``--floor`` the
+sync echo making Recommend's Redis read (bench/servers/echo_sync.py --redis-read).
 """
 
 from __future__ import annotations
@@ -92,6 +95,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--keep", type=Path, help="also write the raw stacks here")
+    other = parser.add_mutually_exclusive_group()
+    other.add_argument("--ceiling", action="store_true",
+                       help="sample the sync server with its decision replayed instead "
+                            "(bench/servers/ceiling.py)")
+    other.add_argument("--floor", action="store_true",
+                       help="sample the floor instead (the sync echo making Recommend's Redis "
+                            "read: bench/servers/echo_sync.py --redis-read)")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists() or shutil.which("h2load") is None:
@@ -103,7 +113,10 @@ def main() -> int:
         env = dict(os.environ, RECSVC_REDIS_URL=server.url, RECSVC_KEY_PREFIX=PREFIX,
                    RECSVC_LOG_LEVEL="WARNING", RECSVC_HOST="127.0.0.1", RECSVC_PORT=str(port),
                    RECSVC_SERVER_MODEL=args.model)
-        with procs.server(["recsvc", "serve"], env, port) as srv, \
+        command = (["bench.servers.ceiling", "--port", str(port)] if args.ceiling else
+                   ["bench.servers.echo_sync", "--redis-read", "--port", str(port)]
+                   if args.floor else ["recsvc", "serve"])
+        with procs.server(command, env, port) as srv, \
                 tempfile.TemporaryDirectory() as tmp:
             subprocess.run(["taskset", "-apc", "0", str(srv.pid)], check=True,
                            capture_output=True)
@@ -138,7 +151,9 @@ def main() -> int:
     per_call = {stage: round(share * gil_seconds / calls * 1e6, 1)
                 for stage, share in result.pop("share").items()}
     print(json.dumps({
-        "model": args.model, "calls_per_second": load["requests_per_second"],
+        "model": "ceiling (sync)" if args.ceiling else "floor (sync echo + read)"
+        if args.floor else args.model,
+        "calls_per_second": load["requests_per_second"],
         "server_cpu_us_per_call": round(cpu / calls * 1e6, 1),
         "gil_held_us_per_call": round(gil_seconds / calls * 1e6, 1),
         "outside_gil_us_per_call": round((cpu - gil_seconds) / calls * 1e6, 1),
