@@ -156,6 +156,38 @@ def test_a_threaded_server_records_the_same_way_with_redis_py(settings: Settings
     assert [r.status for r in reply.results] == [R]
 
 
+def test_the_threaded_servicer_passes_the_callers_deadline_to_the_write(
+        settings: Settings, client: redis.Redis) -> None:
+    """A call whose deadline is gone when its turn comes gets UNAVAILABLE and writes nothing."""
+    from recsvc.api.feedback import FeedbackDesk
+    from recsvc.api.guard import CallLimiter
+    from recsvc.api.sync_service import BlockingServicer
+    from recsvc.serving.holder import ModelHolder
+    from recsvc.store.feedback.events import EventLog
+
+    class Expired:
+        def invocation_metadata(self) -> tuple[()]:
+            return ()
+
+        def time_remaining(self) -> float:
+            return 0.0
+
+        def abort(self, code: grpc.StatusCode, message: str) -> None:
+            raise RuntimeError(code, message)
+
+    keys = schema.keys_for(settings)
+    holder = ModelHolder()
+    servicer = BlockingServicer(
+        None, holder, 1.0, CallLimiter(8), 0.002,  # type: ignore[arg-type]
+        FeedbackDesk.build(holder, EventLog(keys, settings), settings), client)
+    request = pb.RecordFeedbackRequest(events=[event("late")]).SerializeToString()
+    with pytest.raises(RuntimeError) as failed:
+        servicer.RecordFeedback(request, Expired())  # type: ignore[arg-type]
+    code, message = failed.value.args
+    assert code == grpc.StatusCode.UNAVAILABLE and "no time left" in message
+    assert not any(client.xlen(keys.events(shard)) for shard in range(schema.SHARDS))
+
+
 def test_a_stopped_server_keeps_no_feedback_connection_open(
         tmp_path: Path, settings: Settings, client: redis.Redis) -> None:
     version = train(planted(tmp_path), settings.redis_url, settings.key_prefix, FAST_CONFIG)
