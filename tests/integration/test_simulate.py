@@ -4,6 +4,7 @@ the scorecard it writes finds the retention uplift the simulation planted."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,7 @@ def test_simulation_closes_the_loop_and_the_report_covers_the_planted_uplift(
     assert card["arms"]["control"]["offers_shown"] == 0  # the baseline is no offer
     assert (out / "report.html").read_text().count("<svg") >= 3
     assert "retention uplift over control" in result.stdout
+    # The feedback went through the fold-in, whichever model each segment chose (the exposure
+    # model's segments wrote no record before they had a solve of their own).
+    folded = re.search(r"fold-in: \d+ entries, (\d+) records written", result.stdout)
+    assert folded is not None and int(folded.group(1)) > 0, result.stdout
