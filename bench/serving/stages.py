@@ -33,18 +33,11 @@ from bench.__main__ import PREFIX, bench_train, dataset
 from bench.servers.echo_sync import RoundTrip
 from bench.servers.plan import customer_of
 from bench.serving.echo import echo_response
-from recsvc.api.feedback import FeedbackDesk
-from recsvc.api.guard import CallLimiter, _SyncCall, parse
-from recsvc.api.runtime import decision_log_share, holdout_of
+from recsvc.api.guard import _SyncCall, parse
 from recsvc.api.service import question_of, to_response
-from recsvc.api.sync_service import BlockingServicer
+from recsvc.api.sync_server import SyncRunningServer, build_sync_server
 from recsvc.core import schema
 from recsvc.core.config import Settings
-from recsvc.serving.blocking import BlockingRecommender
-from recsvc.serving.holder import ModelHolder
-from recsvc.serving.watcher import ModelWatcher
-from recsvc.store.feedback.events import EventLog
-from recsvc.store.reads.cluster_reader import blocking_record_reader
 from recsvc.store.reads.reader import RedisStore, connect
 from recsvc.v1 import offers_pb2 as pb
 from training import localredis
@@ -77,19 +70,25 @@ def cpu_us(call: Callable[[], object], calls: int) -> float:
 
 
 def measure(url: str, prefix: str, customer: str, calls: int) -> dict[str, Any]:
-    """Every part's CPU µs per call, for ``customer`` of the model published under ``prefix``."""
-    settings = Settings(redis_url=url, key_prefix=prefix)
-    store = RedisStore(connect(settings), schema.keys_for(settings), settings)
-    holder = ModelHolder()
-    ModelWatcher(store, holder, 1.0, lambda *_: None, objective=settings.objective).check_once()
-    limiter = CallLimiter(settings.max_concurrent_rpcs, None, working=settings.sync_threads)
-    records = blocking_record_reader(store.keys, settings, store.breaker)
-    recommender = BlockingRecommender(holder, records, settings.max_batch_ids,
-                                      settings.batch_chunk, holdout_of(settings),
-                                      decision_log_share(settings), settings.explore_share)
-    servicer = BlockingServicer(recommender, holder, 1.0, limiter, 0.002,
-                                FeedbackDesk.build(holder, EventLog(store.keys, settings),
-                                                   settings), connect(settings))
+    """Every part's CPU µs per call, for ``customer`` of the model published under ``prefix``:
+    the parts of the sync server ``recsvc serve`` builds (its grpc port stays idle)."""
+    settings = Settings(redis_url=url, key_prefix=prefix, host="127.0.0.1", port=0,
+                        server_model="sync")
+    running = build_sync_server(settings, RedisStore(connect(settings),
+                                                     schema.keys_for(settings), settings))
+    try:
+        # Nothing else runs while the stages are timed: no grpc poller, no watcher polls.
+        running.server.stop(0).wait()
+        running.watcher.stop()
+        return _measure(running, settings, customer, calls)
+    finally:
+        running.stop(0)
+
+
+def _measure(running: SyncRunningServer, settings: Settings, customer: str,
+             calls: int) -> dict[str, Any]:
+    servicer, recommender = running.servicer, running.recommender
+    limiter, records = running.limiter, running.records
     context = cast(grpc.ServicerContext, Context())
     serialize = pb.RecommendResponse.SerializeToString
     raw = pb.RecommendRequest(customer_id=customer, limit=10).SerializeToString()

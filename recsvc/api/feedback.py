@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import redis
 
 from recsvc.core.config import Settings
-from recsvc.core.errors import StoreError
 from recsvc.feedback.events import Event, Limits, RawEvent, Rejected, validate
 from recsvc.serving.holder import ModelHolder
 from recsvc.store.feedback.events import (
@@ -97,7 +96,5 @@ class FeedbackDesk:
         the client's socket timeout (``feedback_timeout_ms``), as redis-py has no timeout per
         call."""
         valid = [v for v in verdicts if isinstance(v, Event)]
-        if valid and deadline <= time.monotonic():
-            raise StoreError("no time left to record feedback before the deadline")
         return respond(verdicts, record_sync(client, self.log.keys, self.log.bounds, valid,
-                                             self.holder.budgets.on_accept))
+                                             self.holder.budgets.on_accept, deadline))

@@ -74,6 +74,7 @@ class SyncRunningServer:
     limiter: CallLimiter
     records: BlockingRecordReader
     recommender: BlockingRecommender  # its ``failures.counts`` say how many records were corrupt
+    servicer: BlockingServicer  # what grpc calls (the bench times it in process)
     feedback_client: redis.Redis  # RecordFeedback's (redis-py)
     pool: ThreadPoolExecutor  # grpc.server's; grpc never shuts it down
     http_side: HttpSide | None = None
@@ -155,7 +156,7 @@ def build_sync_server(settings: Settings, store: RedisStore, reuse_port: bool = 
                           f"{settings.port} ({exc})") from None
     server.start()
     running = SyncRunningServer(server, port, health_servicer, watcher, limiter, records,
-                                recommender, feedback_client, pool)
+                                recommender, servicer, feedback_client, pool)
     if settings.http_port >= 0:
         running.http_side = _http_side(settings, store, holder, reuse_port)
     return running

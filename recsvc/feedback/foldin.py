@@ -61,10 +61,8 @@ class SegmentSolver:
               catalogue_size: int, regularization: float, alpha: float,
               negative_impression_weight: float | None) -> SegmentSolver:
         wide = np.asarray(items, dtype=np.float64)
-        local_of = np.full(catalogue_size, -1, dtype=np.int32)
-        local_of[offers] = np.arange(len(offers), dtype=np.int32)
-        return cls(offers, local_of, wide, wide.T @ wide, regularization, alpha,
-                   negative_impression_weight)
+        return cls(offers, _local_of(offers, catalogue_size), wide, wide.T @ wide,
+                   regularization, alpha, negative_impression_weight)
 
     @property
     def factors(self) -> int:
@@ -109,10 +107,8 @@ class ExposureSolver:
               negative_impression_weight: float | None) -> ExposureSolver:
         """``published``: the segment's offer factors as published, bias in the last column."""
         wide = np.asarray(published, dtype=np.float64)
-        local_of = np.full(catalogue_size, -1, dtype=np.int32)
-        local_of[offers] = np.arange(len(offers), dtype=np.int32)
-        return cls(offers, local_of, wide[:, :-1], wide[:, -1], regularization,
-                   negative_impression_weight)
+        return cls(offers, _local_of(offers, catalogue_size), wide[:, :-1], wide[:, -1],
+                   regularization, negative_impression_weight)
 
     def solve(self, cell_offers: npt.NDArray[np.uint32],
               cell_confidence: npt.NDArray[np.float32],
@@ -128,6 +124,13 @@ class ExposureSolver:
         a = y.T @ y + self.regularization * np.eye(y.shape[1])
         x = np.linalg.solve(a, y.T @ (target - self.bias[local[shown]]))
         return np.append(x, 1.0).astype(np.float32)
+
+
+def _local_of(offers: npt.NDArray[np.uint32], catalogue_size: int) -> npt.NDArray[np.int32]:
+    """Catalogue index -> the segment's row of it, -1 for offers outside the segment."""
+    local_of = np.full(catalogue_size, -1, dtype=np.int32)
+    local_of[offers] = np.arange(len(offers), dtype=np.int32)
+    return local_of
 
 
 class CustomerSolver(Protocol):

@@ -21,6 +21,7 @@ from recsvc.v1 import offers_pb2 as pb
 from training import localredis
 
 MESSAGE = pb.RecommendRequest(customer_id="C0000001", limit=10).SerializeToString()
+PUBLISHED_PREFIX = "bench-echoes"  # the module's trained model (tests' own prefixes are t<n>)
 
 
 def test_sync_and_aio_echoes_answer_the_same_412_byte_frame() -> None:
@@ -79,16 +80,24 @@ def test_h2load_run_of_the_sync_echo() -> None:
     assert result["server_voluntary_switches_per_request"] > 0  # threads block on sockets
 
 
-def test_the_stage_costs_time_a_real_decision_on_a_real_redis(
-        redis_server: localredis.LocalRedis, prefix: str, tmp_path: Path) -> None:
-    from bench.serving.stages import measure
+@pytest.fixture(scope="module")
+def published(redis_server: localredis.LocalRedis,
+              tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A small model trained under a prefix of this module's, and its first customer."""
     from tests.integration.helpers import FAST_CONFIG
     from tests.integration.serving import make_data, train
 
-    data = make_data(tmp_path / "data", customers=300)
-    train(data, redis_server.url, prefix, FAST_CONFIG)
-    customer = next(line.split(",")[0].strip('"') for line in
-                    (data / "customers.csv").read_text().splitlines()[1:])
+    data = make_data(tmp_path_factory.mktemp("data"), customers=300)
+    train(data, redis_server.url, PUBLISHED_PREFIX, FAST_CONFIG)
+    return PUBLISHED_PREFIX, next(line.split(",")[0].strip('"') for line in
+                                  (data / "customers.csv").read_text().splitlines()[1:])
+
+
+def test_the_stage_costs_time_a_real_decision_on_a_real_redis(
+        redis_server: localredis.LocalRedis, published: tuple[str, str]) -> None:
+    from bench.serving.stages import measure
+
+    prefix, customer = published
     result = measure(redis_server.url, prefix, customer, calls=20)
     assert result["customer"] == customer and result["answer_bytes"] > 0
     assert result["strategy"] in ("personalized", "blended", "segment_popular")
@@ -99,17 +108,12 @@ def test_the_stage_costs_time_a_real_decision_on_a_real_redis(
 
 
 def test_the_ceiling_replays_recommends_answer_with_its_round_trip_and_log_write(
-        redis_server: localredis.LocalRedis, prefix: str, tmp_path: Path) -> None:
+        redis_server: localredis.LocalRedis, published: tuple[str, str]) -> None:
     import grpc
 
     from recsvc.v1 import offers_pb2_grpc as pb_grpc
-    from tests.integration.helpers import FAST_CONFIG
-    from tests.integration.serving import make_data, train
 
-    data = make_data(tmp_path / "data", customers=300)
-    train(data, redis_server.url, prefix, FAST_CONFIG)
-    customer = next(line.split(",")[0].strip('"') for line in
-                    (data / "customers.csv").read_text().splitlines()[1:])
+    prefix, customer = published
     client = redis.Redis.from_url(redis_server.url)
     env = dict(os.environ, RECSVC_LOG_LEVEL="WARNING", RECSVC_REDIS_URL=redis_server.url,
                RECSVC_KEY_PREFIX=prefix, RECSVC_HOST="127.0.0.1", RECSVC_SERVER_MODEL="sync",

@@ -109,15 +109,19 @@ def test_tables_name_skipped_servers_and_flag_short_answers() -> None:
     assert "compare per CPU second): echo_aio at 32 (50%)." in report.tables(results)
 
 
-def test_the_floor_is_compared_with_the_echo_and_recommend_with_the_floor() -> None:
+def _tables_of(targets: tuple[tuple[str, int], ...]) -> str:
+    """The report of one round where each target answers its req/s at every concurrency."""
     runs = [dict(_run(t, c, 1, rps), client_cpu_us_per_request=30.0, mean_ms=0.3, p99_ms=0.5)
-            for t, rps in (("echo_sync", 6000), ("echo_aio", 4000), ("echo_sync_redis", 4000),
-                           ("recommend_sync", 2000))
-            for c in (1, 32, 256)]
-    results = {"machine": {"date": "d", "commit": "c", "cores": 2, "cpu": "x", "python": "3"},
-               "command": "python -m bench.servers", "rounds": 1, "seconds": 1.0,
-               "customer_id": "C0000000", "customers": 20000, "runs": runs, "targets": {}}
-    text = report.tables(results)
+            for t, rps in targets for c in (1, 32, 256)]
+    return report.tables({
+        "machine": {"date": "d", "commit": "c", "cores": 2, "cpu": "x", "python": "3"},
+        "command": "python -m bench.servers", "rounds": 1, "seconds": 1.0,
+        "customer_id": "C0000000", "customers": 20000, "runs": runs, "targets": {}})
+
+
+def test_the_floor_is_compared_with_the_echo_and_recommend_with_the_floor() -> None:
+    text = _tables_of((("echo_sync", 6000), ("echo_aio", 4000), ("echo_sync_redis", 4000),
+                       ("recommend_sync", 2000)))
     # the floor beside Recommend against the faster echo, and Recommend against the floor
     assert "| 32 in flight | 67% | 67% | 33% | 33% |" in text
     assert "| req/s over the floor (sync echo + Recommend's Redis read) | Recommend, sync |" in text
@@ -127,14 +131,8 @@ def test_the_floor_is_compared_with_the_echo_and_recommend_with_the_floor() -> N
 
 
 def test_the_ceiling_is_a_yardstick_beside_the_floor_without_a_target_of_its_own() -> None:
-    runs = [dict(_run(t, c, 1, rps), client_cpu_us_per_request=30.0, mean_ms=0.3, p99_ms=0.5)
-            for t, rps in (("echo_sync", 6000), ("echo_sync_redis", 4800),
-                           ("ceiling_sync", 4200), ("recommend_sync", 2000))
-            for c in (1, 32, 256)]
-    results = {"machine": {"date": "d", "commit": "c", "cores": 2, "cpu": "x", "python": "3"},
-               "command": "python -m bench.servers --ceiling", "rounds": 1, "seconds": 1.0,
-               "customer_id": "C0000000", "customers": 20000, "runs": runs, "targets": {}}
-    text = report.tables(results)
+    text = _tables_of((("echo_sync", 6000), ("echo_sync_redis", 4800),
+                       ("ceiling_sync", 4200), ("recommend_sync", 2000)))
     assert "| 32 in flight | 80% | 80% | 70% | 70% | 33% | 33% |" in text
     assert "the ceiling of a native decision (Recommend, sync, decision replayed) at 32 in " \
            "flight, for scale | median 70% of the fastest echo (70%) | - |" in text

@@ -14,6 +14,7 @@ pipeline routes the blocking ones.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -102,9 +103,7 @@ class EventLog:
         return replies
 
     async def _send(self, commands: list[tuple[str, ...]], deadline: float) -> list[Any]:
-        remaining = min(self._timeout, deadline - time.monotonic())
-        if remaining <= 0:
-            raise StoreError("no time left to record feedback before the deadline")
+        remaining = time_left(deadline, self._timeout)
         if self._cluster is not None:
             return await self._send_routed(commands, remaining)
         try:  # all in one write, one future for the batch: one round trip
@@ -137,14 +136,27 @@ class EventLog:
             await self._cluster.close()
 
 
+def time_left(deadline: float, timeout: float) -> float:
+    """How long a feedback write may wait: ``timeout``, less when the caller's deadline is
+    nearer; StoreError once it has passed (nothing is written then: the caller retries)."""
+    remaining = min(timeout, deadline - time.monotonic())
+    if remaining <= 0:
+        raise StoreError("no time left to record feedback before the deadline")
+    return remaining
+
+
 def record_sync(client: redis.Redis, keys: schema.Keys, bounds: Bounds,
-                events: Sequence[Event],
-                on_accept: Sequence[tuple[str, bool]] = ()) -> list[Outcome]:
+                events: Sequence[Event], on_accept: Sequence[tuple[str, bool]] = (),
+                deadline: float | None = None) -> list[Outcome]:
     """The same as ``EventLog.record`` with blocking redis-py: one pipeline per batch (on a
     cluster redis-py's cluster pipeline: each call to its shard's master, all masters' calls
-    written before any reply is read)."""
+    written before any reply is read). With a ``deadline``, nothing is written once it has
+    passed; the write itself waits out the client's socket timeout (redis-py has no timeout
+    per call)."""
     if not events:
         return []
+    if deadline is not None:
+        time_left(deadline, math.inf)
     calls = plan_calls(keys, bounds, time.time(), events, on_accept)
     return outcomes_of(calls, run_sync(client, calls), len(events))
 
